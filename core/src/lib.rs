@@ -1,0 +1,24 @@
+//! `eddy-core`: everything Eddy's clients and server share, with no I/O.
+//!
+//! - [`value`] and [`schema`]: the data model, with EJSON in and out.
+//! - [`changeset`]: instructions, changeset metadata and the binary changeset codec.
+//! - [`store`]: the in-memory object store that applies changesets and reports changes.
+//! - [`transform`]: operational transformation, the one merge algorithm of clients and server.
+//! - [`query`]: the RQL subset used by queries, subscriptions and permission filters.
+//! - [`protocol`]: the wire messages, their codec and the error table.
+//! - [`client`] and [`server`]: sans-IO sync state machines, driven by `handle_*`/`poll_*`.
+//! - [`sim`]: a deterministic simulation of a server and many clients over a faulty network.
+//!
+//! **Architecture invariant:** this crate does no I/O, reads no clock, draws no randomness except
+//! from a seed it is given, and spawns nothing. Drivers feed it time and bytes.
+
+pub mod changeset;
+pub mod client;
+pub mod protocol;
+pub mod query;
+pub mod schema;
+pub mod server;
+pub mod sim;
+pub mod store;
+pub mod transform;
+pub mod value;

@@ -1,0 +1,24 @@
+//! The wire protocol between sync clients and the server: every message in both directions,
+//! the numbered error table, and the binary codec (one message per WebSocket binary frame).
+//!
+//! The byte-level specification, with test vectors, is `docs/protocol.md`.
+
+mod codec;
+mod error;
+mod message;
+
+pub use error::{ErrorAction, ErrorCode};
+pub use message::*;
+
+/// The protocol version this build speaks, as negotiated in the WebSocket subprotocol
+/// (`eddy-sync/<version>`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket subprotocol name for [`PROTOCOL_VERSION`].
+pub const SUBPROTOCOL: &str = "eddy-sync/1";
+
+/// The prefix every Eddy subprotocol name starts with.
+pub const SUBPROTOCOL_PREFIX: &str = "eddy-sync/";
+
+/// The largest DOWNLOAD the server builds, in bytes of changeset bodies.
+pub const MAX_DOWNLOAD_BYTES: usize = 16 * 1024 * 1024;

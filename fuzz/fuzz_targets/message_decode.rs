@@ -1,0 +1,5 @@
+//! Placeholder.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = data;
+});
