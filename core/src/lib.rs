@@ -22,3 +22,4 @@ pub mod sim;
 pub mod store;
 pub mod transform;
 pub mod value;
+pub mod wire;
