@@ -1,1 +1,13 @@
-//! Placeholder.
+//! The sans-IO sync client: a [`ClientConnection`] (connect, reconnect, keepalive) carrying
+//! [`ClientSession`]s (one per synced file).
+
+mod backoff;
+mod connection;
+mod session;
+
+pub use backoff::{Backoff, SplitMix64};
+pub use connection::{ClientConnection, ConnectionAction, ConnectionConfig, ConnectionState};
+pub use session::{
+    ClientSession, FileMeta, PersistedState, ResetMode, SessionConfig, SessionEvent, StorageWrite, SubscriptionState,
+    SyncError,
+};

@@ -1,1 +1,12 @@
-//! Placeholder.
+//! The sans-IO sync server: the [`ServerEngine`] state machine and the [`ServerStorage`] trait it
+//! persists through (an in-memory implementation here; SQLite in the server crate).
+
+mod engine;
+mod state;
+mod storage;
+
+pub use engine::{
+    AuthError, AuthenticatedUser, Authenticator, ConnectionId, EngineError, ServerConfig, ServerEngine, ServerEvent,
+};
+pub use state::snapshot_instructions;
+pub use storage::{ClientFileRecord, HistoryEntry, MemoryStorage, ServerStorage, StorageError, StoredState};

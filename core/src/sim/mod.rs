@@ -1,1 +1,657 @@
-//! Placeholder.
+//! Deterministic simulation: one server engine and N client connections in memory, a virtual
+//! clock, and a seeded network that delays, disconnects (dropping messages in flight) and keeps
+//! clients offline while they write. Servers crash (losing unflushed storage) and restart;
+//! clients restart from what they persisted. At quiescence every replica must be identical and
+//! every acknowledged changeset must be in the server's durable history.
+//!
+//! Everything is driven by one seed, so a failing seed replays exactly.
+
+mod workload;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use crate::changeset::Changeset;
+use crate::client::{
+    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, PersistedState, ResetMode, SessionConfig,
+    SessionEvent, SplitMix64,
+};
+use crate::protocol::{
+    decode_client_message, decode_server_message, encode_client_message, encode_server_message, MessageLimits,
+    Subscription, SubscriptionSet,
+};
+use crate::schema::Schema;
+use crate::server::{
+    snapshot_instructions, AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
+    ServerEngine, ServerEvent,
+};
+use crate::store::{Changes, Store};
+use crate::value::{Document, PrimaryKey};
+
+pub use workload::sim_schema;
+
+/// The session ident every simulated client uses on its connection.
+const SESSION: u64 = 1;
+
+/// How a simulation run is shaped.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Number of clients.
+    pub clients: usize,
+    /// Number of random steps before the network heals.
+    pub steps: usize,
+    /// Longest one-way network latency in milliseconds.
+    pub max_latency_ms: u64,
+    /// Per-step probability (in 1/1000) that a connected client's connection drops.
+    pub disconnect_per_mille: u64,
+    /// Per-step probability (in 1/1000) that a client goes offline for a while.
+    pub offline_per_mille: u64,
+    /// Per-step probability (in 1/1000) that the server crashes and restarts.
+    pub server_crash_per_mille: u64,
+    /// Per-step probability (in 1/1000) that a client process restarts from its storage.
+    pub client_restart_per_mille: u64,
+    /// Virtual milliseconds allowed to reach quiescence after the network heals.
+    pub settle_budget_ms: u64,
+}
+
+impl SimConfig {
+    /// A configuration with the defaults CI uses.
+    pub fn new(seed: u64, clients: usize) -> Self {
+        SimConfig {
+            seed,
+            clients,
+            steps: 300,
+            max_latency_ms: 80,
+            disconnect_per_mille: 15,
+            offline_per_mille: 10,
+            server_crash_per_mille: 4,
+            client_restart_per_mille: 4,
+            settle_budget_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    /// The seed that failed.
+    pub seed: u64,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seed {} failed: {}", self.seed, self.reason)
+    }
+}
+
+/// What a successful run did.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Local changesets committed by clients.
+    pub writes: u64,
+    /// Changesets in the server's history at the end.
+    pub server_versions: u64,
+    /// Server crashes.
+    pub server_crashes: u64,
+    /// Client restarts.
+    pub client_restarts: u64,
+    /// Connection drops.
+    pub disconnects: u64,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Objects in the converged state.
+    pub objects: usize,
+    /// Virtual time the run took, in milliseconds.
+    pub virtual_ms: u64,
+}
+
+/// Accepts tokens of the form `user:<id>`; they never expire.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimAuth;
+
+impl Authenticator for SimAuth {
+    fn authenticate(&self, token: &str, _now_ms: u64) -> Result<AuthenticatedUser, AuthError> {
+        match token.strip_prefix("user:") {
+            Some(id) if !id.is_empty() => Ok(AuthenticatedUser { id: id.to_owned(), expires_at_ms: u64::MAX }),
+            _ => Err(AuthError::Invalid(format!("{token:?} is not a simulation token"))),
+        }
+    }
+}
+
+/// A FIFO link with per-message delivery times (latency varies, order is kept, as on TCP).
+#[derive(Debug, Default)]
+struct Link {
+    to_server: VecDeque<(u64, Vec<u8>)>,
+    to_client: VecDeque<(u64, Vec<u8>)>,
+}
+
+/// What a client has on disk.
+#[derive(Debug, Clone)]
+struct Disk {
+    meta: crate::client::FileMeta,
+    objects: BTreeMap<(String, PrimaryKey), Document>,
+    pending: Vec<Changeset>,
+}
+
+#[derive(Debug)]
+struct SimClient {
+    conn: ClientConnection,
+    /// The connection id while a socket is open.
+    socket: Option<ConnectionId>,
+    link: Link,
+    offline_until: u64,
+    disk: Option<Disk>,
+    /// Client versions of local commits, per client file ident they were made under.
+    written: Vec<u64>,
+    acknowledged: u64,
+    file_ident: u64,
+}
+
+/// One simulation run.
+#[derive(Debug)]
+pub struct Simulation {
+    config: SimConfig,
+    rng: SplitMix64,
+    now: u64,
+    server: Option<ServerEngine<MemoryStorage, SimAuth>>,
+    server_config: ServerConfig,
+    clients: Vec<SimClient>,
+    next_connection: ConnectionId,
+    limits: MessageLimits,
+    report: SimReport,
+    /// (file ident, client version) of every changeset the server acknowledged.
+    acknowledged: BTreeSet<(u64, u64)>,
+}
+
+impl Simulation {
+    /// Sets up a server and `config.clients` clients.
+    pub fn new(config: SimConfig) -> Result<Self, SimFailure> {
+        let mut rng = SplitMix64(config.seed);
+        let schema = sim_schema();
+        let mut server_config = ServerConfig::new(schema.clone(), rng.next());
+        server_config.state_segment_bytes = 512;
+        let server = ServerEngine::new(server_config.clone(), MemoryStorage::new(), SimAuth)
+            .map_err(|e| SimFailure { seed: config.seed, reason: e.to_string() })?;
+        let clients = (0..config.clients)
+            .map(|i| {
+                let mut conn = ClientConnection::new(
+                    ConnectionConfig {
+                        ping_interval_ms: 20_000,
+                        pong_timeout_ms: 10_000,
+                        connect_timeout_ms: 5_000,
+                        backoff_base_ms: 50,
+                        backoff_max_ms: 2_000,
+                        seed: rng.next(),
+                    },
+                    0,
+                );
+                conn.add_session(ClientSession::new(SESSION, session_config(&schema, i, rng.next()), None));
+                SimClient {
+                    conn,
+                    socket: None,
+                    link: Link::default(),
+                    offline_until: 0,
+                    disk: None,
+                    written: Vec::new(),
+                    acknowledged: 0,
+                    file_ident: 0,
+                }
+            })
+            .collect();
+        Ok(Simulation {
+            config,
+            rng,
+            now: 0,
+            server: Some(server),
+            server_config,
+            clients,
+            next_connection: 1,
+            limits: MessageLimits::default(),
+            report: SimReport::default(),
+            acknowledged: BTreeSet::new(),
+        })
+    }
+
+    /// Runs the random phase, heals the network, drives to quiescence and checks the invariants.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        for _ in 0..self.config.steps {
+            self.random_step()?;
+            let dt = 1 + self.rng.below(40);
+            self.advance(dt)?;
+        }
+        self.heal_and_settle()?;
+        self.check()?;
+        self.report.virtual_ms = self.now;
+        Ok(self.report)
+    }
+
+    fn failure(&self, reason: impl Into<String>) -> SimFailure {
+        SimFailure { seed: self.config.seed, reason: format!("at t={}ms: {}", self.now, reason.into()) }
+    }
+
+    fn random_step(&mut self) -> Result<(), SimFailure> {
+        let c = self.rng.below(self.clients.len() as u64) as usize;
+        let roll = self.rng.below(1000);
+        let cfg = self.config.clone();
+        let mut threshold = cfg.disconnect_per_mille;
+        if roll < threshold {
+            self.drop_connection(c);
+            return Ok(());
+        }
+        threshold += cfg.offline_per_mille;
+        if roll < threshold {
+            self.drop_connection(c);
+            self.clients[c].offline_until = self.now + 1_000 + self.rng.below(20_000);
+            return Ok(());
+        }
+        threshold += cfg.server_crash_per_mille;
+        if roll < threshold {
+            return self.crash_server();
+        }
+        threshold += cfg.client_restart_per_mille;
+        if roll < threshold {
+            return self.restart_client(c);
+        }
+        threshold += 20;
+        if roll < threshold {
+            let subs = workload::random_subscriptions(&mut self.rng);
+            if let Some(session) = self.clients[c].conn.session_mut(SESSION) {
+                session.update_subscriptions(subs);
+            }
+            return Ok(());
+        }
+        self.random_write(c)
+    }
+
+    fn random_write(&mut self, c: usize) -> Result<(), SimFailure> {
+        let now = self.now;
+        let seed = self.rng.next();
+        let client = &mut self.clients[c];
+        let Some(session) = client.conn.session_mut(SESSION) else { return Ok(()) };
+        let ops = 1 + seed % 4;
+        let mut rng = SplitMix64(seed);
+        let result = session.write(now, |tx| {
+            for _ in 0..ops {
+                workload::random_op(tx, &mut rng)?;
+            }
+            Ok::<(), crate::store::ApplyError>(())
+        });
+        match result {
+            Ok(_) => {
+                self.report.writes += 1;
+                let version = self.clients[c].conn.session(SESSION).map_or(0, |s| s.meta().last_client_version);
+                self.clients[c].written.push(version);
+                self.pump_client(c);
+                Ok(())
+            }
+            Err(e) => Err(self.failure(format!("client {c}: a generated write failed: {e}"))),
+        }
+    }
+
+    fn drop_connection(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        if let Some(socket) = client.socket.take() {
+            self.report.disconnects += 1;
+            client.link = Link::default();
+            client.conn.handle_disconnected(self.now);
+            if let Some(server) = self.server.as_mut() {
+                server.handle_disconnect(socket);
+            }
+        }
+    }
+
+    fn crash_server(&mut self) -> Result<(), SimFailure> {
+        self.report.server_crashes += 1;
+        for c in 0..self.clients.len() {
+            self.drop_connection(c);
+        }
+        let Some(server) = self.server.take() else { return Ok(()) };
+        let mut storage = server.into_storage();
+        storage.crash();
+        let server = ServerEngine::new(self.server_config.clone(), storage, SimAuth)
+            .map_err(|e| self.failure(format!("server restart: {e}")))?;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    fn restart_client(&mut self, c: usize) -> Result<(), SimFailure> {
+        self.report.client_restarts += 1;
+        self.drop_connection(c);
+        let schema = sim_schema();
+        let seed = self.rng.next();
+        let state = match self.clients[c].disk.clone() {
+            None => None,
+            Some(disk) => {
+                let mut store = Store::new(schema.clone());
+                let mut image = Store::new(schema.clone());
+                // Rebuild the object state from the persisted documents.
+                for ((collection, key), doc) in &disk.objects {
+                    let mut tx = image.write();
+                    tx.create(collection, key.clone()).map_err(|e| self.failure(format!("restore: {e}")))?;
+                    for (field, value) in doc.iter().filter(|(f, _)| f.as_str() != crate::schema::PRIMARY_KEY) {
+                        let path = crate::changeset::Path::field(collection.clone(), key.clone(), field.clone());
+                        tx.set(path, value.clone()).map_err(|e| self.failure(format!("restore: {e}")))?;
+                    }
+                    tx.commit();
+                }
+                store
+                    .apply(&snapshot_instructions(&image), &mut Changes::default())
+                    .map_err(|e| self.failure(format!("restore: {e}")))?;
+                Some(PersistedState { meta: disk.meta, store, pending: disk.pending })
+            }
+        };
+        let session = ClientSession::new(SESSION, session_config(&schema, c, seed), state);
+        let mut conn = ClientConnection::new(
+            ConnectionConfig {
+                ping_interval_ms: 20_000,
+                pong_timeout_ms: 10_000,
+                connect_timeout_ms: 5_000,
+                backoff_base_ms: 50,
+                backoff_max_ms: 2_000,
+                seed,
+            },
+            self.now,
+        );
+        conn.add_session(session);
+        self.clients[c].conn = conn;
+        Ok(())
+    }
+
+    /// Advances virtual time by `dt` ms in 1 ms ticks of message delivery and timers.
+    fn advance(&mut self, dt: u64) -> Result<(), SimFailure> {
+        let end = self.now + dt;
+        while self.now < end {
+            self.now += 1;
+            self.tick()?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), SimFailure> {
+        let now = self.now;
+        for c in 0..self.clients.len() {
+            self.clients[c].conn.handle_timeout(now);
+            self.pump_client(c);
+            // Deliver messages due to the server.
+            while let Some((at, _)) = self.clients[c].link.to_server.front() {
+                if *at > now {
+                    break;
+                }
+                let Some((_, frame)) = self.clients[c].link.to_server.pop_front() else { break };
+                let Some(socket) = self.clients[c].socket else { break };
+                self.report.messages += 1;
+                if let Some(server) = self.server.as_mut() {
+                    server.handle_frame(socket, now, &frame);
+                }
+            }
+            // Deliver messages due to the client.
+            while let Some((at, _)) = self.clients[c].link.to_client.front() {
+                if *at > now {
+                    break;
+                }
+                let Some((_, frame)) = self.clients[c].link.to_client.pop_front() else { break };
+                self.report.messages += 1;
+                let msg = decode_server_message(&frame, &self.limits)
+                    .map_err(|e| self.failure(format!("client {c} cannot decode a server frame: {e}")))?;
+                self.clients[c].conn.handle_message(now, msg);
+                self.pump_client(c);
+            }
+        }
+        if let Some(server) = self.server.as_mut() {
+            if server.poll_timeout().is_some_and(|t| t <= now) {
+                server.handle_timeout(now);
+            }
+        }
+        self.pump_server()
+    }
+
+    fn latency(&mut self) -> u64 {
+        1 + self.rng.below(self.config.max_latency_ms)
+    }
+
+    fn pump_client(&mut self, c: usize) {
+        let now = self.now;
+        while let Some(action) = self.clients[c].conn.poll_action() {
+            match action {
+                ConnectionAction::Connect => {
+                    if self.clients[c].offline_until > now || self.server.is_none() {
+                        self.clients[c].conn.handle_disconnected(now);
+                    } else {
+                        let id = self.next_connection;
+                        self.next_connection += 1;
+                        self.clients[c].socket = Some(id);
+                        if let Some(server) = self.server.as_mut() {
+                            server.handle_connect(id, now);
+                        }
+                        self.clients[c].conn.handle_connected(now);
+                    }
+                }
+                ConnectionAction::Close => self.drop_connection(c),
+                _ => {}
+            }
+        }
+        if let Some(session) = self.clients[c].conn.session_mut(SESSION) {
+            if session.take_reconnect_request() {
+                self.drop_connection(c);
+            }
+        }
+        while let Some(msg) = self.clients[c].conn.poll_transmit() {
+            if self.clients[c].socket.is_none() {
+                break;
+            }
+            let frame = encode_client_message(&msg);
+            let at = self.delivery_time(c, true);
+            self.clients[c].link.to_server.push_back((at, frame));
+        }
+        let events: Vec<SessionEvent> = match self.clients[c].conn.session_mut(SESSION) {
+            Some(session) => std::iter::from_fn(|| session.poll_event()).collect(),
+            None => Vec::new(),
+        };
+        for event in events {
+            self.on_client_event(c, event);
+        }
+    }
+
+    fn delivery_time(&mut self, c: usize, to_server: bool) -> u64 {
+        let latency = self.latency();
+        let queue = if to_server { &self.clients[c].link.to_server } else { &self.clients[c].link.to_client };
+        let last = queue.back().map_or(0, |(at, _)| *at);
+        (self.now + latency).max(last)
+    }
+
+    fn on_client_event(&mut self, c: usize, event: SessionEvent) {
+        let client = &mut self.clients[c];
+        match event {
+            SessionEvent::Persist(write) => {
+                let disk = client.disk.get_or_insert_with(|| Disk {
+                    meta: write.meta.clone(),
+                    objects: BTreeMap::new(),
+                    pending: Vec::new(),
+                });
+                if write.meta.client_file_ident != client.file_ident {
+                    client.file_ident = write.meta.client_file_ident;
+                    client.written.clear();
+                    client.acknowledged = 0;
+                }
+                disk.meta = write.meta;
+                disk.pending = write.pending;
+                for (collection, key, doc) in write.objects {
+                    match doc {
+                        Some(doc) => disk.objects.insert((collection, key), doc),
+                        None => disk.objects.remove(&(collection, key)),
+                    };
+                }
+            }
+            SessionEvent::UploadAcknowledged { client_version } => {
+                client.acknowledged = client.acknowledged.max(client_version);
+                let ident = client.file_ident;
+                for v in client.written.iter().filter(|v| **v <= client_version) {
+                    self.acknowledged.insert((ident, *v));
+                }
+                client.written.retain(|v| *v > client_version);
+            }
+            _ => {}
+        }
+    }
+
+    fn pump_server(&mut self) -> Result<(), SimFailure> {
+        loop {
+            let next = match self.server.as_mut() {
+                Some(server) => server.poll_transmit().map_err(|e| SimFailure { seed: self.config.seed, reason: e.to_string() })?,
+                None => None,
+            };
+            let Some((connection, msg)) = next else { break };
+            let Some(c) = self.clients.iter().position(|cl| cl.socket == Some(connection)) else { continue };
+            let frame = encode_server_message(&msg);
+            let at = self.delivery_time(c, false);
+            self.clients[c].link.to_client.push_back((at, frame));
+        }
+        let events: Vec<ServerEvent> = match self.server.as_mut() {
+            Some(server) => std::iter::from_fn(|| server.poll_event()).collect(),
+            None => Vec::new(),
+        };
+        for event in events {
+            if let ServerEvent::CloseConnection { connection } = event {
+                if let Some(c) = self.clients.iter().position(|cl| cl.socket == Some(connection)) {
+                    // Let the final ERROR arrive, then close.
+                    let at = self.delivery_time(c, false);
+                    let _ = at;
+                    self.drop_connection(c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heal_and_settle(&mut self) -> Result<(), SimFailure> {
+        for client in &mut self.clients {
+            client.offline_until = 0;
+            client.conn.resume(self.now);
+        }
+        let deadline = self.now + self.config.settle_budget_ms;
+        while self.now < deadline {
+            self.advance(50)?;
+            if self.quiescent() {
+                return Ok(());
+            }
+        }
+        let status: Vec<String> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let s = c.conn.session(SESSION)?;
+                Some(format!(
+                    "client {i}: active={} pending={} cursor={} closed={}",
+                    s.is_active(),
+                    s.pending().len(),
+                    s.meta().download.server_version,
+                    s.is_closed()
+                ))
+            })
+            .collect();
+        Err(self.failure(format!(
+            "no quiescence after {} ms (server at version {}): {}",
+            self.config.settle_budget_ms,
+            self.server.as_ref().map_or(0, |s| s.latest_version()),
+            status.join("; ")
+        )))
+    }
+
+    fn quiescent(&self) -> bool {
+        let Some(server) = self.server.as_ref() else { return false };
+        let latest = server.latest_version();
+        self.clients.iter().all(|c| {
+            c.link.to_server.is_empty()
+                && c.link.to_client.is_empty()
+                && c.conn.session(SESSION).is_some_and(|s| {
+                    s.is_active() && s.pending().is_empty() && s.meta().download.server_version == latest
+                })
+        })
+    }
+
+    fn check(&mut self) -> Result<(), SimFailure> {
+        let Some(server) = self.server.as_ref() else { return Err(self.failure("no server")) };
+        let expected = server.store();
+        for (i, client) in self.clients.iter().enumerate() {
+            let Some(session) = client.conn.session(SESSION) else { continue };
+            if session.store() != expected {
+                return Err(self.failure(format!(
+                    "client {i} diverged from the server: client digest {:x}, server digest {:x}\nclient: {:?}\nserver: {:?}",
+                    session.store().digest(),
+                    expected.digest(),
+                    session.store(),
+                    expected
+                )));
+            }
+        }
+        let durable: BTreeSet<(u64, u64)> = server
+            .storage()
+            .durable_history()
+            .iter()
+            .map(|e| (e.origin_file_ident, e.client_version))
+            .collect();
+        if let Some(lost) = self.acknowledged.iter().find(|a| !durable.contains(a)) {
+            return Err(self.failure(format!(
+                "acknowledged changeset {} of client file {} is not in the durable history",
+                lost.1, lost.0
+            )));
+        }
+        self.report.server_versions = server.latest_version();
+        self.report.objects = expected.collections().map(|c| expected.len(c)).sum();
+        Ok(())
+    }
+}
+
+fn session_config(schema: &Schema, index: usize, seed: u64) -> SessionConfig {
+    SessionConfig {
+        path: "flx".into(),
+        access_token: format!("user:u{index}"),
+        schema: schema.clone(),
+        reset_mode: ResetMode::Recover,
+        async_open: seed % 2 == 0,
+    }
+}
+
+/// A subscription set selecting everything of the simulation's collection.
+pub fn everything() -> SubscriptionSet {
+    SubscriptionSet {
+        version: 0,
+        subscriptions: vec![Subscription { name: "all".into(), collection: "Item".into(), query: "TRUEPREDICATE".into() }],
+    }
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, clients: usize) -> Result<SimReport, SimFailure> {
+    Simulation::new(SimConfig::new(seed, clients))?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_seeds_converge() {
+        for seed in 0..20 {
+            if let Err(failure) = run_seed(seed, 3) {
+                panic!("{failure}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_calm_network_converges_without_faults() {
+        let mut config = SimConfig::new(99, 4);
+        config.disconnect_per_mille = 0;
+        config.offline_per_mille = 0;
+        config.server_crash_per_mille = 0;
+        config.client_restart_per_mille = 0;
+        let report = Simulation::new(config).and_then(Simulation::run).unwrap();
+        assert!(report.writes > 100);
+        assert!(report.server_versions > 100);
+    }
+}

@@ -1,0 +1,920 @@
+//! The client side of one sync session (one synced file): binding, identification, uploads,
+//! integration of downloads, subscriptions, marks, transactions, async open and client reset.
+//!
+//! The session is sans-IO. The connection that carries it calls [`ClientSession::handle_connected`],
+//! [`ClientSession::handle_message`] and [`ClientSession::handle_disconnected`]; the application
+//! calls [`ClientSession::write`] and friends; everything the session wants done comes out of
+//! [`ClientSession::poll_transmit`] (messages) and [`ClientSession::poll_event`] (storage writes,
+//! changes, state changes, errors).
+
+use std::collections::VecDeque;
+
+use crate::changeset::{decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction};
+use crate::protocol::{
+    BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction, ErrorCode,
+    ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset,
+};
+use crate::schema::Schema;
+use crate::store::{Changes, Store, WriteTransaction};
+use crate::transform::transform;
+
+/// Most changesets one UPLOAD carries; the rest follow once it is acknowledged.
+const MAX_UPLOAD_CHANGESETS: usize = 1_000;
+/// Most body bytes one UPLOAD carries (a single larger changeset still goes alone).
+const MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// What to do with local changes the server never integrated when the file must be reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResetMode {
+    /// Re-apply unacknowledged local changes on top of the server's state.
+    Recover,
+    /// Drop them (they are reported in [`SessionEvent::ClientReset`]).
+    Discard,
+}
+
+/// How a session is set up.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The server file to sync (`"flx"` for flexible sync).
+    pub path: String,
+    /// The access token sent in BIND.
+    pub access_token: String,
+    /// The schema the application declares.
+    pub schema: Schema,
+    /// What a client reset does with unacknowledged local changes.
+    pub reset_mode: ResetMode,
+    /// Whether a brand-new file starts from a STATE snapshot instead of the whole history.
+    pub async_open: bool,
+}
+
+/// The identity and cursors of a client file: what must be persisted besides objects and history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileMeta {
+    /// The server-allocated client file ident (0 until allocated).
+    pub client_file_ident: u64,
+    /// Its salt.
+    pub client_file_ident_salt: u64,
+    /// Where this file stands in the server's history.
+    pub download: DownloadCursor,
+    /// The latest server version heard of, and its salt.
+    pub latest_server_version: u64,
+    /// The salt of `latest_server_version`.
+    pub latest_server_version_salt: u64,
+    /// The last client version produced locally.
+    pub last_client_version: u64,
+    /// The current subscription set.
+    pub subscriptions: SubscriptionSet,
+}
+
+/// Everything a session needs to resume after a restart.
+#[derive(Clone, Debug)]
+pub struct PersistedState {
+    /// Identity and cursors.
+    pub meta: FileMeta,
+    /// The object state.
+    pub store: Store,
+    /// Local changesets not yet integrated by the server, rebased on `meta.download`.
+    pub pending: Vec<Changeset>,
+}
+
+/// A change to persist, emitted after every state change. Drivers apply these in order, each as
+/// one storage transaction; a local write is durable once its `Persist` is.
+#[derive(Clone, Debug)]
+pub struct StorageWrite {
+    /// The new file metadata.
+    pub meta: FileMeta,
+    /// Objects whose stored form changed: the new document, or `None` when it is gone.
+    pub objects: Vec<(String, crate::value::PrimaryKey, Option<crate::value::Document>)>,
+    /// The complete pending list after the change (it is rebased by every download).
+    pub pending: Vec<Changeset>,
+    /// The schema, when it changed.
+    pub schema: Option<Schema>,
+}
+
+/// The lifecycle of a subscription set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscriptionState {
+    /// Not yet sent to (or acknowledged by) the server.
+    Pending,
+    /// The server is sending the objects it selects.
+    Bootstrapping,
+    /// Everything it selects has been downloaded.
+    Complete,
+    /// The server refused it.
+    Error(String),
+    /// A newer set replaced it before it completed.
+    Superseded,
+}
+
+/// An error reported to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncError {
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// What the application should do.
+    pub action: ErrorAction,
+    /// A human-readable explanation.
+    pub message: String,
+    /// Refused writes that the server reverted, for compensating-write errors.
+    pub compensating: Option<CompensatingWrite>,
+}
+
+/// Something the application or the driver must know about.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// Persist this, in order.
+    Persist(StorageWrite),
+    /// Objects changed because of downloaded changesets.
+    Changes(Changes),
+    /// The server integrated local changes up to this client version.
+    UploadAcknowledged {
+        /// The client version.
+        client_version: u64,
+    },
+    /// Everything in the server's history at the time of the MARK request has been integrated.
+    DownloadComplete {
+        /// The request number returned by [`ClientSession::request_download_completion`].
+        request: u64,
+    },
+    /// A subscription set changed state.
+    Subscription {
+        /// The set's version.
+        version: u64,
+        /// Its new state.
+        state: SubscriptionState,
+    },
+    /// The outcome of a [`ClientSession::transact`].
+    Transact {
+        /// The transaction's client version.
+        client_version: u64,
+        /// Accepted (with its server version) or rejected.
+        result: TransactResult,
+    },
+    /// The file was reset from the server's state.
+    ClientReset {
+        /// Local changesets re-applied on top of the server's state.
+        recovered: usize,
+        /// Local changesets dropped (discard mode, or no longer applicable).
+        discarded: usize,
+    },
+    /// The server reported an error.
+    Error(SyncError),
+}
+
+/// Where the session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No connection.
+    Disconnected,
+    /// BIND sent; waiting for IDENT (new file) or for the first DOWNLOAD.
+    Binding,
+    /// Fetching the server state with STATE_REQUEST (async open or client reset).
+    FetchingState,
+    /// Asking which client version the server integrated before a reset.
+    AskingClientVersion,
+    /// IDENT sent, waiting for the first DOWNLOAD.
+    Identified,
+    /// Uploads and downloads flow.
+    Active,
+    /// UNBIND sent or the server ended the session.
+    Unbound,
+    /// A fatal error; the application must act.
+    Failed,
+}
+
+/// A state transfer in progress (async open or client reset).
+#[derive(Debug, Default)]
+struct StateTransfer {
+    server_version: u64,
+    salt: u64,
+    total: u64,
+    bytes: Vec<u8>,
+    /// Local changesets to recover on top of the transferred state.
+    recover: Vec<Changeset>,
+    discarded: usize,
+    /// Whether this transfer resets an existing file (rather than opening a new one).
+    reset: bool,
+}
+
+/// The client side of one sync session.
+#[derive(Debug)]
+pub struct ClientSession {
+    ident: SessionIdent,
+    config: SessionConfig,
+    phase: Phase,
+    meta: FileMeta,
+    store: Store,
+    pending: Vec<Changeset>,
+    /// The highest client version sent in an UPLOAD that is not yet acknowledged.
+    in_flight: u64,
+    transact_in_flight: Option<(u64, Vec<Instruction>)>,
+    subscription_state: SubscriptionState,
+    subscriptions_sent: u64,
+    next_mark: u64,
+    state_transfer: Option<StateTransfer>,
+    connected: bool,
+    waiting_for_token: bool,
+    wants_reconnect: bool,
+    outbox: VecDeque<ClientMessage>,
+    events: VecDeque<SessionEvent>,
+    limits: DecodeLimits,
+}
+
+impl ClientSession {
+    /// A session for a new file (when `state` is `None`) or a file restored from storage.
+    pub fn new(ident: SessionIdent, config: SessionConfig, state: Option<PersistedState>) -> Self {
+        let (meta, store, pending) = match state {
+            Some(s) => (s.meta, s.store, s.pending),
+            None => (FileMeta::default(), Store::new(config.schema.clone()), Vec::new()),
+        };
+        let subscription_state = if meta.subscriptions.version == 0 {
+            SubscriptionState::Complete
+        } else {
+            SubscriptionState::Pending
+        };
+        ClientSession {
+            ident,
+            config,
+            phase: Phase::Disconnected,
+            meta,
+            store,
+            pending,
+            in_flight: 0,
+            transact_in_flight: None,
+            subscription_state,
+            subscriptions_sent: 0,
+            next_mark: 1,
+            state_transfer: None,
+            connected: false,
+            waiting_for_token: false,
+            wants_reconnect: false,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            limits: DecodeLimits::default(),
+        }
+    }
+
+    /// The session ident on its connection.
+    pub fn ident(&self) -> SessionIdent {
+        self.ident
+    }
+
+    /// The local object state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Identity and cursors.
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    /// Local changesets the server has not integrated yet.
+    pub fn pending(&self) -> &[Changeset] {
+        &self.pending
+    }
+
+    /// Whether the session is bound and exchanging changesets.
+    pub fn is_active(&self) -> bool {
+        self.phase == Phase::Active
+    }
+
+    /// Whether the session stopped for good (unbound or failed).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Unbound | Phase::Failed)
+    }
+
+    /// The state of the current subscription set.
+    pub fn subscription_state(&self) -> &SubscriptionState {
+        &self.subscription_state
+    }
+
+    /// Runs `f` in a write transaction at time `now_ms`. On success the transaction's changes
+    /// become a local changeset queued for upload; on error nothing changes.
+    pub fn write<R, E>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Changes), E> {
+        let mut tx = self.store.write();
+        let result = f(&mut tx)?;
+        let (instructions, changes) = tx.commit();
+        if !instructions.is_empty() {
+            self.commit_local(now_ms, instructions);
+        }
+        Ok((result, changes))
+    }
+
+    /// Applies `instructions` as one local changeset (used to replay recovered changes).
+    fn commit_local(&mut self, now_ms: u64, instructions: Vec<Instruction>) -> u64 {
+        self.meta.last_client_version += 1;
+        let version = self.meta.last_client_version;
+        let meta = ChangesetMeta {
+            version,
+            last_integrated_remote_version: self.meta.download.server_version,
+            origin_timestamp: now_ms,
+            origin_file_ident: self.meta.client_file_ident,
+        };
+        let touched = touched_objects(&instructions);
+        self.pending.push(Changeset { meta, instructions });
+        self.persist(touched);
+        self.maybe_upload();
+        version
+    }
+
+    /// Sends `instructions` as a serialized transaction: the server integrates it only if nothing
+    /// concurrent touched the same objects. Allowed only when every upload is acknowledged.
+    pub fn transact(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<(), String>,
+    ) -> Result<u64, SyncError> {
+        let bug = |message: String| SyncError {
+            code: ErrorCode::TransactBeforeUpload,
+            action: ErrorAction::ApplicationBug,
+            message,
+            compensating: None,
+        };
+        if self.phase != Phase::Active || !self.pending.is_empty() || self.transact_in_flight.is_some() {
+            return Err(bug(
+                "a transaction needs an active session with every local change uploaded; wait for upload completion first"
+                    .into(),
+            ));
+        }
+        let mut tx = self.store.write();
+        f(&mut tx).map_err(bug)?;
+        // The transaction is not applied locally until the server accepts it.
+        let instructions = tx.rollback_instructions();
+        let version = self.meta.last_client_version + 1;
+        self.meta.last_client_version = version;
+        let changeset = UploadChangeset {
+            client_version: version,
+            last_integrated_server_version: self.meta.download.server_version,
+            origin_timestamp: now_ms,
+            origin_file_ident: self.meta.client_file_ident,
+            body: encode_changeset(&instructions),
+        };
+        self.transact_in_flight = Some((version, instructions));
+        self.outbox.push_back(ClientMessage::Transact { session: self.ident, changeset });
+        Ok(version)
+    }
+
+    /// Replaces the subscription set; the server is told at once when connected.
+    pub fn update_subscriptions(&mut self, mut set: SubscriptionSet) -> u64 {
+        if self.subscription_state != SubscriptionState::Complete && self.meta.subscriptions.version > 0 {
+            self.events.push_back(SessionEvent::Subscription {
+                version: self.meta.subscriptions.version,
+                state: SubscriptionState::Superseded,
+            });
+        }
+        set.version = self.meta.subscriptions.version + 1;
+        self.meta.subscriptions = set;
+        self.subscription_state = SubscriptionState::Pending;
+        self.persist(Vec::new());
+        self.send_query_if_needed();
+        self.meta.subscriptions.version
+    }
+
+    /// Asks to be told (with [`SessionEvent::DownloadComplete`]) once everything the server has now
+    /// is integrated locally. Returns the request number.
+    pub fn request_download_completion(&mut self) -> u64 {
+        let request = self.next_mark;
+        self.next_mark += 1;
+        if self.phase == Phase::Active {
+            self.outbox.push_back(ClientMessage::Mark { session: self.ident, request });
+        }
+        request
+    }
+
+    /// Sends a new access token (REFRESH) after the old one expired.
+    pub fn refresh(&mut self, access_token: String) {
+        self.config.access_token = access_token.clone();
+        if matches!(self.phase, Phase::Active | Phase::Identified | Phase::Binding) {
+            self.outbox.push_back(ClientMessage::Refresh { session: self.ident, access_token });
+        } else if self.phase == Phase::Failed && self.waiting_for_token {
+            // The server ended the session when the token expired: bind again with the new one.
+            self.waiting_for_token = false;
+            self.phase = Phase::Disconnected;
+            if self.connected {
+                self.handle_connected();
+            }
+        }
+    }
+
+    /// Ends the session (UNBIND).
+    pub fn unbind(&mut self) {
+        if !matches!(self.phase, Phase::Disconnected | Phase::Unbound | Phase::Failed) {
+            self.outbox.push_back(ClientMessage::Unbind { session: self.ident });
+        }
+        self.phase = Phase::Unbound;
+    }
+
+    /// The connection is up: bind.
+    pub fn handle_connected(&mut self) {
+        self.connected = true;
+        if self.is_closed() {
+            return;
+        }
+        self.in_flight = 0;
+        self.outbox.clear();
+        let need_ident = self.meta.client_file_ident == 0;
+        self.outbox.push_back(ClientMessage::Bind {
+            session: self.ident,
+            path: self.config.path.clone(),
+            access_token: self.config.access_token.clone(),
+            need_client_file_ident: need_ident,
+        });
+        if need_ident {
+            self.phase = Phase::Binding;
+        } else {
+            self.send_ident();
+        }
+    }
+
+    /// The connection dropped; everything unacknowledged will be re-sent after reconnecting.
+    pub fn handle_disconnected(&mut self) {
+        self.connected = false;
+        if !self.is_closed() || self.waiting_for_token {
+            self.phase = Phase::Disconnected;
+        }
+        self.in_flight = 0;
+        if let Some((version, _)) = self.transact_in_flight.take() {
+            // The server may or may not have integrated it; the next DOWNLOAD tells. Until then the
+            // transaction counts as not integrated, and it is reported as rejected so the
+            // application can retry it.
+            self.events.push_back(SessionEvent::Transact {
+                client_version: version,
+                result: TransactResult::Rejected {
+                    code: ErrorCode::ConnectionClosed,
+                    reason: "the connection closed before the server answered; retry the transaction".into(),
+                },
+            });
+        }
+        if self.state_transfer.is_some() && self.phase == Phase::Disconnected {
+            if let Some(t) = self.state_transfer.as_mut() {
+                t.bytes.clear();
+                t.server_version = 0;
+            }
+        }
+        self.outbox.clear();
+    }
+
+    fn send_ident(&mut self) {
+        if self.state_transfer.is_some() {
+            self.phase = Phase::FetchingState;
+            self.request_state_segment(0);
+            return;
+        }
+        self.outbox.push_back(ClientMessage::Ident {
+            session: self.ident,
+            client_file_ident: self.meta.client_file_ident,
+            client_file_ident_salt: self.meta.client_file_ident_salt,
+            download: self.meta.download,
+            latest_server_version: self.meta.latest_server_version,
+            latest_server_version_salt: self.meta.latest_server_version_salt,
+            subscriptions: self.meta.subscriptions.clone(),
+        });
+        self.subscriptions_sent = self.meta.subscriptions.version;
+        if self.meta.subscriptions.version > 0 && self.subscription_state == SubscriptionState::Pending {
+            self.set_subscription_state(SubscriptionState::Bootstrapping);
+        }
+        self.phase = Phase::Identified;
+    }
+
+    fn request_state_segment(&mut self, offset: u64) {
+        let (server_version, salt) = self.state_transfer.as_ref().map(|t| (t.server_version, t.salt)).unwrap_or((0, 0));
+        self.outbox.push_back(ClientMessage::StateRequest {
+            session: self.ident,
+            server_version,
+            server_version_salt: salt,
+            offset,
+        });
+    }
+
+    /// Handles a message from the server for this session.
+    pub fn handle_message(&mut self, now_ms: u64, msg: ServerMessage) {
+        let result = match msg {
+            ServerMessage::Ident { client_file_ident, client_file_ident_salt, .. } => {
+                self.on_ident(client_file_ident, client_file_ident_salt)
+            }
+            ServerMessage::Download { progress, batch_state, query_version, changesets, .. } => {
+                self.on_download(progress, batch_state, query_version, changesets)
+            }
+            ServerMessage::Unbound { .. } => {
+                self.phase = Phase::Unbound;
+                Ok(())
+            }
+            ServerMessage::Transact { client_version, result, .. } => self.on_transact(client_version, result),
+            ServerMessage::Mark { request, .. } => {
+                self.events.push_back(SessionEvent::DownloadComplete { request });
+                Ok(())
+            }
+            ServerMessage::State { server_version, server_version_salt, begin_offset, total_size, segment, .. } => {
+                self.on_state(now_ms, server_version, server_version_salt, begin_offset, total_size, segment)
+            }
+            ServerMessage::ClientVersion { client_version, .. } => self.on_client_version(client_version),
+            ServerMessage::Error { code, message, compensating, .. } => {
+                self.on_error(code, message, compensating);
+                Ok(())
+            }
+            ServerMessage::QueryError { query_version, message, .. } => {
+                if query_version == self.meta.subscriptions.version {
+                    self.set_subscription_state(SubscriptionState::Error(message));
+                }
+                Ok(())
+            }
+            ServerMessage::Pong { .. } => Ok(()),
+        };
+        if let Err(error) = result {
+            self.fail(error);
+        }
+    }
+
+    fn on_ident(&mut self, ident: u64, salt: u64) -> Result<(), SyncError> {
+        if !matches!(self.phase, Phase::Binding | Phase::AskingClientVersion) || ident == 0 {
+            return Err(protocol_error(ErrorCode::BadMessageOrder, "unexpected IDENT from the server"));
+        }
+        self.meta.client_file_ident = ident;
+        self.meta.client_file_ident_salt = salt;
+        for changeset in &mut self.pending {
+            changeset.meta.origin_file_ident = ident;
+        }
+        if self.config.async_open && self.meta.download.server_version == 0 && self.state_transfer.is_none() {
+            self.state_transfer = Some(StateTransfer::default());
+        }
+        self.persist(Vec::new());
+        if self.phase == Phase::Binding {
+            self.send_ident();
+        }
+        Ok(())
+    }
+
+    fn on_download(
+        &mut self,
+        progress: SyncProgress,
+        batch_state: BatchState,
+        query_version: u64,
+        changesets: Vec<DownloadChangeset>,
+    ) -> Result<(), SyncError> {
+        if !matches!(self.phase, Phase::Identified | Phase::Active) {
+            return Err(protocol_error(ErrorCode::BadMessageOrder, "DOWNLOAD before the session was identified"));
+        }
+        if progress.download < self.meta.download {
+            return Err(protocol_error(ErrorCode::BadProgress, "the download cursor moved backwards"));
+        }
+        let mut changes = Changes::default();
+        let mut touched = Vec::new();
+        for dc in changesets {
+            if dc.server_version <= self.meta.download.server_version || dc.server_version > progress.download.server_version {
+                return Err(protocol_error(ErrorCode::BadProgress, "downloaded changesets are out of order"));
+            }
+            if dc.last_integrated_client_version > self.meta.last_client_version {
+                return Err(protocol_error(
+                    ErrorCode::BadProgress,
+                    "the server claims to have integrated a client version this file never made",
+                ));
+            }
+            self.pending.retain(|p| p.meta.version > dc.last_integrated_client_version);
+            let instructions = decode_changeset(&dc.body, &self.limits)
+                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("downloaded changeset: {e}")))?;
+            let mut remote = [Changeset {
+                meta: ChangesetMeta {
+                    version: dc.server_version,
+                    last_integrated_remote_version: dc.last_integrated_client_version,
+                    origin_timestamp: dc.origin_timestamp,
+                    origin_file_ident: dc.origin_file_ident,
+                },
+                instructions,
+            }];
+            transform(&mut self.pending, &mut remote, None)
+                .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
+            let [remote] = remote;
+            touched.extend(touched_objects(&remote.instructions));
+            self.store
+                .apply(&remote.instructions, &mut changes)
+                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply downloaded changeset: {e}")))?;
+            self.meta.download = DownloadCursor {
+                server_version: dc.server_version,
+                last_integrated_client_version: dc.last_integrated_client_version,
+            };
+        }
+        if progress.download.last_integrated_client_version > self.meta.last_client_version {
+            return Err(protocol_error(ErrorCode::BadProgress, "upload progress names a client version never made"));
+        }
+        self.meta.download = progress.download;
+        self.meta.latest_server_version = progress.latest_server_version;
+        self.meta.latest_server_version_salt = progress.latest_server_version_salt;
+        self.pending.retain(|p| p.meta.version > progress.download.last_integrated_client_version);
+        // The next UPLOAD waits until this file has downloaded past the integration of the
+        // previous one, so every UPLOAD's base includes all of this file's integrated changes.
+        let acked = progress.upload.client_version;
+        if self.in_flight != 0 && progress.download.last_integrated_client_version >= self.in_flight {
+            self.in_flight = 0;
+        }
+        if acked > 0 {
+            self.events.push_back(SessionEvent::UploadAcknowledged { client_version: acked });
+        }
+        self.persist(touched);
+        if !changes.is_empty() {
+            self.events.push_back(SessionEvent::Changes(changes));
+        }
+        if query_version == self.meta.subscriptions.version
+            && batch_state != BatchState::MoreToCome
+            && self.subscription_state == SubscriptionState::Bootstrapping
+        {
+            self.set_subscription_state(SubscriptionState::Complete);
+        }
+        if self.phase == Phase::Identified {
+            self.phase = Phase::Active;
+            self.send_query_if_needed();
+        }
+        self.maybe_upload();
+        Ok(())
+    }
+
+    fn on_transact(&mut self, client_version: u64, result: TransactResult) -> Result<(), SyncError> {
+        let instructions = match self.transact_in_flight.take() {
+            Some((version, instructions)) if version == client_version => instructions,
+            other => {
+                self.transact_in_flight = other;
+                return Err(protocol_error(ErrorCode::BadMessageOrder, "TRANSACT answer for no outstanding transaction"));
+            }
+        };
+        if let TransactResult::Accepted { .. } = result {
+            // Accepted means nothing concurrent touched these objects, so applying the transaction
+            // now commutes with every download not yet integrated.
+            let mut changes = Changes::default();
+            self.store
+                .apply(&instructions, &mut changes)
+                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply accepted transaction: {e}")))?;
+            self.persist(touched_objects(&instructions));
+            self.events.push_back(SessionEvent::Changes(changes));
+        }
+        self.events.push_back(SessionEvent::Transact { client_version, result });
+        self.maybe_upload();
+        Ok(())
+    }
+
+    fn on_state(
+        &mut self,
+        now_ms: u64,
+        server_version: u64,
+        salt: u64,
+        begin: u64,
+        total: u64,
+        segment: Vec<u8>,
+    ) -> Result<(), SyncError> {
+        let limit = self.limits.max_inflated_bytes as u64;
+        let transfer = match (self.phase, self.state_transfer.as_mut()) {
+            (Phase::FetchingState, Some(t)) => t,
+            _ => return Err(protocol_error(ErrorCode::BadMessageOrder, "STATE without a STATE_REQUEST")),
+        };
+        if total > limit {
+            return Err(protocol_error(ErrorCode::LimitsExceeded, "the server state is larger than this client accepts"));
+        }
+        if begin != transfer.bytes.len() as u64 || (transfer.server_version != 0 && transfer.server_version != server_version) {
+            return Err(protocol_error(ErrorCode::BadProgress, "STATE segment does not continue the transfer"));
+        }
+        transfer.server_version = server_version;
+        transfer.salt = salt;
+        transfer.total = total;
+        transfer.bytes.extend_from_slice(&segment);
+        if (transfer.bytes.len() as u64) < total {
+            let offset = transfer.bytes.len() as u64;
+            if segment.is_empty() {
+                return Err(protocol_error(ErrorCode::BadProgress, "empty STATE segment before the end"));
+            }
+            self.request_state_segment(offset);
+            return Ok(());
+        }
+        let transfer = self.state_transfer.take().unwrap_or_default();
+        let instructions = decode_changeset(&transfer.bytes, &self.limits)
+            .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("server state: {e}")))?;
+        let mut store = Store::new(self.config.schema.clone());
+        let mut changes = Changes::default();
+        store
+            .apply(&instructions, &mut changes)
+            .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply server state: {e}")))?;
+        let old_objects = all_objects(&self.store);
+        self.store = store;
+        self.meta.download = DownloadCursor { server_version: transfer.server_version, last_integrated_client_version: 0 };
+        self.meta.latest_server_version = transfer.server_version;
+        self.meta.latest_server_version_salt = transfer.salt;
+        self.pending.clear();
+        self.meta.last_client_version = 0;
+        let mut touched = old_objects;
+        touched.extend(all_objects(&self.store));
+        self.persist(touched);
+        let (mut recovered, mut discarded) = (0, transfer.discarded);
+        for changeset in transfer.recover {
+            let mut scratch = Changes::default();
+            let mut tx = self.store.write();
+            let ok = tx.replay(&changeset.instructions);
+            match ok {
+                Ok(()) => {
+                    let (instructions, c) = tx.commit();
+                    scratch.merge(c);
+                    if !instructions.is_empty() {
+                        self.commit_local(now_ms, instructions);
+                    }
+                    recovered += 1;
+                }
+                Err(_) => {
+                    drop(tx);
+                    discarded += 1;
+                }
+            }
+            changes.merge(scratch);
+        }
+        if transfer.reset {
+            self.events.push_back(SessionEvent::ClientReset { recovered, discarded });
+        }
+        self.events.push_back(SessionEvent::Changes(changes));
+        self.send_ident();
+        Ok(())
+    }
+
+    fn on_client_version(&mut self, client_version: u64) -> Result<(), SyncError> {
+        if self.phase != Phase::AskingClientVersion {
+            return Err(protocol_error(ErrorCode::BadMessageOrder, "CLIENT_VERSION without a request"));
+        }
+        self.settle_recovery(Some(client_version));
+        self.phase = Phase::Binding;
+        if self.meta.client_file_ident != 0 {
+            self.send_ident();
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, code: ErrorCode, message: String, compensating: Option<CompensatingWrite>) {
+        let error = SyncError { code, action: code.action(), message, compensating };
+        match error.action {
+            ErrorAction::Warning => self.events.push_back(SessionEvent::Error(error)),
+            ErrorAction::Transient => {
+                self.events.push_back(SessionEvent::Error(error));
+                self.phase = Phase::Disconnected;
+                self.wants_reconnect = true;
+            }
+            ErrorAction::ClientReset => {
+                self.events.push_back(SessionEvent::Error(error));
+                self.begin_reset();
+            }
+            _ => self.fail(error),
+        }
+    }
+
+    /// Starts a client reset: bind again for a new client file ident, ask which client version
+    /// the server integrated from the old file (so recovery re-applies only the rest), then fetch
+    /// the server's state.
+    fn begin_reset(&mut self) {
+        let old_ident = (self.meta.client_file_ident, self.meta.client_file_ident_salt);
+        self.state_transfer = Some(StateTransfer { recover: std::mem::take(&mut self.pending), reset: true, ..StateTransfer::default() });
+        self.meta.client_file_ident = 0;
+        self.meta.client_file_ident_salt = 0;
+        self.meta.download = DownloadCursor::default();
+        self.in_flight = 0;
+        self.outbox.clear();
+        self.outbox.push_back(ClientMessage::Bind {
+            session: self.ident,
+            path: self.config.path.clone(),
+            access_token: self.config.access_token.clone(),
+            need_client_file_ident: true,
+        });
+        if old_ident.0 != 0 {
+            self.outbox.push_back(ClientMessage::ClientVersionRequest {
+                session: self.ident,
+                client_file_ident: old_ident.0,
+                client_file_ident_salt: old_ident.1,
+            });
+            self.phase = Phase::AskingClientVersion;
+        } else {
+            self.settle_recovery(None);
+            self.phase = Phase::Binding;
+        }
+    }
+
+    /// Decides which unacknowledged local changesets a reset re-applies.
+    fn settle_recovery(&mut self, integrated: Option<u64>) {
+        let mode = self.config.reset_mode;
+        if let Some(t) = self.state_transfer.as_mut() {
+            let candidates = std::mem::take(&mut t.recover);
+            let candidates: Vec<Changeset> = match integrated {
+                Some(v) => candidates.into_iter().filter(|c| c.meta.version > v).collect(),
+                None => candidates,
+            };
+            match mode {
+                ResetMode::Recover => t.recover = candidates,
+                ResetMode::Discard => t.discarded += candidates.len(),
+            }
+        }
+    }
+
+    fn fail(&mut self, error: SyncError) {
+        // The server ends a session after any error that is not a warning. An expired token waits
+        // for `refresh`; local writes keep working and stay pending meanwhile.
+        self.waiting_for_token = error.code.action() == ErrorAction::RefreshToken;
+        self.events.push_back(SessionEvent::Error(error));
+        self.phase = Phase::Failed;
+    }
+
+    /// Whether the session asks its connection to reconnect (after a transient session error).
+    pub fn take_reconnect_request(&mut self) -> bool {
+        std::mem::take(&mut self.wants_reconnect)
+    }
+
+    fn set_subscription_state(&mut self, state: SubscriptionState) {
+        if self.subscription_state != state {
+            self.subscription_state = state.clone();
+            self.events.push_back(SessionEvent::Subscription { version: self.meta.subscriptions.version, state });
+        }
+    }
+
+    fn send_query_if_needed(&mut self) {
+        if self.phase == Phase::Active && self.subscriptions_sent < self.meta.subscriptions.version {
+            self.subscriptions_sent = self.meta.subscriptions.version;
+            self.outbox.push_back(ClientMessage::Query {
+                session: self.ident,
+                subscriptions: self.meta.subscriptions.clone(),
+            });
+            self.set_subscription_state(SubscriptionState::Bootstrapping);
+        }
+    }
+
+    fn maybe_upload(&mut self) {
+        if self.phase != Phase::Active || self.in_flight != 0 || self.transact_in_flight.is_some() {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for changeset in &self.pending {
+            if batch.len() >= MAX_UPLOAD_CHANGESETS || (bytes >= MAX_UPLOAD_BYTES && !batch.is_empty()) {
+                break;
+            }
+            let body = encode_changeset(&changeset.instructions);
+            bytes += body.len();
+            batch.push(UploadChangeset {
+                client_version: changeset.meta.version,
+                last_integrated_server_version: self.meta.download.server_version,
+                origin_timestamp: changeset.meta.origin_timestamp,
+                origin_file_ident: self.meta.client_file_ident,
+                body,
+            });
+        }
+        if let Some(last) = batch.last() {
+            self.in_flight = last.client_version;
+            self.outbox.push_back(ClientMessage::Upload { session: self.ident, changesets: batch });
+        }
+    }
+
+    fn persist(&mut self, touched: Vec<(String, crate::value::PrimaryKey)>) {
+        let mut objects: Vec<_> = touched
+            .into_iter()
+            .map(|(collection, key)| {
+                let doc = self.store.get(&collection, &key).cloned();
+                (collection, key, doc)
+            })
+            .collect();
+        objects.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        objects.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        self.events.push_back(SessionEvent::Persist(StorageWrite {
+            meta: self.meta.clone(),
+            objects,
+            pending: self.pending.clone(),
+            schema: None,
+        }));
+    }
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<ClientMessage> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event for the application or driver, if any.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+}
+
+fn protocol_error(code: ErrorCode, message: &str) -> SyncError {
+    SyncError { code, action: code.action(), message: message.to_owned(), compensating: None }
+}
+
+/// The top-level objects a list of instructions touches.
+fn touched_objects(instructions: &[Instruction]) -> Vec<(String, crate::value::PrimaryKey)> {
+    instructions
+        .iter()
+        .filter_map(|i| i.object())
+        .map(|(c, k)| (c.to_owned(), k.clone()))
+        .collect()
+}
+
+fn all_objects(store: &Store) -> Vec<(String, crate::value::PrimaryKey)> {
+    let names: Vec<String> = store.collections().map(str::to_owned).collect();
+    names
+        .into_iter()
+        .flat_map(|c| store.objects(&c).map(|(k, _)| (c.clone(), k.clone())).collect::<Vec<_>>())
+        .collect()
+}

@@ -1,0 +1,1074 @@
+//! The sans-IO server sync engine: sessions, client file idents, history, integration of uploads
+//! by operational transformation, downloads with cursors and acknowledgements, MARK, TRANSACT,
+//! STATE snapshots, CLIENT_VERSION, subscriptions and keepalive.
+//!
+//! # Drive loop
+//! ```text
+//! on new socket:        engine.handle_connect(conn, now)
+//! on binary frame:      engine.handle_frame(conn, now, &bytes)
+//! on socket closed:     engine.handle_disconnect(conn)
+//! at engine.poll_timeout(): engine.handle_timeout(now)
+//! after any of these:   while let Some((conn, msg)) = engine.poll_transmit()? { send encode(msg) to conn }
+//!                       while let Some(event) = engine.poll_event() { close sockets, feed the console }
+//! ```
+//! `poll_transmit` flushes storage before it releases the first message after a change, so every
+//! acknowledgement the clients see is durable, and one flush covers everything handled since the
+//! last one (group commit).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::changeset::{decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction};
+use crate::client::SplitMix64;
+use crate::protocol::{
+    decode_client_message, BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, MessageLimits,
+    ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
+    MAX_DOWNLOAD_BYTES,
+};
+use crate::query;
+use crate::schema::Schema;
+use crate::server::state::snapshot_instructions;
+use crate::server::storage::{ClientFileRecord, HistoryEntry, ServerStorage, StorageError};
+use crate::store::{Changes, Store};
+use crate::transform::{transform, MergeDecision};
+
+/// Identifies one client connection (chosen by the driver).
+pub type ConnectionId = u64;
+
+/// The largest client file ident (exclusive).
+const MAX_FILE_IDENT: u64 = 1 << 63;
+
+/// How the engine is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The schema the server enforces.
+    pub schema: Schema,
+    /// Whether clients may add collections and properties.
+    pub development_mode: bool,
+    /// Connections silent for longer are closed (default 10 minutes).
+    pub idle_timeout_ms: u64,
+    /// Most sessions one connection may bind.
+    pub max_sessions_per_connection: usize,
+    /// Most changeset bytes per DOWNLOAD.
+    pub max_download_bytes: usize,
+    /// Size of STATE segments.
+    pub state_segment_bytes: usize,
+    /// Limits for decoding frames.
+    pub message_limits: MessageLimits,
+    /// Limits for decoding changeset bodies.
+    pub changeset_limits: DecodeLimits,
+    /// Whether to record merge decisions in [`ServerEvent::Integrated`] (for the dev console).
+    pub record_merge_decisions: bool,
+    /// Seed for client file idents and salts (drivers pass OS randomness).
+    pub seed: u64,
+}
+
+impl ServerConfig {
+    /// Defaults for a schema.
+    pub fn new(schema: Schema, seed: u64) -> Self {
+        ServerConfig {
+            schema,
+            development_mode: false,
+            idle_timeout_ms: 10 * 60 * 1000,
+            max_sessions_per_connection: 256,
+            max_download_bytes: MAX_DOWNLOAD_BYTES,
+            state_segment_bytes: 1024 * 1024,
+            message_limits: MessageLimits::default(),
+            changeset_limits: DecodeLimits::default(),
+            record_merge_decisions: false,
+            seed,
+        }
+    }
+}
+
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    /// The user's id.
+    pub id: String,
+    /// When the token expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The token was valid but has expired.
+    Expired,
+    /// The token is malformed, forged, revoked or for another app.
+    Invalid(String),
+}
+
+/// Checks access tokens (the server crate verifies JWTs; tests use simple tables).
+pub trait Authenticator {
+    /// The user a token belongs to, at time `now_ms`.
+    fn authenticate(&self, token: &str, now_ms: u64) -> Result<AuthenticatedUser, AuthError>;
+}
+
+/// Something the driver or the dev console should know.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// Close this connection (after sending what `poll_transmit` gave for it).
+    CloseConnection {
+        /// The connection.
+        connection: ConnectionId,
+    },
+    /// A session was bound and identified.
+    SessionIdentified {
+        /// The connection.
+        connection: ConnectionId,
+        /// The session.
+        session: SessionIdent,
+        /// The user.
+        user: String,
+        /// The client file.
+        client_file_ident: u64,
+    },
+    /// A session ended.
+    SessionEnded {
+        /// The connection.
+        connection: ConnectionId,
+        /// The session.
+        session: SessionIdent,
+    },
+    /// A changeset was integrated into the history.
+    Integrated {
+        /// Its server version.
+        server_version: u64,
+        /// The client file it came from.
+        origin_file_ident: u64,
+        /// Its client version.
+        client_version: u64,
+        /// The integrated (transformed) instructions.
+        instructions: Vec<Instruction>,
+        /// Merge decisions made while transforming it (when recording is on).
+        decisions: Vec<MergeDecision>,
+    },
+    /// An error was sent to a client.
+    ErrorSent {
+        /// The connection.
+        connection: ConnectionId,
+        /// The session (0 for the connection).
+        session: SessionIdent,
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: String,
+    },
+}
+
+/// A failure of the engine itself (not of a client): storage stopped working.
+pub type EngineError = StorageError;
+
+#[derive(Debug)]
+struct FileState {
+    salt: u64,
+    user_id: String,
+    /// (server version, client version) of each integration from this file, in order.
+    integrations: Vec<(u64, u64)>,
+    bound: Option<(ConnectionId, SessionIdent)>,
+}
+
+impl FileState {
+    fn last_integration(&self) -> (u64, u64) {
+        self.integrations.last().copied().unwrap_or((0, 0))
+    }
+
+    /// The last client version integrated at or before `server_version`.
+    fn client_version_at(&self, server_version: u64) -> u64 {
+        let n = self.integrations.partition_point(|(sv, _)| *sv <= server_version);
+        match n {
+            0 => 0,
+            n => self.integrations.get(n - 1).map_or(0, |(_, cv)| *cv),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Bound; `file` is set once an ident was allocated or named.
+    Bound { file: Option<u64> },
+    /// Identified; changesets flow.
+    Identified { file: u64, cursor: DownloadCursor },
+}
+
+#[derive(Debug)]
+struct Session {
+    user: AuthenticatedUser,
+    phase: Phase,
+    subscriptions: SubscriptionSet,
+    marks: Vec<(u64, u64)>,
+    needs_download: bool,
+}
+
+#[derive(Debug, Default)]
+struct Connection {
+    sessions: BTreeMap<SessionIdent, Session>,
+    last_seen_ms: u64,
+}
+
+/// A session-level failure: ERROR to the client, then the session ends.
+struct SessionFailure {
+    code: ErrorCode,
+    message: String,
+}
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> SessionFailure {
+    SessionFailure { code, message: message.into() }
+}
+
+/// The server side of sync for one server file.
+#[derive(Debug)]
+pub struct ServerEngine<S, A> {
+    config: ServerConfig,
+    storage: S,
+    auth: A,
+    store: Store,
+    history: Vec<HistoryEntry>,
+    decoded: Vec<Changeset>,
+    history_salt: u64,
+    rng: SplitMix64,
+    files: HashMap<u64, FileState>,
+    connections: HashMap<ConnectionId, Connection>,
+    needs_flush: bool,
+    outbox: VecDeque<(ConnectionId, ServerMessage)>,
+    events: VecDeque<ServerEvent>,
+    state_cache: Option<(u64, Vec<u8>)>,
+}
+
+impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
+    /// Starts the engine on `storage`, rebuilding the current state from the stored history.
+    pub fn new(config: ServerConfig, mut storage: S, auth: A) -> Result<Self, EngineError> {
+        let stored = storage.load()?;
+        let mut rng = SplitMix64(config.seed);
+        let mut history_salt = stored.history_salt;
+        let mut needs_flush = false;
+        if history_salt == 0 {
+            history_salt = (rng.next() >> 1).max(1);
+            storage.set_history_salt(history_salt)?;
+            needs_flush = true;
+        }
+        let mut store = Store::new(config.schema.clone());
+        let mut decoded = Vec::with_capacity(stored.history.len());
+        let mut files: HashMap<u64, FileState> = stored
+            .client_files
+            .into_iter()
+            .map(|r| (r.ident, FileState { salt: r.salt, user_id: r.user_id, integrations: Vec::new(), bound: None }))
+            .collect();
+        let mut scratch = Changes::default();
+        for (i, entry) in stored.history.iter().enumerate() {
+            if entry.server_version != i as u64 + 1 {
+                return Err(StorageError(format!(
+                    "stored history has version {} at position {}; the history must be gap-free",
+                    entry.server_version,
+                    i + 1
+                )));
+            }
+            let instructions = decode_changeset(&entry.body, &config.changeset_limits)
+                .map_err(|e| StorageError(format!("stored changeset {} does not decode: {e}", entry.server_version)))?;
+            store
+                .apply(&instructions, &mut scratch)
+                .map_err(|e| StorageError(format!("stored changeset {} does not apply: {e}", entry.server_version)))?;
+            scratch = Changes::default();
+            if let Some(file) = files.get_mut(&entry.origin_file_ident) {
+                file.integrations.push((entry.server_version, entry.client_version));
+            }
+            decoded.push(Changeset { meta: entry_meta(entry), instructions });
+        }
+        Ok(ServerEngine {
+            config,
+            storage,
+            auth,
+            store,
+            history: stored.history,
+            decoded,
+            history_salt,
+            rng,
+            files,
+            connections: HashMap::new(),
+            needs_flush,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            state_cache: None,
+        })
+    }
+
+    /// The current state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The latest server version.
+    pub fn latest_version(&self) -> u64 {
+        self.history.len() as u64
+    }
+
+    /// The storage (for drivers that inspect it, and simulations that crash it).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Consumes the engine, returning its storage (a simulated restart).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// Number of bound sessions over all connections.
+    pub fn session_count(&self) -> usize {
+        self.connections.values().map(|c| c.sessions.len()).sum()
+    }
+
+    /// A new connection.
+    pub fn handle_connect(&mut self, connection: ConnectionId, now_ms: u64) {
+        self.connections.insert(connection, Connection { sessions: BTreeMap::new(), last_seen_ms: now_ms });
+    }
+
+    /// A connection closed: its sessions end; nothing it sent is lost.
+    pub fn handle_disconnect(&mut self, connection: ConnectionId) {
+        if let Some(conn) = self.connections.remove(&connection) {
+            for (ident, session) in conn.sessions {
+                self.release_file(connection, ident, &session);
+                self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+            }
+        }
+        self.outbox.retain(|(c, _)| *c != connection);
+    }
+
+    /// A binary frame arrived; a frame that does not decode ends the connection with an ERROR.
+    pub fn handle_frame(&mut self, connection: ConnectionId, now_ms: u64, frame: &[u8]) {
+        match decode_client_message(frame, &self.config.message_limits) {
+            Ok(msg) => self.handle_message(connection, now_ms, msg),
+            Err(e) => self.connection_error(connection, e.error_code(), e.to_string()),
+        }
+    }
+
+    /// A decoded message arrived.
+    pub fn handle_message(&mut self, connection: ConnectionId, now_ms: u64, msg: ClientMessage) {
+        let Some(conn) = self.connections.get_mut(&connection) else { return };
+        conn.last_seen_ms = now_ms;
+        let ident = match msg.session() {
+            None => {
+                if let ClientMessage::Ping { timestamp, .. } = msg {
+                    self.outbox.push_back((connection, ServerMessage::Pong { timestamp }));
+                }
+                return;
+            }
+            Some(0) => {
+                return self.connection_error(connection, ErrorCode::BadSessionIdent, "session ident 0 is reserved");
+            }
+            Some(ident) => ident,
+        };
+        let result = match msg {
+            ClientMessage::Bind { access_token, path, need_client_file_ident, .. } => {
+                self.on_bind(connection, ident, now_ms, &path, &access_token, need_client_file_ident)
+            }
+            ClientMessage::Unbind { .. } => {
+                if let Some(session) = self.remove_session(connection, ident) {
+                    self.release_file(connection, ident, &session);
+                    self.outbox.push_back((connection, ServerMessage::Unbound { session: ident }));
+                    self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+                }
+                Ok(())
+            }
+            other => {
+                if !self.connections.get(&connection).is_some_and(|c| c.sessions.contains_key(&ident)) {
+                    return self.connection_error(
+                        connection,
+                        ErrorCode::BadSessionIdent,
+                        format!("{} for session {ident}, which is not bound; send BIND first", other.name()),
+                    );
+                }
+                self.on_session_message(connection, ident, now_ms, other)
+            }
+        };
+        if let Err(failure) = result {
+            self.session_error(connection, ident, failure);
+        }
+    }
+
+    fn on_session_message(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        now_ms: u64,
+        msg: ClientMessage,
+    ) -> Result<(), SessionFailure> {
+        match msg {
+            ClientMessage::Ident {
+                client_file_ident,
+                client_file_ident_salt,
+                download,
+                latest_server_version,
+                latest_server_version_salt,
+                subscriptions,
+                ..
+            } => self.on_ident(
+                connection,
+                ident,
+                client_file_ident,
+                client_file_ident_salt,
+                download,
+                (latest_server_version, latest_server_version_salt),
+                subscriptions,
+            ),
+            ClientMessage::Upload { changesets, .. } => self.on_upload(connection, ident, changesets),
+            ClientMessage::Transact { changeset, .. } => self.on_transact(connection, ident, changeset),
+            ClientMessage::Mark { request, .. } => {
+                let latest = self.latest_version();
+                let session = self.session_mut(connection, ident)?;
+                match session.phase {
+                    Phase::Identified { cursor, .. } if cursor.server_version >= latest && !session.needs_download => {
+                        self.outbox.push_back((connection, ServerMessage::Mark { session: ident, request }));
+                    }
+                    Phase::Identified { .. } => session.marks.push((request, latest)),
+                    Phase::Bound { .. } => return Err(fail(ErrorCode::BadMessageOrder, "MARK before IDENT")),
+                }
+                Ok(())
+            }
+            ClientMessage::Refresh { access_token, .. } => {
+                let user = self.authenticate(&access_token, now_ms)?;
+                let session = self.session_mut(connection, ident)?;
+                if user.id != session.user.id {
+                    return Err(fail(ErrorCode::UserMismatch, "REFRESH with a token of another user"));
+                }
+                session.user = user;
+                Ok(())
+            }
+            ClientMessage::StateRequest { server_version, server_version_salt, offset, .. } => {
+                self.on_state_request(connection, ident, server_version, server_version_salt, offset)
+            }
+            ClientMessage::ClientVersionRequest { client_file_ident, client_file_ident_salt, .. } => {
+                let user_id = self.session_mut(connection, ident)?.user.id.clone();
+                // An unknown, forged or foreign file has nothing integrated as far as this user
+                // can learn: answer 0 rather than revealing whether the ident exists.
+                let client_version = match self.files.get(&client_file_ident) {
+                    Some(f) if f.salt == client_file_ident_salt && f.user_id == user_id => f.last_integration().1,
+                    _ => 0,
+                };
+                self.outbox.push_back((
+                    connection,
+                    ServerMessage::ClientVersion { session: ident, client_file_ident, client_version },
+                ));
+                Ok(())
+            }
+            ClientMessage::Query { subscriptions, .. } => {
+                let session = self.session_mut(connection, ident)?;
+                if !matches!(session.phase, Phase::Identified { .. }) {
+                    return Err(fail(ErrorCode::BadMessageOrder, "QUERY before IDENT"));
+                }
+                if subscriptions.version <= session.subscriptions.version {
+                    return Err(fail(
+                        ErrorCode::BadProgress,
+                        format!(
+                            "subscription set version {} is not newer than {}",
+                            subscriptions.version, session.subscriptions.version
+                        ),
+                    ));
+                }
+                self.set_subscriptions(connection, ident, subscriptions)
+            }
+            ClientMessage::Bind { .. } => Err(fail(ErrorCode::ReuseOfSessionIdent, "BIND for a session that is already bound")),
+            ClientMessage::Ping { .. } | ClientMessage::Unbind { .. } => Ok(()),
+        }
+    }
+
+    fn authenticate(&self, token: &str, now_ms: u64) -> Result<AuthenticatedUser, SessionFailure> {
+        self.auth.authenticate(token, now_ms).map_err(|e| match e {
+            AuthError::Expired => fail(ErrorCode::TokenExpired, "the access token expired; refresh it and bind again"),
+            AuthError::Invalid(why) => fail(ErrorCode::BadAuthentication, format!("the access token is not valid: {why}")),
+        })
+    }
+
+    fn on_bind(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        now_ms: u64,
+        path: &str,
+        token: &str,
+        need_ident: bool,
+    ) -> Result<(), SessionFailure> {
+        let conn = self.connections.get(&connection).ok_or_else(|| fail(ErrorCode::OtherSessionError, "no connection"))?;
+        if conn.sessions.contains_key(&ident) {
+            return Err(fail(ErrorCode::ReuseOfSessionIdent, format!("session {ident} is already bound")));
+        }
+        if conn.sessions.len() >= self.config.max_sessions_per_connection {
+            return Err(fail(
+                ErrorCode::TooManySessions,
+                format!("at most {} sessions per connection", self.config.max_sessions_per_connection),
+            ));
+        }
+        if path.is_empty() || path.len() > 256 || !path.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            return Err(fail(ErrorCode::IllegalRealmPath, format!("{path:?} is not a valid server file path")));
+        }
+        let user = self.authenticate(token, now_ms)?;
+        let mut file = None;
+        if need_ident {
+            let (file_ident, salt) = self.allocate_file_ident();
+            let record = ClientFileRecord { ident: file_ident, salt, user_id: user.id.clone() };
+            self.storage.add_client_file(&record).map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+            self.needs_flush = true;
+            self.files.insert(file_ident, FileState { salt, user_id: user.id.clone(), integrations: Vec::new(), bound: None });
+            self.outbox.push_back((
+                connection,
+                ServerMessage::Ident { session: ident, client_file_ident: file_ident, client_file_ident_salt: salt },
+            ));
+            file = Some(file_ident);
+        }
+        let session = Session {
+            user,
+            phase: Phase::Bound { file },
+            subscriptions: SubscriptionSet::default(),
+            marks: Vec::new(),
+            needs_download: false,
+        };
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.sessions.insert(ident, session);
+        }
+        Ok(())
+    }
+
+    fn allocate_file_ident(&mut self) -> (u64, u64) {
+        loop {
+            let ident = self.rng.next() % MAX_FILE_IDENT;
+            if ident != 0 && !self.files.contains_key(&ident) {
+                let salt = (self.rng.next() >> 1).max(1);
+                return (ident, salt);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ident(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        file_ident: u64,
+        salt: u64,
+        download: DownloadCursor,
+        latest: (u64, u64),
+        subscriptions: SubscriptionSet,
+    ) -> Result<(), SessionFailure> {
+        let latest_version = self.latest_version();
+        let history_salt = self.history_salt;
+        let session = self.session_mut(connection, ident)?;
+        let user_id = session.user.id.clone();
+        match session.phase {
+            Phase::Bound { file: Some(f) } if f != file_ident => {
+                return Err(fail(ErrorCode::BadClientFileIdent, "IDENT names another file than the one allocated"));
+            }
+            Phase::Bound { .. } => {}
+            Phase::Identified { .. } => return Err(fail(ErrorCode::BadMessageOrder, "second IDENT on one session")),
+        }
+        let file = self
+            .files
+            .get(&file_ident)
+            .filter(|f| f.salt == salt)
+            .ok_or_else(|| fail(ErrorCode::BadClientFileIdent, format!("unknown client file {file_ident} or wrong salt")))?;
+        if file.user_id != user_id {
+            return Err(fail(ErrorCode::UserMismatch, "the client file belongs to another user"));
+        }
+        if download.server_version > latest_version || latest.0 > latest_version {
+            return Err(fail(
+                ErrorCode::BadServerVersion,
+                format!("server version {} is ahead of the server's {latest_version}", download.server_version),
+            ));
+        }
+        if latest.0 > 0 && latest.1 != history_salt {
+            return Err(fail(ErrorCode::BadServerVersion, "the server's history was replaced; reset the client file"));
+        }
+        let (_, integrated_cv) = file.last_integration();
+        if download.last_integrated_client_version > integrated_cv
+            || download.last_integrated_client_version != file.client_version_at(download.server_version)
+        {
+            return Err(fail(ErrorCode::BadProgress, "the download cursor does not match the server's history"));
+        }
+        // A newer session for the same file replaces an older one (e.g. after a silent reconnect).
+        if let Some((old_conn, old_session)) = self.files.get(&file_ident).and_then(|f| f.bound) {
+            if let Some(old) = self.remove_session(old_conn, old_session) {
+                self.release_file(old_conn, old_session, &old);
+                self.send_error(old_conn, old_session, ErrorCode::Superseded, "a newer session for this client file started".into());
+            }
+        }
+        if let Some(f) = self.files.get_mut(&file_ident) {
+            f.bound = Some((connection, ident));
+        }
+        let session = self.session_mut(connection, ident)?;
+        session.phase = Phase::Identified { file: file_ident, cursor: download };
+        session.needs_download = true;
+        let user = session.user.id.clone();
+        self.events.push_back(ServerEvent::SessionIdentified { connection, session: ident, user, client_file_ident: file_ident });
+        if subscriptions.version > 0 {
+            self.set_subscriptions(connection, ident, subscriptions)?;
+        }
+        Ok(())
+    }
+
+    fn set_subscriptions(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        subscriptions: SubscriptionSet,
+    ) -> Result<(), SessionFailure> {
+        for sub in &subscriptions.subscriptions {
+            let problem = if self.store.schema().collection(&sub.collection).is_none() {
+                Some(format!("subscription {:?}: unknown collection {:?}", sub.name, sub.collection))
+            } else {
+                query::parse(&sub.query)
+                    .and_then(|q| q.validate(self.store.schema(), &sub.collection))
+                    .err()
+                    .map(|e| format!("subscription {:?} on {}: {e}", sub.name, sub.collection))
+            };
+            if let Some(message) = problem {
+                self.outbox.push_back((
+                    connection,
+                    ServerMessage::QueryError {
+                        session: ident,
+                        query_version: subscriptions.version,
+                        code: ErrorCode::BadQuery,
+                        message,
+                    },
+                ));
+                return Ok(());
+            }
+        }
+        let session = self.session_mut(connection, ident)?;
+        session.subscriptions = subscriptions;
+        session.needs_download = true;
+        Ok(())
+    }
+
+    fn on_upload(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        changesets: Vec<UploadChangeset>,
+    ) -> Result<(), SessionFailure> {
+        let session = self.session_mut(connection, ident)?;
+        let Phase::Identified { file: file_ident, .. } = session.phase else {
+            return Err(fail(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"));
+        };
+        session.needs_download = true;
+        let file = self.files.get(&file_ident).ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
+        let (own_sv, own_cv) = file.last_integration();
+        let mut previous = own_cv;
+        let mut base = None;
+        let mut fresh = Vec::new();
+        for c in changesets {
+            if c.client_version <= previous && c.client_version > own_cv {
+                return Err(fail(ErrorCode::BadClientVersion, "client versions in an UPLOAD must increase"));
+            }
+            if c.origin_file_ident != file_ident {
+                return Err(fail(
+                    ErrorCode::BadOriginFileIdent,
+                    format!("changeset names origin {} on a session of file {file_ident}", c.origin_file_ident),
+                ));
+            }
+            if c.client_version <= own_cv {
+                // Already integrated (a re-upload after a lost acknowledgement): idempotent.
+                continue;
+            }
+            previous = c.client_version;
+            if *base.get_or_insert(c.last_integrated_server_version) != c.last_integrated_server_version {
+                return Err(fail(ErrorCode::BadProgress, "every changeset of one UPLOAD must have the same base version"));
+            }
+            fresh.push(c);
+        }
+        let Some(base) = base else { return Ok(()) };
+        if base > self.latest_version() || base < own_sv {
+            return Err(fail(
+                ErrorCode::BadProgress,
+                format!("upload base version {base} is outside {own_sv}..={}", self.latest_version()),
+            ));
+        }
+        let mut ours = Vec::with_capacity(fresh.len());
+        for c in &fresh {
+            let instructions = decode_changeset(&c.body, &self.config.changeset_limits)
+                .map_err(|e| fail(ErrorCode::BadChangeset, format!("changeset {}: {e}", c.client_version)))?;
+            self.check_schema_changes(&instructions)?;
+            ours.push(Changeset {
+                meta: ChangesetMeta {
+                    version: c.client_version,
+                    last_integrated_remote_version: base,
+                    origin_timestamp: c.origin_timestamp,
+                    origin_file_ident: file_ident,
+                },
+                instructions,
+            });
+        }
+        let mut theirs: Vec<Changeset> = self
+            .decoded
+            .iter()
+            .skip(base as usize)
+            .filter(|c| c.meta.origin_file_ident != file_ident)
+            .cloned()
+            .collect();
+        let mut decisions = Vec::new();
+        let log = self.config.record_merge_decisions.then_some(&mut decisions);
+        transform(&mut ours, &mut theirs, log).map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
+        let mut changes = Changes::default();
+        let all: Vec<Instruction> = ours.iter().flat_map(|c| c.instructions.iter().cloned()).collect();
+        self.store
+            .apply(&all, &mut changes)
+            .map_err(|e| fail(ErrorCode::BadChangeset, format!("changeset does not apply: {e}")))?;
+        let mut entries = Vec::with_capacity(ours.len());
+        for (changeset, upload) in ours.into_iter().zip(&fresh) {
+            let server_version = self.latest_version() + 1 + entries.len() as u64;
+            let body = encode_changeset(&changeset.instructions);
+            entries.push(HistoryEntry {
+                server_version,
+                origin_file_ident: file_ident,
+                client_version: changeset.meta.version,
+                origin_timestamp: changeset.meta.origin_timestamp,
+                original_size: upload.body.len() as u64,
+                body,
+            });
+        }
+        let decisions_per_entry = std::mem::take(&mut decisions);
+        self.append(entries, decisions_per_entry)
+    }
+
+    /// Appends integrated entries (already applied to the store) to the history.
+    fn append(&mut self, entries: Vec<HistoryEntry>, mut decisions: Vec<MergeDecision>) -> Result<(), SessionFailure> {
+        self.storage.append_history(&entries).map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+        self.needs_flush = true;
+        self.state_cache = None;
+        for entry in entries {
+            let instructions = decode_changeset(&entry.body, &self.config.changeset_limits)
+                .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+            if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
+                file.integrations.push((entry.server_version, entry.client_version));
+            }
+            self.events.push_back(ServerEvent::Integrated {
+                server_version: entry.server_version,
+                origin_file_ident: entry.origin_file_ident,
+                client_version: entry.client_version,
+                instructions: instructions.clone(),
+                decisions: std::mem::take(&mut decisions),
+            });
+            self.decoded.push(Changeset { meta: entry_meta(&entry), instructions });
+            self.history.push(entry);
+        }
+        for conn in self.connections.values_mut() {
+            for session in conn.sessions.values_mut() {
+                if matches!(session.phase, Phase::Identified { .. }) {
+                    session.needs_download = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_schema_changes(&self, instructions: &[Instruction]) -> Result<(), SessionFailure> {
+        if self.config.development_mode {
+            return Ok(());
+        }
+        for instruction in instructions {
+            let unchanged = match instruction {
+                Instruction::AddCollection { name, kind, primary_key } => self
+                    .store
+                    .schema()
+                    .collection(name)
+                    .is_some_and(|c| c.kind == *kind && c.primary_key == *primary_key),
+                Instruction::AddProperty { collection, property } => self
+                    .store
+                    .schema()
+                    .collection(collection)
+                    .and_then(|c| c.properties.get(&property.name))
+                    .is_some_and(|p| p == property),
+                _ => true,
+            };
+            if !unchanged {
+                return Err(fail(
+                    ErrorCode::InvalidSchemaChange,
+                    format!("schema changes from clients need development mode: {instruction:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_transact(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        changeset: UploadChangeset,
+    ) -> Result<(), SessionFailure> {
+        let session = self.session_mut(connection, ident)?;
+        let Phase::Identified { file: file_ident, .. } = session.phase else {
+            return Err(fail(ErrorCode::BadMessageOrder, "TRANSACT before IDENT"));
+        };
+        let file = self.files.get(&file_ident).ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
+        let (own_sv, own_cv) = file.last_integration();
+        if changeset.client_version != own_cv + 1 || changeset.last_integrated_server_version < own_sv {
+            return Err(fail(ErrorCode::TransactBeforeUpload, "TRANSACT while earlier uploads are not integrated"));
+        }
+        let base = changeset.last_integrated_server_version;
+        if base > self.latest_version() {
+            return Err(fail(ErrorCode::BadServerVersion, "TRANSACT base is ahead of the server"));
+        }
+        let instructions = decode_changeset(&changeset.body, &self.config.changeset_limits)
+            .map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
+        self.check_schema_changes(&instructions)?;
+        let objects: BTreeSet<(&str, &crate::value::PrimaryKey)> = instructions.iter().filter_map(Instruction::object).collect();
+        let schema_change = instructions.iter().any(|i| i.object().is_none());
+        // Accepted only if nothing integrated since the transaction's base touched the same
+        // objects; a schema change conflicts with everything and everything with it.
+        let conflict = self.decoded.iter().skip(base as usize).find(|c| {
+            c.instructions.iter().any(|i| match i.object() {
+                Some(object) => schema_change || objects.contains(&object),
+                None => true,
+            })
+        });
+        let result = if let Some(c) = conflict {
+            TransactResult::Rejected {
+                code: ErrorCode::TransactConflict,
+                reason: format!(
+                    "server version {} changed the same objects concurrently; nothing was integrated",
+                    c.meta.version
+                ),
+            }
+        } else {
+            let mut changes = Changes::default();
+            match self.store.apply(&instructions, &mut changes) {
+                Err(e) => TransactResult::Rejected { code: ErrorCode::BadChangeset, reason: e.to_string() },
+                Ok(()) => {
+                    let server_version = self.latest_version() + 1;
+                    let entry = HistoryEntry {
+                        server_version,
+                        origin_file_ident: file_ident,
+                        client_version: changeset.client_version,
+                        origin_timestamp: changeset.origin_timestamp,
+                        original_size: changeset.body.len() as u64,
+                        body: changeset.body,
+                    };
+                    self.append(vec![entry], Vec::new())?;
+                    TransactResult::Accepted { server_version }
+                }
+            }
+        };
+        self.outbox.push_back((
+            connection,
+            ServerMessage::Transact { session: ident, client_version: changeset.client_version, result },
+        ));
+        Ok(())
+    }
+
+    fn on_state_request(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        server_version: u64,
+        salt: u64,
+        offset: u64,
+    ) -> Result<(), SessionFailure> {
+        let latest = self.latest_version();
+        if server_version != 0 && (salt != self.history_salt || server_version > latest) {
+            return Err(fail(ErrorCode::BadServerVersion, "STATE_REQUEST for a version this server does not have"));
+        }
+        let cached = self.state_cache.as_ref().is_some_and(|(v, _)| *v == latest);
+        if !cached {
+            self.state_cache = Some((latest, encode_changeset(&snapshot_instructions(&self.store))));
+        }
+        let Some((version, bytes)) = self.state_cache.as_ref() else { return Ok(()) };
+        if server_version != 0 && server_version != *version {
+            // The state moved on while the client was fetching it: start over at the new version.
+            return Err(fail(ErrorCode::OtherSessionError, "the server state changed during the transfer; request it again"));
+        }
+        let begin = usize::try_from(offset).ok().filter(|o| *o <= bytes.len()).ok_or_else(|| {
+            fail(ErrorCode::BadProgress, format!("STATE offset {offset} is past the end ({})", bytes.len()))
+        })?;
+        let end = (begin + self.config.state_segment_bytes).min(bytes.len());
+        let segment = bytes.get(begin..end).map(<[u8]>::to_vec).unwrap_or_default();
+        let msg = ServerMessage::State {
+            session: ident,
+            server_version: *version,
+            server_version_salt: self.history_salt,
+            begin_offset: offset,
+            total_size: bytes.len() as u64,
+            segment,
+        };
+        self.outbox.push_back((connection, msg));
+        Ok(())
+    }
+
+    /// Time passed: close idle connections and end sessions whose token expired.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let idle: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| now_ms.saturating_sub(c.last_seen_ms) > self.config.idle_timeout_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for connection in idle {
+            self.connection_error(connection, ErrorCode::ConnectionClosed, "no message for longer than the idle timeout");
+        }
+        let expired: Vec<(ConnectionId, SessionIdent)> = self
+            .connections
+            .iter()
+            .flat_map(|(id, c)| {
+                c.sessions.iter().filter(|(_, s)| s.user.expires_at_ms <= now_ms).map(move |(sid, _)| (*id, *sid))
+            })
+            .collect();
+        for (connection, ident) in expired {
+            self.session_error(
+                connection,
+                ident,
+                fail(ErrorCode::TokenExpired, "the access token expired; refresh it and bind again"),
+            );
+        }
+    }
+
+    /// When [`ServerEngine::handle_timeout`] next needs calling.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.connections
+            .values()
+            .flat_map(|c| {
+                std::iter::once(c.last_seen_ms.saturating_add(self.config.idle_timeout_ms + 1))
+                    .chain(c.sessions.values().map(|s| s.user.expires_at_ms))
+            })
+            .min()
+    }
+
+    /// The next message to send. Flushes storage first when anything changed since the last
+    /// flush, so nothing is acknowledged before it is durable.
+    pub fn poll_transmit(&mut self) -> Result<Option<(ConnectionId, ServerMessage)>, EngineError> {
+        if self.needs_flush {
+            self.storage.flush()?;
+            self.needs_flush = false;
+        }
+        if self.outbox.is_empty() {
+            self.build_next_download();
+        }
+        Ok(self.outbox.pop_front())
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    fn build_next_download(&mut self) {
+        let target = self.connections.iter().find_map(|(cid, c)| {
+            c.sessions.iter().find(|(_, s)| s.needs_download).map(|(sid, _)| (*cid, *sid))
+        });
+        let Some((connection, ident)) = target else { return };
+        let latest = self.latest_version();
+        let Some(session) = self.connections.get_mut(&connection).and_then(|c| c.sessions.get_mut(&ident)) else {
+            return;
+        };
+        session.needs_download = false;
+        let Phase::Identified { file: file_ident, cursor } = session.phase else { return };
+        let Some(file) = self.files.get(&file_ident) else { return };
+        let mut changesets = Vec::new();
+        let mut bytes = 0;
+        let mut version = cursor.server_version;
+        while version < latest && (bytes < self.config.max_download_bytes || changesets.is_empty()) {
+            let Some(entry) = self.history.get(version as usize) else { break };
+            if bytes + entry.body.len() > self.config.max_download_bytes && !changesets.is_empty() {
+                break;
+            }
+            version += 1;
+            if entry.origin_file_ident == file_ident {
+                continue;
+            }
+            bytes += entry.body.len();
+            changesets.push(DownloadChangeset {
+                server_version: entry.server_version,
+                last_integrated_client_version: file.client_version_at(entry.server_version),
+                origin_timestamp: entry.origin_timestamp,
+                origin_file_ident: entry.origin_file_ident,
+                original_size: entry.original_size,
+                body: entry.body.clone(),
+            });
+        }
+        let (upload_sv, upload_cv) = file.last_integration();
+        let new_cursor = DownloadCursor { server_version: version, last_integrated_client_version: file.client_version_at(version) };
+        let downloadable_bytes: u64 = self.history.iter().skip(version as usize).map(|e| e.body.len() as u64).sum();
+        session.phase = Phase::Identified { file: file_ident, cursor: new_cursor };
+        if version < latest {
+            session.needs_download = true;
+        }
+        let progress = SyncProgress {
+            download: new_cursor,
+            upload: UploadCursor { client_version: upload_cv, last_integrated_server_version: upload_sv },
+            latest_server_version: latest,
+            latest_server_version_salt: self.history_salt,
+        };
+        let msg = ServerMessage::Download {
+            session: ident,
+            progress,
+            downloadable_bytes,
+            batch_state: BatchState::SteadyState,
+            query_version: session.subscriptions.version,
+            changesets,
+        };
+        self.outbox.push_back((connection, msg));
+        let (reached, waiting): (Vec<_>, Vec<_>) = session.marks.drain(..).partition(|(_, target)| *target <= version);
+        session.marks = waiting;
+        for (request, _) in reached {
+            self.outbox.push_back((connection, ServerMessage::Mark { session: ident, request }));
+        }
+    }
+
+    fn session_mut(&mut self, connection: ConnectionId, ident: SessionIdent) -> Result<&mut Session, SessionFailure> {
+        self.connections
+            .get_mut(&connection)
+            .and_then(|c| c.sessions.get_mut(&ident))
+            .ok_or_else(|| fail(ErrorCode::BadSessionIdent, format!("session {ident} is not bound")))
+    }
+
+    fn remove_session(&mut self, connection: ConnectionId, ident: SessionIdent) -> Option<Session> {
+        self.connections.get_mut(&connection).and_then(|c| c.sessions.remove(&ident))
+    }
+
+    fn release_file(&mut self, connection: ConnectionId, ident: SessionIdent, session: &Session) {
+        let file = match session.phase {
+            Phase::Identified { file, .. } | Phase::Bound { file: Some(file) } => file,
+            Phase::Bound { file: None } => return,
+        };
+        if let Some(f) = self.files.get_mut(&file) {
+            if f.bound == Some((connection, ident)) {
+                f.bound = None;
+            }
+        }
+    }
+
+    fn send_error(&mut self, connection: ConnectionId, session: SessionIdent, code: ErrorCode, message: String) {
+        self.events.push_back(ServerEvent::ErrorSent { connection, session, code, message: message.clone() });
+        self.outbox.push_back((connection, ServerMessage::Error { session, code, message, compensating: None }));
+    }
+
+    fn session_error(&mut self, connection: ConnectionId, ident: SessionIdent, failure: SessionFailure) {
+        if failure.code.is_connection_level() {
+            return self.connection_error(connection, failure.code, failure.message);
+        }
+        if let Some(session) = self.remove_session(connection, ident) {
+            self.release_file(connection, ident, &session);
+            self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+        }
+        self.send_error(connection, ident, failure.code, failure.message);
+    }
+
+    fn connection_error(&mut self, connection: ConnectionId, code: ErrorCode, message: impl Into<String>) {
+        if let Some(conn) = self.connections.remove(&connection) {
+            for (ident, session) in conn.sessions {
+                self.release_file(connection, ident, &session);
+                self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+            }
+            self.outbox.retain(|(c, _)| *c != connection);
+            self.send_error(connection, 0, code, message.into());
+            self.events.push_back(ServerEvent::CloseConnection { connection });
+        }
+    }
+}
+
+fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {
+    ChangesetMeta {
+        version: entry.server_version,
+        last_integrated_remote_version: entry.client_version,
+        origin_timestamp: entry.origin_timestamp,
+        origin_file_ident: entry.origin_file_ident,
+    }
+}

@@ -1,0 +1,135 @@
+//! What the server engine needs from durable storage, and an in-memory implementation for tests
+//! and simulations. The server crate implements the same trait on SQLite.
+
+use std::fmt;
+
+/// One integrated changeset in the server's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its server version (the history is 1-based and gap-free).
+    pub server_version: u64,
+    /// The client file it came from (0 for the server itself).
+    pub origin_file_ident: u64,
+    /// Its client version in the origin's history (0 for the server itself).
+    pub client_version: u64,
+    /// The origin's timestamp, in milliseconds since the Unix epoch.
+    pub origin_timestamp: u64,
+    /// The size of the body as uploaded, before transformation.
+    pub original_size: u64,
+    /// The encoded, transformed instructions.
+    pub body: Vec<u8>,
+}
+
+/// A client file the server allocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFileRecord {
+    /// The ident (non-zero, below 2^63).
+    pub ident: u64,
+    /// Its salt.
+    pub salt: u64,
+    /// The user it was allocated to.
+    pub user_id: String,
+}
+
+/// Everything the engine reads back at startup.
+#[derive(Clone, Debug, Default)]
+pub struct StoredState {
+    /// The salt of this server file's history (chosen at creation, never changes).
+    pub history_salt: u64,
+    /// The whole history, in order.
+    pub history: Vec<HistoryEntry>,
+    /// Every allocated client file.
+    pub client_files: Vec<ClientFileRecord>,
+}
+
+/// A storage failure; the engine stops acknowledging anything until storage works again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageError(pub String);
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Durable storage for one server file.
+///
+/// Appends are buffered; [`ServerStorage::flush`] makes every earlier append durable at once (the
+/// engine calls it before sending anything that depends on them, so one flush covers every
+/// message handled since the last one: group commit).
+pub trait ServerStorage {
+    /// Reads the stored state (empty for a new file; `history_salt` 0 means "choose one").
+    fn load(&mut self) -> Result<StoredState, StorageError>;
+    /// Records the history salt of a new file.
+    fn set_history_salt(&mut self, salt: u64) -> Result<(), StorageError>;
+    /// Appends integrated changesets.
+    fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError>;
+    /// Records a newly allocated client file.
+    fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError>;
+    /// Makes every earlier call durable.
+    fn flush(&mut self) -> Result<(), StorageError>;
+}
+
+/// Storage in memory, with a "disk" that holds only what was flushed: dropping the unflushed part
+/// ([`MemoryStorage::crash`]) models a process killed between an append and its flush.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStorage {
+    durable: StoredState,
+    buffered_history: Vec<HistoryEntry>,
+    buffered_files: Vec<ClientFileRecord>,
+    buffered_salt: Option<u64>,
+    /// How many flushes happened (for tests of group commit).
+    pub flushes: u64,
+}
+
+impl MemoryStorage {
+    /// Empty storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loses everything appended since the last flush, as a killed process would.
+    pub fn crash(&mut self) {
+        self.buffered_history.clear();
+        self.buffered_files.clear();
+        self.buffered_salt = None;
+    }
+
+    /// The durable history.
+    pub fn durable_history(&self) -> &[HistoryEntry] {
+        &self.durable.history
+    }
+}
+
+impl ServerStorage for MemoryStorage {
+    fn load(&mut self) -> Result<StoredState, StorageError> {
+        Ok(self.durable.clone())
+    }
+
+    fn set_history_salt(&mut self, salt: u64) -> Result<(), StorageError> {
+        self.buffered_salt = Some(salt);
+        Ok(())
+    }
+
+    fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError> {
+        self.buffered_history.extend_from_slice(entries);
+        Ok(())
+    }
+
+    fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError> {
+        self.buffered_files.push(record.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if let Some(salt) = self.buffered_salt.take() {
+            self.durable.history_salt = salt;
+        }
+        self.durable.history.append(&mut self.buffered_history);
+        self.durable.client_files.append(&mut self.buffered_files);
+        self.flushes += 1;
+        Ok(())
+    }
+}
