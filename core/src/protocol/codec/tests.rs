@@ -701,6 +701,10 @@ fn server_specific_errors() {
     // ERROR with a code over u16.
     let err = decode_server_message(&[0x88, 0x00, 0x80, 0x80, 0x04, 0x00, 0x00], &limits);
     assert_eq!(err, Err(DecodeError::UnknownErrorCode { number: 65536 }));
+    assert_eq!(
+        DecodeError::UnknownErrorCode { number: 65536 }.error_code(),
+        ErrorCode::BadSyntax
+    );
     // ERROR whose option byte is 2.
     let err = decode_server_message(&[0x88, 0x00, 0x64, 0x00, 0x02], &limits);
     assert_eq!(
