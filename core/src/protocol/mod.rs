@@ -7,6 +7,10 @@ mod codec;
 mod error;
 mod message;
 
+pub use codec::{
+    decode_client_message, decode_server_message, encode_client_message, encode_server_message,
+    DecodeError, MessageLimits,
+};
 pub use error::{ErrorAction, ErrorCode};
 pub use message::*;
 
