@@ -1,33 +1,5 @@
 //! MongoDB Extended JSON (v2) for [`Value`]s and [`Document`]s, in canonical and relaxed mode,
 //! with a few Eddy extensions for what plain EJSON cannot say.
-//!
-//! | value            | canonical                                   | relaxed                         |
-//! |------------------|---------------------------------------------|---------------------------------|
-//! | `Int` (32-bit)   | `{"$numberInt": "5"}`                       | `5`                             |
-//! | `Int` (64-bit)   | `{"$numberLong": "5000000000"}`             | `5000000000`                    |
-//! | `Double`         | `{"$numberDouble": "1.5"}`                  | `1.5` (`$numberDouble` for `NaN`, `Infinity`, `-Infinity`, `-0.0`) |
-//! | `Decimal`        | `{"$numberDecimal": "1.50"}`                | same                            |
-//! | `Binary`         | `{"$binary": {"base64": "AQI=", "subType": "00"}}` | same                     |
-//! | `Uuid`           | `{"$binary": {"base64": …, "subType": "04"}}` | `{"$uuid": "123e4567-…"}`     |
-//! | `Date`           | `{"$date": {"$numberLong": "0"}}`           | `{"$date": "1970-01-01T00:00:00.000Z"}` for years 1970 to 9999 |
-//! | `ObjectId`       | `{"$oid": "5f1b…"}`                         | same                            |
-//! | `List`           | `[…]`                                       | same                            |
-//! | `Object`         | `{…}`                                       | same                            |
-//!
-//! Eddy extensions, accepted and emitted in both modes:
-//!
-//! - **Links**: `{"$link": {"collection": "User", "key": <primary key as EJSON>}}`.
-//! - **Sets**: `{"$set": [...]}`; the elements are sorted and deduplicated on input.
-//! - **Dictionaries**: `{"$dict": {...}}`, since a plain JSON object is an embedded object.
-//! - **Embedded objects with `$` field names**: `{"$object": {...}}`, so that such a field is
-//!   never mistaken for an operator. Objects without `$` fields are written plainly.
-//!
-//! On input, a JSON object with a key starting with `$` must be exactly one of the operator
-//! forms above (one key); anything else is an error. Both `{"$uuid": …}` and binary subtype 04
-//! read as a UUID; other binary subtypes read as plain binary (the subtype is not kept). Plain
-//! JSON integers read as `Int` (as `Double` when they do not fit 64 bits), other numbers as
-//! `Double`. Dates accept an ISO-8601 string with `Z` or a `±HH:MM` offset, `{"$numberLong": …}`
-//! or a plain integer.
 
 use std::fmt;
 
@@ -36,7 +8,38 @@ use serde_json::{Map, Number, Value as Json};
 use super::{Decimal, Document, Link, ObjectId, PrimaryKey, Uuid, Value};
 
 /// How much type information EJSON output keeps.
+///
+/// [`Value::to_ejson`] writes, and [`Value::from_ejson`] reads:
+///
+/// | value            | canonical                                   | relaxed                         |
+/// |------------------|---------------------------------------------|---------------------------------|
+/// | `Int` (32-bit)   | `{"$numberInt": "5"}`                       | `5`                             |
+/// | `Int` (64-bit)   | `{"$numberLong": "5000000000"}`             | `5000000000`                    |
+/// | `Double`         | `{"$numberDouble": "1.5"}`                  | `1.5` (`$numberDouble` for `NaN`, `Infinity`, `-Infinity`, `-0.0`) |
+/// | `Decimal`        | `{"$numberDecimal": "1.50"}`                | same                            |
+/// | `Binary`         | `{"$binary": {"base64": "AQI=", "subType": "00"}}` | same                     |
+/// | `Uuid`           | `{"$binary": {"base64": …, "subType": "04"}}` | `{"$uuid": "123e4567-…"}`     |
+/// | `Date`           | `{"$date": {"$numberLong": "0"}}`           | `{"$date": "1970-01-01T00:00:00.000Z"}` for years 1970 to 9999 |
+/// | `ObjectId`       | `{"$oid": "5f1b…"}`                         | same                            |
+/// | `List`           | `[…]`                                       | same                            |
+/// | `Object`         | `{…}`                                       | same                            |
+///
+/// Eddy extensions, accepted and emitted in both modes:
+///
+/// - **Links**: `{"$link": {"collection": "User", "key": <primary key as EJSON>}}`.
+/// - **Sets**: `{"$set": [...]}`; the elements are sorted and deduplicated on input.
+/// - **Dictionaries**: `{"$dict": {...}}`, since a plain JSON object is an embedded object.
+/// - **Embedded objects with `$` field names**: `{"$object": {...}}`, so that such a field is
+///   never mistaken for an operator. Objects without `$` fields are written plainly.
+///
+/// On input, a JSON object with a key starting with `$` must be exactly one of the operator
+/// forms above (one key); anything else is an error. Both `{"$uuid": …}` and binary subtype 04
+/// read as a UUID; other binary subtypes read as plain binary (the subtype is not kept). Plain
+/// JSON integers read as `Int` (as `Double` when they do not fit 64 bits), other numbers as
+/// `Double`. Dates accept an ISO-8601 string with `Z` or a `±HH:MM` offset, `{"$numberLong": …}`
+/// or a plain integer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EjsonMode {
     /// Every number and date is wrapped in its type, so any EJSON reader restores it exactly.
     Canonical,
@@ -113,7 +116,7 @@ impl fmt::Display for EjsonError {
 impl std::error::Error for EjsonError {}
 
 impl Value {
-    /// This value as EJSON in the given mode (see the [module docs](self) for the mapping).
+    /// This value as EJSON in the given mode (the mapping is described at [`EjsonMode`]).
     pub fn to_ejson(&self, mode: EjsonMode) -> Json {
         let canonical = mode == EjsonMode::Canonical;
         match self {
