@@ -793,7 +793,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
             .r
             .len("string count", self.limits.max_strings)
             .map_err(limit_error(Limit::Strings))?;
-        self.strings.reserve_exact(count.min(self.r.remaining()));
+        self.strings.reserve_exact(self.prealloc(count));
         for _ in 0..count {
             let s = self
                 .r
@@ -805,7 +805,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
             .r
             .len("instruction count", self.limits.max_instructions)
             .map_err(limit_error(Limit::Instructions))?;
-        let mut instructions = Vec::with_capacity(count.min(self.r.remaining()));
+        let mut instructions = Vec::with_capacity(self.prealloc(count));
         for _ in 0..count {
             instructions.push(self.instruction()?);
         }
@@ -816,6 +816,14 @@ impl<'a, 'l> Decoder<'a, 'l> {
             });
         }
         Ok(instructions)
+    }
+
+    /// How many items to reserve room for ahead of reading `count` of them: never more than
+    /// the bytes left (each item takes at least one) nor a fixed cap, so that a large stated
+    /// count costs nothing until the items are actually there.
+    fn prealloc(&self, count: usize) -> usize {
+        const MAX_PREALLOC: usize = 4096;
+        count.min(self.r.remaining()).min(MAX_PREALLOC)
     }
 
     fn tag(&mut self, what: &'static str) -> Result<(usize, u8), CodecError> {
@@ -1014,7 +1022,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
             .r
             .len("path length", self.limits.max_depth)
             .map_err(limit_error(Limit::Depth))?;
-        let mut nested = Vec::with_capacity(count.min(self.r.remaining()));
+        let mut nested = Vec::with_capacity(self.prealloc(count));
         for _ in 0..count {
             let (offset, t) = self.tag("path element tag")?;
             nested.push(match t {
@@ -1097,7 +1105,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
             vtag::LIST | vtag::SET => {
                 let count_offset = self.r.position();
                 let count = self.container_len(depth)?;
-                let mut items = Vec::with_capacity(count.min(self.r.remaining()));
+                let mut items = Vec::with_capacity(self.prealloc(count));
                 for _ in 0..count {
                     items.push(self.value(depth + 1)?);
                 }
