@@ -17,6 +17,7 @@ pub mod client;
 pub mod protocol;
 pub mod query;
 pub mod schema;
+pub mod schema_json;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -2,6 +2,9 @@
 //! their compact binary encoding.
 
 mod codec;
+pub use codec::{
+    decode_changeset, encode_changeset, CodecError, DecodeLimits, Limit, COMPRESSION_THRESHOLD,
+};
 
 use crate::schema::{CollectionKind, PrimaryKeyType, Property};
 use crate::value::{PrimaryKey, Value};

@@ -2,6 +2,9 @@
 //! embedded objects) that nest them, with the one total order every part of Eddy agrees on.
 
 mod ejson;
+pub use ejson::{
+    document_from_ejson, document_to_ejson, parse_ejson, EjsonError, EjsonMode, MAX_EJSON_DEPTH,
+};
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
