@@ -16,10 +16,6 @@ use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarT
 use crate::value::{Decimal, Link, ObjectId, PrimaryKey, Uuid, Value};
 use crate::wire::{write_bytes, write_i64, write_str, write_u64, Reader, WireError};
 
-#[cfg(test)]
-#[path = "arbitrary.rs"]
-pub(crate) mod arbitrary;
-
 /// Plain bodies longer than this many bytes are zlib-compressed, if that makes them smaller.
 pub const COMPRESSION_THRESHOLD: usize = 1024;
 
@@ -1652,14 +1648,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn instructions_round_trip(instructions in proptest::collection::vec(arbitrary::instruction(), 0..12)) {
+        fn instructions_round_trip(instructions in proptest::collection::vec(crate::changeset::arbitrary::instruction(), 0..12)) {
             let body = encode_changeset(&instructions);
             prop_assert_eq!(decode(&body)?, instructions);
         }
 
         #[test]
         fn compressed_instructions_round_trip(
-            instructions in proptest::collection::vec(arbitrary::instruction(), 1..4),
+            instructions in proptest::collection::vec(crate::changeset::arbitrary::instruction(), 1..4),
         ) {
             let repeated: Vec<Instruction> =
                 instructions.iter().cycle().take(instructions.len() * 400).cloned().collect();
@@ -1679,7 +1675,7 @@ mod tests {
 
         #[test]
         fn corrupted_bodies_never_panic(
-            instructions in proptest::collection::vec(arbitrary::instruction(), 1..6),
+            instructions in proptest::collection::vec(crate::changeset::arbitrary::instruction(), 1..6),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         ) {
             let mut body = encode_changeset(&instructions);

@@ -1,6 +1,8 @@
 //! Changesets: the instructions one transaction made, with the metadata that orders them, and
 //! their compact binary encoding.
 
+#[cfg(test)]
+pub(crate) mod arbitrary;
 mod codec;
 pub use codec::{
     decode_changeset, encode_changeset, CodecError, DecodeLimits, Limit, COMPRESSION_THRESHOLD,

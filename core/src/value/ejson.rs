@@ -688,13 +688,6 @@ fn parse_iso_date(text: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-// The changeset codec owns this strategy module; it is compiled here a second time because
-// `changeset::codec` is private to `changeset`. Its instruction strategies are unused here.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../changeset/arbitrary.rs"]
-mod arbitrary;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -938,7 +931,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn values_round_trip_in_both_modes(value in arbitrary::value()) {
+        fn values_round_trip_in_both_modes(value in crate::changeset::arbitrary::value()) {
             let value = canonical_nans(value);
             for mode in [EjsonMode::Canonical, EjsonMode::Relaxed] {
                 let json = value.to_ejson(mode);
