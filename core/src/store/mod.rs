@@ -1,1 +1,806 @@
-//! Placeholder.
+//! The in-memory object store: a schema plus every object by collection and primary key. It
+//! applies instructions atomically, validates them against the schema, reports what changed, and
+//! offers the [`WriteTransaction`] builder local writes go through.
+//!
+//! Costs: applying an instruction is O(path depth + the container operation); atomicity comes from
+//! an undo log of inverse steps (old values are moved into it, not cloned), never from copies of
+//! the store.
+
+mod changes;
+mod digest;
+mod error;
+mod txn;
+mod validate;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::mem;
+
+use crate::changeset::{Instruction, Path, PathElement};
+use crate::schema::{
+    CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, Schema, SchemaError,
+    PRIMARY_KEY,
+};
+use crate::value::{Document, PrimaryKey, Value};
+
+pub use changes::{Changes, CollectionChanges};
+pub use error::ApplyError;
+pub(crate) use error::ShowPath;
+pub use txn::WriteTransaction;
+
+use validate::Slot;
+use walk::Leaf;
+
+/// A schema and the objects of every collection.
+///
+/// Two stores are equal when their schemas and objects are; [`Store::digest`] summarises both in
+/// 64 bits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    schema: Schema,
+    /// Objects by collection and key; a collection without objects has no entry.
+    objects: BTreeMap<String, BTreeMap<PrimaryKey, Document>>,
+}
+
+/// One inverse step of the undo log that makes applying atomic.
+#[derive(Debug)]
+pub(crate) enum Undo {
+    /// Put back a collection's schema (or remove it).
+    Collection {
+        name: String,
+        old: Option<CollectionSchema>,
+    },
+    /// Put back a property definition (or remove it).
+    Property {
+        collection: String,
+        name: String,
+        old: Option<Property>,
+    },
+    /// Put back an object (or remove it).
+    Object {
+        collection: String,
+        key: PrimaryKey,
+        old: Option<Document>,
+    },
+    /// Put back the value at a path (or remove the map entry there).
+    Leaf { path: Path, old: Option<Value> },
+    /// Remove the list element at `index`.
+    ListRemove { path: Path, index: usize },
+    /// Insert `value` into the list at `index`.
+    ListInsert {
+        path: Path,
+        index: usize,
+        value: Value,
+    },
+    /// Move a list element back.
+    ListMove { path: Path, from: usize, to: usize },
+    /// Remove `value` from a set.
+    SetRemove { path: Path, value: Value },
+    /// Add `value` to a set.
+    SetAdd { path: Path, value: Value },
+}
+
+/// A list instruction's edit, without the list path and prior size.
+#[derive(Debug, Clone, Copy)]
+enum ListEdit<'v> {
+    Insert(u32, &'v Value),
+    Set(u32, &'v Value),
+    Move(u32, u32),
+    Erase(u32),
+}
+
+impl Store {
+    /// An empty store with the given schema.
+    pub fn new(schema: Schema) -> Self {
+        Store {
+            schema,
+            objects: BTreeMap::new(),
+        }
+    }
+
+    /// The current schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// An object by collection and primary key.
+    pub fn get(&self, collection: &str, key: &PrimaryKey) -> Option<&Document> {
+        self.objects.get(collection)?.get(key)
+    }
+
+    /// The objects of a collection in key order (none if the collection is unknown).
+    pub fn objects(&self, collection: &str) -> impl Iterator<Item = (&PrimaryKey, &Document)> {
+        self.objects.get(collection).into_iter().flatten()
+    }
+
+    /// The names of the schema's collections.
+    pub fn collections(&self) -> impl Iterator<Item = &str> {
+        self.schema.collections.keys().map(String::as_str)
+    }
+
+    /// How many objects a collection holds.
+    pub fn len(&self, collection: &str) -> usize {
+        self.objects.get(collection).map_or(0, BTreeMap::len)
+    }
+
+    /// Whether the store holds no objects at all.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// The value at a path, if the object and every step exist.
+    pub fn value_at(&self, path: &Path) -> Option<&Value> {
+        walk::value_at(self.get(&path.collection, &path.key)?, path)
+    }
+
+    /// Applies instructions atomically: on error nothing changed and `changes` is untouched; on
+    /// success the changes are merged into `changes`.
+    pub fn apply(
+        &mut self,
+        instructions: &[Instruction],
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let mut undo = Vec::new();
+        let mut local = Changes::new();
+        for instruction in instructions {
+            if let Err(error) = self.apply_one(instruction, &mut undo, &mut local) {
+                self.rollback(&mut undo, 0);
+                return Err(error);
+            }
+        }
+        changes.merge(local);
+        Ok(())
+    }
+
+    /// A deterministic 64-bit digest of the schema and every object, equal on every platform for
+    /// equal stores.
+    pub fn digest(&self) -> u64 {
+        digest::digest(&self.schema, &self.objects)
+    }
+
+    /// Removes an object without an instruction (it left a client's flexible-sync view) and
+    /// records its deletion; returns whether it existed.
+    pub fn evict(&mut self, collection: &str, key: &PrimaryKey, changes: &mut Changes) -> bool {
+        match self.remove_object(collection, key) {
+            Some(doc) => {
+                changes.deleted(collection, key.clone(), field_names(&doc));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts a local write transaction; see [`WriteTransaction`].
+    pub fn write(&mut self) -> WriteTransaction<'_> {
+        WriteTransaction::new(self)
+    }
+
+    /// Undoes the log's steps after `mark`, newest first.
+    pub(crate) fn rollback(&mut self, undo: &mut Vec<Undo>, mark: usize) {
+        while undo.len() > mark {
+            if let Some(step) = undo.pop() {
+                self.undo(step);
+            }
+        }
+    }
+
+    fn remove_object(&mut self, collection: &str, key: &PrimaryKey) -> Option<Document> {
+        let docs = self.objects.get_mut(collection)?;
+        let doc = docs.remove(key)?;
+        if docs.is_empty() {
+            self.objects.remove(collection);
+        }
+        Some(doc)
+    }
+
+    fn doc_mut<'a>(
+        objects: &'a mut BTreeMap<String, BTreeMap<PrimaryKey, Document>>,
+        path: &Path,
+    ) -> Result<&'a mut Document, ApplyError> {
+        objects
+            .get_mut(&path.collection)
+            .and_then(|docs| docs.get_mut(&path.key))
+            .ok_or_else(|| ApplyError::MissingObject {
+                collection: path.collection.clone(),
+                key: path.key.clone(),
+            })
+    }
+
+    /// Undoes one step; steps come from this store's own log, so they always fit.
+    fn undo(&mut self, step: Undo) {
+        match step {
+            Undo::Collection { name, old } => match old {
+                Some(coll) => self.schema.insert(coll),
+                None => {
+                    self.schema.collections.remove(&name);
+                }
+            },
+            Undo::Property {
+                collection,
+                name,
+                old,
+            } => {
+                if let Some(coll) = self.schema.collections.get_mut(&collection) {
+                    match old {
+                        Some(prop) => {
+                            coll.properties.insert(name, prop);
+                        }
+                        None => {
+                            coll.properties.remove(&name);
+                        }
+                    }
+                }
+            }
+            Undo::Object {
+                collection,
+                key,
+                old,
+            } => match old {
+                Some(doc) => {
+                    self.objects.entry(collection).or_default().insert(key, doc);
+                }
+                None => {
+                    self.remove_object(&collection, &key);
+                }
+            },
+            Undo::Leaf { path, old } => {
+                if let Ok(doc) = Self::doc_mut(&mut self.objects, &path) {
+                    match (walk::leaf_mut(doc, &path), old) {
+                        (Ok(Leaf::Map(map, name)), Some(value)) => {
+                            map.insert(name.to_owned(), value);
+                        }
+                        (Ok(Leaf::Map(map, name)), None) => {
+                            map.remove(name);
+                        }
+                        (Ok(Leaf::List(list, index)), Some(value)) => {
+                            if let Some(slot) = list.get_mut(index) {
+                                *slot = value;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Undo::ListRemove { path, index } => {
+                if let Some(Value::List(list)) = self.value_mut(&path) {
+                    if index < list.len() {
+                        list.remove(index);
+                    }
+                }
+            }
+            Undo::ListInsert { path, index, value } => {
+                if let Some(Value::List(list)) = self.value_mut(&path) {
+                    if index <= list.len() {
+                        list.insert(index, value);
+                    }
+                }
+            }
+            Undo::ListMove { path, from, to } => {
+                if let Some(Value::List(list)) = self.value_mut(&path) {
+                    if from < list.len() && to < list.len() {
+                        let value = list.remove(from);
+                        list.insert(to, value);
+                    }
+                }
+            }
+            Undo::SetRemove { path, value } => {
+                if let Some(Value::Set(items)) = self.value_mut(&path) {
+                    if let Ok(at) = items.binary_search(&value) {
+                        items.remove(at);
+                    }
+                }
+            }
+            Undo::SetAdd { path, value } => {
+                if let Some(Value::Set(items)) = self.value_mut(&path) {
+                    if let Err(at) = items.binary_search(&value) {
+                        items.insert(at, value);
+                    }
+                }
+            }
+        }
+    }
+
+    fn value_mut<'a>(&'a mut self, path: &'a Path) -> Option<&'a mut Value> {
+        let doc = Self::doc_mut(&mut self.objects, path).ok()?;
+        walk::leaf_mut(doc, path).ok()?.into_value()
+    }
+
+    /// Applies one instruction, logging inverse steps into `undo` and changes into `changes`.
+    /// On error, steps already logged for this instruction must be rolled back by the caller.
+    pub(crate) fn apply_one(
+        &mut self,
+        instruction: &Instruction,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        match instruction {
+            Instruction::AddCollection {
+                name,
+                kind,
+                primary_key,
+            } => self.add_collection(name, *kind, *primary_key, undo),
+            Instruction::AddProperty {
+                collection,
+                property,
+            } => self.add_property(collection, property, undo),
+            Instruction::CreateObject { collection, key } => {
+                self.create_object(collection, key, undo, changes)
+            }
+            Instruction::EraseObject { collection, key } => {
+                self.erase_object(collection, key, undo, changes)
+            }
+            Instruction::Set { path, value } => self.set(path, value, undo, changes),
+            Instruction::AddInteger { path, delta } => {
+                self.add_integer(path, *delta, undo, changes)
+            }
+            Instruction::ListInsert {
+                list,
+                index,
+                value,
+                prior_size,
+            } => self.list_edit(
+                list,
+                ListEdit::Insert(*index, value),
+                *prior_size,
+                undo,
+                changes,
+            ),
+            Instruction::ListSet {
+                list,
+                index,
+                value,
+                prior_size,
+            } => self.list_edit(
+                list,
+                ListEdit::Set(*index, value),
+                *prior_size,
+                undo,
+                changes,
+            ),
+            Instruction::ListMove {
+                list,
+                from,
+                to,
+                prior_size,
+            } => self.list_edit(list, ListEdit::Move(*from, *to), *prior_size, undo, changes),
+            Instruction::ListErase {
+                list,
+                index,
+                prior_size,
+            } => self.list_edit(list, ListEdit::Erase(*index), *prior_size, undo, changes),
+            Instruction::Clear { path } => self.clear(path, undo, changes),
+            Instruction::SetInsert { set, value } => {
+                self.set_member(set, value, true, undo, changes)
+            }
+            Instruction::SetErase { set, value } => {
+                self.set_member(set, value, false, undo, changes)
+            }
+            Instruction::DictErase { dict, key } => self.dict_erase(dict, key, undo, changes),
+        }
+    }
+
+    fn add_collection(
+        &mut self,
+        name: &str,
+        kind: CollectionKind,
+        primary_key: Option<PrimaryKeyType>,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), ApplyError> {
+        if (kind == CollectionKind::Embedded) != primary_key.is_none() {
+            return Err(ApplyError::Schema(SchemaError::IncompatibleChange {
+                detail: format!(
+                    "collection {name:?} must have a primary key exactly when it is not embedded"
+                ),
+            }));
+        }
+        match self.schema.collections.get_mut(name) {
+            Some(coll) if coll.kind == kind && coll.primary_key == primary_key => {}
+            Some(coll) => {
+                undo.push(Undo::Collection {
+                    name: name.to_owned(),
+                    old: Some(coll.clone()),
+                });
+                coll.kind = kind;
+                coll.primary_key = primary_key;
+            }
+            None => {
+                undo.push(Undo::Collection {
+                    name: name.to_owned(),
+                    old: None,
+                });
+                self.schema.insert(CollectionSchema {
+                    name: name.to_owned(),
+                    kind,
+                    primary_key,
+                    properties: BTreeMap::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn add_property(
+        &mut self,
+        collection: &str,
+        property: &Property,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), ApplyError> {
+        if property.name == PRIMARY_KEY {
+            return Err(ApplyError::Schema(SchemaError::IncompatibleChange {
+                detail: format!(
+                    "{PRIMARY_KEY:?} of {collection:?} is implicit and cannot be redefined"
+                ),
+            }));
+        }
+        let coll = self.schema.collections.get_mut(collection).ok_or_else(|| {
+            SchemaError::UnknownCollection {
+                collection: collection.to_owned(),
+            }
+        })?;
+        let old = coll.properties.get(&property.name);
+        if old == Some(property) {
+            return Ok(());
+        }
+        let old = coll
+            .properties
+            .insert(property.name.clone(), property.clone());
+        undo.push(Undo::Property {
+            collection: collection.to_owned(),
+            name: property.name.clone(),
+            old,
+        });
+        Ok(())
+    }
+
+    fn create_object(
+        &mut self,
+        collection: &str,
+        key: &PrimaryKey,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let coll = validate::object_collection(&self.schema, collection)?;
+        let fits = matches!(
+            (coll.primary_key, key),
+            (Some(PrimaryKeyType::Int), PrimaryKey::Int(_))
+                | (Some(PrimaryKeyType::String), PrimaryKey::String(_))
+                | (Some(PrimaryKeyType::ObjectId), PrimaryKey::ObjectId(_))
+                | (Some(PrimaryKeyType::Uuid), PrimaryKey::Uuid(_))
+        );
+        if !fits {
+            return Err(ApplyError::PrimaryKeyType {
+                collection: collection.to_owned(),
+                key: key.clone(),
+                expected: coll.primary_key,
+            });
+        }
+        if self.get(collection, key).is_some() {
+            return Ok(());
+        }
+        let doc = Document::from([(PRIMARY_KEY.to_owned(), Value::from(key.clone()))]);
+        self.objects
+            .entry(collection.to_owned())
+            .or_default()
+            .insert(key.clone(), doc);
+        undo.push(Undo::Object {
+            collection: collection.to_owned(),
+            key: key.clone(),
+            old: None,
+        });
+        changes.inserted(collection, key.clone());
+        Ok(())
+    }
+
+    fn erase_object(
+        &mut self,
+        collection: &str,
+        key: &PrimaryKey,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let coll = validate::object_collection(&self.schema, collection)?;
+        if coll.kind == CollectionKind::Asymmetric {
+            return Err(ApplyError::Asymmetric {
+                collection: collection.to_owned(),
+                instruction: "object erasure",
+            });
+        }
+        if let Some(doc) = self.remove_object(collection, key) {
+            changes.deleted(collection, key.clone(), field_names(&doc));
+            undo.push(Undo::Object {
+                collection: collection.to_owned(),
+                key: key.clone(),
+                old: Some(doc),
+            });
+        }
+        Ok(())
+    }
+
+    fn set(
+        &mut self,
+        path: &Path,
+        value: &Value,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let slot = validate::resolve(&self.schema, path, "set", true)?;
+        let last = path.nested.split_last();
+        if let Some((PathElement::Index(_), _)) = last {
+            return Err(ApplyError::InvalidPath {
+                path: path.clone(),
+                reason: "a set cannot target a list element, use a list set",
+            });
+        }
+        validate::check_value(&self.schema, &slot, value)?;
+        let mut value = value.clone();
+        validate::normalize(&mut value);
+        let doc = Self::doc_mut(&mut self.objects, path)?;
+        if let Some((PathElement::Key(_), parent)) = last {
+            let dict = Path {
+                nested: parent.to_vec(),
+                ..path.clone()
+            };
+            let mut created = false;
+            walk::container_mut(doc, &dict, Container::Dictionary, &mut created)?;
+            if created {
+                undo.push(Undo::Leaf {
+                    path: dict,
+                    old: None,
+                });
+            }
+        }
+        let old = match walk::leaf_mut(doc, path)? {
+            Leaf::Map(map, name) => match map.get_mut(name) {
+                Some(slot) => Some(mem::replace(slot, value)),
+                None => {
+                    map.insert(name.to_owned(), value);
+                    None
+                }
+            },
+            Leaf::List(..) => {
+                return Err(ApplyError::PathNotFound { path: path.clone() });
+            }
+        };
+        undo.push(Undo::Leaf {
+            path: path.clone(),
+            old,
+        });
+        changes.modified(&path.collection, &path.key, &path.field);
+        Ok(())
+    }
+
+    fn add_integer(
+        &mut self,
+        path: &Path,
+        delta: i64,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let slot = validate::resolve(&self.schema, path, "integer addition", false)?;
+        validate::check_integer(&slot)?;
+        let doc = Self::doc_mut(&mut self.objects, path)?;
+        match walk::leaf_mut(doc, path)?.into_value() {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::Int(current)) => {
+                let old = *current;
+                *current = old.wrapping_add(delta);
+                undo.push(Undo::Leaf {
+                    path: path.clone(),
+                    old: Some(Value::Int(old)),
+                });
+                changes.modified(&path.collection, &path.key, &path.field);
+                Ok(())
+            }
+            Some(other) => Err(ApplyError::NotAnInteger {
+                path: path.clone(),
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Resolves a container instruction's path and fetches the container, creating it if absent.
+    fn container<'a>(
+        &'a mut self,
+        path: &'a Path,
+        container: Container,
+        element: Option<&Value>,
+        instruction: &'static str,
+        undo: &mut Vec<Undo>,
+    ) -> Result<&'a mut Value, ApplyError> {
+        let slot = validate::resolve(&self.schema, path, instruction, false)?;
+        validate::check_container(&slot, path, container)?;
+        if let Some(value) = element {
+            let element_slot = Slot {
+                element: true,
+                ..slot
+            };
+            validate::check_value(&self.schema, &element_slot, value)?;
+        }
+        let doc = Self::doc_mut(&mut self.objects, path)?;
+        let mut created = false;
+        let value = walk::container_mut(doc, path, container, &mut created)?;
+        if created {
+            undo.push(Undo::Leaf {
+                path: path.clone(),
+                old: None,
+            });
+        }
+        Ok(value)
+    }
+
+    fn list_edit(
+        &mut self,
+        path: &Path,
+        edit: ListEdit<'_>,
+        prior_size: u32,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let (name, element) = match edit {
+            ListEdit::Insert(_, value) => ("list insert", Some(value)),
+            ListEdit::Set(_, value) => ("list set", Some(value)),
+            ListEdit::Move(..) => ("list move", None),
+            ListEdit::Erase(_) => ("list erase", None),
+        };
+        let Value::List(list) = self.container(path, Container::List, element, name, undo)? else {
+            return Err(ApplyError::PathNotFound { path: path.clone() });
+        };
+        let len = list.len();
+        if usize::try_from(prior_size).ok() != Some(len) {
+            return Err(ApplyError::SizeMismatch {
+                collection: path.collection.clone(),
+                key: path.key.clone(),
+                path: path.clone(),
+                expected: prior_size,
+                actual: len,
+            });
+        }
+        let in_range = |index: u32, limit: usize| {
+            usize::try_from(index)
+                .ok()
+                .filter(|i| *i < limit)
+                .ok_or_else(|| ApplyError::IndexOutOfRange {
+                    path: path.clone(),
+                    index,
+                    len,
+                })
+        };
+        let step = match edit {
+            ListEdit::Insert(index, value) => {
+                if prior_size == u32::MAX {
+                    return Err(ApplyError::ListTooLong { path: path.clone() });
+                }
+                let at = in_range(index, len.saturating_add(1))?;
+                let mut value = value.clone();
+                validate::normalize(&mut value);
+                list.insert(at, value);
+                Undo::ListRemove {
+                    path: path.clone(),
+                    index: at,
+                }
+            }
+            ListEdit::Set(index, value) => {
+                let at = in_range(index, len)?;
+                let mut value = value.clone();
+                validate::normalize(&mut value);
+                let old = list.get_mut(at).map(|slot| mem::replace(slot, value));
+                Undo::Leaf {
+                    path: path.clone().child(PathElement::Index(index)),
+                    old,
+                }
+            }
+            ListEdit::Move(from, to) => {
+                let (from, to) = (in_range(from, len)?, in_range(to, len)?);
+                let value = list.remove(from);
+                list.insert(to, value);
+                Undo::ListMove {
+                    path: path.clone(),
+                    from: to,
+                    to: from,
+                }
+            }
+            ListEdit::Erase(index) => {
+                let at = in_range(index, len)?;
+                let value = list.remove(at);
+                Undo::ListInsert {
+                    path: path.clone(),
+                    index: at,
+                    value,
+                }
+            }
+        };
+        undo.push(step);
+        changes.modified(&path.collection, &path.key, &path.field);
+        Ok(())
+    }
+
+    fn clear(
+        &mut self,
+        path: &Path,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let slot = validate::resolve(&self.schema, path, "clear", false)?;
+        let container = slot.container().ok_or_else(|| ApplyError::InvalidPath {
+            path: path.clone(),
+            reason: "only list, set and dictionary properties can be cleared",
+        })?;
+        let value = self.container(path, container, None, "clear", undo)?;
+        let old = mem::replace(value, walk::empty(container));
+        undo.push(Undo::Leaf {
+            path: path.clone(),
+            old: Some(old),
+        });
+        changes.modified(&path.collection, &path.key, &path.field);
+        Ok(())
+    }
+
+    fn set_member(
+        &mut self,
+        path: &Path,
+        value: &Value,
+        insert: bool,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let name = if insert { "set insert" } else { "set erase" };
+        let Value::Set(items) = self.container(path, Container::Set, Some(value), name, undo)?
+        else {
+            return Err(ApplyError::PathNotFound { path: path.clone() });
+        };
+        let mut value = value.clone();
+        validate::normalize(&mut value);
+        match (items.binary_search(&value), insert) {
+            (Err(at), true) => {
+                items.insert(at, value.clone());
+                undo.push(Undo::SetRemove {
+                    path: path.clone(),
+                    value,
+                });
+            }
+            (Ok(at), false) => {
+                items.remove(at);
+                undo.push(Undo::SetAdd {
+                    path: path.clone(),
+                    value,
+                });
+            }
+            _ => {}
+        }
+        changes.modified(&path.collection, &path.key, &path.field);
+        Ok(())
+    }
+
+    fn dict_erase(
+        &mut self,
+        path: &Path,
+        key: &str,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        let Value::Dict(entries) =
+            self.container(path, Container::Dictionary, None, "dictionary erase", undo)?
+        else {
+            return Err(ApplyError::PathNotFound { path: path.clone() });
+        };
+        if let Some(old) = entries.remove(key) {
+            undo.push(Undo::Leaf {
+                path: path.clone().child(PathElement::Key(key.to_owned())),
+                old: Some(old),
+            });
+        }
+        changes.modified(&path.collection, &path.key, &path.field);
+        Ok(())
+    }
+}
+
+/// The top-level field names of an object, without `_id`.
+fn field_names(doc: &Document) -> BTreeSet<String> {
+    doc.keys()
+        .filter(|name| name.as_str() != PRIMARY_KEY)
+        .cloned()
+        .collect()
+}

@@ -1,1 +1,299 @@
-//! Placeholder.
+//! Operational transformation: the one merge algorithm clients and server share.
+//!
+//! [`transform`] takes two concurrent sequences of changesets that both apply to the same state
+//! and rewrites each to apply after the other, so that both replicas converge. The sequence
+//! transform is a grid of pairwise instruction transforms: each instruction is transformed
+//! against each concurrent one, in order, and each pairwise transform yields at most one
+//! instruction per side. Because every cell of the grid depends only on its two inputs, splitting
+//! either sequence into consecutive parts and transforming part by part gives identical results.
+//!
+//! The pairwise rules are Realm's: last writer wins per path (by [`ChangesetMeta::lww_key`], then
+//! by instruction contents); a write to an outer path (a `Set`, `Clear`, object erasure, list
+//! element erasure or replacement, dictionary key erasure) discards concurrent instructions
+//! beneath it; creations are idempotent; integer additions commute and fold into earlier integer
+//! sets; list instructions shift each other's indices (ties broken by the same order on both
+//! sides); and two list instructions that disagree about the list's size mean the histories
+//! diverged, which is reported, never ignored.
+//!
+//! **Fast path:** instructions on different top-level objects commute (schema instructions only
+//! interact with schema instructions), so `theirs` is indexed by object and each of our
+//! changesets is only transformed against the changesets of theirs that touch its objects.
+
+mod list;
+mod order;
+mod rules;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::changeset::{Changeset, Instruction, Path};
+use crate::store::ShowPath;
+use crate::value::PrimaryKey;
+
+use rules::Cell;
+
+/// The rule that decided a pairwise transform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Both wrote the same target: the later writer (by `lww_key`, then contents) is kept, the
+    /// other discarded.
+    LastWriterWins,
+    /// A write to an outer path (a `Set`, a list element's erasure or replacement, a dictionary
+    /// key's erasure) discarded an instruction beneath it.
+    OuterPathWins,
+    /// An object erasure discarded a concurrent change inside the object or creation of it; or a
+    /// list element's erasure discarded a concurrent write or move of that element.
+    EraseWins,
+    /// Both created the same object: both kept, the second is a no-op.
+    CreateIdempotent,
+    /// Both did the same thing (erased the same object, element or key, cleared the same
+    /// container, added the same schema item or set member): both kept, or both dropped when
+    /// keeping them would do it twice.
+    Idempotent,
+    /// Integer additions to the same path commute: both kept.
+    AddsCommute,
+    /// An earlier integer `Set` absorbed a later concurrent addition, so both orders agree.
+    AddFoldedIntoSet,
+    /// A list instruction shifted the other's indices (or an index in its path).
+    ListIndexShifted,
+    /// Two inserts at the same list index: the winner's element goes first.
+    ListInsertTie,
+    /// A `Clear` discarded an instruction inside the container it emptied.
+    ClearWins,
+}
+
+/// What a pairwise transform did to one side's instruction.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Left as it was.
+    Kept,
+    /// Rewritten into this instruction.
+    Rewritten(Instruction),
+    /// Removed.
+    Discarded,
+}
+
+/// One side of a [`MergeDecision`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionSide {
+    /// The changeset's index in the slice passed to [`transform`].
+    pub changeset: usize,
+    /// The instruction's index in that changeset as passed in.
+    pub instruction: usize,
+    /// The instruction as passed in.
+    pub original: Instruction,
+    /// What this pairwise transform did to it.
+    pub outcome: Outcome,
+}
+
+/// A pairwise transform in which something non-trivial happened, for the dev console.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeDecision {
+    /// Our instruction.
+    pub ours: DecisionSide,
+    /// Their instruction.
+    pub theirs: DecisionSide,
+    /// The rule that decided.
+    pub rule: Rule,
+}
+
+/// Why two sequences of changesets cannot be transformed against each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransformError {
+    /// Two concurrent list instructions expected different sizes of the same list, so the two
+    /// histories do not start from the same state.
+    SizeMismatch {
+        /// The list's path.
+        list: Path,
+        /// The size our instruction expected.
+        ours: u32,
+        /// The size their instruction expected.
+        theirs: u32,
+        /// Our changeset's index.
+        ours_changeset: usize,
+        /// Their changeset's index.
+        theirs_changeset: usize,
+    },
+}
+
+impl fmt::Display for TransformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransformError::SizeMismatch {
+                list,
+                ours,
+                theirs,
+                ours_changeset,
+                theirs_changeset,
+            } => write!(
+                f,
+                "list {} had {ours} elements for our changeset {ours_changeset} but {theirs} for \
+                 their changeset {theirs_changeset}: the histories diverged, reset the client",
+                ShowPath(list)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TransformError {}
+
+/// `ours` and `theirs` are concurrent sequences of changesets that both apply to the same state
+/// S. On return, `ours` is rewritten to apply after `theirs` and `theirs` to apply after `ours`:
+/// S·theirs·ours' == S·ours·theirs'. Metadata is unchanged; instructions are rewritten or
+/// removed. With `log`, every pairwise transform in which something non-trivial happened is
+/// appended to it.
+///
+/// On error nothing is changed (the log may hold the decisions made before the error).
+pub fn transform(
+    ours: &mut [Changeset],
+    theirs: &mut [Changeset],
+    mut log: Option<&mut Vec<MergeDecision>>,
+) -> Result<(), TransformError> {
+    let mut our_cells: Vec<Vec<Cell>> = ours.iter().map(cells).collect();
+    let mut their_cells: BTreeMap<usize, Vec<Cell>> = BTreeMap::new();
+    {
+        let index = Index::new(theirs);
+        for ((a_index, a), a_cells) in ours.iter().enumerate().zip(&mut our_cells) {
+            for b_index in index.relevant(&a.instructions) {
+                let Some(b) = theirs.get(b_index) else {
+                    continue;
+                };
+                let b_cells = their_cells.entry(b_index).or_insert_with(|| cells(b));
+                let grid = Grid {
+                    ours: (a_index, a),
+                    theirs: (b_index, b),
+                };
+                grid.run(a_cells, b_cells, log.as_deref_mut())?;
+            }
+        }
+    }
+    for (changeset, cells) in ours.iter_mut().zip(our_cells) {
+        changeset.instructions = cells.into_iter().flatten().collect();
+    }
+    for (b_index, cells) in their_cells {
+        if let Some(changeset) = theirs.get_mut(b_index) {
+            changeset.instructions = cells.into_iter().flatten().collect();
+        }
+    }
+    Ok(())
+}
+
+fn cells(changeset: &Changeset) -> Vec<Cell> {
+    changeset.instructions.iter().cloned().map(Some).collect()
+}
+
+/// One of our changesets against one of theirs.
+struct Grid<'c> {
+    ours: (usize, &'c Changeset),
+    theirs: (usize, &'c Changeset),
+}
+
+impl Grid<'_> {
+    fn run(
+        &self,
+        a_cells: &mut [Cell],
+        b_cells: &mut [Cell],
+        mut log: Option<&mut Vec<MergeDecision>>,
+    ) -> Result<(), TransformError> {
+        let (a_index, a) = self.ours;
+        let (b_index, b) = self.theirs;
+        for (x_index, x) in a_cells.iter_mut().enumerate() {
+            for (y_index, y) in b_cells.iter_mut().enumerate() {
+                if x.is_none() {
+                    break;
+                }
+                let before = log.is_some().then(|| (x.clone(), y.clone()));
+                let rule = rules::transform_pair(x, y, &a.meta, &b.meta).map_err(|diverged| {
+                    TransformError::SizeMismatch {
+                        list: diverged.list,
+                        ours: diverged.ours,
+                        theirs: diverged.theirs,
+                        ours_changeset: a_index,
+                        theirs_changeset: b_index,
+                    }
+                })?;
+                if let (Some(rule), Some(log), Some((x_before, y_before))) =
+                    (rule, log.as_deref_mut(), before)
+                {
+                    let (Some(our_original), Some(their_original)) =
+                        (a.instructions.get(x_index), b.instructions.get(y_index))
+                    else {
+                        continue;
+                    };
+                    log.push(MergeDecision {
+                        ours: DecisionSide {
+                            changeset: a_index,
+                            instruction: x_index,
+                            original: our_original.clone(),
+                            outcome: outcome(&x_before, x),
+                        },
+                        theirs: DecisionSide {
+                            changeset: b_index,
+                            instruction: y_index,
+                            original: their_original.clone(),
+                            outcome: outcome(&y_before, y),
+                        },
+                        rule,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn outcome(before: &Cell, after: &Cell) -> Outcome {
+    match after {
+        None => Outcome::Discarded,
+        Some(instruction) if before.as_ref() == Some(instruction) => Outcome::Kept,
+        Some(instruction) => Outcome::Rewritten(instruction.clone()),
+    }
+}
+
+/// Their changesets by the objects they touch, plus those with schema instructions.
+struct Index<'t> {
+    by_object: BTreeMap<(&'t str, &'t PrimaryKey), Vec<usize>>,
+    schema: Vec<usize>,
+}
+
+impl<'t> Index<'t> {
+    fn new(theirs: &'t [Changeset]) -> Self {
+        let mut index = Index {
+            by_object: BTreeMap::new(),
+            schema: Vec::new(),
+        };
+        for (position, changeset) in theirs.iter().enumerate() {
+            for instruction in &changeset.instructions {
+                let entry = match instruction.object() {
+                    Some(object) => index.by_object.entry(object).or_default(),
+                    None => &mut index.schema,
+                };
+                if entry.last() != Some(&position) {
+                    entry.push(position);
+                }
+            }
+        }
+        index
+    }
+
+    /// The positions, in order, of their changesets that may interact with `instructions`.
+    fn relevant(&self, instructions: &[Instruction]) -> Vec<usize> {
+        let mut positions = Vec::new();
+        for instruction in instructions {
+            let found = match instruction.object() {
+                Some(object) => self.by_object.get(&object),
+                None => Some(&self.schema),
+            };
+            positions.extend(found.into_iter().flatten().copied());
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        positions
+    }
+}

@@ -1,0 +1,128 @@
+//! Walking a path through an object's values: reading, finding the slot a write lands in, and
+//! fetching (or creating) the container a container instruction acts on.
+
+use std::collections::BTreeMap;
+
+use crate::changeset::{Path, PathElement};
+use crate::schema::Container;
+use crate::value::{Document, Value, ValueKind};
+
+use super::ApplyError;
+
+/// The place a leaf write lands: an entry of a map (a document, embedded object or dictionary)
+/// or an element of a list.
+#[derive(Debug)]
+pub(crate) enum Leaf<'a> {
+    /// The entry `.1` of a map (present or not).
+    Map(&'a mut BTreeMap<String, Value>, &'a str),
+    /// The element `.1` of a list (in range or not).
+    List(&'a mut Vec<Value>, usize),
+}
+
+impl<'a> Leaf<'a> {
+    /// The value at the leaf, if there is one.
+    pub(crate) fn into_value(self) -> Option<&'a mut Value> {
+        match self {
+            Leaf::Map(map, name) => map.get_mut(name),
+            Leaf::List(list, index) => list.get_mut(index),
+        }
+    }
+}
+
+fn step<'a>(value: &'a Value, element: &PathElement) -> Option<&'a Value> {
+    match (value, element) {
+        (Value::Object(map), PathElement::Field(name))
+        | (Value::Dict(map), PathElement::Key(name)) => map.get(name),
+        (Value::List(list), PathElement::Index(index)) => list.get(usize::try_from(*index).ok()?),
+        _ => None,
+    }
+}
+
+fn step_mut<'a>(value: &'a mut Value, element: &PathElement) -> Option<&'a mut Value> {
+    match (value, element) {
+        (Value::Object(map), PathElement::Field(name))
+        | (Value::Dict(map), PathElement::Key(name)) => map.get_mut(name),
+        (Value::List(list), PathElement::Index(index)) => {
+            list.get_mut(usize::try_from(*index).ok()?)
+        }
+        _ => None,
+    }
+}
+
+/// The value at `path` inside `doc`, if there is one.
+pub(crate) fn value_at<'a>(doc: &'a Document, path: &Path) -> Option<&'a Value> {
+    let mut current = doc.get(&path.field)?;
+    for element in &path.nested {
+        current = step(current, element)?;
+    }
+    Some(current)
+}
+
+/// The slot the last step of `path` designates; every step before it must exist.
+pub(crate) fn leaf_mut<'a>(doc: &'a mut Document, path: &'a Path) -> Result<Leaf<'a>, ApplyError> {
+    let Some((last, inner)) = path.nested.split_last() else {
+        return Ok(Leaf::Map(doc, &path.field));
+    };
+    let not_found = || ApplyError::PathNotFound { path: path.clone() };
+    let mut current = doc.get_mut(&path.field).ok_or_else(not_found)?;
+    for element in inner {
+        current = step_mut(current, element).ok_or_else(not_found)?;
+    }
+    match (current, last) {
+        (Value::Object(map), PathElement::Field(name))
+        | (Value::Dict(map), PathElement::Key(name)) => Ok(Leaf::Map(map, name)),
+        (Value::List(list), PathElement::Index(index)) => Ok(Leaf::List(
+            list,
+            usize::try_from(*index).unwrap_or(usize::MAX),
+        )),
+        _ => Err(not_found()),
+    }
+}
+
+/// An empty container of the given kind.
+pub(crate) fn empty(container: Container) -> Value {
+    match container {
+        Container::List => Value::List(Vec::new()),
+        Container::Set => Value::Set(Vec::new()),
+        _ => Value::Dict(BTreeMap::new()),
+    }
+}
+
+/// The kind of value a container property holds.
+pub(crate) fn container_kind(container: Container) -> ValueKind {
+    match container {
+        Container::List => ValueKind::List,
+        Container::Set => ValueKind::Set,
+        _ => ValueKind::Dict,
+    }
+}
+
+/// The container at `path`, created empty if absent (`created` tells whether it was).
+pub(crate) fn container_mut<'a>(
+    doc: &'a mut Document,
+    path: &'a Path,
+    container: Container,
+    created: &mut bool,
+) -> Result<&'a mut Value, ApplyError> {
+    let value = match leaf_mut(doc, path)? {
+        Leaf::Map(map, name) => {
+            if !map.contains_key(name) {
+                *created = true;
+                map.insert(name.to_owned(), empty(container));
+            }
+            map.get_mut(name)
+        }
+        Leaf::List(list, index) => list.get_mut(index),
+    };
+    let value = value.ok_or_else(|| ApplyError::PathNotFound { path: path.clone() })?;
+    let expected = container_kind(container);
+    if value.kind() == expected {
+        Ok(value)
+    } else {
+        Err(ApplyError::WrongKind {
+            path: path.clone(),
+            expected,
+            found: value.kind(),
+        })
+    }
+}

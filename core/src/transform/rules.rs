@@ -1,0 +1,443 @@
+//! The pairwise rules: how one instruction is rewritten against one concurrent instruction, and
+//! the other against it, so that applying them in either order gives the same state.
+//!
+//! Every rule is symmetric: swapping the two sides swaps the results. Ties are broken by the
+//! changesets' last-writer-wins keys and then by the instructions' contents.
+
+use std::cmp::Ordering;
+
+use crate::changeset::{ChangesetMeta, Instruction, Path, PathElement};
+use crate::value::Value;
+
+use super::list::{self, ListOp, ListRule};
+use super::{order, Rule};
+
+/// One side's instruction in the grid; `None` once it has been discarded.
+pub(crate) type Cell = Option<Instruction>;
+
+/// Two concurrent list instructions expected different list sizes.
+#[derive(Debug)]
+pub(crate) struct Diverged {
+    pub(crate) list: Path,
+    pub(crate) ours: u32,
+    pub(crate) theirs: u32,
+}
+
+/// Transforms `x` (ours) and `y` (theirs) against each other in place. Returns the rule that
+/// decided when the pair interacted, `None` when the two simply commute.
+pub(crate) fn transform_pair(
+    x: &mut Cell,
+    y: &mut Cell,
+    x_meta: &ChangesetMeta,
+    y_meta: &ChangesetMeta,
+) -> Result<Option<Rule>, Diverged> {
+    let (Some(xi), Some(yi)) = (x.as_ref(), y.as_ref()) else {
+        return Ok(None);
+    };
+    if is_schema(xi) || is_schema(yi) {
+        return Ok(schema_pair(x, y, x_meta, y_meta));
+    }
+    if xi.object() != yi.object() {
+        return Ok(None);
+    }
+    match (xi, yi) {
+        (Instruction::EraseObject { .. }, Instruction::EraseObject { .. }) => {
+            Ok(Some(Rule::Idempotent))
+        }
+        (Instruction::EraseObject { .. }, _) => {
+            *y = None;
+            Ok(Some(Rule::EraseWins))
+        }
+        (_, Instruction::EraseObject { .. }) => {
+            *x = None;
+            Ok(Some(Rule::EraseWins))
+        }
+        (Instruction::CreateObject { .. }, Instruction::CreateObject { .. }) => {
+            Ok(Some(Rule::CreateIdempotent))
+        }
+        (Instruction::CreateObject { .. }, _) | (_, Instruction::CreateObject { .. }) => Ok(None),
+        _ => path_pair(x, y, x_meta, y_meta),
+    }
+}
+
+/// Whether `x` beats `y`: later last-writer-wins key, then the greater instruction.
+fn wins(x: &Instruction, x_meta: &ChangesetMeta, y: &Instruction, y_meta: &ChangesetMeta) -> bool {
+    x_meta
+        .lww_key()
+        .cmp(&y_meta.lww_key())
+        .then_with(|| order::compare(x, y))
+        == Ordering::Greater
+}
+
+fn is_schema(instruction: &Instruction) -> bool {
+    matches!(
+        instruction,
+        Instruction::AddCollection { .. } | Instruction::AddProperty { .. }
+    )
+}
+
+/// Keeps the winner and discards the loser.
+fn last_writer_wins(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Option<Rule> {
+    if x_wins {
+        *y = None;
+    } else {
+        *x = None;
+    }
+    Some(Rule::LastWriterWins)
+}
+
+fn schema_pair(
+    x: &mut Cell,
+    y: &mut Cell,
+    x_meta: &ChangesetMeta,
+    y_meta: &ChangesetMeta,
+) -> Option<Rule> {
+    let (xi, yi) = (x.as_ref()?, y.as_ref()?);
+    let same_target = match (xi, yi) {
+        (
+            Instruction::AddCollection { name: a, .. },
+            Instruction::AddCollection { name: b, .. },
+        ) => a == b,
+        (
+            Instruction::AddProperty {
+                collection: c1,
+                property: p1,
+            },
+            Instruction::AddProperty {
+                collection: c2,
+                property: p2,
+            },
+        ) => c1 == c2 && p1.name == p2.name,
+        _ => false,
+    };
+    if !same_target {
+        return None;
+    }
+    if xi == yi {
+        return Some(Rule::Idempotent);
+    }
+    let x_wins = wins(xi, x_meta, yi, y_meta);
+    last_writer_wins(x, y, x_wins)
+}
+
+/// The path a path-based instruction acts on (for container instructions, the container's).
+fn target(instruction: &Instruction) -> Option<&Path> {
+    match instruction {
+        Instruction::Set { path, .. }
+        | Instruction::AddInteger { path, .. }
+        | Instruction::Clear { path } => Some(path),
+        Instruction::ListInsert { list, .. }
+        | Instruction::ListSet { list, .. }
+        | Instruction::ListMove { list, .. }
+        | Instruction::ListErase { list, .. } => Some(list),
+        Instruction::SetInsert { set, .. } | Instruction::SetErase { set, .. } => Some(set),
+        Instruction::DictErase { dict, .. } => Some(dict),
+        _ => None,
+    }
+}
+
+fn target_mut(instruction: &mut Instruction) -> Option<&mut Path> {
+    match instruction {
+        Instruction::Set { path, .. }
+        | Instruction::AddInteger { path, .. }
+        | Instruction::Clear { path } => Some(path),
+        Instruction::ListInsert { list, .. }
+        | Instruction::ListSet { list, .. }
+        | Instruction::ListMove { list, .. }
+        | Instruction::ListErase { list, .. } => Some(list),
+        Instruction::SetInsert { set, .. } | Instruction::SetErase { set, .. } => Some(set),
+        Instruction::DictErase { dict, .. } => Some(dict),
+        _ => None,
+    }
+}
+
+/// An instruction that acts on the elements of the container at its target.
+fn is_container_op(instruction: &Instruction) -> bool {
+    matches!(
+        instruction,
+        Instruction::ListInsert { .. }
+            | Instruction::ListSet { .. }
+            | Instruction::ListMove { .. }
+            | Instruction::ListErase { .. }
+            | Instruction::SetInsert { .. }
+            | Instruction::SetErase { .. }
+            | Instruction::DictErase { .. }
+    )
+}
+
+fn list_op(instruction: &Instruction) -> Option<(ListOp, u32)> {
+    match instruction {
+        Instruction::ListInsert {
+            index, prior_size, ..
+        } => Some((ListOp::Insert(*index), *prior_size)),
+        Instruction::ListSet {
+            index, prior_size, ..
+        } => Some((ListOp::Set(*index), *prior_size)),
+        Instruction::ListMove {
+            from,
+            to,
+            prior_size,
+            ..
+        } => Some((ListOp::Move(*from, *to), *prior_size)),
+        Instruction::ListErase {
+            index, prior_size, ..
+        } => Some((ListOp::Erase(*index), *prior_size)),
+        _ => None,
+    }
+}
+
+/// Writes a transformed list op and prior size back into its instruction.
+fn set_list_op(instruction: &mut Instruction, op: ListOp, size: u32) {
+    match (instruction, op) {
+        (
+            Instruction::ListInsert {
+                index, prior_size, ..
+            },
+            ListOp::Insert(i),
+        )
+        | (
+            Instruction::ListSet {
+                index, prior_size, ..
+            },
+            ListOp::Set(i),
+        )
+        | (
+            Instruction::ListErase {
+                index, prior_size, ..
+            },
+            ListOp::Erase(i),
+        ) => {
+            *index = i;
+            *prior_size = size;
+        }
+        (
+            Instruction::ListMove {
+                from,
+                to,
+                prior_size,
+                ..
+            },
+            ListOp::Move(f, t),
+        ) => {
+            *from = f;
+            *to = t;
+            *prior_size = size;
+        }
+        _ => {}
+    }
+}
+
+enum Relation {
+    Same,
+    XOuter,
+    YOuter,
+    Unrelated,
+}
+
+fn path_pair(
+    x: &mut Cell,
+    y: &mut Cell,
+    x_meta: &ChangesetMeta,
+    y_meta: &ChangesetMeta,
+) -> Result<Option<Rule>, Diverged> {
+    let (Some(xi), Some(yi)) = (x.as_ref(), y.as_ref()) else {
+        return Ok(None);
+    };
+    let (Some(tx), Some(ty)) = (target(xi), target(yi)) else {
+        return Ok(None);
+    };
+    let relation = if tx == ty {
+        Relation::Same
+    } else if tx.is_strict_prefix_of(ty) {
+        Relation::XOuter
+    } else if ty.is_strict_prefix_of(tx) {
+        Relation::YOuter
+    } else {
+        Relation::Unrelated
+    };
+    let x_wins = wins(xi, x_meta, yi, y_meta);
+    match relation {
+        Relation::Same => same_target(x, y, x_wins),
+        Relation::XOuter => Ok(outer(x, y, x_wins)),
+        Relation::YOuter => Ok(outer(y, x, !x_wins)),
+        Relation::Unrelated => Ok(None),
+    }
+}
+
+/// Two instructions on the same path.
+fn same_target(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Result<Option<Rule>, Diverged> {
+    use Instruction as I;
+    let (Some(xi), Some(yi)) = (x.as_ref(), y.as_ref()) else {
+        return Ok(None);
+    };
+    let rule = match (xi, yi) {
+        (I::Set { .. }, I::Set { .. })
+        | (I::Set { .. }, I::Clear { .. })
+        | (I::Clear { .. }, I::Set { .. }) => last_writer_wins(x, y, x_wins),
+        (I::Set { .. }, I::AddInteger { .. }) => fold(x, y, x_wins),
+        (I::AddInteger { .. }, I::Set { .. }) => fold(y, x, !x_wins),
+        (I::AddInteger { .. }, I::AddInteger { .. }) => Some(Rule::AddsCommute),
+        (I::Clear { .. }, I::Clear { .. }) => Some(Rule::Idempotent),
+        (I::Set { .. }, other) if is_container_op(other) => {
+            *y = None;
+            Some(Rule::OuterPathWins)
+        }
+        (other, I::Set { .. }) if is_container_op(other) => {
+            *x = None;
+            Some(Rule::OuterPathWins)
+        }
+        (I::Clear { .. }, other) if is_container_op(other) => {
+            *y = None;
+            Some(Rule::ClearWins)
+        }
+        (other, I::Clear { .. }) if is_container_op(other) => {
+            *x = None;
+            Some(Rule::ClearWins)
+        }
+        (I::SetInsert { value: a, .. }, I::SetErase { value: b, .. })
+        | (I::SetErase { value: a, .. }, I::SetInsert { value: b, .. })
+            if a == b =>
+        {
+            last_writer_wins(x, y, x_wins)
+        }
+        (I::SetInsert { value: a, .. }, I::SetInsert { value: b, .. })
+        | (I::SetErase { value: a, .. }, I::SetErase { value: b, .. })
+            if a == b =>
+        {
+            Some(Rule::Idempotent)
+        }
+        (I::DictErase { key: a, .. }, I::DictErase { key: b, .. }) if a == b => {
+            Some(Rule::Idempotent)
+        }
+        _ => match (list_op(xi), list_op(yi), target(xi)) {
+            (Some((_, x_size)), Some((_, y_size)), Some(list)) if x_size != y_size => {
+                return Err(Diverged {
+                    list: list.clone(),
+                    ours: x_size,
+                    theirs: y_size,
+                });
+            }
+            (Some(xo), Some(yo), _) => return Ok(list_pair(x, y, xo, yo, x_wins)),
+            _ => None,
+        },
+    };
+    Ok(rule)
+}
+
+/// A `Set` and an `AddInteger` on the same path. A later set discards the addition; an earlier
+/// integer set absorbs it (so both orders end at `value + delta`); an earlier non-integer set
+/// makes the addition moot.
+fn fold(set: &mut Cell, add: &mut Cell, set_wins: bool) -> Option<Rule> {
+    if set_wins {
+        *add = None;
+        return Some(Rule::LastWriterWins);
+    }
+    let Some(Instruction::AddInteger { delta, .. }) = add.as_ref() else {
+        return None;
+    };
+    let delta = *delta;
+    match set.as_mut() {
+        Some(Instruction::Set {
+            value: Value::Int(value),
+            ..
+        }) => {
+            *value = value.wrapping_add(delta);
+            Some(Rule::AddFoldedIntoSet)
+        }
+        _ => {
+            *add = None;
+            Some(Rule::LastWriterWins)
+        }
+    }
+}
+
+fn list_pair(
+    x: &mut Cell,
+    y: &mut Cell,
+    (xo, x_size): (ListOp, u32),
+    (yo, _): (ListOp, u32),
+    x_wins: bool,
+) -> Option<Rule> {
+    let size_after = |op: ListOp| {
+        let size = i64::from(x_size).saturating_add(op.size_delta());
+        u32::try_from(size.max(0)).unwrap_or(u32::MAX)
+    };
+    let (x2, y2, rule) = list::transform(xo, yo, x_wins);
+    let rule = rule?;
+    let x_prior = size_after(yo);
+    let y_prior = size_after(xo);
+    match (x2, x.as_mut()) {
+        (Some(op), Some(instruction)) => set_list_op(instruction, op, x_prior),
+        _ => *x = None,
+    }
+    match (y2, y.as_mut()) {
+        (Some(op), Some(instruction)) => set_list_op(instruction, op, y_prior),
+        _ => *y = None,
+    }
+    Some(match rule {
+        ListRule::Shifted => Rule::ListIndexShifted,
+        ListRule::InsertTie => Rule::ListInsertTie,
+        ListRule::LastWriterWins => Rule::LastWriterWins,
+        ListRule::EraseWins => Rule::EraseWins,
+        ListRule::BothErased => Rule::Idempotent,
+    })
+}
+
+/// `o`'s target is a strict prefix of `inner`'s: `inner` acts somewhere inside what `o` writes.
+fn outer(o: &mut Cell, inner: &mut Cell, o_wins: bool) -> Option<Rule> {
+    let (oi, ii) = (o.as_ref()?, inner.as_ref()?);
+    let depth = target(oi)?.nested.len();
+    let inner_path = target(ii)?;
+    let step = inner_path.nested.get(depth)?;
+    let exact = inner_path.nested.len() == depth + 1;
+    match oi {
+        Instruction::Set { .. } => {
+            *inner = None;
+            Some(Rule::OuterPathWins)
+        }
+        Instruction::Clear { .. } => {
+            *inner = None;
+            Some(Rule::ClearWins)
+        }
+        Instruction::DictErase { key, .. } => {
+            if !matches!(step, PathElement::Key(k) if k == key) {
+                return None;
+            }
+            match ii {
+                Instruction::Set { .. } if exact => last_writer_wins(o, inner, o_wins),
+                // Adding to an erased entry is a no-op, so the two commute.
+                Instruction::AddInteger { .. } if exact => None,
+                _ => {
+                    *inner = None;
+                    Some(Rule::OuterPathWins)
+                }
+            }
+        }
+        _ => {
+            let (op, _) = list_op(oi)?;
+            let PathElement::Index(j) = *step else {
+                return None;
+            };
+            let shifted = match op {
+                ListOp::Insert(i) => (j >= i).then(|| j.saturating_add(1)),
+                ListOp::Erase(i) if i == j => {
+                    *inner = None;
+                    return Some(Rule::OuterPathWins);
+                }
+                ListOp::Erase(i) => (j > i).then(|| j.saturating_sub(1)),
+                ListOp::Set(i) if i == j => {
+                    *inner = None;
+                    return Some(Rule::OuterPathWins);
+                }
+                ListOp::Set(_) => None,
+                ListOp::Move(f, t) => Some(list::move_map(j, f, t)).filter(|k| *k != j),
+            }?;
+            let element = inner
+                .as_mut()
+                .and_then(target_mut)
+                .and_then(|path| path.nested.get_mut(depth))?;
+            *element = PathElement::Index(shifted);
+            Some(Rule::ListIndexShifted)
+        }
+    }
+}
