@@ -210,6 +210,8 @@ pub struct ClientSession {
     pending: Vec<Changeset>,
     /// The highest client version sent in an UPLOAD that is not yet acknowledged.
     in_flight: u64,
+    /// The highest client version the server reported integrated.
+    acknowledged: u64,
     transact_in_flight: Option<(u64, Vec<Instruction>)>,
     subscription_state: SubscriptionState,
     subscriptions_sent: u64,
@@ -243,6 +245,7 @@ impl ClientSession {
             store,
             pending,
             in_flight: 0,
+            acknowledged: 0,
             transact_in_flight: None,
             subscription_state,
             subscriptions_sent: 0,
@@ -347,7 +350,8 @@ impl ClientSession {
         let mut tx = self.store.write();
         f(&mut tx).map_err(bug)?;
         // The transaction is not applied locally until the server accepts it.
-        let instructions = tx.rollback_instructions();
+        let instructions = tx.instructions().to_vec();
+        tx.rollback();
         let version = self.meta.last_client_version + 1;
         self.meta.last_client_version = version;
         let changeset = UploadChangeset {
@@ -496,6 +500,11 @@ impl ClientSession {
 
     /// Handles a message from the server for this session.
     pub fn handle_message(&mut self, now_ms: u64, msg: ServerMessage) {
+        if matches!(self.phase, Phase::Disconnected | Phase::Unbound | Phase::Failed) {
+            // Left over from a session that already ended (the server ends a session after an
+            // error; this side waits for a reconnect, a refresh or the application).
+            return;
+        }
         let result = match msg {
             ServerMessage::Ident { client_file_ident, client_file_ident_salt, .. } => {
                 self.on_ident(client_file_ident, client_file_ident_salt)
@@ -503,10 +512,8 @@ impl ClientSession {
             ServerMessage::Download { progress, batch_state, query_version, changesets, .. } => {
                 self.on_download(progress, batch_state, query_version, changesets)
             }
-            ServerMessage::Unbound { .. } => {
-                self.phase = Phase::Unbound;
-                Ok(())
-            }
+            // Answers an UNBIND this side sent after an error or on `unbind`; nothing to do.
+            ServerMessage::Unbound { .. } => Ok(()),
             ServerMessage::Transact { client_version, result, .. } => self.on_transact(client_version, result),
             ServerMessage::Mark { request, .. } => {
                 self.events.push_back(SessionEvent::DownloadComplete { request });
@@ -539,6 +546,7 @@ impl ClientSession {
         }
         self.meta.client_file_ident = ident;
         self.meta.client_file_ident_salt = salt;
+        self.acknowledged = 0;
         for changeset in &mut self.pending {
             changeset.meta.origin_file_ident = ident;
         }
@@ -614,7 +622,8 @@ impl ClientSession {
         if self.in_flight != 0 && progress.download.last_integrated_client_version >= self.in_flight {
             self.in_flight = 0;
         }
-        if acked > 0 {
+        if acked > self.acknowledged {
+            self.acknowledged = acked;
             self.events.push_back(SessionEvent::UploadAcknowledged { client_version: acked });
         }
         self.persist(touched);
@@ -712,8 +721,8 @@ impl ClientSession {
         for changeset in transfer.recover {
             let mut scratch = Changes::default();
             let mut tx = self.store.write();
-            let ok = tx.replay(&changeset.instructions);
-            match ok {
+            let replayed = changeset.instructions.iter().try_for_each(|i| tx.push(i.clone()));
+            match replayed {
                 Ok(()) => {
                     let (instructions, c) = tx.commit();
                     scratch.merge(c);
@@ -760,6 +769,7 @@ impl ClientSession {
             }
             ErrorAction::ClientReset => {
                 self.events.push_back(SessionEvent::Error(error));
+                self.outbox.push_back(ClientMessage::Unbind { session: self.ident });
                 self.begin_reset();
             }
             _ => self.fail(error),
@@ -776,7 +786,6 @@ impl ClientSession {
         self.meta.client_file_ident_salt = 0;
         self.meta.download = DownloadCursor::default();
         self.in_flight = 0;
-        self.outbox.clear();
         self.outbox.push_back(ClientMessage::Bind {
             session: self.ident,
             path: self.config.path.clone(),
@@ -813,10 +822,14 @@ impl ClientSession {
     }
 
     fn fail(&mut self, error: SyncError) {
-        // The server ends a session after any error that is not a warning. An expired token waits
-        // for `refresh`; local writes keep working and stay pending meanwhile.
+        // The server ends a session after any error that is not a warning and waits for UNBIND.
+        // An expired token waits for `refresh`, which binds again; local writes keep working and
+        // stay pending meanwhile, so nothing is lost.
         self.waiting_for_token = error.code.action() == ErrorAction::RefreshToken;
         self.events.push_back(SessionEvent::Error(error));
+        if self.connected && !matches!(self.phase, Phase::Unbound | Phase::Failed) {
+            self.outbox.push_back(ClientMessage::Unbind { session: self.ident });
+        }
         self.phase = Phase::Failed;
     }
 

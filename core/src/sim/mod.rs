@@ -6,6 +6,7 @@
 //!
 //! Everything is driven by one seed, so a failing seed replays exactly.
 
+mod trace;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -17,7 +18,7 @@ use crate::client::{
     SessionEvent, SplitMix64,
 };
 use crate::protocol::{
-    decode_client_message, decode_server_message, encode_client_message, encode_server_message, MessageLimits,
+    decode_server_message, encode_client_message, encode_server_message, MessageLimits,
     Subscription, SubscriptionSet,
 };
 use crate::schema::Schema;
@@ -54,6 +55,8 @@ pub struct SimConfig {
     pub client_restart_per_mille: u64,
     /// Virtual milliseconds allowed to reach quiescence after the network heals.
     pub settle_budget_ms: u64,
+    /// Record every delivered message (decoded) and print the trace in a failure.
+    pub trace: bool,
 }
 
 impl SimConfig {
@@ -69,6 +72,7 @@ impl SimConfig {
             server_crash_per_mille: 4,
             client_restart_per_mille: 4,
             settle_budget_ms: 10 * 60 * 1000,
+            trace: false,
         }
     }
 }
@@ -149,6 +153,8 @@ struct SimClient {
     written: Vec<u64>,
     acknowledged: u64,
     file_ident: u64,
+    /// The last error the client's session reported, for failure reports.
+    last_error: Option<String>,
 }
 
 /// One simulation run.
@@ -165,6 +171,7 @@ pub struct Simulation {
     report: SimReport,
     /// (file ident, client version) of every changeset the server acknowledged.
     acknowledged: BTreeSet<(u64, u64)>,
+    trace: Vec<String>,
 }
 
 impl Simulation {
@@ -199,6 +206,7 @@ impl Simulation {
                     written: Vec::new(),
                     acknowledged: 0,
                     file_ident: 0,
+                    last_error: None,
                 }
             })
             .collect();
@@ -213,6 +221,7 @@ impl Simulation {
             limits: MessageLimits::default(),
             report: SimReport::default(),
             acknowledged: BTreeSet::new(),
+            trace: Vec::new(),
         })
     }
 
@@ -230,7 +239,12 @@ impl Simulation {
     }
 
     fn failure(&self, reason: impl Into<String>) -> SimFailure {
-        SimFailure { seed: self.config.seed, reason: format!("at t={}ms: {}", self.now, reason.into()) }
+        let mut reason = format!("at t={}ms: {}", self.now, reason.into());
+        for line in &self.trace {
+            reason.push('\n');
+            reason.push_str(line);
+        }
+        SimFailure { seed: self.config.seed, reason }
     }
 
     fn random_step(&mut self) -> Result<(), SimFailure> {
@@ -384,6 +398,13 @@ impl Simulation {
                 let Some((_, frame)) = self.clients[c].link.to_server.pop_front() else { break };
                 let Some(socket) = self.clients[c].socket else { break };
                 self.report.messages += 1;
+                if self.config.trace {
+                    let line = match crate::protocol::decode_client_message(&frame, &self.limits) {
+                        Ok(msg) => trace::client_message(&msg),
+                        Err(e) => format!("undecodable: {e}"),
+                    };
+                    self.trace.push(format!("{now:>7} c{c} -> server: {line}"));
+                }
                 if let Some(server) = self.server.as_mut() {
                     server.handle_frame(socket, now, &frame);
                 }
@@ -397,6 +418,9 @@ impl Simulation {
                 self.report.messages += 1;
                 let msg = decode_server_message(&frame, &self.limits)
                     .map_err(|e| self.failure(format!("client {c} cannot decode a server frame: {e}")))?;
+                if self.config.trace {
+                    self.trace.push(format!("{now:>7} server -> c{c}: {}", trace::server_message(&msg)));
+                }
                 self.clients[c].conn.handle_message(now, msg);
                 self.pump_client(c);
             }
@@ -431,7 +455,6 @@ impl Simulation {
                     }
                 }
                 ConnectionAction::Close => self.drop_connection(c),
-                _ => {}
             }
         }
         if let Some(session) = self.clients[c].conn.session_mut(SESSION) {
@@ -494,6 +517,9 @@ impl Simulation {
                 }
                 client.written.retain(|v| *v > client_version);
             }
+            SessionEvent::Error(error) => {
+                client.last_error = Some(format!("{} at t={}: {}", error.code, self.now, error.message));
+            }
             _ => {}
         }
     }
@@ -546,11 +572,12 @@ impl Simulation {
             .filter_map(|(i, c)| {
                 let s = c.conn.session(SESSION)?;
                 Some(format!(
-                    "client {i}: active={} pending={} cursor={} closed={}",
+                    "client {i}: active={} pending={} cursor={} closed={} last error: {}",
                     s.is_active(),
                     s.pending().len(),
                     s.meta().download.server_version,
-                    s.is_closed()
+                    s.is_closed(),
+                    c.last_error.as_deref().unwrap_or("none")
                 ))
             })
             .collect();

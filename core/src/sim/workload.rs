@@ -91,8 +91,8 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
         }
         12 => tx.set_insert(field("labels"), Value::String(format!("l{}", rng.below(5)))),
         13 => tx.set_erase(field("labels"), Value::String(format!("l{}", rng.below(5)))),
-        14 => tx.dict_set(field("attrs"), format!("k{}", rng.below(4)), Value::Int(small(rng))),
-        15 => tx.dict_erase(field("attrs"), format!("k{}", rng.below(4))),
+        14 => tx.dict_set(field("attrs"), &format!("k{}", rng.below(4)), Value::Int(small(rng))),
+        15 => tx.dict_erase(field("attrs"), &format!("k{}", rng.below(4))),
         16 => {
             let mut sub = Document::new();
             sub.insert("x".into(), Value::Int(small(rng)));
