@@ -655,7 +655,7 @@ impl Store {
             return Err(ApplyError::SizeMismatch {
                 collection: path.collection.clone(),
                 key: path.key.clone(),
-                path: path.clone(),
+                path: Box::new(path.clone()),
                 expected: prior_size,
                 actual: len,
             });

@@ -227,7 +227,7 @@ fn size_mismatch_reports_the_list() {
         ApplyError::SizeMismatch {
             collection: "Item".into(),
             key: pk(1),
-            path: item(1, "list"),
+            path: Box::new(item(1, "list")),
             expected: 3,
             actual: 2,
         }
