@@ -765,6 +765,65 @@ fn state(base: &Store, parts: &[&[Changeset]]) -> Store {
     s
 }
 
+/// Writes aimed at `Item[0]`'s lists: inserts, sets, moves, erasures, clears, whole-list sets and
+/// writes through list indices.
+fn list_op() -> impl Strategy<Value = Op> {
+    (
+        prop::sample::select(vec![5u8, 5, 6, 7, 7, 8, 8, 9, 15, 16, 17]),
+        any::<u32>(),
+        -4i64..5,
+    )
+        .prop_map(|(kind, b, v)| Op { kind, a: 0, b, v })
+}
+
+/// Two replicas with two changesets each: S·A·B' == S·B·A', and splitting either sequence
+/// gives the same transformed instructions; transforming the other way round converges too.
+fn check_sequences(
+    s: &Store,
+    a_ops: &[Vec<Op>],
+    b_ops: &[Vec<Op>],
+    (a_time, a_ident, b_time, b_ident): (u64, u64, u64, u64),
+) -> Result<(), TestCaseError> {
+    let (a1, sa) = make(s, &a_ops[0], meta(a_time, a_ident));
+    let (a2, _) = make(&sa, &a_ops[1], meta(a_time + 1, a_ident));
+    let (b1, sb) = make(s, &b_ops[0], meta(b_time, b_ident));
+    let (b2, _) = make(&sb, &b_ops[1], meta(b_time + 1, b_ident));
+    let ours = vec![a1, a2];
+    let theirs = vec![b1, b2];
+
+    // Pairs.
+    let (o, t) = transformed(&ours[..1], &theirs[..1]).unwrap();
+    let left = state(s, &[&ours[..1], &t]);
+    let right = state(s, &[&theirs[..1], &o]);
+    prop_assert_eq!(left.digest(), right.digest());
+    prop_assert_eq!(&left, &right);
+
+    // Sequences.
+    let (o, t) = transformed(&ours, &theirs).unwrap();
+    let left = state(s, &[&ours, &t]);
+    let right = state(s, &[&theirs, &o]);
+    prop_assert_eq!(left.digest(), right.digest());
+    prop_assert_eq!(&left, &right);
+
+    // Splitting theirs.
+    let (o1, t1) = transformed(&ours, &theirs[..1]).unwrap();
+    let (o2, t2) = transformed(&o1, &theirs[1..]).unwrap();
+    prop_assert_eq!(&o2, &o);
+    prop_assert_eq!(&[t1, t2].concat(), &t);
+
+    // Splitting ours.
+    let (o1, t1) = transformed(&ours[..1], &theirs).unwrap();
+    let (o2, t2) = transformed(&ours[1..], &t1).unwrap();
+    prop_assert_eq!(&[o1, o2].concat(), &o);
+    prop_assert_eq!(&t2, &t);
+
+    // The other way round (the server's view of the same merge) reaches the same state.
+    let (t_mirror, o_mirror) = transformed(&theirs, &ours).unwrap();
+    prop_assert_eq!(&state(s, &[&ours, &t_mirror]), &left);
+    prop_assert_eq!(&state(s, &[&theirs, &o_mirror]), &left);
+    Ok(())
+}
+
 fn cases() -> u32 {
     std::env::var("EDDY_OT_CASES")
         .ok()
@@ -775,53 +834,27 @@ fn cases() -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
-    /// Two replicas with two changesets each: S·A·B' == S·B·A', and splitting either sequence
-    /// gives the same transformed instructions; transforming the other way round converges too.
+    /// Random writes of every kind from two replicas converge (see [`check_sequences`]).
     #[test]
     fn concurrent_sequences_converge(
         init in proptest::collection::vec(op(), 0..30),
         a_ops in proptest::collection::vec(proptest::collection::vec(op(), 0..6), 2),
         b_ops in proptest::collection::vec(proptest::collection::vec(op(), 0..6), 2),
-        (a_time, a_ident, b_time, b_ident) in (0u64..3, 1u64..3, 0u64..3, 1u64..3),
+        keys in (0u64..3, 1u64..3, 0u64..3, 1u64..3),
     ) {
-        let s = initial(&init);
-        let (a1, sa) = make(&s, &a_ops[0], meta(a_time, a_ident));
-        let (a2, _) = make(&sa, &a_ops[1], meta(a_time + 1, a_ident));
-        let (b1, sb) = make(&s, &b_ops[0], meta(b_time, b_ident));
-        let (b2, _) = make(&sb, &b_ops[1], meta(b_time + 1, b_ident));
-        let ours = vec![a1, a2];
-        let theirs = vec![b1, b2];
+        check_sequences(&initial(&init), &a_ops, &b_ops, keys)?;
+    }
 
-        // Pairs.
-        let (o, t) = transformed(&ours[..1], &theirs[..1]).unwrap();
-        let left = state(&s, &[&ours[..1], &t]);
-        let right = state(&s, &[&theirs[..1], &o]);
-        prop_assert_eq!(left.digest(), right.digest());
-        prop_assert_eq!(&left, &right);
-
-        // Sequences.
-        let (o, t) = transformed(&ours, &theirs).unwrap();
-        let left = state(&s, &[&ours, &t]);
-        let right = state(&s, &[&theirs, &o]);
-        prop_assert_eq!(left.digest(), right.digest());
-        prop_assert_eq!(&left, &right);
-
-        // Splitting theirs.
-        let (o1, t1) = transformed(&ours, &theirs[..1]).unwrap();
-        let (o2, t2) = transformed(&o1, &theirs[1..]).unwrap();
-        prop_assert_eq!(&o2, &o);
-        prop_assert_eq!(&[t1, t2].concat(), &t);
-
-        // Splitting ours.
-        let (o1, t1) = transformed(&ours[..1], &theirs).unwrap();
-        let (o2, t2) = transformed(&ours[1..], &t1).unwrap();
-        prop_assert_eq!(&[o1, o2].concat(), &o);
-        prop_assert_eq!(&t2, &t);
-
-        // The other way round (the server's view of the same merge) reaches the same state.
-        let (t_mirror, o_mirror) = transformed(&theirs, &ours).unwrap();
-        prop_assert_eq!(&state(&s, &[&ours, &t_mirror]), &left);
-        prop_assert_eq!(&state(&s, &[&theirs, &o_mirror]), &left);
+    /// The same property with every write aimed at one object's lists and at paths through
+    /// them, starting from populated lists.
+    #[test]
+    fn concurrent_list_edits_converge(
+        init in proptest::collection::vec(list_op(), 4..30),
+        a_ops in proptest::collection::vec(proptest::collection::vec(list_op(), 0..6), 2),
+        b_ops in proptest::collection::vec(proptest::collection::vec(list_op(), 0..6), 2),
+        keys in (0u64..3, 1u64..3, 0u64..3, 1u64..3),
+    ) {
+        check_sequences(&initial(&init), &a_ops, &b_ops, keys)?;
     }
 
     /// Three replicas merged through a server in arrival order all end in the same state.
