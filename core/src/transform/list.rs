@@ -45,15 +45,6 @@ impl ListOp {
             ListOp::Set(_) | ListOp::Move(..) => 0,
         }
     }
-
-    fn rank(self) -> u8 {
-        match self {
-            ListOp::Insert(_) => 0,
-            ListOp::Set(_) => 1,
-            ListOp::Move(..) => 2,
-            ListOp::Erase(_) => 3,
-        }
-    }
 }
 
 /// Where the element at `index` is after moving the element at `from` to `to`.
@@ -90,15 +81,6 @@ pub(crate) type ListOutcome = (Option<ListOp>, Option<ListOp>, Option<ListRule>)
 /// when `a` wins, `Less` when `b` wins, `Equal` when both are the same instruction (then both
 /// are treated alike, so swapping the sides swaps the results).
 pub(crate) fn transform(a: ListOp, b: ListOp, a_rank: Ordering) -> ListOutcome {
-    if a.rank() > b.rank() {
-        let (b2, a2, rule) = ordered(b, a, a_rank.reverse());
-        return (a2, b2, rule);
-    }
-    ordered(a, b, a_rank)
-}
-
-/// [`transform`] for `a.rank() <= b.rank()`.
-fn ordered(a: ListOp, b: ListOp, a_rank: Ordering) -> ListOutcome {
     use ListOp::{Erase, Insert, Move, Set};
     let a_wins = a_rank == Ordering::Greater;
     let (a2, b2, rule) = match (a, b) {
@@ -206,8 +188,11 @@ fn ordered(a: ListOp, b: ListOp, a_rank: Ordering) -> ListOutcome {
                 (Some(Erase(dec(i))), Some(b), ListRule::Shifted)
             }
         }
-        // Unreachable given the rank order; leave both as they are.
-        _ => return (Some(a), Some(b), None),
+        // Every other pair is one of the above with the sides swapped.
+        _ => {
+            let (b2, a2, rule) = transform(b, a, a_rank.reverse());
+            return (a2, b2, rule);
+        }
     };
     let changed = a2 != Some(a) || b2 != Some(b);
     (a2, b2, changed.then_some(rule))
