@@ -57,8 +57,8 @@ pub enum ApplyError {
         collection: String,
         /// The primary key of the top-level object.
         key: PrimaryKey,
-        /// The list's path.
-        path: Path,
+        /// The list's path (boxed to keep the error small).
+        path: Box<Path>,
         /// The size the instruction expected (its `prior_size`).
         expected: u32,
         /// The list's actual size.

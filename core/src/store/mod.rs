@@ -14,6 +14,8 @@ mod validate;
 mod walk;
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -653,7 +655,7 @@ impl Store {
             return Err(ApplyError::SizeMismatch {
                 collection: path.collection.clone(),
                 key: path.key.clone(),
-                path: path.clone(),
+                path: Box::new(path.clone()),
                 expected: prior_size,
                 actual: len,
             });

@@ -4,6 +4,8 @@
 //! Arithmetic saturates: indices from a corrupt changeset may produce nonsense, which applying
 //! then rejects, but never a panic.
 
+use std::cmp::Ordering;
+
 /// A list instruction reduced to its indices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ListOp {
@@ -30,6 +32,8 @@ pub(crate) enum ListRule {
     EraseWins,
     /// Both erased the same element.
     BothErased,
+    /// Both did exactly the same thing (same instruction, same last-writer-wins key).
+    Identical,
 }
 
 impl ListOp {
@@ -39,15 +43,6 @@ impl ListOp {
             ListOp::Insert(_) => 1,
             ListOp::Erase(_) => -1,
             ListOp::Set(_) | ListOp::Move(..) => 0,
-        }
-    }
-
-    fn rank(self) -> u8 {
-        match self {
-            ListOp::Insert(_) => 0,
-            ListOp::Set(_) => 1,
-            ListOp::Move(..) => 2,
-            ListOp::Erase(_) => 3,
         }
     }
 }
@@ -82,18 +77,12 @@ fn dec(i: u32) -> u32 {
 pub(crate) type ListOutcome = (Option<ListOp>, Option<ListOp>, Option<ListRule>);
 
 /// Transforms two concurrent operations on the same list against each other: `a'` applies after
-/// `b`, `b'` after `a`, and both orders give the same list. `a_wins` breaks ties.
-pub(crate) fn transform(a: ListOp, b: ListOp, a_wins: bool) -> ListOutcome {
-    if a.rank() > b.rank() {
-        let (b2, a2, rule) = ordered(b, a, !a_wins);
-        return (a2, b2, rule);
-    }
-    ordered(a, b, a_wins)
-}
-
-/// [`transform`] for `a.rank() <= b.rank()`.
-fn ordered(a: ListOp, b: ListOp, a_wins: bool) -> ListOutcome {
+/// `b`, `b'` after `a`, and both orders give the same list. `a_rank` breaks ties: `Greater`
+/// when `a` wins, `Less` when `b` wins, `Equal` when both are the same instruction (then both
+/// are treated alike, so swapping the sides swaps the results).
+pub(crate) fn transform(a: ListOp, b: ListOp, a_rank: Ordering) -> ListOutcome {
     use ListOp::{Erase, Insert, Move, Set};
+    let a_wins = a_rank == Ordering::Greater;
     let (a2, b2, rule) = match (a, b) {
         (Insert(i), Insert(j)) => {
             let rule = if i == j {
@@ -101,7 +90,10 @@ fn ordered(a: ListOp, b: ListOp, a_wins: bool) -> ListOutcome {
             } else {
                 ListRule::Shifted
             };
-            if i < j || (i == j && a_wins) {
+            if i == j && a_rank == Ordering::Equal {
+                // The same element inserted twice: both copies, side by side.
+                (Some(Insert(inc(i))), Some(Insert(inc(j))), rule)
+            } else if i < j || (i == j && a_wins) {
                 (Some(Insert(i)), Some(Insert(inc(j))), rule)
             } else {
                 (Some(Insert(inc(i))), Some(Insert(j)), rule)
@@ -132,10 +124,10 @@ fn ordered(a: ListOp, b: ListOp, a_wins: bool) -> ListOutcome {
             if i != j {
                 return (Some(a), Some(b), None);
             }
-            if a_wins {
-                (Some(a), None, ListRule::LastWriterWins)
-            } else {
-                (None, Some(b), ListRule::LastWriterWins)
+            match a_rank {
+                Ordering::Greater => (Some(a), None, ListRule::LastWriterWins),
+                Ordering::Less => (None, Some(b), ListRule::LastWriterWins),
+                Ordering::Equal => return (Some(a), Some(b), Some(ListRule::Identical)),
             }
         }
         (Set(i), Move(f, t)) => (Some(Set(move_map(i, f, t))), Some(b), ListRule::Shifted),
@@ -151,10 +143,12 @@ fn ordered(a: ListOp, b: ListOp, a_wins: bool) -> ListOutcome {
         (Move(f1, t1), Move(f2, t2)) => {
             if f1 == f2 {
                 // The winner moves the element from where the loser put it.
-                if a_wins {
-                    (Some(Move(t2, t1)), None, ListRule::LastWriterWins)
-                } else {
-                    (None, Some(Move(t1, t2)), ListRule::LastWriterWins)
+                match a_rank {
+                    Ordering::Greater => (Some(Move(t2, t1)), None, ListRule::LastWriterWins),
+                    Ordering::Less => (None, Some(Move(t1, t2)), ListRule::LastWriterWins),
+                    Ordering::Equal => {
+                        (Some(Move(t2, t1)), Some(Move(t1, t2)), ListRule::Identical)
+                    }
                 }
             } else {
                 // Each moved element keeps the place its own move gave it among the elements
@@ -194,8 +188,11 @@ fn ordered(a: ListOp, b: ListOp, a_wins: bool) -> ListOutcome {
                 (Some(Erase(dec(i))), Some(b), ListRule::Shifted)
             }
         }
-        // Unreachable given the rank order; leave both as they are.
-        _ => return (Some(a), Some(b), None),
+        // Every other pair is one of the above with the sides swapped.
+        _ => {
+            let (b2, a2, rule) = transform(b, a, a_rank.reverse());
+            return (a2, b2, rule);
+        }
     };
     let changed = a2 != Some(a) || b2 != Some(b);
     (a2, b2, changed.then_some(rule))

@@ -60,13 +60,19 @@ pub(crate) fn transform_pair(
     }
 }
 
-/// Whether `x` beats `y`: later last-writer-wins key, then the greater instruction.
-fn wins(x: &Instruction, x_meta: &ChangesetMeta, y: &Instruction, y_meta: &ChangesetMeta) -> bool {
+/// How `x` ranks against `y`: later last-writer-wins key, then the greater instruction.
+/// `Greater`: `x` wins; `Less`: `y` wins; `Equal`: the two are the same instruction from
+/// changesets with the same key, and rules must treat them alike to stay symmetric.
+fn rank(
+    x: &Instruction,
+    x_meta: &ChangesetMeta,
+    y: &Instruction,
+    y_meta: &ChangesetMeta,
+) -> Ordering {
     x_meta
         .lww_key()
         .cmp(&y_meta.lww_key())
         .then_with(|| order::compare(x, y))
-        == Ordering::Greater
 }
 
 fn is_schema(instruction: &Instruction) -> bool {
@@ -76,12 +82,13 @@ fn is_schema(instruction: &Instruction) -> bool {
     )
 }
 
-/// Keeps the winner and discards the loser.
-fn last_writer_wins(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Option<Rule> {
-    if x_wins {
-        *y = None;
-    } else {
-        *x = None;
+/// Keeps the winner and discards the loser; two identical writes are both kept (each is a
+/// no-op after the other).
+fn last_writer_wins(x: &mut Cell, y: &mut Cell, x_rank: Ordering) -> Option<Rule> {
+    match x_rank {
+        Ordering::Greater => *y = None,
+        Ordering::Less => *x = None,
+        Ordering::Equal => return Some(Rule::Idempotent),
     }
     Some(Rule::LastWriterWins)
 }
@@ -116,8 +123,8 @@ fn schema_pair(
     if xi == yi {
         return Some(Rule::Idempotent);
     }
-    let x_wins = wins(xi, x_meta, yi, y_meta);
-    last_writer_wins(x, y, x_wins)
+    let x_rank = rank(xi, x_meta, yi, y_meta);
+    last_writer_wins(x, y, x_rank)
 }
 
 /// The path a path-based instruction acts on (for container instructions, the container's).
@@ -255,17 +262,17 @@ fn path_pair(
     } else {
         Relation::Unrelated
     };
-    let x_wins = wins(xi, x_meta, yi, y_meta);
+    let x_rank = rank(xi, x_meta, yi, y_meta);
     match relation {
-        Relation::Same => same_target(x, y, x_wins),
-        Relation::XOuter => Ok(outer(x, y, x_wins)),
-        Relation::YOuter => Ok(outer(y, x, !x_wins)),
+        Relation::Same => same_target(x, y, x_rank),
+        Relation::XOuter => Ok(outer(x, y, x_rank)),
+        Relation::YOuter => Ok(outer(y, x, x_rank.reverse())),
         Relation::Unrelated => Ok(None),
     }
 }
 
 /// Two instructions on the same path.
-fn same_target(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Result<Option<Rule>, Diverged> {
+fn same_target(x: &mut Cell, y: &mut Cell, x_rank: Ordering) -> Result<Option<Rule>, Diverged> {
     use Instruction as I;
     let (Some(xi), Some(yi)) = (x.as_ref(), y.as_ref()) else {
         return Ok(None);
@@ -273,9 +280,9 @@ fn same_target(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Result<Option<Rule>,
     let rule = match (xi, yi) {
         (I::Set { .. }, I::Set { .. })
         | (I::Set { .. }, I::Clear { .. })
-        | (I::Clear { .. }, I::Set { .. }) => last_writer_wins(x, y, x_wins),
-        (I::Set { .. }, I::AddInteger { .. }) => fold(x, y, x_wins),
-        (I::AddInteger { .. }, I::Set { .. }) => fold(y, x, !x_wins),
+        | (I::Clear { .. }, I::Set { .. }) => last_writer_wins(x, y, x_rank),
+        (I::Set { .. }, I::AddInteger { .. }) => fold(x, y, x_rank),
+        (I::AddInteger { .. }, I::Set { .. }) => fold(y, x, x_rank.reverse()),
         (I::AddInteger { .. }, I::AddInteger { .. }) => Some(Rule::AddsCommute),
         (I::Clear { .. }, I::Clear { .. }) => Some(Rule::Idempotent),
         (I::Set { .. }, other) if is_container_op(other) => {
@@ -298,7 +305,7 @@ fn same_target(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Result<Option<Rule>,
         | (I::SetErase { value: a, .. }, I::SetInsert { value: b, .. })
             if a == b =>
         {
-            last_writer_wins(x, y, x_wins)
+            last_writer_wins(x, y, x_rank)
         }
         (I::SetInsert { value: a, .. }, I::SetInsert { value: b, .. })
         | (I::SetErase { value: a, .. }, I::SetErase { value: b, .. })
@@ -317,7 +324,7 @@ fn same_target(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Result<Option<Rule>,
                     theirs: y_size,
                 });
             }
-            (Some(xo), Some(yo), _) => return Ok(list_pair(x, y, xo, yo, x_wins)),
+            (Some(xo), Some(yo), _) => return Ok(list_pair(x, y, xo, yo, x_rank)),
             _ => None,
         },
     };
@@ -327,8 +334,8 @@ fn same_target(x: &mut Cell, y: &mut Cell, x_wins: bool) -> Result<Option<Rule>,
 /// A `Set` and an `AddInteger` on the same path. A later set discards the addition; an earlier
 /// integer set absorbs it (so both orders end at `value + delta`); an earlier non-integer set
 /// makes the addition moot.
-fn fold(set: &mut Cell, add: &mut Cell, set_wins: bool) -> Option<Rule> {
-    if set_wins {
+fn fold(set: &mut Cell, add: &mut Cell, set_rank: Ordering) -> Option<Rule> {
+    if set_rank == Ordering::Greater {
         *add = None;
         return Some(Rule::LastWriterWins);
     }
@@ -356,16 +363,18 @@ fn list_pair(
     y: &mut Cell,
     (xo, x_size): (ListOp, u32),
     (yo, _): (ListOp, u32),
-    x_wins: bool,
+    x_rank: Ordering,
 ) -> Option<Rule> {
     let size_after = |op: ListOp| {
         let size = i64::from(x_size).saturating_add(op.size_delta());
         u32::try_from(size.max(0)).unwrap_or(u32::MAX)
     };
-    let (x2, y2, rule) = list::transform(xo, yo, x_wins);
-    let rule = rule?;
+    let (x2, y2, rule) = list::transform(xo, yo, x_rank);
     let x_prior = size_after(yo);
     let y_prior = size_after(xo);
+    // Prior sizes always follow the other side's insert or erase, even when no index moves.
+    let rule =
+        rule.or_else(|| (x_prior != x_size || y_prior != x_size).then_some(ListRule::Shifted))?;
     match (x2, x.as_mut()) {
         (Some(op), Some(instruction)) => set_list_op(instruction, op, x_prior),
         _ => *x = None,
@@ -379,12 +388,12 @@ fn list_pair(
         ListRule::InsertTie => Rule::ListInsertTie,
         ListRule::LastWriterWins => Rule::LastWriterWins,
         ListRule::EraseWins => Rule::EraseWins,
-        ListRule::BothErased => Rule::Idempotent,
+        ListRule::BothErased | ListRule::Identical => Rule::Idempotent,
     })
 }
 
 /// `o`'s target is a strict prefix of `inner`'s: `inner` acts somewhere inside what `o` writes.
-fn outer(o: &mut Cell, inner: &mut Cell, o_wins: bool) -> Option<Rule> {
+fn outer(o: &mut Cell, inner: &mut Cell, o_rank: Ordering) -> Option<Rule> {
     let (oi, ii) = (o.as_ref()?, inner.as_ref()?);
     let depth = target(oi)?.nested.len();
     let inner_path = target(ii)?;
@@ -404,7 +413,7 @@ fn outer(o: &mut Cell, inner: &mut Cell, o_wins: bool) -> Option<Rule> {
                 return None;
             }
             match ii {
-                Instruction::Set { .. } if exact => last_writer_wins(o, inner, o_wins),
+                Instruction::Set { .. } if exact => last_writer_wins(o, inner, o_rank),
                 // Adding to an erased entry is a no-op, so the two commute.
                 Instruction::AddInteger { .. } if exact => None,
                 _ => {
