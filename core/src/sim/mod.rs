@@ -286,6 +286,7 @@ impl Simulation {
         let seed = self.rng.next();
         let client = &mut self.clients[c];
         let Some(session) = client.conn.session_mut(SESSION) else { return Ok(()) };
+        let before = session.meta().last_client_version;
         let ops = 1 + seed % 4;
         let mut rng = SplitMix64(seed);
         let result = session.write(now, |tx| {
@@ -298,7 +299,9 @@ impl Simulation {
             Ok(_) => {
                 self.report.writes += 1;
                 let version = self.clients[c].conn.session(SESSION).map_or(0, |s| s.meta().last_client_version);
-                self.clients[c].written.push(version);
+                if version > before {
+                    self.clients[c].written.push(version);
+                }
                 self.pump_client(c);
                 Ok(())
             }
@@ -496,9 +499,15 @@ impl Simulation {
                     pending: Vec::new(),
                 });
                 if write.meta.client_file_ident != client.file_ident {
-                    client.file_ident = write.meta.client_file_ident;
-                    client.written.clear();
-                    client.acknowledged = 0;
+                    // A client reset starts a new client file whose versions restart; writes made
+                    // before the first ident was allocated keep their versions.
+                    if client.file_ident != 0 && write.meta.client_file_ident != 0 {
+                        client.written.clear();
+                        client.acknowledged = 0;
+                    }
+                    if write.meta.client_file_ident != 0 {
+                        client.file_ident = write.meta.client_file_ident;
+                    }
                 }
                 disk.meta = write.meta;
                 disk.pending = write.pending;
