@@ -89,6 +89,13 @@ fn main() -> ExitCode {
                             t.client_restarts += report.client_restarts;
                             t.disconnects += report.disconnects;
                             t.messages += report.messages;
+                            t.backup_restores += report.backup_restores;
+                            t.client_resets += report.client_resets;
+                            t.transacts.0 += report.transacts.0;
+                            t.transacts.1 += report.transacts.1;
+                            t.marks += report.marks;
+                            t.subscriptions.0 += report.subscriptions.0;
+                            t.subscriptions.1 += report.subscriptions.1;
                         }
                     }
                     Err(failure) => {
@@ -113,13 +120,20 @@ fn main() -> ExitCode {
     let totals = totals.into_inner().unwrap_or_default();
     let converged = args.seeds - failures.len() as u64;
     println!(
-        "{} writes, {} integrated changesets, {} disconnects, {} server crashes, {} client restarts, {} messages in {:.1?}",
+        "{} writes, {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} subscription sets completed / {} refused; in {:.1?}",
         totals.writes,
         totals.server_versions,
+        totals.messages,
         totals.disconnects,
         totals.server_crashes,
+        totals.backup_restores,
         totals.client_restarts,
-        totals.messages,
+        totals.client_resets,
+        totals.transacts.0,
+        totals.transacts.1,
+        totals.marks,
+        totals.subscriptions.0,
+        totals.subscriptions.1,
         started.elapsed()
     );
     println!("converged {converged}/{} seeds", args.seeds);

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use crate::changeset::{decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction};
 use crate::protocol::{
     BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction, ErrorCode,
-    ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset,
+    ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
 };
 use crate::schema::Schema;
 use crate::store::{Changes, Store, WriteTransaction};
@@ -445,18 +445,8 @@ impl ClientSession {
             self.phase = Phase::Disconnected;
         }
         self.in_flight = 0;
-        if let Some((version, _)) = self.transact_in_flight.take() {
-            // The server may or may not have integrated it; the next DOWNLOAD tells. Until then the
-            // transaction counts as not integrated, and it is reported as rejected so the
-            // application can retry it.
-            self.events.push_back(SessionEvent::Transact {
-                client_version: version,
-                result: TransactResult::Rejected {
-                    code: ErrorCode::ConnectionClosed,
-                    reason: "the connection closed before the server answered; retry the transaction".into(),
-                },
-            });
-        }
+        // An outstanding transaction stays outstanding: whether the server integrated it shows in
+        // the first DOWNLOAD of the next session (see `settle_transaction`).
         if self.state_transfer.is_some() && self.phase == Phase::Disconnected {
             if let Some(t) = self.state_transfer.as_mut() {
                 t.bytes.clear();
@@ -586,6 +576,9 @@ impl ClientSession {
                 ));
             }
             self.pending.retain(|p| p.meta.version > dc.last_integrated_client_version);
+            if self.transact_in_flight.as_ref().is_some_and(|(v, _)| *v <= dc.last_integrated_client_version) {
+                touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
+            }
             let instructions = decode_changeset(&dc.body, &self.limits)
                 .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("downloaded changeset: {e}")))?;
             let mut remote = [Changeset {
@@ -616,6 +609,14 @@ impl ClientSession {
         self.meta.latest_server_version = progress.latest_server_version;
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
         self.pending.retain(|p| p.meta.version > progress.download.last_integrated_client_version);
+        if let Some((version, _)) = self.transact_in_flight {
+            if version <= progress.download.last_integrated_client_version {
+                touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
+            } else if self.phase == Phase::Identified && progress.upload.client_version < version {
+                // First DOWNLOAD after a reconnect, and the server never integrated it.
+                touched.extend(self.settle_transaction(&mut changes, false, progress.upload)?);
+            }
+        }
         // The next UPLOAD waits until this file has downloaded past the integration of the
         // previous one, so every UPLOAD's base includes all of this file's integrated changes.
         let acked = progress.upload.client_version;
@@ -645,26 +646,54 @@ impl ClientSession {
     }
 
     fn on_transact(&mut self, client_version: u64, result: TransactResult) -> Result<(), SyncError> {
-        let instructions = match self.transact_in_flight.take() {
-            Some((version, instructions)) if version == client_version => instructions,
-            other => {
-                self.transact_in_flight = other;
-                return Err(protocol_error(ErrorCode::BadMessageOrder, "TRANSACT answer for no outstanding transaction"));
+        if !self.transact_in_flight.as_ref().is_some_and(|(v, _)| *v == client_version) {
+            return Err(protocol_error(ErrorCode::BadMessageOrder, "TRANSACT answer for no outstanding transaction"));
+        }
+        let mut changes = Changes::default();
+        let (accepted, reported) = match result {
+            TransactResult::Accepted { server_version } => {
+                (true, UploadCursor { client_version, last_integrated_server_version: server_version })
+            }
+            rejected => {
+                self.transact_in_flight = None;
+                self.events.push_back(SessionEvent::Transact { client_version, result: rejected });
+                self.maybe_upload();
+                return Ok(());
             }
         };
-        if let TransactResult::Accepted { .. } = result {
-            // Accepted means nothing concurrent touched these objects, so applying the transaction
-            // now commutes with every download not yet integrated.
-            let mut changes = Changes::default();
-            self.store
-                .apply(&instructions, &mut changes)
-                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply accepted transaction: {e}")))?;
-            self.persist(touched_objects(&instructions));
+        let touched = self.settle_transaction(&mut changes, accepted, reported)?;
+        self.persist(touched);
+        if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
-        self.events.push_back(SessionEvent::Transact { client_version, result });
         self.maybe_upload();
         Ok(())
+    }
+
+    /// Ends the outstanding transaction: applies it locally if the server integrated it (it was
+    /// never applied before, and being accepted means nothing concurrent touched its objects, so
+    /// applying it now commutes with every download not yet integrated), and reports the outcome.
+    fn settle_transaction(
+        &mut self,
+        changes: &mut Changes,
+        integrated: bool,
+        upload: UploadCursor,
+    ) -> Result<Vec<(String, crate::value::PrimaryKey)>, SyncError> {
+        let Some((client_version, instructions)) = self.transact_in_flight.take() else { return Ok(Vec::new()) };
+        let result = if integrated {
+            self.store
+                .apply(&instructions, changes)
+                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply accepted transaction: {e}")))?;
+            let server_version = if upload.client_version == client_version { upload.last_integrated_server_version } else { 0 };
+            TransactResult::Accepted { server_version }
+        } else {
+            TransactResult::Rejected {
+                code: ErrorCode::ConnectionClosed,
+                reason: "the connection closed before the server integrated the transaction; retry it".into(),
+            }
+        };
+        self.events.push_back(SessionEvent::Transact { client_version, result });
+        Ok(if integrated { touched_objects(&instructions) } else { Vec::new() })
     }
 
     fn on_state(

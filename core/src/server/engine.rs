@@ -617,7 +617,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             let problem = if self.store.schema().collection(&sub.collection).is_none() {
                 Some(format!("subscription {:?}: unknown collection {:?}", sub.name, sub.collection))
             } else {
-                None::<String>
+                query::parse(&sub.query)
+                    .and_then(|q| q.validate(self.store.schema(), &sub.collection))
+                    .err()
+                    .map(|e| format!("subscription {:?} on {}: {e}", sub.name, sub.collection))
             };
             if let Some(message) = problem {
                 self.outbox.push_back((

@@ -101,6 +101,14 @@ impl MemoryStorage {
     pub fn durable_history(&self) -> &[HistoryEntry] {
         &self.durable.history
     }
+
+    /// Keeps only the first `version` history entries, as restoring an older backup would.
+    /// Returns the entries that were dropped.
+    pub fn restore_backup(&mut self, version: u64) -> Vec<HistoryEntry> {
+        self.crash();
+        let keep = usize::try_from(version).unwrap_or(usize::MAX).min(self.durable.history.len());
+        self.durable.history.split_off(keep)
+    }
 }
 
 impl ServerStorage for MemoryStorage {

@@ -53,6 +53,9 @@ pub struct SimConfig {
     pub server_crash_per_mille: u64,
     /// Per-step probability (in 1/1000) that a client process restarts from its storage.
     pub client_restart_per_mille: u64,
+    /// Per-step probability (in 1/1000) that the server is restored from an older backup,
+    /// losing recent history (clients that saw it must reset).
+    pub backup_restore_per_mille: u64,
     /// Virtual milliseconds allowed to reach quiescence after the network heals.
     pub settle_budget_ms: u64,
     /// Record every delivered message (decoded) and print the trace in a failure.
@@ -71,6 +74,7 @@ impl SimConfig {
             offline_per_mille: 10,
             server_crash_per_mille: 4,
             client_restart_per_mille: 4,
+            backup_restore_per_mille: 1,
             settle_budget_ms: 10 * 60 * 1000,
             trace: false,
         }
@@ -103,6 +107,16 @@ pub struct SimReport {
     pub server_crashes: u64,
     /// Client restarts.
     pub client_restarts: u64,
+    /// Server restores from an older backup.
+    pub backup_restores: u64,
+    /// Client resets completed.
+    pub client_resets: u64,
+    /// Transactions accepted and rejected by the server.
+    pub transacts: (u64, u64),
+    /// Download-completion marks reached.
+    pub marks: u64,
+    /// Subscription sets completed, and refused by the server.
+    pub subscriptions: (u64, u64),
     /// Connection drops.
     pub disconnects: u64,
     /// Messages delivered.
@@ -270,6 +284,21 @@ impl Simulation {
         if roll < threshold {
             return self.restart_client(c);
         }
+        threshold += cfg.backup_restore_per_mille;
+        if roll < threshold {
+            return self.restore_backup();
+        }
+        threshold += 10;
+        if roll < threshold {
+            return self.random_transact(c);
+        }
+        threshold += 10;
+        if roll < threshold {
+            if let Some(session) = self.clients[c].conn.session_mut(SESSION) {
+                session.request_download_completion();
+            }
+            return Ok(());
+        }
         threshold += 20;
         if roll < threshold {
             let subs = workload::random_subscriptions(&mut self.rng);
@@ -307,6 +336,37 @@ impl Simulation {
             }
             Err(e) => Err(self.failure(format!("client {c}: a generated write failed: {e}"))),
         }
+    }
+
+    fn random_transact(&mut self, c: usize) -> Result<(), SimFailure> {
+        let now = self.now;
+        let seed = self.rng.next();
+        let Some(session) = self.clients[c].conn.session_mut(SESSION) else { return Ok(()) };
+        let mut rng = SplitMix64(seed);
+        // Refused when uploads are outstanding; that is the application's rule, not a failure.
+        let sent = session.transact(now, |tx| workload::random_op(tx, &mut rng).map_err(|e| e.to_string()));
+        let _ = sent;
+        self.pump_client(c);
+        Ok(())
+    }
+
+    fn restore_backup(&mut self) -> Result<(), SimFailure> {
+        self.report.backup_restores += 1;
+        for c in 0..self.clients.len() {
+            self.drop_connection(c);
+        }
+        let Some(server) = self.server.take() else { return Ok(()) };
+        let mut storage = server.into_storage();
+        let latest = storage.durable_history().len() as u64;
+        let keep = latest - self.rng.below(latest.min(20) + 1);
+        // What the backup lacks was acknowledged legitimately and is lost with the server's data.
+        for entry in storage.restore_backup(keep) {
+            self.acknowledged.remove(&(entry.origin_file_ident, entry.client_version));
+        }
+        let server = ServerEngine::new(self.server_config.clone(), storage, SimAuth)
+            .map_err(|e| self.failure(format!("server restore: {e}")))?;
+        self.server = Some(server);
+        Ok(())
     }
 
     fn drop_connection(&mut self, c: usize) {
@@ -526,6 +586,20 @@ impl Simulation {
                 }
                 client.written.retain(|v| *v > client_version);
             }
+            SessionEvent::ClientReset { .. } => self.report.client_resets += 1,
+            SessionEvent::DownloadComplete { .. } => self.report.marks += 1,
+            SessionEvent::Transact { result, client_version } => match result {
+                crate::protocol::TransactResult::Accepted { .. } => {
+                    self.report.transacts.0 += 1;
+                    self.acknowledged.insert((client.file_ident, client_version));
+                }
+                _ => self.report.transacts.1 += 1,
+            },
+            SessionEvent::Subscription { state, .. } => match state {
+                crate::client::SubscriptionState::Complete => self.report.subscriptions.0 += 1,
+                crate::client::SubscriptionState::Error(_) => self.report.subscriptions.1 += 1,
+                _ => {}
+            },
             SessionEvent::Error(error) => {
                 client.last_error = Some(format!("{} at t={}: {}", error.code, self.now, error.message));
             }
