@@ -752,6 +752,14 @@ mod tests {
         ));
         assert!(check(json!({"x": "%%user.custom_data.missing"}), json!({})));
         assert!(check(json!({"public": "%%true"}), json!({"public": true})));
+        assert!(check(
+            json!({"owner_id": {"$in": ["x", "%%user.id"]}}),
+            json!({"owner_id": "u1"})
+        ));
+        assert!(check(
+            json!({"readers": "%%user.id"}),
+            json!({"readers": ["u0", "u1"]})
+        ));
         assert!(!check(
             json!({"public": "%%false"}),
             json!({"public": true})

@@ -563,6 +563,19 @@ fn parse_errors_name_position_expectation_and_input() {
 }
 
 #[test]
+fn nesting_up_to_the_limit_parses() {
+    let nested = format!("{}a == 1{}", "(".repeat(100), ")".repeat(100));
+    let query = parse(&nested).unwrap();
+    assert_eq!(query.to_string(), "a == 1");
+    let nots = format!("{}a == 1", "NOT ".repeat(100));
+    assert_eq!(
+        parse(&parse(&nots).unwrap().to_string()).unwrap(),
+        parse(&nots).unwrap()
+    );
+    assert!(parse(&format!("{}a == 1{}", "(".repeat(101), ")".repeat(101))).is_err());
+}
+
+#[test]
 fn validation_checks_paths_and_types() {
     let schema = schema();
     let ok = [
