@@ -212,7 +212,7 @@ pub struct ClientSession {
     in_flight: u64,
     /// The highest client version the server reported integrated.
     acknowledged: u64,
-    transact_in_flight: Option<(u64, Vec<Instruction>)>,
+    transact_in_flight: Option<(u64, Vec<Instruction>, u64)>,
     subscription_state: SubscriptionState,
     subscriptions_sent: u64,
     next_mark: u64,
@@ -361,7 +361,7 @@ impl ClientSession {
             origin_file_ident: self.meta.client_file_ident,
             body: encode_changeset(&instructions),
         };
-        self.transact_in_flight = Some((version, instructions));
+        self.transact_in_flight = Some((version, instructions, now_ms));
         self.outbox.push_back(ClientMessage::Transact { session: self.ident, changeset });
         Ok(version)
     }
@@ -576,7 +576,7 @@ impl ClientSession {
                 ));
             }
             self.pending.retain(|p| p.meta.version > dc.last_integrated_client_version);
-            if self.transact_in_flight.as_ref().is_some_and(|(v, _)| *v <= dc.last_integrated_client_version) {
+            if self.transact_in_flight.as_ref().is_some_and(|(v, _, _)| *v <= dc.last_integrated_client_version) {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
             }
             let instructions = decode_changeset(&dc.body, &self.limits)
@@ -609,7 +609,7 @@ impl ClientSession {
         self.meta.latest_server_version = progress.latest_server_version;
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
         self.pending.retain(|p| p.meta.version > progress.download.last_integrated_client_version);
-        if let Some((version, _)) = self.transact_in_flight {
+        if let Some((version, _, _)) = self.transact_in_flight {
             if version <= progress.download.last_integrated_client_version {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
             } else if self.phase == Phase::Identified && progress.upload.client_version < version {
@@ -646,7 +646,7 @@ impl ClientSession {
     }
 
     fn on_transact(&mut self, client_version: u64, result: TransactResult) -> Result<(), SyncError> {
-        if !self.transact_in_flight.as_ref().is_some_and(|(v, _)| *v == client_version) {
+        if !self.transact_in_flight.as_ref().is_some_and(|(v, _, _)| *v == client_version) {
             return Err(protocol_error(ErrorCode::BadMessageOrder, "TRANSACT answer for no outstanding transaction"));
         }
         let mut changes = Changes::default();
@@ -679,21 +679,39 @@ impl ClientSession {
         integrated: bool,
         upload: UploadCursor,
     ) -> Result<Vec<(String, crate::value::PrimaryKey)>, SyncError> {
-        let Some((client_version, instructions)) = self.transact_in_flight.take() else { return Ok(Vec::new()) };
-        let result = if integrated {
-            self.store
-                .apply(&instructions, changes)
-                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply accepted transaction: {e}")))?;
+        let Some((client_version, instructions, origin_timestamp)) = self.transact_in_flight.take() else {
+            return Ok(Vec::new());
+        };
+        if integrated {
             let server_version = if upload.client_version == client_version { upload.last_integrated_server_version } else { 0 };
-            TransactResult::Accepted { server_version }
-        } else {
-            TransactResult::Rejected {
-                code: ErrorCode::ConnectionClosed,
-                reason: "the connection closed before the server integrated the transaction; retry it".into(),
-            }
+            // Local writes made while the transaction was outstanding come after it in the
+            // server's order: integrate it like a downloaded changeset.
+            let mut integrated = [Changeset {
+                meta: ChangesetMeta {
+                    version: server_version,
+                    last_integrated_remote_version: client_version,
+                    origin_timestamp,
+                    origin_file_ident: self.meta.client_file_ident,
+                },
+                instructions,
+            }];
+            transform(&mut self.pending, &mut integrated, None)
+                .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
+            let [tx] = integrated;
+            self.store
+                .apply(&tx.instructions, changes)
+                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply accepted transaction: {e}")))?;
+            // The next UPLOAD waits until the download cursor covers the transaction.
+            self.in_flight = self.in_flight.max(client_version);
+            self.events.push_back(SessionEvent::Transact { client_version, result: TransactResult::Accepted { server_version } });
+            return Ok(touched_objects(&tx.instructions));
+        }
+        let result = TransactResult::Rejected {
+            code: ErrorCode::ConnectionClosed,
+            reason: "the connection closed before the server integrated the transaction; retry it".into(),
         };
         self.events.push_back(SessionEvent::Transact { client_version, result });
-        Ok(if integrated { touched_objects(&instructions) } else { Vec::new() })
+        Ok(Vec::new())
     }
 
     fn on_state(
