@@ -540,7 +540,11 @@ impl ClientSession {
         for changeset in &mut self.pending {
             changeset.meta.origin_file_ident = ident;
         }
-        if self.config.async_open && self.meta.download.server_version == 0 && self.state_transfer.is_none() {
+        if self.config.async_open
+            && self.meta.download.server_version == 0
+            && self.pending.is_empty()
+            && self.state_transfer.is_none()
+        {
             self.state_transfer = Some(StateTransfer::default());
         }
         self.persist(Vec::new());
@@ -747,6 +751,13 @@ impl ClientSession {
             return Ok(());
         }
         let transfer = self.state_transfer.take().unwrap_or_default();
+        if !transfer.reset && !self.pending.is_empty() {
+            // Local writes were made on the empty file while the state was in transit. Replaying
+            // them on the state could fail; downloading the history instead integrates them by
+            // transformation, losing nothing.
+            self.send_ident();
+            return Ok(());
+        }
         let instructions = decode_changeset(&transfer.bytes, &self.limits)
             .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("server state: {e}")))?;
         let mut store = Store::new(self.config.schema.clone());
@@ -759,13 +770,15 @@ impl ClientSession {
         self.meta.download = DownloadCursor { server_version: transfer.server_version, last_integrated_client_version: 0 };
         self.meta.latest_server_version = transfer.server_version;
         self.meta.latest_server_version_salt = transfer.salt;
-        self.pending.clear();
-        self.meta.last_client_version = 0;
+        // Writes made while the reset was under way are recovered like the older ones; client
+        // versions keep counting up, so none is reused.
+        let mut recover = transfer.recover;
+        recover.append(&mut self.pending);
         let mut touched = old_objects;
         touched.extend(all_objects(&self.store));
         self.persist(touched);
         let (mut recovered, mut discarded) = (0, transfer.discarded);
-        for changeset in transfer.recover {
+        for changeset in recover {
             let mut scratch = Changes::default();
             let mut tx = self.store.write();
             let replayed = changeset.instructions.iter().try_for_each(|i| tx.push(i.clone()));

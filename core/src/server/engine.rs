@@ -556,7 +556,6 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         subscriptions: SubscriptionSet,
     ) -> Result<(), SessionFailure> {
         let latest_version = self.latest_version();
-        let history_salt = self.history_salt;
         let session = self.session_mut(connection, ident)?;
         let user_id = session.user.id.clone();
         match session.phase {
@@ -580,8 +579,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 format!("server version {} is ahead of the server's {latest_version}", download.server_version),
             ));
         }
-        if latest.0 > 0 && latest.1 != history_salt {
-            return Err(fail(ErrorCode::BadServerVersion, "the server's history was replaced; reset the client file"));
+        if latest.0 > 0 && latest.1 != self.version_salt(latest.0) {
+            return Err(fail(
+                ErrorCode::BadServerVersion,
+                format!("server version {} is not the one this client saw (restored from a backup?); reset the client file", latest.0),
+            ));
         }
         let (_, integrated_cv) = file.last_integration();
         if download.last_integrated_client_version > integrated_cv
@@ -866,7 +868,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         offset: u64,
     ) -> Result<(), SessionFailure> {
         let latest = self.latest_version();
-        if server_version != 0 && (salt != self.history_salt || server_version > latest) {
+        if server_version != 0 && (server_version > latest || salt != self.version_salt(server_version)) {
             return Err(fail(ErrorCode::BadServerVersion, "STATE_REQUEST for a version this server does not have"));
         }
         let cached = self.state_cache.as_ref().is_some_and(|(v, _)| *v == latest);
@@ -886,7 +888,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let msg = ServerMessage::State {
             session: ident,
             server_version: *version,
-            server_version_salt: self.history_salt,
+            server_version_salt: self.version_salt(*version),
             begin_offset: offset,
             total_size: bytes.len() as u64,
             segment,
@@ -957,6 +959,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         });
         let Some((connection, ident)) = target else { return };
         let latest = self.latest_version();
+        let latest_salt = self.version_salt(latest);
         let Some(session) = self.connections.get_mut(&connection).and_then(|c| c.sessions.get_mut(&ident)) else {
             return;
         };
@@ -996,7 +999,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             download: new_cursor,
             upload: UploadCursor { client_version: upload_cv, last_integrated_server_version: upload_sv },
             latest_server_version: latest,
-            latest_server_version_salt: self.history_salt,
+            latest_server_version_salt: latest_salt,
         };
         let msg = ServerMessage::Download {
             session: ident,
@@ -1012,6 +1015,22 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         for (request, _) in reached {
             self.outbox.push_back((connection, ServerMessage::Mark { session: ident, request }));
         }
+    }
+
+    /// The salt of a server version: derived from the history's salt and the entry itself, so a
+    /// history rewritten after a restore from backup gives different salts for the same versions,
+    /// and a client that saw the old ones is told to reset.
+    fn version_salt(&self, version: u64) -> u64 {
+        let Some(entry) = version.checked_sub(1).and_then(|i| self.history.get(i as usize)) else {
+            return self.history_salt;
+        };
+        let mut h = SplitMix64(self.history_salt ^ version.rotate_left(17));
+        let mut salt = h.next();
+        for word in [entry.origin_file_ident, entry.client_version, entry.origin_timestamp, entry.body.len() as u64] {
+            h.0 ^= word;
+            salt ^= h.next();
+        }
+        (salt >> 1).max(1)
     }
 
     fn session_mut(&mut self, connection: ConnectionId, ident: SessionIdent) -> Result<&mut Session, SessionFailure> {

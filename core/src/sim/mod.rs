@@ -586,7 +586,11 @@ impl Simulation {
                 }
                 client.written.retain(|v| *v > client_version);
             }
-            SessionEvent::ClientReset { .. } => self.report.client_resets += 1,
+            SessionEvent::ClientReset { .. } => {
+                // Recovered changes are committed again under new client versions.
+                self.report.client_resets += 1;
+                client.written.clear();
+            }
             SessionEvent::DownloadComplete { .. } => self.report.marks += 1,
             SessionEvent::Transact { result, client_version } => match result {
                 crate::protocol::TransactResult::Accepted { .. } => {
