@@ -173,8 +173,6 @@ enum Phase {
     Binding,
     /// Fetching the server state with STATE_REQUEST (async open or client reset).
     FetchingState,
-    /// Asking which client version the server integrated before a reset.
-    AskingClientVersion,
     /// IDENT sent, waiting for the first DOWNLOAD.
     Identified,
     /// Uploads and downloads flow.
@@ -192,11 +190,21 @@ struct StateTransfer {
     salt: u64,
     total: u64,
     bytes: Vec<u8>,
-    /// Local changesets to recover on top of the transferred state.
-    recover: Vec<Changeset>,
-    discarded: usize,
-    /// Whether this transfer resets an existing file (rather than opening a new one).
-    reset: bool,
+    /// Set for a client reset; `None` for an async open.
+    reset: Option<Reset>,
+}
+
+/// The progress of a client reset. The file's identity, cursors and pending changesets stay as
+/// they are (and are what gets persisted) until the new state is complete, so a crash in the
+/// middle of a reset leaves a consistent file that simply resets again.
+#[derive(Debug, Default)]
+struct Reset {
+    /// The new client file ident and salt, once the server allocated them.
+    new_ident: Option<(u64, u64)>,
+    /// The old file's ident and salt, to ask which of its client versions the server integrated.
+    old_ident: Option<(u64, u64)>,
+    /// The answer: the last client version of the old file the server integrated.
+    integrated: Option<u64>,
 }
 
 /// The client side of one sync session.
@@ -341,7 +349,7 @@ impl ClientSession {
             message,
             compensating: None,
         };
-        if self.phase != Phase::Active || !self.pending.is_empty() || self.transact_in_flight.is_some() {
+        if self.phase != Phase::Active || !self.pending.is_empty() || self.in_flight != 0 || self.transact_in_flight.is_some() {
             return Err(bug(
                 "a transaction needs an active session with every local change uploaded; wait for upload completion first"
                     .into(),
@@ -424,6 +432,10 @@ impl ClientSession {
         }
         self.in_flight = 0;
         self.outbox.clear();
+        if self.state_transfer.as_ref().is_some_and(|t| t.reset.is_some()) {
+            self.send_reset_requests();
+            return;
+        }
         let need_ident = self.meta.client_file_ident == 0;
         self.outbox.push_back(ClientMessage::Bind {
             session: self.ident,
@@ -531,8 +543,13 @@ impl ClientSession {
     }
 
     fn on_ident(&mut self, ident: u64, salt: u64) -> Result<(), SyncError> {
-        if !matches!(self.phase, Phase::Binding | Phase::AskingClientVersion) || ident == 0 {
+        if self.phase != Phase::Binding || ident == 0 {
             return Err(protocol_error(ErrorCode::BadMessageOrder, "unexpected IDENT from the server"));
+        }
+        if let Some(reset) = self.state_transfer.as_mut().and_then(|t| t.reset.as_mut()) {
+            reset.new_ident = Some((ident, salt));
+            self.maybe_fetch_reset_state();
+            return Ok(());
         }
         self.meta.client_file_ident = ident;
         self.meta.client_file_ident_salt = salt;
@@ -548,9 +565,7 @@ impl ClientSession {
             self.state_transfer = Some(StateTransfer::default());
         }
         self.persist(Vec::new());
-        if self.phase == Phase::Binding {
-            self.send_ident();
-        }
+        self.send_ident();
         Ok(())
     }
 
@@ -751,7 +766,7 @@ impl ClientSession {
             return Ok(());
         }
         let transfer = self.state_transfer.take().unwrap_or_default();
-        if !transfer.reset && !self.pending.is_empty() {
+        if transfer.reset.is_none() && !self.pending.is_empty() {
             // Local writes were made on the empty file while the state was in transit. Replaying
             // them on the state could fail; downloading the history instead integrates them by
             // transformation, losing nothing.
@@ -765,27 +780,39 @@ impl ClientSession {
         store
             .apply(&instructions, &mut changes)
             .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply server state: {e}")))?;
-        let old_objects = all_objects(&self.store);
+        let mut touched = all_objects(&self.store);
         self.store = store;
+        touched.extend(all_objects(&self.store));
         self.meta.download = DownloadCursor { server_version: transfer.server_version, last_integrated_client_version: 0 };
         self.meta.latest_server_version = transfer.server_version;
         self.meta.latest_server_version_salt = transfer.salt;
-        // Writes made while the reset was under way are recovered like the older ones; client
-        // versions keep counting up, so none is reused.
-        let mut recover = transfer.recover;
-        recover.append(&mut self.pending);
-        let mut touched = old_objects;
-        touched.extend(all_objects(&self.store));
+        let Some(reset) = transfer.reset else {
+            self.persist(touched);
+            self.events.push_back(SessionEvent::Changes(changes));
+            self.send_ident();
+            return Ok(());
+        };
+        // The reset completes: adopt the new file identity, then re-apply what the server never
+        // integrated from the old file (client versions keep counting up, so none is reused).
+        let (ident, salt) = reset.new_ident.unwrap_or_default();
+        self.meta.client_file_ident = ident;
+        self.meta.client_file_ident_salt = salt;
+        self.acknowledged = 0;
+        let integrated = reset.integrated.unwrap_or(0);
+        let candidates: Vec<Changeset> =
+            std::mem::take(&mut self.pending).into_iter().filter(|c| c.meta.version > integrated).collect();
+        let (recover, mut discarded) = match self.config.reset_mode {
+            ResetMode::Recover => (candidates, 0),
+            ResetMode::Discard => (Vec::new(), candidates.len()),
+        };
         self.persist(touched);
-        let (mut recovered, mut discarded) = (0, transfer.discarded);
+        let mut recovered = 0;
         for changeset in recover {
-            let mut scratch = Changes::default();
             let mut tx = self.store.write();
-            let replayed = changeset.instructions.iter().try_for_each(|i| tx.push(i.clone()));
-            match replayed {
+            match changeset.instructions.iter().try_for_each(|i| tx.push(i.clone())) {
                 Ok(()) => {
                     let (instructions, c) = tx.commit();
-                    scratch.merge(c);
+                    changes.merge(c);
                     if !instructions.is_empty() {
                         self.commit_local(now_ms, instructions);
                     }
@@ -796,25 +823,19 @@ impl ClientSession {
                     discarded += 1;
                 }
             }
-            changes.merge(scratch);
         }
-        if transfer.reset {
-            self.events.push_back(SessionEvent::ClientReset { recovered, discarded });
-        }
+        self.events.push_back(SessionEvent::ClientReset { recovered, discarded });
         self.events.push_back(SessionEvent::Changes(changes));
         self.send_ident();
         Ok(())
     }
 
     fn on_client_version(&mut self, client_version: u64) -> Result<(), SyncError> {
-        if self.phase != Phase::AskingClientVersion {
+        let Some(reset) = self.state_transfer.as_mut().and_then(|t| t.reset.as_mut()) else {
             return Err(protocol_error(ErrorCode::BadMessageOrder, "CLIENT_VERSION without a request"));
-        }
-        self.settle_recovery(Some(client_version));
-        self.phase = Phase::Binding;
-        if self.meta.client_file_ident != 0 {
-            self.send_ident();
-        }
+        };
+        reset.integrated = Some(client_version);
+        self.maybe_fetch_reset_state();
         Ok(())
     }
 
@@ -838,46 +859,49 @@ impl ClientSession {
 
     /// Starts a client reset: bind again for a new client file ident, ask which client version
     /// the server integrated from the old file (so recovery re-applies only the rest), then fetch
-    /// the server's state.
+    /// the server's state. Nothing of the old file changes until the state is complete.
     fn begin_reset(&mut self) {
-        let old_ident = (self.meta.client_file_ident, self.meta.client_file_ident_salt);
-        self.state_transfer = Some(StateTransfer { recover: std::mem::take(&mut self.pending), reset: true, ..StateTransfer::default() });
-        self.meta.client_file_ident = 0;
-        self.meta.client_file_ident_salt = 0;
-        self.meta.download = DownloadCursor::default();
+        let old = (self.meta.client_file_ident, self.meta.client_file_ident_salt);
+        let reset = Reset { old_ident: (old.0 != 0).then_some(old), ..Reset::default() };
+        self.state_transfer = Some(StateTransfer { reset: Some(reset), ..StateTransfer::default() });
         self.in_flight = 0;
+        self.send_reset_requests();
+    }
+
+    /// (Re)starts the requests of a reset: a new ident, and the old file's client version.
+    fn send_reset_requests(&mut self) {
+        let Some(transfer) = self.state_transfer.as_mut() else { return };
+        transfer.bytes.clear();
+        transfer.server_version = 0;
+        let Some(reset) = transfer.reset.as_mut() else { return };
+        reset.new_ident = None;
+        let ask = reset.old_ident.filter(|_| reset.integrated.is_none());
         self.outbox.push_back(ClientMessage::Bind {
             session: self.ident,
             path: self.config.path.clone(),
             access_token: self.config.access_token.clone(),
             need_client_file_ident: true,
         });
-        if old_ident.0 != 0 {
+        if let Some((client_file_ident, client_file_ident_salt)) = ask {
             self.outbox.push_back(ClientMessage::ClientVersionRequest {
                 session: self.ident,
-                client_file_ident: old_ident.0,
-                client_file_ident_salt: old_ident.1,
+                client_file_ident,
+                client_file_ident_salt,
             });
-            self.phase = Phase::AskingClientVersion;
-        } else {
-            self.settle_recovery(None);
-            self.phase = Phase::Binding;
         }
+        self.phase = Phase::Binding;
     }
 
-    /// Decides which unacknowledged local changesets a reset re-applies.
-    fn settle_recovery(&mut self, integrated: Option<u64>) {
-        let mode = self.config.reset_mode;
-        if let Some(t) = self.state_transfer.as_mut() {
-            let candidates = std::mem::take(&mut t.recover);
-            let candidates: Vec<Changeset> = match integrated {
-                Some(v) => candidates.into_iter().filter(|c| c.meta.version > v).collect(),
-                None => candidates,
-            };
-            match mode {
-                ResetMode::Recover => t.recover = candidates,
-                ResetMode::Discard => t.discarded += candidates.len(),
-            }
+    /// Once a reset has its new ident and knows what the server integrated, fetch the state.
+    fn maybe_fetch_reset_state(&mut self) {
+        let ready = self
+            .state_transfer
+            .as_ref()
+            .and_then(|t| t.reset.as_ref())
+            .is_some_and(|r| r.new_ident.is_some() && (r.old_ident.is_none() || r.integrated.is_some()));
+        if ready {
+            self.phase = Phase::FetchingState;
+            self.request_state_segment(0);
         }
     }
 

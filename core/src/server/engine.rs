@@ -805,8 +805,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         };
         let file = self.files.get(&file_ident).ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
         let (own_sv, own_cv) = file.last_integration();
-        if changeset.client_version != own_cv + 1 || changeset.last_integrated_server_version < own_sv {
-            return Err(fail(ErrorCode::TransactBeforeUpload, "TRANSACT while earlier uploads are not integrated"));
+        if changeset.client_version <= own_cv {
+            return Err(fail(ErrorCode::BadClientVersion, "TRANSACT with a client version already integrated"));
+        }
+        if changeset.last_integrated_server_version < own_sv {
+            return Err(fail(ErrorCode::TransactBeforeUpload, "TRANSACT based before this file's last integrated upload"));
         }
         let base = changeset.last_integrated_server_version;
         if base > self.latest_version() {
