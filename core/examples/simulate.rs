@@ -7,18 +7,26 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use eddy_core::sim::{run_seed, SimFailure, SimReport};
+use eddy_core::sim::{SimConfig, SimFailure, SimReport, Simulation};
 
 struct Args {
     first: u64,
     seeds: u64,
     clients: usize,
     verbose: bool,
+    trace: bool,
     threads: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { first: 0, seeds: 100, clients: 5, verbose: false, threads: 2 };
+    let mut args = Args {
+        first: 0,
+        seeds: 100,
+        clients: 5,
+        verbose: false,
+        trace: false,
+        threads: 2,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -32,8 +40,9 @@ fn parse_args() -> Result<Args, String> {
             "--clients" => args.clients = value("--clients")?.parse().map_err(|e| format!("--clients: {e}"))?,
             "--threads" => args.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--verbose" | "-v" => args.verbose = true,
+            "--trace" => args.trace = true,
             "--help" | "-h" => {
-                return Err("usage: simulate [--seeds N] [--first-seed S] [--seed S] [--clients C] [--threads T] [--verbose]".into())
+                return Err("usage: simulate [--seeds N] [--first-seed S] [--seed S] [--clients C] [--threads T] [--verbose] [--trace]".into())
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
@@ -67,7 +76,9 @@ fn main() -> ExitCode {
                 if seed >= end {
                     break;
                 }
-                match run_seed(seed, args.clients) {
+                let mut config = SimConfig::new(seed, args.clients);
+                config.trace = args.trace;
+                match Simulation::new(config).and_then(Simulation::run) {
                     Ok(report) => {
                         if args.verbose {
                             println!(
@@ -101,7 +112,7 @@ fn main() -> ExitCode {
                     Err(failure) => {
                         eprintln!("{failure}");
                         eprintln!(
-                            "replay with: cargo run -p eddy-core --release --example simulate -- --seed {seed} --clients {}",
+                            "replay with: cargo run -p eddy-core --release --example simulate -- --seed {seed} --clients {} --trace",
                             args.clients
                         );
                         if let Ok(mut f) = failures.lock() {

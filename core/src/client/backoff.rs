@@ -13,15 +13,23 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `base_ms`, never exceeding `max_ms`, with jitter drawn from `seed`.
     pub fn new(base_ms: u64, max_ms: u64, seed: u64) -> Self {
-        Backoff { base_ms: base_ms.max(1), max_ms: max_ms.max(base_ms), attempt: 0, rng: SplitMix64(seed) }
+        Backoff {
+            base_ms: base_ms.max(1),
+            max_ms: max_ms.max(base_ms),
+            attempt: 0,
+            rng: SplitMix64(seed),
+        }
     }
 
     /// The delay before the next attempt; each call doubles the ceiling.
     pub fn next_delay(&mut self) -> u64 {
-        let ceiling = self.base_ms.saturating_mul(1u64 << self.attempt.min(32)).min(self.max_ms);
+        let ceiling = self
+            .base_ms
+            .saturating_mul(1u64 << self.attempt.min(32))
+            .min(self.max_ms);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
-        half + self.rng.next() % (ceiling - half + 1)
+        half + self.rng.next_u64() % (ceiling - half + 1)
     }
 
     /// Starts over after a connection that worked.
@@ -36,7 +44,7 @@ pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     /// The next 64 pseudo-random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -49,7 +57,7 @@ impl SplitMix64 {
         if n == 0 {
             0
         } else {
-            self.next() % n
+            self.next_u64() % n
         }
     }
 }

@@ -143,7 +143,10 @@ impl ClientConnection {
 
     /// Stops connecting (and closes a live connection) until [`ClientConnection::resume`].
     pub fn pause(&mut self) {
-        if matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting) {
+        if matches!(
+            self.state,
+            ConnectionState::Connected | ConnectionState::Connecting
+        ) {
             self.actions.push_back(ConnectionAction::Close);
             self.drop_sessions_connection();
         }
@@ -152,7 +155,10 @@ impl ClientConnection {
 
     /// Resumes after [`ClientConnection::pause`], or retries at once after the network came back.
     pub fn resume(&mut self, now_ms: u64) {
-        if matches!(self.state, ConnectionState::Paused | ConnectionState::Disconnected { .. }) {
+        if matches!(
+            self.state,
+            ConnectionState::Paused | ConnectionState::Disconnected { .. }
+        ) {
             self.backoff.reset();
             self.state = ConnectionState::Disconnected { retry_at: now_ms };
         }
@@ -173,12 +179,17 @@ impl ClientConnection {
 
     /// The socket closed or failed; schedule a reconnect.
     pub fn handle_disconnected(&mut self, now_ms: u64) {
-        if matches!(self.state, ConnectionState::Paused | ConnectionState::Disconnected { .. }) {
+        if matches!(
+            self.state,
+            ConnectionState::Paused | ConnectionState::Disconnected { .. }
+        ) {
             return;
         }
         self.drop_sessions_connection();
         let delay = self.backoff.next_delay();
-        self.state = ConnectionState::Disconnected { retry_at: now_ms + delay };
+        self.state = ConnectionState::Disconnected {
+            retry_at: now_ms + delay,
+        };
     }
 
     fn drop_sessions_connection(&mut self) {
@@ -232,7 +243,9 @@ impl ClientConnection {
                 self.connecting_since = now_ms;
                 self.actions.push_back(ConnectionAction::Connect);
             }
-            ConnectionState::Connecting if now_ms >= self.connecting_since + self.config.connect_timeout_ms => {
+            ConnectionState::Connecting
+                if now_ms >= self.connecting_since + self.config.connect_timeout_ms =>
+            {
                 self.actions.push_back(ConnectionAction::Close);
                 self.handle_disconnected(now_ms);
             }
@@ -245,7 +258,10 @@ impl ClientConnection {
                 } else if now_ms >= self.next_ping_at {
                     self.ping_sent_at = Some(now_ms);
                     self.next_ping_at = now_ms + self.config.ping_interval_ms;
-                    self.outbox.push_back(ClientMessage::Ping { timestamp: now_ms, rtt: self.rtt_ms });
+                    self.outbox.push_back(ClientMessage::Ping {
+                        timestamp: now_ms,
+                        rtt: self.rtt_ms,
+                    });
                 }
             }
             _ => {}
@@ -256,7 +272,9 @@ impl ClientConnection {
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
             ConnectionState::Disconnected { retry_at } => Some(retry_at),
-            ConnectionState::Connecting => Some(self.connecting_since + self.config.connect_timeout_ms),
+            ConnectionState::Connecting => {
+                Some(self.connecting_since + self.config.connect_timeout_ms)
+            }
             ConnectionState::Connected => Some(match self.ping_sent_at {
                 Some(sent) => sent + self.config.pong_timeout_ms,
                 None => self.next_ping_at,
@@ -278,7 +296,9 @@ impl ClientConnection {
         if let Some(msg) = self.outbox.pop_front() {
             return Some(msg);
         }
-        self.sessions.values_mut().find_map(ClientSession::poll_transmit)
+        self.sessions
+            .values_mut()
+            .find_map(ClientSession::poll_transmit)
     }
 }
 
@@ -289,19 +309,36 @@ mod tests {
 
     #[test]
     fn reconnects_with_growing_delays_and_pings_when_idle() {
-        let config = ConnectionConfig { ping_interval_ms: 1_000, pong_timeout_ms: 500, ..Default::default() };
+        let config = ConnectionConfig {
+            ping_interval_ms: 1_000,
+            pong_timeout_ms: 500,
+            ..Default::default()
+        };
         let mut conn = ClientConnection::new(config, 0);
         conn.handle_timeout(0);
         assert_eq!(conn.poll_action(), Some(ConnectionAction::Connect));
         conn.handle_disconnected(10);
-        let ConnectionState::Disconnected { retry_at } = conn.state() else { panic!("not disconnected") };
+        let ConnectionState::Disconnected { retry_at } = conn.state() else {
+            panic!("not disconnected")
+        };
         assert!((510..=1_010).contains(&retry_at));
         conn.handle_timeout(retry_at);
         assert_eq!(conn.poll_action(), Some(ConnectionAction::Connect));
         conn.handle_connected(retry_at);
         conn.handle_timeout(retry_at + 1_000);
-        assert_eq!(conn.poll_transmit(), Some(ClientMessage::Ping { timestamp: retry_at + 1_000, rtt: 0 }));
-        conn.handle_message(retry_at + 1_040, ServerMessage::Pong { timestamp: retry_at + 1_000 });
+        assert_eq!(
+            conn.poll_transmit(),
+            Some(ClientMessage::Ping {
+                timestamp: retry_at + 1_000,
+                rtt: 0
+            })
+        );
+        conn.handle_message(
+            retry_at + 1_040,
+            ServerMessage::Pong {
+                timestamp: retry_at + 1_000,
+            },
+        );
         assert_eq!(conn.rtt_ms(), 40);
         // A missing PONG closes the connection.
         conn.handle_timeout(retry_at + 2_000);
@@ -318,7 +355,12 @@ mod tests {
         conn.handle_connected(1);
         conn.handle_message(
             2,
-            ServerMessage::Error { session: 0, code: ErrorCode::WrongProtocolVersion, message: "v".into(), compensating: None },
+            ServerMessage::Error {
+                session: 0,
+                code: ErrorCode::WrongProtocolVersion,
+                message: "v".into(),
+                compensating: None,
+            },
         );
         assert_eq!(conn.state(), ConnectionState::Paused);
     }

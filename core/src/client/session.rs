@@ -9,10 +9,13 @@
 
 use std::collections::VecDeque;
 
-use crate::changeset::{decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction};
+use crate::changeset::{
+    decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
+};
 use crate::protocol::{
-    BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction, ErrorCode,
-    ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
+    BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction,
+    ErrorCode, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
+    UploadChangeset, UploadCursor,
 };
 use crate::schema::Schema;
 use crate::store::{Changes, Store, WriteTransaction};
@@ -85,7 +88,11 @@ pub struct StorageWrite {
     /// The new file metadata.
     pub meta: FileMeta,
     /// Objects whose stored form changed: the new document, or `None` when it is gone.
-    pub objects: Vec<(String, crate::value::PrimaryKey, Option<crate::value::Document>)>,
+    pub objects: Vec<(
+        String,
+        crate::value::PrimaryKey,
+        Option<crate::value::Document>,
+    )>,
     /// The complete pending list after the change (it is rebased by every download).
     pub pending: Vec<Changeset>,
     /// The schema, when it changed.
@@ -238,7 +245,11 @@ impl ClientSession {
     pub fn new(ident: SessionIdent, config: SessionConfig, state: Option<PersistedState>) -> Self {
         let (meta, store, pending) = match state {
             Some(s) => (s.meta, s.store, s.pending),
-            None => (FileMeta::default(), Store::new(config.schema.clone()), Vec::new()),
+            None => (
+                FileMeta::default(),
+                Store::new(config.schema.clone()),
+                Vec::new(),
+            ),
         };
         let subscription_state = if meta.subscriptions.version == 0 {
             SubscriptionState::Complete
@@ -349,7 +360,11 @@ impl ClientSession {
             message,
             compensating: None,
         };
-        if self.phase != Phase::Active || !self.pending.is_empty() || self.in_flight != 0 || self.transact_in_flight.is_some() {
+        if self.phase != Phase::Active
+            || !self.pending.is_empty()
+            || self.in_flight != 0
+            || self.transact_in_flight.is_some()
+        {
             return Err(bug(
                 "a transaction needs an active session with every local change uploaded; wait for upload completion first"
                     .into(),
@@ -370,13 +385,18 @@ impl ClientSession {
             body: encode_changeset(&instructions),
         };
         self.transact_in_flight = Some((version, instructions, now_ms));
-        self.outbox.push_back(ClientMessage::Transact { session: self.ident, changeset });
+        self.outbox.push_back(ClientMessage::Transact {
+            session: self.ident,
+            changeset,
+        });
         Ok(version)
     }
 
     /// Replaces the subscription set; the server is told at once when connected.
     pub fn update_subscriptions(&mut self, mut set: SubscriptionSet) -> u64 {
-        if self.subscription_state != SubscriptionState::Complete && self.meta.subscriptions.version > 0 {
+        if self.subscription_state != SubscriptionState::Complete
+            && self.meta.subscriptions.version > 0
+        {
             self.events.push_back(SessionEvent::Subscription {
                 version: self.meta.subscriptions.version,
                 state: SubscriptionState::Superseded,
@@ -396,7 +416,10 @@ impl ClientSession {
         let request = self.next_mark;
         self.next_mark += 1;
         if self.phase == Phase::Active {
-            self.outbox.push_back(ClientMessage::Mark { session: self.ident, request });
+            self.outbox.push_back(ClientMessage::Mark {
+                session: self.ident,
+                request,
+            });
         }
         request
     }
@@ -404,8 +427,14 @@ impl ClientSession {
     /// Sends a new access token (REFRESH) after the old one expired.
     pub fn refresh(&mut self, access_token: String) {
         self.config.access_token = access_token.clone();
-        if matches!(self.phase, Phase::Active | Phase::Identified | Phase::Binding) {
-            self.outbox.push_back(ClientMessage::Refresh { session: self.ident, access_token });
+        if matches!(
+            self.phase,
+            Phase::Active | Phase::Identified | Phase::Binding
+        ) {
+            self.outbox.push_back(ClientMessage::Refresh {
+                session: self.ident,
+                access_token,
+            });
         } else if self.phase == Phase::Failed && self.waiting_for_token {
             // The server ended the session when the token expired: bind again with the new one.
             self.waiting_for_token = false;
@@ -418,8 +447,13 @@ impl ClientSession {
 
     /// Ends the session (UNBIND).
     pub fn unbind(&mut self) {
-        if !matches!(self.phase, Phase::Disconnected | Phase::Unbound | Phase::Failed) {
-            self.outbox.push_back(ClientMessage::Unbind { session: self.ident });
+        if !matches!(
+            self.phase,
+            Phase::Disconnected | Phase::Unbound | Phase::Failed
+        ) {
+            self.outbox.push_back(ClientMessage::Unbind {
+                session: self.ident,
+            });
         }
         self.phase = Phase::Unbound;
     }
@@ -432,7 +466,11 @@ impl ClientSession {
         }
         self.in_flight = 0;
         self.outbox.clear();
-        if self.state_transfer.as_ref().is_some_and(|t| t.reset.is_some()) {
+        if self
+            .state_transfer
+            .as_ref()
+            .is_some_and(|t| t.reset.is_some())
+        {
             self.send_reset_requests();
             return;
         }
@@ -484,14 +522,20 @@ impl ClientSession {
             subscriptions: self.meta.subscriptions.clone(),
         });
         self.subscriptions_sent = self.meta.subscriptions.version;
-        if self.meta.subscriptions.version > 0 && self.subscription_state == SubscriptionState::Pending {
+        if self.meta.subscriptions.version > 0
+            && self.subscription_state == SubscriptionState::Pending
+        {
             self.set_subscription_state(SubscriptionState::Bootstrapping);
         }
         self.phase = Phase::Identified;
     }
 
     fn request_state_segment(&mut self, offset: u64) {
-        let (server_version, salt) = self.state_transfer.as_ref().map(|t| (t.server_version, t.salt)).unwrap_or((0, 0));
+        let (server_version, salt) = self
+            .state_transfer
+            .as_ref()
+            .map(|t| (t.server_version, t.salt))
+            .unwrap_or((0, 0));
         self.outbox.push_back(ClientMessage::StateRequest {
             session: self.ident,
             server_version,
@@ -502,34 +546,71 @@ impl ClientSession {
 
     /// Handles a message from the server for this session.
     pub fn handle_message(&mut self, now_ms: u64, msg: ServerMessage) {
-        if matches!(self.phase, Phase::Disconnected | Phase::Unbound | Phase::Failed) {
+        if matches!(
+            self.phase,
+            Phase::Disconnected | Phase::Unbound | Phase::Failed
+        ) {
             // Left over from a session that already ended (the server ends a session after an
             // error; this side waits for a reconnect, a refresh or the application).
             return;
         }
         let result = match msg {
-            ServerMessage::Ident { client_file_ident, client_file_ident_salt, .. } => {
-                self.on_ident(client_file_ident, client_file_ident_salt)
-            }
-            ServerMessage::Download { progress, batch_state, query_version, changesets, .. } => {
-                self.on_download(progress, batch_state, query_version, changesets)
-            }
+            ServerMessage::Ident {
+                client_file_ident,
+                client_file_ident_salt,
+                ..
+            } => self.on_ident(client_file_ident, client_file_ident_salt),
+            ServerMessage::Download {
+                progress,
+                batch_state,
+                query_version,
+                changesets,
+                ..
+            } => self.on_download(progress, batch_state, query_version, changesets),
             // Answers an UNBIND this side sent after an error or on `unbind`; nothing to do.
             ServerMessage::Unbound { .. } => Ok(()),
-            ServerMessage::Transact { client_version, result, .. } => self.on_transact(client_version, result),
+            ServerMessage::Transact {
+                client_version,
+                result,
+                ..
+            } => self.on_transact(client_version, result),
             ServerMessage::Mark { request, .. } => {
-                self.events.push_back(SessionEvent::DownloadComplete { request });
+                self.events
+                    .push_back(SessionEvent::DownloadComplete { request });
                 Ok(())
             }
-            ServerMessage::State { server_version, server_version_salt, begin_offset, total_size, segment, .. } => {
-                self.on_state(now_ms, server_version, server_version_salt, begin_offset, total_size, segment)
+            ServerMessage::State {
+                server_version,
+                server_version_salt,
+                begin_offset,
+                total_size,
+                segment,
+                ..
+            } => self.on_state(
+                now_ms,
+                server_version,
+                server_version_salt,
+                begin_offset,
+                total_size,
+                segment,
+            ),
+            ServerMessage::ClientVersion { client_version, .. } => {
+                self.on_client_version(client_version)
             }
-            ServerMessage::ClientVersion { client_version, .. } => self.on_client_version(client_version),
-            ServerMessage::Error { code, message, compensating, .. } => {
+            ServerMessage::Error {
+                code,
+                message,
+                compensating,
+                ..
+            } => {
                 self.on_error(code, message, compensating);
                 Ok(())
             }
-            ServerMessage::QueryError { query_version, message, .. } => {
+            ServerMessage::QueryError {
+                query_version,
+                message,
+                ..
+            } => {
                 if query_version == self.meta.subscriptions.version {
                     self.set_subscription_state(SubscriptionState::Error(message));
                 }
@@ -544,7 +625,10 @@ impl ClientSession {
 
     fn on_ident(&mut self, ident: u64, salt: u64) -> Result<(), SyncError> {
         if self.phase != Phase::Binding || ident == 0 {
-            return Err(protocol_error(ErrorCode::BadMessageOrder, "unexpected IDENT from the server"));
+            return Err(protocol_error(
+                ErrorCode::BadMessageOrder,
+                "unexpected IDENT from the server",
+            ));
         }
         if let Some(reset) = self.state_transfer.as_mut().and_then(|t| t.reset.as_mut()) {
             reset.new_ident = Some((ident, salt));
@@ -577,16 +661,27 @@ impl ClientSession {
         changesets: Vec<DownloadChangeset>,
     ) -> Result<(), SyncError> {
         if !matches!(self.phase, Phase::Identified | Phase::Active) {
-            return Err(protocol_error(ErrorCode::BadMessageOrder, "DOWNLOAD before the session was identified"));
+            return Err(protocol_error(
+                ErrorCode::BadMessageOrder,
+                "DOWNLOAD before the session was identified",
+            ));
         }
         if progress.download < self.meta.download {
-            return Err(protocol_error(ErrorCode::BadProgress, "the download cursor moved backwards"));
+            return Err(protocol_error(
+                ErrorCode::BadProgress,
+                "the download cursor moved backwards",
+            ));
         }
         let mut changes = Changes::default();
         let mut touched = Vec::new();
         for dc in changesets {
-            if dc.server_version <= self.meta.download.server_version || dc.server_version > progress.download.server_version {
-                return Err(protocol_error(ErrorCode::BadProgress, "downloaded changesets are out of order"));
+            if dc.server_version <= self.meta.download.server_version
+                || dc.server_version > progress.download.server_version
+            {
+                return Err(protocol_error(
+                    ErrorCode::BadProgress,
+                    "downloaded changesets are out of order",
+                ));
             }
             if dc.last_integrated_client_version > self.meta.last_client_version {
                 return Err(protocol_error(
@@ -594,12 +689,21 @@ impl ClientSession {
                     "the server claims to have integrated a client version this file never made",
                 ));
             }
-            self.pending.retain(|p| p.meta.version > dc.last_integrated_client_version);
-            if self.transact_in_flight.as_ref().is_some_and(|(v, _, _)| *v <= dc.last_integrated_client_version) {
+            self.pending
+                .retain(|p| p.meta.version > dc.last_integrated_client_version);
+            if self
+                .transact_in_flight
+                .as_ref()
+                .is_some_and(|(v, _, _)| *v <= dc.last_integrated_client_version)
+            {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
             }
-            let instructions = decode_changeset(&dc.body, &self.limits)
-                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("downloaded changeset: {e}")))?;
+            let instructions = decode_changeset(&dc.body, &self.limits).map_err(|e| {
+                protocol_error(
+                    ErrorCode::BadChangeset,
+                    &format!("downloaded changeset: {e}"),
+                )
+            })?;
             let mut remote = [Changeset {
                 meta: ChangesetMeta {
                     version: dc.server_version,
@@ -615,19 +719,28 @@ impl ClientSession {
             touched.extend(touched_objects(&remote.instructions));
             self.store
                 .apply(&remote.instructions, &mut changes)
-                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply downloaded changeset: {e}")))?;
+                .map_err(|e| {
+                    protocol_error(
+                        ErrorCode::BadChangeset,
+                        &format!("cannot apply downloaded changeset: {e}"),
+                    )
+                })?;
             self.meta.download = DownloadCursor {
                 server_version: dc.server_version,
                 last_integrated_client_version: dc.last_integrated_client_version,
             };
         }
         if progress.download.last_integrated_client_version > self.meta.last_client_version {
-            return Err(protocol_error(ErrorCode::BadProgress, "upload progress names a client version never made"));
+            return Err(protocol_error(
+                ErrorCode::BadProgress,
+                "upload progress names a client version never made",
+            ));
         }
         self.meta.download = progress.download;
         self.meta.latest_server_version = progress.latest_server_version;
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
-        self.pending.retain(|p| p.meta.version > progress.download.last_integrated_client_version);
+        self.pending
+            .retain(|p| p.meta.version > progress.download.last_integrated_client_version);
         if let Some((version, _, _)) = self.transact_in_flight {
             if version <= progress.download.last_integrated_client_version {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
@@ -639,12 +752,15 @@ impl ClientSession {
         // The next UPLOAD waits until this file has downloaded past the integration of the
         // previous one, so every UPLOAD's base includes all of this file's integrated changes.
         let acked = progress.upload.client_version;
-        if self.in_flight != 0 && progress.download.last_integrated_client_version >= self.in_flight {
+        if self.in_flight != 0 && progress.download.last_integrated_client_version >= self.in_flight
+        {
             self.in_flight = 0;
         }
         if acked > self.acknowledged {
             self.acknowledged = acked;
-            self.events.push_back(SessionEvent::UploadAcknowledged { client_version: acked });
+            self.events.push_back(SessionEvent::UploadAcknowledged {
+                client_version: acked,
+            });
         }
         self.persist(touched);
         if !changes.is_empty() {
@@ -664,18 +780,36 @@ impl ClientSession {
         Ok(())
     }
 
-    fn on_transact(&mut self, client_version: u64, result: TransactResult) -> Result<(), SyncError> {
-        if !self.transact_in_flight.as_ref().is_some_and(|(v, _, _)| *v == client_version) {
-            return Err(protocol_error(ErrorCode::BadMessageOrder, "TRANSACT answer for no outstanding transaction"));
+    fn on_transact(
+        &mut self,
+        client_version: u64,
+        result: TransactResult,
+    ) -> Result<(), SyncError> {
+        if self
+            .transact_in_flight
+            .as_ref()
+            .is_none_or(|(v, _, _)| *v != client_version)
+        {
+            return Err(protocol_error(
+                ErrorCode::BadMessageOrder,
+                "TRANSACT answer for no outstanding transaction",
+            ));
         }
         let mut changes = Changes::default();
         let (accepted, reported) = match result {
-            TransactResult::Accepted { server_version } => {
-                (true, UploadCursor { client_version, last_integrated_server_version: server_version })
-            }
+            TransactResult::Accepted { server_version } => (
+                true,
+                UploadCursor {
+                    client_version,
+                    last_integrated_server_version: server_version,
+                },
+            ),
             rejected => {
                 self.transact_in_flight = None;
-                self.events.push_back(SessionEvent::Transact { client_version, result: rejected });
+                self.events.push_back(SessionEvent::Transact {
+                    client_version,
+                    result: rejected,
+                });
                 self.maybe_upload();
                 return Ok(());
             }
@@ -698,11 +832,16 @@ impl ClientSession {
         integrated: bool,
         upload: UploadCursor,
     ) -> Result<Vec<(String, crate::value::PrimaryKey)>, SyncError> {
-        let Some((client_version, instructions, origin_timestamp)) = self.transact_in_flight.take() else {
+        let Some((client_version, instructions, origin_timestamp)) = self.transact_in_flight.take()
+        else {
             return Ok(Vec::new());
         };
         if integrated {
-            let server_version = if upload.client_version == client_version { upload.last_integrated_server_version } else { 0 };
+            let server_version = if upload.client_version == client_version {
+                upload.last_integrated_server_version
+            } else {
+                0
+            };
             // Local writes made while the transaction was outstanding come after it in the
             // server's order: integrate it like a downloaded changeset.
             let mut integrated = [Changeset {
@@ -717,19 +856,29 @@ impl ClientSession {
             transform(&mut self.pending, &mut integrated, None)
                 .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
             let [tx] = integrated;
-            self.store
-                .apply(&tx.instructions, changes)
-                .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply accepted transaction: {e}")))?;
+            self.store.apply(&tx.instructions, changes).map_err(|e| {
+                protocol_error(
+                    ErrorCode::BadChangeset,
+                    &format!("cannot apply accepted transaction: {e}"),
+                )
+            })?;
             // The next UPLOAD waits until the download cursor covers the transaction.
             self.in_flight = self.in_flight.max(client_version);
-            self.events.push_back(SessionEvent::Transact { client_version, result: TransactResult::Accepted { server_version } });
+            self.events.push_back(SessionEvent::Transact {
+                client_version,
+                result: TransactResult::Accepted { server_version },
+            });
             return Ok(touched_objects(&tx.instructions));
         }
         let result = TransactResult::Rejected {
             code: ErrorCode::ConnectionClosed,
-            reason: "the connection closed before the server integrated the transaction; retry it".into(),
+            reason: "the connection closed before the server integrated the transaction; retry it"
+                .into(),
         };
-        self.events.push_back(SessionEvent::Transact { client_version, result });
+        self.events.push_back(SessionEvent::Transact {
+            client_version,
+            result,
+        });
         Ok(Vec::new())
     }
 
@@ -745,13 +894,26 @@ impl ClientSession {
         let limit = self.limits.max_inflated_bytes as u64;
         let transfer = match (self.phase, self.state_transfer.as_mut()) {
             (Phase::FetchingState, Some(t)) => t,
-            _ => return Err(protocol_error(ErrorCode::BadMessageOrder, "STATE without a STATE_REQUEST")),
+            _ => {
+                return Err(protocol_error(
+                    ErrorCode::BadMessageOrder,
+                    "STATE without a STATE_REQUEST",
+                ))
+            }
         };
         if total > limit {
-            return Err(protocol_error(ErrorCode::LimitsExceeded, "the server state is larger than this client accepts"));
+            return Err(protocol_error(
+                ErrorCode::LimitsExceeded,
+                "the server state is larger than this client accepts",
+            ));
         }
-        if begin != transfer.bytes.len() as u64 || (transfer.server_version != 0 && transfer.server_version != server_version) {
-            return Err(protocol_error(ErrorCode::BadProgress, "STATE segment does not continue the transfer"));
+        if begin != transfer.bytes.len() as u64
+            || (transfer.server_version != 0 && transfer.server_version != server_version)
+        {
+            return Err(protocol_error(
+                ErrorCode::BadProgress,
+                "STATE segment does not continue the transfer",
+            ));
         }
         transfer.server_version = server_version;
         transfer.salt = salt;
@@ -760,7 +922,10 @@ impl ClientSession {
         if (transfer.bytes.len() as u64) < total {
             let offset = transfer.bytes.len() as u64;
             if segment.is_empty() {
-                return Err(protocol_error(ErrorCode::BadProgress, "empty STATE segment before the end"));
+                return Err(protocol_error(
+                    ErrorCode::BadProgress,
+                    "empty STATE segment before the end",
+                ));
             }
             self.request_state_segment(offset);
             return Ok(());
@@ -777,13 +942,19 @@ impl ClientSession {
             .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("server state: {e}")))?;
         let mut store = Store::new(self.config.schema.clone());
         let mut changes = Changes::default();
-        store
-            .apply(&instructions, &mut changes)
-            .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("cannot apply server state: {e}")))?;
+        store.apply(&instructions, &mut changes).map_err(|e| {
+            protocol_error(
+                ErrorCode::BadChangeset,
+                &format!("cannot apply server state: {e}"),
+            )
+        })?;
         let mut touched = all_objects(&self.store);
         self.store = store;
         touched.extend(all_objects(&self.store));
-        self.meta.download = DownloadCursor { server_version: transfer.server_version, last_integrated_client_version: 0 };
+        self.meta.download = DownloadCursor {
+            server_version: transfer.server_version,
+            last_integrated_client_version: 0,
+        };
         self.meta.latest_server_version = transfer.server_version;
         self.meta.latest_server_version_salt = transfer.salt;
         let Some(reset) = transfer.reset else {
@@ -799,8 +970,10 @@ impl ClientSession {
         self.meta.client_file_ident_salt = salt;
         self.acknowledged = 0;
         let integrated = reset.integrated.unwrap_or(0);
-        let candidates: Vec<Changeset> =
-            std::mem::take(&mut self.pending).into_iter().filter(|c| c.meta.version > integrated).collect();
+        let candidates: Vec<Changeset> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter(|c| c.meta.version > integrated)
+            .collect();
         let (recover, mut discarded) = match self.config.reset_mode {
             ResetMode::Recover => (candidates, 0),
             ResetMode::Discard => (Vec::new(), candidates.len()),
@@ -809,7 +982,11 @@ impl ClientSession {
         let mut recovered = 0;
         for changeset in recover {
             let mut tx = self.store.write();
-            match changeset.instructions.iter().try_for_each(|i| tx.push(i.clone())) {
+            match changeset
+                .instructions
+                .iter()
+                .try_for_each(|i| tx.push(i.clone()))
+            {
                 Ok(()) => {
                     let (instructions, c) = tx.commit();
                     changes.merge(c);
@@ -824,7 +1001,10 @@ impl ClientSession {
                 }
             }
         }
-        self.events.push_back(SessionEvent::ClientReset { recovered, discarded });
+        self.events.push_back(SessionEvent::ClientReset {
+            recovered,
+            discarded,
+        });
         self.events.push_back(SessionEvent::Changes(changes));
         self.send_ident();
         Ok(())
@@ -832,15 +1012,28 @@ impl ClientSession {
 
     fn on_client_version(&mut self, client_version: u64) -> Result<(), SyncError> {
         let Some(reset) = self.state_transfer.as_mut().and_then(|t| t.reset.as_mut()) else {
-            return Err(protocol_error(ErrorCode::BadMessageOrder, "CLIENT_VERSION without a request"));
+            return Err(protocol_error(
+                ErrorCode::BadMessageOrder,
+                "CLIENT_VERSION without a request",
+            ));
         };
         reset.integrated = Some(client_version);
         self.maybe_fetch_reset_state();
         Ok(())
     }
 
-    fn on_error(&mut self, code: ErrorCode, message: String, compensating: Option<CompensatingWrite>) {
-        let error = SyncError { code, action: code.action(), message, compensating };
+    fn on_error(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        compensating: Option<CompensatingWrite>,
+    ) {
+        let error = SyncError {
+            code,
+            action: code.action(),
+            message,
+            compensating,
+        };
         match error.action {
             ErrorAction::Warning => self.events.push_back(SessionEvent::Error(error)),
             ErrorAction::Transient => {
@@ -850,7 +1043,9 @@ impl ClientSession {
             }
             ErrorAction::ClientReset => {
                 self.events.push_back(SessionEvent::Error(error));
-                self.outbox.push_back(ClientMessage::Unbind { session: self.ident });
+                self.outbox.push_back(ClientMessage::Unbind {
+                    session: self.ident,
+                });
                 self.begin_reset();
             }
             _ => self.fail(error),
@@ -861,19 +1056,32 @@ impl ClientSession {
     /// the server integrated from the old file (so recovery re-applies only the rest), then fetch
     /// the server's state. Nothing of the old file changes until the state is complete.
     fn begin_reset(&mut self) {
-        let old = (self.meta.client_file_ident, self.meta.client_file_ident_salt);
-        let reset = Reset { old_ident: (old.0 != 0).then_some(old), ..Reset::default() };
-        self.state_transfer = Some(StateTransfer { reset: Some(reset), ..StateTransfer::default() });
+        let old = (
+            self.meta.client_file_ident,
+            self.meta.client_file_ident_salt,
+        );
+        let reset = Reset {
+            old_ident: (old.0 != 0).then_some(old),
+            ..Reset::default()
+        };
+        self.state_transfer = Some(StateTransfer {
+            reset: Some(reset),
+            ..StateTransfer::default()
+        });
         self.in_flight = 0;
         self.send_reset_requests();
     }
 
     /// (Re)starts the requests of a reset: a new ident, and the old file's client version.
     fn send_reset_requests(&mut self) {
-        let Some(transfer) = self.state_transfer.as_mut() else { return };
+        let Some(transfer) = self.state_transfer.as_mut() else {
+            return;
+        };
         transfer.bytes.clear();
         transfer.server_version = 0;
-        let Some(reset) = transfer.reset.as_mut() else { return };
+        let Some(reset) = transfer.reset.as_mut() else {
+            return;
+        };
         reset.new_ident = None;
         let ask = reset.old_ident.filter(|_| reset.integrated.is_none());
         self.outbox.push_back(ClientMessage::Bind {
@@ -898,7 +1106,9 @@ impl ClientSession {
             .state_transfer
             .as_ref()
             .and_then(|t| t.reset.as_ref())
-            .is_some_and(|r| r.new_ident.is_some() && (r.old_ident.is_none() || r.integrated.is_some()));
+            .is_some_and(|r| {
+                r.new_ident.is_some() && (r.old_ident.is_none() || r.integrated.is_some())
+            });
         if ready {
             self.phase = Phase::FetchingState;
             self.request_state_segment(0);
@@ -912,7 +1122,9 @@ impl ClientSession {
         self.waiting_for_token = error.code.action() == ErrorAction::RefreshToken;
         self.events.push_back(SessionEvent::Error(error));
         if self.connected && !matches!(self.phase, Phase::Unbound | Phase::Failed) {
-            self.outbox.push_back(ClientMessage::Unbind { session: self.ident });
+            self.outbox.push_back(ClientMessage::Unbind {
+                session: self.ident,
+            });
         }
         self.phase = Phase::Failed;
     }
@@ -925,12 +1137,16 @@ impl ClientSession {
     fn set_subscription_state(&mut self, state: SubscriptionState) {
         if self.subscription_state != state {
             self.subscription_state = state.clone();
-            self.events.push_back(SessionEvent::Subscription { version: self.meta.subscriptions.version, state });
+            self.events.push_back(SessionEvent::Subscription {
+                version: self.meta.subscriptions.version,
+                state,
+            });
         }
     }
 
     fn send_query_if_needed(&mut self) {
-        if self.phase == Phase::Active && self.subscriptions_sent < self.meta.subscriptions.version {
+        if self.phase == Phase::Active && self.subscriptions_sent < self.meta.subscriptions.version
+        {
             self.subscriptions_sent = self.meta.subscriptions.version;
             self.outbox.push_back(ClientMessage::Query {
                 session: self.ident,
@@ -947,7 +1163,9 @@ impl ClientSession {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for changeset in &self.pending {
-            if batch.len() >= MAX_UPLOAD_CHANGESETS || (bytes >= MAX_UPLOAD_BYTES && !batch.is_empty()) {
+            if batch.len() >= MAX_UPLOAD_CHANGESETS
+                || (bytes >= MAX_UPLOAD_BYTES && !batch.is_empty())
+            {
                 break;
             }
             let body = encode_changeset(&changeset.instructions);
@@ -962,7 +1180,10 @@ impl ClientSession {
         }
         if let Some(last) = batch.last() {
             self.in_flight = last.client_version;
-            self.outbox.push_back(ClientMessage::Upload { session: self.ident, changesets: batch });
+            self.outbox.push_back(ClientMessage::Upload {
+                session: self.ident,
+                changesets: batch,
+            });
         }
     }
 
@@ -996,7 +1217,12 @@ impl ClientSession {
 }
 
 fn protocol_error(code: ErrorCode, message: &str) -> SyncError {
-    SyncError { code, action: code.action(), message: message.to_owned(), compensating: None }
+    SyncError {
+        code,
+        action: code.action(),
+        message: message.to_owned(),
+        compensating: None,
+    }
 }
 
 /// The top-level objects a list of instructions touches.
@@ -1012,6 +1238,11 @@ fn all_objects(store: &Store) -> Vec<(String, crate::value::PrimaryKey)> {
     let names: Vec<String> = store.collections().map(str::to_owned).collect();
     names
         .into_iter()
-        .flat_map(|c| store.objects(&c).map(|(k, _)| (c.clone(), k.clone())).collect::<Vec<_>>())
+        .flat_map(|c| {
+            store
+                .objects(&c)
+                .map(|(k, _)| (c.clone(), k.clone()))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }

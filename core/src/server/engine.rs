@@ -17,12 +17,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use crate::changeset::{decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction};
+use crate::changeset::{
+    decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
+};
 use crate::client::SplitMix64;
 use crate::protocol::{
-    decode_client_message, BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, MessageLimits,
-    ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
-    MAX_DOWNLOAD_BYTES,
+    decode_client_message, BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode,
+    MessageLimits, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
+    UploadChangeset, UploadCursor, MAX_DOWNLOAD_BYTES,
 };
 use crate::query;
 use crate::schema::Schema;
@@ -177,7 +179,9 @@ impl FileState {
 
     /// The last client version integrated at or before `server_version`.
     fn client_version_at(&self, server_version: u64) -> u64 {
-        let n = self.integrations.partition_point(|(sv, _)| *sv <= server_version);
+        let n = self
+            .integrations
+            .partition_point(|(sv, _)| *sv <= server_version);
         match n {
             0 => 0,
             n => self.integrations.get(n - 1).map_or(0, |(_, cv)| *cv),
@@ -218,7 +222,10 @@ struct SessionFailure {
 }
 
 fn fail(code: ErrorCode, message: impl Into<String>) -> SessionFailure {
-    SessionFailure { code, message: message.into() }
+    SessionFailure {
+        code,
+        message: message.into(),
+    }
 }
 
 /// The server side of sync for one server file.
@@ -248,7 +255,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut history_salt = stored.history_salt;
         let mut needs_flush = false;
         if history_salt == 0 {
-            history_salt = (rng.next() >> 1).max(1);
+            history_salt = (rng.next_u64() >> 1).max(1);
             storage.set_history_salt(history_salt)?;
             needs_flush = true;
         }
@@ -257,7 +264,17 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut files: HashMap<u64, FileState> = stored
             .client_files
             .into_iter()
-            .map(|r| (r.ident, FileState { salt: r.salt, user_id: r.user_id, integrations: Vec::new(), bound: None }))
+            .map(|r| {
+                (
+                    r.ident,
+                    FileState {
+                        salt: r.salt,
+                        user_id: r.user_id,
+                        integrations: Vec::new(),
+                        bound: None,
+                    },
+                )
+            })
             .collect();
         let mut scratch = Changes::default();
         for (i, entry) in stored.history.iter().enumerate() {
@@ -268,16 +285,28 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     i + 1
                 )));
             }
-            let instructions = decode_changeset(&entry.body, &config.changeset_limits)
-                .map_err(|e| StorageError(format!("stored changeset {} does not decode: {e}", entry.server_version)))?;
-            store
-                .apply(&instructions, &mut scratch)
-                .map_err(|e| StorageError(format!("stored changeset {} does not apply: {e}", entry.server_version)))?;
+            let instructions =
+                decode_changeset(&entry.body, &config.changeset_limits).map_err(|e| {
+                    StorageError(format!(
+                        "stored changeset {} does not decode: {e}",
+                        entry.server_version
+                    ))
+                })?;
+            store.apply(&instructions, &mut scratch).map_err(|e| {
+                StorageError(format!(
+                    "stored changeset {} does not apply: {e}",
+                    entry.server_version
+                ))
+            })?;
             scratch = Changes::default();
             if let Some(file) = files.get_mut(&entry.origin_file_ident) {
-                file.integrations.push((entry.server_version, entry.client_version));
+                file.integrations
+                    .push((entry.server_version, entry.client_version));
             }
-            decoded.push(Changeset { meta: entry_meta(entry), instructions });
+            decoded.push(Changeset {
+                meta: entry_meta(entry),
+                instructions,
+            });
         }
         Ok(ServerEngine {
             config,
@@ -324,7 +353,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// A new connection.
     pub fn handle_connect(&mut self, connection: ConnectionId, now_ms: u64) {
-        self.connections.insert(connection, Connection { sessions: BTreeMap::new(), last_seen_ms: now_ms });
+        self.connections.insert(
+            connection,
+            Connection {
+                sessions: BTreeMap::new(),
+                last_seen_ms: now_ms,
+            },
+        );
     }
 
     /// A connection closed: its sessions end; nothing it sent is lost.
@@ -332,7 +367,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         if let Some(conn) = self.connections.remove(&connection) {
             for (ident, session) in conn.sessions {
                 self.release_file(connection, ident, &session);
-                self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+                self.events.push_back(ServerEvent::SessionEnded {
+                    connection,
+                    session: ident,
+                });
             }
         }
         self.outbox.retain(|(c, _)| *c != connection);
@@ -348,38 +386,66 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// A decoded message arrived.
     pub fn handle_message(&mut self, connection: ConnectionId, now_ms: u64, msg: ClientMessage) {
-        let Some(conn) = self.connections.get_mut(&connection) else { return };
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
         conn.last_seen_ms = now_ms;
         let ident = match msg.session() {
             None => {
                 if let ClientMessage::Ping { timestamp, .. } = msg {
-                    self.outbox.push_back((connection, ServerMessage::Pong { timestamp }));
+                    self.outbox
+                        .push_back((connection, ServerMessage::Pong { timestamp }));
                 }
                 return;
             }
             Some(0) => {
-                return self.connection_error(connection, ErrorCode::BadSessionIdent, "session ident 0 is reserved");
+                return self.connection_error(
+                    connection,
+                    ErrorCode::BadSessionIdent,
+                    "session ident 0 is reserved",
+                );
             }
             Some(ident) => ident,
         };
         let result = match msg {
-            ClientMessage::Bind { access_token, path, need_client_file_ident, .. } => {
-                self.on_bind(connection, ident, now_ms, &path, &access_token, need_client_file_ident)
-            }
+            ClientMessage::Bind {
+                access_token,
+                path,
+                need_client_file_ident,
+                ..
+            } => self.on_bind(
+                connection,
+                ident,
+                now_ms,
+                &path,
+                &access_token,
+                need_client_file_ident,
+            ),
             ClientMessage::Unbind { .. } => {
                 if let Some(session) = self.remove_session(connection, ident) {
                     self.release_file(connection, ident, &session);
-                    self.outbox.push_back((connection, ServerMessage::Unbound { session: ident }));
-                    self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+                    self.outbox
+                        .push_back((connection, ServerMessage::Unbound { session: ident }));
+                    self.events.push_back(ServerEvent::SessionEnded {
+                        connection,
+                        session: ident,
+                    });
                 }
                 Ok(())
             }
-            other => match self.connections.get(&connection).and_then(|c| c.sessions.get(&ident)) {
+            other => match self
+                .connections
+                .get(&connection)
+                .and_then(|c| c.sessions.get(&ident))
+            {
                 None => {
                     return self.connection_error(
                         connection,
                         ErrorCode::BadSessionIdent,
-                        format!("{} for session {ident}, which is not bound; send BIND first", other.name()),
+                        format!(
+                            "{} for session {ident}, which is not bound; send BIND first",
+                            other.name()
+                        ),
                     );
                 }
                 Some(session) if session.failed => Ok(()),
@@ -416,17 +482,31 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 (latest_server_version, latest_server_version_salt),
                 subscriptions,
             ),
-            ClientMessage::Upload { changesets, .. } => self.on_upload(connection, ident, changesets),
-            ClientMessage::Transact { changeset, .. } => self.on_transact(connection, ident, changeset),
+            ClientMessage::Upload { changesets, .. } => {
+                self.on_upload(connection, ident, changesets)
+            }
+            ClientMessage::Transact { changeset, .. } => {
+                self.on_transact(connection, ident, changeset)
+            }
             ClientMessage::Mark { request, .. } => {
                 let latest = self.latest_version();
                 let session = self.session_mut(connection, ident)?;
                 match session.phase {
-                    Phase::Identified { cursor, .. } if cursor.server_version >= latest && !session.needs_download => {
-                        self.outbox.push_back((connection, ServerMessage::Mark { session: ident, request }));
+                    Phase::Identified { cursor, .. }
+                        if cursor.server_version >= latest && !session.needs_download =>
+                    {
+                        self.outbox.push_back((
+                            connection,
+                            ServerMessage::Mark {
+                                session: ident,
+                                request,
+                            },
+                        ));
                     }
                     Phase::Identified { .. } => session.marks.push((request, latest)),
-                    Phase::Bound { .. } => return Err(fail(ErrorCode::BadMessageOrder, "MARK before IDENT")),
+                    Phase::Bound { .. } => {
+                        return Err(fail(ErrorCode::BadMessageOrder, "MARK before IDENT"))
+                    }
                 }
                 Ok(())
             }
@@ -434,25 +514,47 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 let user = self.authenticate(&access_token, now_ms)?;
                 let session = self.session_mut(connection, ident)?;
                 if user.id != session.user.id {
-                    return Err(fail(ErrorCode::UserMismatch, "REFRESH with a token of another user"));
+                    return Err(fail(
+                        ErrorCode::UserMismatch,
+                        "REFRESH with a token of another user",
+                    ));
                 }
                 session.user = user;
                 Ok(())
             }
-            ClientMessage::StateRequest { server_version, server_version_salt, offset, .. } => {
-                self.on_state_request(connection, ident, server_version, server_version_salt, offset)
-            }
-            ClientMessage::ClientVersionRequest { client_file_ident, client_file_ident_salt, .. } => {
+            ClientMessage::StateRequest {
+                server_version,
+                server_version_salt,
+                offset,
+                ..
+            } => self.on_state_request(
+                connection,
+                ident,
+                server_version,
+                server_version_salt,
+                offset,
+            ),
+            ClientMessage::ClientVersionRequest {
+                client_file_ident,
+                client_file_ident_salt,
+                ..
+            } => {
                 let user_id = self.session_mut(connection, ident)?.user.id.clone();
                 // An unknown, forged or foreign file has nothing integrated as far as this user
                 // can learn: answer 0 rather than revealing whether the ident exists.
                 let client_version = match self.files.get(&client_file_ident) {
-                    Some(f) if f.salt == client_file_ident_salt && f.user_id == user_id => f.last_integration().1,
+                    Some(f) if f.salt == client_file_ident_salt && f.user_id == user_id => {
+                        f.last_integration().1
+                    }
                     _ => 0,
                 };
                 self.outbox.push_back((
                     connection,
-                    ServerMessage::ClientVersion { session: ident, client_file_ident, client_version },
+                    ServerMessage::ClientVersion {
+                        session: ident,
+                        client_file_ident,
+                        client_version,
+                    },
                 ));
                 Ok(())
             }
@@ -472,15 +574,24 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 }
                 self.set_subscriptions(connection, ident, subscriptions)
             }
-            ClientMessage::Bind { .. } => Err(fail(ErrorCode::ReuseOfSessionIdent, "BIND for a session that is already bound")),
+            ClientMessage::Bind { .. } => Err(fail(
+                ErrorCode::ReuseOfSessionIdent,
+                "BIND for a session that is already bound",
+            )),
             ClientMessage::Ping { .. } | ClientMessage::Unbind { .. } => Ok(()),
         }
     }
 
     fn authenticate(&self, token: &str, now_ms: u64) -> Result<AuthenticatedUser, SessionFailure> {
         self.auth.authenticate(token, now_ms).map_err(|e| match e {
-            AuthError::Expired => fail(ErrorCode::TokenExpired, "the access token expired; refresh it and bind again"),
-            AuthError::Invalid(why) => fail(ErrorCode::BadAuthentication, format!("the access token is not valid: {why}")),
+            AuthError::Expired => fail(
+                ErrorCode::TokenExpired,
+                "the access token expired; refresh it and bind again",
+            ),
+            AuthError::Invalid(why) => fail(
+                ErrorCode::BadAuthentication,
+                format!("the access token is not valid: {why}"),
+            ),
         })
     }
 
@@ -493,30 +604,65 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         token: &str,
         need_ident: bool,
     ) -> Result<(), SessionFailure> {
-        let conn = self.connections.get(&connection).ok_or_else(|| fail(ErrorCode::OtherSessionError, "no connection"))?;
+        let conn = self
+            .connections
+            .get(&connection)
+            .ok_or_else(|| fail(ErrorCode::OtherSessionError, "no connection"))?;
         if conn.sessions.contains_key(&ident) {
-            return Err(fail(ErrorCode::ReuseOfSessionIdent, format!("session {ident} is already bound")));
+            return Err(fail(
+                ErrorCode::ReuseOfSessionIdent,
+                format!("session {ident} is already bound"),
+            ));
         }
         if conn.sessions.len() >= self.config.max_sessions_per_connection {
             return Err(fail(
                 ErrorCode::TooManySessions,
-                format!("at most {} sessions per connection", self.config.max_sessions_per_connection),
+                format!(
+                    "at most {} sessions per connection",
+                    self.config.max_sessions_per_connection
+                ),
             ));
         }
-        if path.is_empty() || path.len() > 256 || !path.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
-            return Err(fail(ErrorCode::IllegalRealmPath, format!("{path:?} is not a valid server file path")));
+        if path.is_empty()
+            || path.len() > 256
+            || !path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
+            return Err(fail(
+                ErrorCode::IllegalRealmPath,
+                format!("{path:?} is not a valid server file path"),
+            ));
         }
         let user = self.authenticate(token, now_ms)?;
         let mut file = None;
         if need_ident {
             let (file_ident, salt) = self.allocate_file_ident();
-            let record = ClientFileRecord { ident: file_ident, salt, user_id: user.id.clone() };
-            self.storage.add_client_file(&record).map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+            let record = ClientFileRecord {
+                ident: file_ident,
+                salt,
+                user_id: user.id.clone(),
+            };
+            self.storage
+                .add_client_file(&record)
+                .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
             self.needs_flush = true;
-            self.files.insert(file_ident, FileState { salt, user_id: user.id.clone(), integrations: Vec::new(), bound: None });
+            self.files.insert(
+                file_ident,
+                FileState {
+                    salt,
+                    user_id: user.id.clone(),
+                    integrations: Vec::new(),
+                    bound: None,
+                },
+            );
             self.outbox.push_back((
                 connection,
-                ServerMessage::Ident { session: ident, client_file_ident: file_ident, client_file_ident_salt: salt },
+                ServerMessage::Ident {
+                    session: ident,
+                    client_file_ident: file_ident,
+                    client_file_ident_salt: salt,
+                },
             ));
             file = Some(file_ident);
         }
@@ -536,9 +682,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     fn allocate_file_ident(&mut self) -> (u64, u64) {
         loop {
-            let ident = self.rng.next() % MAX_FILE_IDENT;
+            let ident = self.rng.next_u64() % MAX_FILE_IDENT;
             if ident != 0 && !self.files.contains_key(&ident) {
-                let salt = (self.rng.next() >> 1).max(1);
+                let salt = (self.rng.next_u64() >> 1).max(1);
                 return (ident, salt);
             }
         }
@@ -560,23 +706,42 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let user_id = session.user.id.clone();
         match session.phase {
             Phase::Bound { file: Some(f) } if f != file_ident => {
-                return Err(fail(ErrorCode::BadClientFileIdent, "IDENT names another file than the one allocated"));
+                return Err(fail(
+                    ErrorCode::BadClientFileIdent,
+                    "IDENT names another file than the one allocated",
+                ));
             }
             Phase::Bound { .. } => {}
-            Phase::Identified { .. } => return Err(fail(ErrorCode::BadMessageOrder, "second IDENT on one session")),
+            Phase::Identified { .. } => {
+                return Err(fail(
+                    ErrorCode::BadMessageOrder,
+                    "second IDENT on one session",
+                ))
+            }
         }
         let file = self
             .files
             .get(&file_ident)
             .filter(|f| f.salt == salt)
-            .ok_or_else(|| fail(ErrorCode::BadClientFileIdent, format!("unknown client file {file_ident} or wrong salt")))?;
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::BadClientFileIdent,
+                    format!("unknown client file {file_ident} or wrong salt"),
+                )
+            })?;
         if file.user_id != user_id {
-            return Err(fail(ErrorCode::UserMismatch, "the client file belongs to another user"));
+            return Err(fail(
+                ErrorCode::UserMismatch,
+                "the client file belongs to another user",
+            ));
         }
         if download.server_version > latest_version || latest.0 > latest_version {
             return Err(fail(
                 ErrorCode::BadServerVersion,
-                format!("server version {} is ahead of the server's {latest_version}", download.server_version),
+                format!(
+                    "server version {} is ahead of the server's {latest_version}",
+                    download.server_version
+                ),
             ));
         }
         if latest.0 > 0 && latest.1 != self.version_salt(latest.0) {
@@ -587,22 +752,41 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         }
         let (_, integrated_cv) = file.last_integration();
         if download.last_integrated_client_version > integrated_cv
-            || download.last_integrated_client_version != file.client_version_at(download.server_version)
+            || download.last_integrated_client_version
+                != file.client_version_at(download.server_version)
         {
-            return Err(fail(ErrorCode::BadProgress, "the download cursor does not match the server's history"));
+            return Err(fail(
+                ErrorCode::BadProgress,
+                "the download cursor does not match the server's history",
+            ));
         }
         // A newer session for the same file replaces an older one (e.g. after a silent reconnect).
         if let Some((old_conn, old_session)) = self.files.get(&file_ident).and_then(|f| f.bound) {
-            self.session_error(old_conn, old_session, fail(ErrorCode::Superseded, "a newer session for this client file started"));
+            self.session_error(
+                old_conn,
+                old_session,
+                fail(
+                    ErrorCode::Superseded,
+                    "a newer session for this client file started",
+                ),
+            );
         }
         if let Some(f) = self.files.get_mut(&file_ident) {
             f.bound = Some((connection, ident));
         }
         let session = self.session_mut(connection, ident)?;
-        session.phase = Phase::Identified { file: file_ident, cursor: download };
+        session.phase = Phase::Identified {
+            file: file_ident,
+            cursor: download,
+        };
         session.needs_download = true;
         let user = session.user.id.clone();
-        self.events.push_back(ServerEvent::SessionIdentified { connection, session: ident, user, client_file_ident: file_ident });
+        self.events.push_back(ServerEvent::SessionIdentified {
+            connection,
+            session: ident,
+            user,
+            client_file_ident: file_ident,
+        });
         if subscriptions.version > 0 {
             self.set_subscriptions(connection, ident, subscriptions)?;
         }
@@ -617,7 +801,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     ) -> Result<(), SessionFailure> {
         for sub in &subscriptions.subscriptions {
             let problem = if self.store.schema().collection(&sub.collection).is_none() {
-                Some(format!("subscription {:?}: unknown collection {:?}", sub.name, sub.collection))
+                Some(format!(
+                    "subscription {:?}: unknown collection {:?}",
+                    sub.name, sub.collection
+                ))
             } else {
                 query::parse(&sub.query)
                     .and_then(|q| q.validate(self.store.schema(), &sub.collection))
@@ -650,23 +837,35 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         changesets: Vec<UploadChangeset>,
     ) -> Result<(), SessionFailure> {
         let session = self.session_mut(connection, ident)?;
-        let Phase::Identified { file: file_ident, .. } = session.phase else {
+        let Phase::Identified {
+            file: file_ident, ..
+        } = session.phase
+        else {
             return Err(fail(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"));
         };
         session.needs_download = true;
-        let file = self.files.get(&file_ident).ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
+        let file = self
+            .files
+            .get(&file_ident)
+            .ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
         let (own_sv, own_cv) = file.last_integration();
         let mut previous = own_cv;
         let mut base = None;
         let mut fresh = Vec::new();
         for c in changesets {
             if c.client_version <= previous && c.client_version > own_cv {
-                return Err(fail(ErrorCode::BadClientVersion, "client versions in an UPLOAD must increase"));
+                return Err(fail(
+                    ErrorCode::BadClientVersion,
+                    "client versions in an UPLOAD must increase",
+                ));
             }
             if c.origin_file_ident != file_ident {
                 return Err(fail(
                     ErrorCode::BadOriginFileIdent,
-                    format!("changeset names origin {} on a session of file {file_ident}", c.origin_file_ident),
+                    format!(
+                        "changeset names origin {} on a session of file {file_ident}",
+                        c.origin_file_ident
+                    ),
                 ));
             }
             if c.client_version <= own_cv {
@@ -674,8 +873,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 continue;
             }
             previous = c.client_version;
-            if *base.get_or_insert(c.last_integrated_server_version) != c.last_integrated_server_version {
-                return Err(fail(ErrorCode::BadProgress, "every changeset of one UPLOAD must have the same base version"));
+            if *base.get_or_insert(c.last_integrated_server_version)
+                != c.last_integrated_server_version
+            {
+                return Err(fail(
+                    ErrorCode::BadProgress,
+                    "every changeset of one UPLOAD must have the same base version",
+                ));
             }
             fresh.push(c);
         }
@@ -683,13 +887,21 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         if base > self.latest_version() || base < own_sv {
             return Err(fail(
                 ErrorCode::BadProgress,
-                format!("upload base version {base} is outside {own_sv}..={}", self.latest_version()),
+                format!(
+                    "upload base version {base} is outside {own_sv}..={}",
+                    self.latest_version()
+                ),
             ));
         }
         let mut ours = Vec::with_capacity(fresh.len());
         for c in &fresh {
-            let instructions = decode_changeset(&c.body, &self.config.changeset_limits)
-                .map_err(|e| fail(ErrorCode::BadChangeset, format!("changeset {}: {e}", c.client_version)))?;
+            let instructions =
+                decode_changeset(&c.body, &self.config.changeset_limits).map_err(|e| {
+                    fail(
+                        ErrorCode::BadChangeset,
+                        format!("changeset {}: {e}", c.client_version),
+                    )
+                })?;
             self.check_schema_changes(&instructions)?;
             ours.push(Changeset {
                 meta: ChangesetMeta {
@@ -710,12 +922,19 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .collect();
         let mut decisions = Vec::new();
         let log = self.config.record_merge_decisions.then_some(&mut decisions);
-        transform(&mut ours, &mut theirs, log).map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
+        transform(&mut ours, &mut theirs, log)
+            .map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
         let mut changes = Changes::default();
-        let all: Vec<Instruction> = ours.iter().flat_map(|c| c.instructions.iter().cloned()).collect();
-        self.store
-            .apply(&all, &mut changes)
-            .map_err(|e| fail(ErrorCode::BadChangeset, format!("changeset does not apply: {e}")))?;
+        let all: Vec<Instruction> = ours
+            .iter()
+            .flat_map(|c| c.instructions.iter().cloned())
+            .collect();
+        self.store.apply(&all, &mut changes).map_err(|e| {
+            fail(
+                ErrorCode::BadChangeset,
+                format!("changeset does not apply: {e}"),
+            )
+        })?;
         let mut entries = Vec::with_capacity(ours.len());
         for (changeset, upload) in ours.into_iter().zip(&fresh) {
             let server_version = self.latest_version() + 1 + entries.len() as u64;
@@ -734,15 +953,22 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     }
 
     /// Appends integrated entries (already applied to the store) to the history.
-    fn append(&mut self, entries: Vec<HistoryEntry>, mut decisions: Vec<MergeDecision>) -> Result<(), SessionFailure> {
-        self.storage.append_history(&entries).map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+    fn append(
+        &mut self,
+        entries: Vec<HistoryEntry>,
+        mut decisions: Vec<MergeDecision>,
+    ) -> Result<(), SessionFailure> {
+        self.storage
+            .append_history(&entries)
+            .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
         self.needs_flush = true;
         self.state_cache = None;
         for entry in entries {
             let instructions = decode_changeset(&entry.body, &self.config.changeset_limits)
                 .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
             if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
-                file.integrations.push((entry.server_version, entry.client_version));
+                file.integrations
+                    .push((entry.server_version, entry.client_version));
             }
             self.events.push_back(ServerEvent::Integrated {
                 server_version: entry.server_version,
@@ -751,7 +977,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 instructions: instructions.clone(),
                 decisions: std::mem::take(&mut decisions),
             });
-            self.decoded.push(Changeset { meta: entry_meta(&entry), instructions });
+            self.decoded.push(Changeset {
+                meta: entry_meta(&entry),
+                instructions,
+            });
             self.history.push(entry);
         }
         for conn in self.connections.values_mut() {
@@ -770,12 +999,19 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         }
         for instruction in instructions {
             let unchanged = match instruction {
-                Instruction::AddCollection { name, kind, primary_key } => self
+                Instruction::AddCollection {
+                    name,
+                    kind,
+                    primary_key,
+                } => self
                     .store
                     .schema()
                     .collection(name)
                     .is_some_and(|c| c.kind == *kind && c.primary_key == *primary_key),
-                Instruction::AddProperty { collection, property } => self
+                Instruction::AddProperty {
+                    collection,
+                    property,
+                } => self
                     .store
                     .schema()
                     .collection(collection)
@@ -800,25 +1036,43 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         changeset: UploadChangeset,
     ) -> Result<(), SessionFailure> {
         let session = self.session_mut(connection, ident)?;
-        let Phase::Identified { file: file_ident, .. } = session.phase else {
+        let Phase::Identified {
+            file: file_ident, ..
+        } = session.phase
+        else {
             return Err(fail(ErrorCode::BadMessageOrder, "TRANSACT before IDENT"));
         };
-        let file = self.files.get(&file_ident).ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
+        let file = self
+            .files
+            .get(&file_ident)
+            .ok_or_else(|| fail(ErrorCode::BadClientFile, "client file vanished"))?;
         let (own_sv, own_cv) = file.last_integration();
         if changeset.client_version <= own_cv {
-            return Err(fail(ErrorCode::BadClientVersion, "TRANSACT with a client version already integrated"));
+            return Err(fail(
+                ErrorCode::BadClientVersion,
+                "TRANSACT with a client version already integrated",
+            ));
         }
         if changeset.last_integrated_server_version < own_sv {
-            return Err(fail(ErrorCode::TransactBeforeUpload, "TRANSACT based before this file's last integrated upload"));
+            return Err(fail(
+                ErrorCode::TransactBeforeUpload,
+                "TRANSACT based before this file's last integrated upload",
+            ));
         }
         let base = changeset.last_integrated_server_version;
         if base > self.latest_version() {
-            return Err(fail(ErrorCode::BadServerVersion, "TRANSACT base is ahead of the server"));
+            return Err(fail(
+                ErrorCode::BadServerVersion,
+                "TRANSACT base is ahead of the server",
+            ));
         }
         let instructions = decode_changeset(&changeset.body, &self.config.changeset_limits)
             .map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
         self.check_schema_changes(&instructions)?;
-        let objects: BTreeSet<(&str, &crate::value::PrimaryKey)> = instructions.iter().filter_map(Instruction::object).collect();
+        let objects: BTreeSet<(&str, &crate::value::PrimaryKey)> = instructions
+            .iter()
+            .filter_map(Instruction::object)
+            .collect();
         let schema_change = instructions.iter().any(|i| i.object().is_none());
         // Accepted only if nothing integrated since the transaction's base touched the same
         // objects; a schema change conflicts with everything and everything with it.
@@ -839,7 +1093,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         } else {
             let mut changes = Changes::default();
             match self.store.apply(&instructions, &mut changes) {
-                Err(e) => TransactResult::Rejected { code: ErrorCode::BadChangeset, reason: e.to_string() },
+                Err(e) => TransactResult::Rejected {
+                    code: ErrorCode::BadChangeset,
+                    reason: e.to_string(),
+                },
                 Ok(()) => {
                     let server_version = self.latest_version() + 1;
                     let entry = HistoryEntry {
@@ -857,7 +1114,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         };
         self.outbox.push_back((
             connection,
-            ServerMessage::Transact { session: ident, client_version: changeset.client_version, result },
+            ServerMessage::Transact {
+                session: ident,
+                client_version: changeset.client_version,
+                result,
+            },
         ));
         Ok(())
     }
@@ -871,23 +1132,45 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         offset: u64,
     ) -> Result<(), SessionFailure> {
         let latest = self.latest_version();
-        if server_version != 0 && (server_version > latest || salt != self.version_salt(server_version)) {
-            return Err(fail(ErrorCode::BadServerVersion, "STATE_REQUEST for a version this server does not have"));
+        if server_version != 0
+            && (server_version > latest || salt != self.version_salt(server_version))
+        {
+            return Err(fail(
+                ErrorCode::BadServerVersion,
+                "STATE_REQUEST for a version this server does not have",
+            ));
         }
         let cached = self.state_cache.as_ref().is_some_and(|(v, _)| *v == latest);
         if !cached {
-            self.state_cache = Some((latest, encode_changeset(&snapshot_instructions(&self.store))));
+            self.state_cache = Some((
+                latest,
+                encode_changeset(&snapshot_instructions(&self.store)),
+            ));
         }
-        let Some((version, bytes)) = self.state_cache.as_ref() else { return Ok(()) };
+        let Some((version, bytes)) = self.state_cache.as_ref() else {
+            return Ok(());
+        };
         if server_version != 0 && server_version != *version {
             // The state moved on while the client was fetching it: start over at the new version.
-            return Err(fail(ErrorCode::OtherSessionError, "the server state changed during the transfer; request it again"));
+            return Err(fail(
+                ErrorCode::OtherSessionError,
+                "the server state changed during the transfer; request it again",
+            ));
         }
-        let begin = usize::try_from(offset).ok().filter(|o| *o <= bytes.len()).ok_or_else(|| {
-            fail(ErrorCode::BadProgress, format!("STATE offset {offset} is past the end ({})", bytes.len()))
-        })?;
+        let begin = usize::try_from(offset)
+            .ok()
+            .filter(|o| *o <= bytes.len())
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::BadProgress,
+                    format!("STATE offset {offset} is past the end ({})", bytes.len()),
+                )
+            })?;
         let end = (begin + self.config.state_segment_bytes).min(bytes.len());
-        let segment = bytes.get(begin..end).map(<[u8]>::to_vec).unwrap_or_default();
+        let segment = bytes
+            .get(begin..end)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let msg = ServerMessage::State {
             session: ident,
             server_version: *version,
@@ -909,20 +1192,30 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .map(|(id, _)| *id)
             .collect();
         for connection in idle {
-            self.connection_error(connection, ErrorCode::ConnectionClosed, "no message for longer than the idle timeout");
+            self.connection_error(
+                connection,
+                ErrorCode::ConnectionClosed,
+                "no message for longer than the idle timeout",
+            );
         }
         let expired: Vec<(ConnectionId, SessionIdent)> = self
             .connections
             .iter()
             .flat_map(|(id, c)| {
-                c.sessions.iter().filter(|(_, s)| !s.failed && s.user.expires_at_ms <= now_ms).map(move |(sid, _)| (*id, *sid))
+                c.sessions
+                    .iter()
+                    .filter(|(_, s)| !s.failed && s.user.expires_at_ms <= now_ms)
+                    .map(move |(sid, _)| (*id, *sid))
             })
             .collect();
         for (connection, ident) in expired {
             self.session_error(
                 connection,
                 ident,
-                fail(ErrorCode::TokenExpired, "the access token expired; refresh it and bind again"),
+                fail(
+                    ErrorCode::TokenExpired,
+                    "the access token expired; refresh it and bind again",
+                ),
             );
         }
     }
@@ -932,8 +1225,16 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.connections
             .values()
             .flat_map(|c| {
-                std::iter::once(c.last_seen_ms.saturating_add(self.config.idle_timeout_ms + 1))
-                    .chain(c.sessions.values().filter(|s| !s.failed).map(|s| s.user.expires_at_ms))
+                std::iter::once(
+                    c.last_seen_ms
+                        .saturating_add(self.config.idle_timeout_ms + 1),
+                )
+                .chain(
+                    c.sessions
+                        .values()
+                        .filter(|s| !s.failed)
+                        .map(|s| s.user.expires_at_ms),
+                )
             })
             .min()
     }
@@ -958,22 +1259,42 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     fn build_next_download(&mut self) {
         let target = self.connections.iter().find_map(|(cid, c)| {
-            c.sessions.iter().find(|(_, s)| s.needs_download).map(|(sid, _)| (*cid, *sid))
+            c.sessions
+                .iter()
+                .find(|(_, s)| s.needs_download)
+                .map(|(sid, _)| (*cid, *sid))
         });
-        let Some((connection, ident)) = target else { return };
+        let Some((connection, ident)) = target else {
+            return;
+        };
         let latest = self.latest_version();
         let latest_salt = self.version_salt(latest);
-        let Some(session) = self.connections.get_mut(&connection).and_then(|c| c.sessions.get_mut(&ident)) else {
+        let Some(session) = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|c| c.sessions.get_mut(&ident))
+        else {
             return;
         };
         session.needs_download = false;
-        let Phase::Identified { file: file_ident, cursor } = session.phase else { return };
-        let Some(file) = self.files.get(&file_ident) else { return };
+        let Phase::Identified {
+            file: file_ident,
+            cursor,
+        } = session.phase
+        else {
+            return;
+        };
+        let Some(file) = self.files.get(&file_ident) else {
+            return;
+        };
         let mut changesets = Vec::new();
         let mut bytes = 0;
         let mut version = cursor.server_version;
-        while version < latest && (bytes < self.config.max_download_bytes || changesets.is_empty()) {
-            let Some(entry) = self.history.get(version as usize) else { break };
+        while version < latest && (bytes < self.config.max_download_bytes || changesets.is_empty())
+        {
+            let Some(entry) = self.history.get(version as usize) else {
+                break;
+            };
             if bytes + entry.body.len() > self.config.max_download_bytes && !changesets.is_empty() {
                 break;
             }
@@ -992,15 +1313,29 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             });
         }
         let (upload_sv, upload_cv) = file.last_integration();
-        let new_cursor = DownloadCursor { server_version: version, last_integrated_client_version: file.client_version_at(version) };
-        let downloadable_bytes: u64 = self.history.iter().skip(version as usize).map(|e| e.body.len() as u64).sum();
-        session.phase = Phase::Identified { file: file_ident, cursor: new_cursor };
+        let new_cursor = DownloadCursor {
+            server_version: version,
+            last_integrated_client_version: file.client_version_at(version),
+        };
+        let downloadable_bytes: u64 = self
+            .history
+            .iter()
+            .skip(version as usize)
+            .map(|e| e.body.len() as u64)
+            .sum();
+        session.phase = Phase::Identified {
+            file: file_ident,
+            cursor: new_cursor,
+        };
         if version < latest {
             session.needs_download = true;
         }
         let progress = SyncProgress {
             download: new_cursor,
-            upload: UploadCursor { client_version: upload_cv, last_integrated_server_version: upload_sv },
+            upload: UploadCursor {
+                client_version: upload_cv,
+                last_integrated_server_version: upload_sv,
+            },
             latest_server_version: latest,
             latest_server_version_salt: latest_salt,
         };
@@ -1013,10 +1348,19 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             changesets,
         };
         self.outbox.push_back((connection, msg));
-        let (reached, waiting): (Vec<_>, Vec<_>) = session.marks.drain(..).partition(|(_, target)| *target <= version);
+        let (reached, waiting): (Vec<_>, Vec<_>) = session
+            .marks
+            .drain(..)
+            .partition(|(_, target)| *target <= version);
         session.marks = waiting;
         for (request, _) in reached {
-            self.outbox.push_back((connection, ServerMessage::Mark { session: ident, request }));
+            self.outbox.push_back((
+                connection,
+                ServerMessage::Mark {
+                    session: ident,
+                    request,
+                },
+            ));
         }
     }
 
@@ -1024,27 +1368,46 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// history rewritten after a restore from backup gives different salts for the same versions,
     /// and a client that saw the old ones is told to reset.
     fn version_salt(&self, version: u64) -> u64 {
-        let Some(entry) = version.checked_sub(1).and_then(|i| self.history.get(i as usize)) else {
+        let Some(entry) = version
+            .checked_sub(1)
+            .and_then(|i| self.history.get(i as usize))
+        else {
             return self.history_salt;
         };
         let mut h = SplitMix64(self.history_salt ^ version.rotate_left(17));
-        let mut salt = h.next();
-        for word in [entry.origin_file_ident, entry.client_version, entry.origin_timestamp, entry.body.len() as u64] {
+        let mut salt = h.next_u64();
+        for word in [
+            entry.origin_file_ident,
+            entry.client_version,
+            entry.origin_timestamp,
+            entry.body.len() as u64,
+        ] {
             h.0 ^= word;
-            salt ^= h.next();
+            salt ^= h.next_u64();
         }
         (salt >> 1).max(1)
     }
 
-    fn session_mut(&mut self, connection: ConnectionId, ident: SessionIdent) -> Result<&mut Session, SessionFailure> {
+    fn session_mut(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+    ) -> Result<&mut Session, SessionFailure> {
         self.connections
             .get_mut(&connection)
             .and_then(|c| c.sessions.get_mut(&ident))
-            .ok_or_else(|| fail(ErrorCode::BadSessionIdent, format!("session {ident} is not bound")))
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::BadSessionIdent,
+                    format!("session {ident} is not bound"),
+                )
+            })
     }
 
     fn remove_session(&mut self, connection: ConnectionId, ident: SessionIdent) -> Option<Session> {
-        self.connections.get_mut(&connection).and_then(|c| c.sessions.remove(&ident))
+        self.connections
+            .get_mut(&connection)
+            .and_then(|c| c.sessions.remove(&ident))
     }
 
     fn release_file(&mut self, connection: ConnectionId, ident: SessionIdent, session: &Session) {
@@ -1059,46 +1422,87 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         }
     }
 
-    fn send_error(&mut self, connection: ConnectionId, session: SessionIdent, code: ErrorCode, message: String) {
-        self.events.push_back(ServerEvent::ErrorSent { connection, session, code, message: message.clone() });
-        self.outbox.push_back((connection, ServerMessage::Error { session, code, message, compensating: None }));
+    fn send_error(
+        &mut self,
+        connection: ConnectionId,
+        session: SessionIdent,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.events.push_back(ServerEvent::ErrorSent {
+            connection,
+            session,
+            code,
+            message: message.clone(),
+        });
+        self.outbox.push_back((
+            connection,
+            ServerMessage::Error {
+                session,
+                code,
+                message,
+                compensating: None,
+            },
+        ));
     }
 
     /// Ends a session after an error: the ERROR goes out, and the session stays as a failed
     /// placeholder that ignores everything until the client's UNBIND (answered with UNBOUND).
-    fn session_error(&mut self, connection: ConnectionId, ident: SessionIdent, failure: SessionFailure) {
+    fn session_error(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        failure: SessionFailure,
+    ) {
         if failure.code.is_connection_level() {
             return self.connection_error(connection, failure.code, failure.message);
         }
         if failure.code.action() != crate::protocol::ErrorAction::Warning {
             let placeholder = Session {
                 failed: true,
-                user: AuthenticatedUser { id: String::new(), expires_at_ms: u64::MAX },
+                user: AuthenticatedUser {
+                    id: String::new(),
+                    expires_at_ms: u64::MAX,
+                },
                 phase: Phase::Bound { file: None },
                 subscriptions: SubscriptionSet::default(),
                 marks: Vec::new(),
                 needs_download: false,
             };
-            let Some(conn) = self.connections.get_mut(&connection) else { return };
+            let Some(conn) = self.connections.get_mut(&connection) else {
+                return;
+            };
             if let Some(old) = conn.sessions.insert(ident, placeholder) {
                 self.release_file(connection, ident, &old);
                 if !old.failed {
-                    self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+                    self.events.push_back(ServerEvent::SessionEnded {
+                        connection,
+                        session: ident,
+                    });
                 }
             }
         }
         self.send_error(connection, ident, failure.code, failure.message);
     }
 
-    fn connection_error(&mut self, connection: ConnectionId, code: ErrorCode, message: impl Into<String>) {
+    fn connection_error(
+        &mut self,
+        connection: ConnectionId,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
         if let Some(conn) = self.connections.remove(&connection) {
             for (ident, session) in conn.sessions {
                 self.release_file(connection, ident, &session);
-                self.events.push_back(ServerEvent::SessionEnded { connection, session: ident });
+                self.events.push_back(ServerEvent::SessionEnded {
+                    connection,
+                    session: ident,
+                });
             }
             self.outbox.retain(|(c, _)| *c != connection);
             self.send_error(connection, 0, code, message.into());
-            self.events.push_back(ServerEvent::CloseConnection { connection });
+            self.events
+                .push_back(ServerEvent::CloseConnection { connection });
         }
     }
 }

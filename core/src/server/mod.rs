@@ -6,7 +6,10 @@ mod state;
 mod storage;
 
 pub use engine::{
-    AuthError, AuthenticatedUser, Authenticator, ConnectionId, EngineError, ServerConfig, ServerEngine, ServerEvent,
+    AuthError, AuthenticatedUser, Authenticator, ConnectionId, EngineError, ServerConfig,
+    ServerEngine, ServerEvent,
 };
 pub use state::snapshot_instructions;
-pub use storage::{ClientFileRecord, HistoryEntry, MemoryStorage, ServerStorage, StorageError, StoredState};
+pub use storage::{
+    ClientFileRecord, HistoryEntry, MemoryStorage, ServerStorage, StorageError, StoredState,
+};

@@ -15,14 +15,23 @@ pub fn snapshot_instructions(store: &Store) -> Vec<Instruction> {
             primary_key: collection.primary_key,
         });
         for property in collection.properties.values() {
-            out.push(Instruction::AddProperty { collection: collection.name.clone(), property: property.clone() });
+            out.push(Instruction::AddProperty {
+                collection: collection.name.clone(),
+                property: property.clone(),
+            });
         }
     }
     for name in schema.collections.keys() {
         for (key, doc) in store.objects(name) {
-            out.push(Instruction::CreateObject { collection: name.clone(), key: key.clone() });
+            out.push(Instruction::CreateObject {
+                collection: name.clone(),
+                key: key.clone(),
+            });
             for (field, value) in doc.iter().filter(|(f, _)| f.as_str() != PRIMARY_KEY) {
-                out.push(Instruction::Set { path: Path::field(name.clone(), key.clone(), field.clone()), value: value.clone() });
+                out.push(Instruction::Set {
+                    path: Path::field(name.clone(), key.clone(), field.clone()),
+                    value: value.clone(),
+                });
             }
         }
     }

@@ -106,7 +106,9 @@ impl MemoryStorage {
     /// Returns the entries that were dropped.
     pub fn restore_backup(&mut self, version: u64) -> Vec<HistoryEntry> {
         self.crash();
-        let keep = usize::try_from(version).unwrap_or(usize::MAX).min(self.durable.history.len());
+        let keep = usize::try_from(version)
+            .unwrap_or(usize::MAX)
+            .min(self.durable.history.len());
         self.durable.history.split_off(keep)
     }
 }

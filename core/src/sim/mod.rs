@@ -14,8 +14,8 @@ use std::fmt;
 
 use crate::changeset::Changeset;
 use crate::client::{
-    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, PersistedState, ResetMode, SessionConfig,
-    SessionEvent, SplitMix64,
+    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, PersistedState, ResetMode,
+    SessionConfig, SessionEvent, SplitMix64,
 };
 use crate::protocol::{
     decode_server_message, encode_client_message, encode_server_message, MessageLimits,
@@ -23,8 +23,8 @@ use crate::protocol::{
 };
 use crate::schema::Schema;
 use crate::server::{
-    snapshot_instructions, AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
-    ServerEngine, ServerEvent,
+    snapshot_instructions, AuthError, AuthenticatedUser, Authenticator, ConnectionId,
+    MemoryStorage, ServerConfig, ServerEngine, ServerEvent,
 };
 use crate::store::{Changes, Store};
 use crate::value::{Document, PrimaryKey};
@@ -134,8 +134,13 @@ pub struct SimAuth;
 impl Authenticator for SimAuth {
     fn authenticate(&self, token: &str, _now_ms: u64) -> Result<AuthenticatedUser, AuthError> {
         match token.strip_prefix("user:") {
-            Some(id) if !id.is_empty() => Ok(AuthenticatedUser { id: id.to_owned(), expires_at_ms: u64::MAX }),
-            _ => Err(AuthError::Invalid(format!("{token:?} is not a simulation token"))),
+            Some(id) if !id.is_empty() => Ok(AuthenticatedUser {
+                id: id.to_owned(),
+                expires_at_ms: u64::MAX,
+            }),
+            _ => Err(AuthError::Invalid(format!(
+                "{token:?} is not a simulation token"
+            ))),
         }
     }
 }
@@ -193,10 +198,13 @@ impl Simulation {
     pub fn new(config: SimConfig) -> Result<Self, SimFailure> {
         let mut rng = SplitMix64(config.seed);
         let schema = sim_schema();
-        let mut server_config = ServerConfig::new(schema.clone(), rng.next());
+        let mut server_config = ServerConfig::new(schema.clone(), rng.next_u64());
         server_config.state_segment_bytes = 512;
         let server = ServerEngine::new(server_config.clone(), MemoryStorage::new(), SimAuth)
-            .map_err(|e| SimFailure { seed: config.seed, reason: e.to_string() })?;
+            .map_err(|e| SimFailure {
+                seed: config.seed,
+                reason: e.to_string(),
+            })?;
         let clients = (0..config.clients)
             .map(|i| {
                 let mut conn = ClientConnection::new(
@@ -206,11 +214,15 @@ impl Simulation {
                         connect_timeout_ms: 5_000,
                         backoff_base_ms: 50,
                         backoff_max_ms: 2_000,
-                        seed: rng.next(),
+                        seed: rng.next_u64(),
                     },
                     0,
                 );
-                conn.add_session(ClientSession::new(SESSION, session_config(&schema, i, rng.next()), None));
+                conn.add_session(ClientSession::new(
+                    SESSION,
+                    session_config(&schema, i, rng.next_u64()),
+                    None,
+                ));
                 SimClient {
                     conn,
                     socket: None,
@@ -258,7 +270,10 @@ impl Simulation {
             reason.push('\n');
             reason.push_str(line);
         }
-        SimFailure { seed: self.config.seed, reason }
+        SimFailure {
+            seed: self.config.seed,
+            reason,
+        }
     }
 
     fn random_step(&mut self) -> Result<(), SimFailure> {
@@ -312,9 +327,11 @@ impl Simulation {
 
     fn random_write(&mut self, c: usize) -> Result<(), SimFailure> {
         let now = self.now;
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         let client = &mut self.clients[c];
-        let Some(session) = client.conn.session_mut(SESSION) else { return Ok(()) };
+        let Some(session) = client.conn.session_mut(SESSION) else {
+            return Ok(());
+        };
         let before = session.meta().last_client_version;
         let ops = 1 + seed % 4;
         let mut rng = SplitMix64(seed);
@@ -327,7 +344,10 @@ impl Simulation {
         match result {
             Ok(_) => {
                 self.report.writes += 1;
-                let version = self.clients[c].conn.session(SESSION).map_or(0, |s| s.meta().last_client_version);
+                let version = self.clients[c]
+                    .conn
+                    .session(SESSION)
+                    .map_or(0, |s| s.meta().last_client_version);
                 if version > before {
                     self.clients[c].written.push(version);
                 }
@@ -340,11 +360,15 @@ impl Simulation {
 
     fn random_transact(&mut self, c: usize) -> Result<(), SimFailure> {
         let now = self.now;
-        let seed = self.rng.next();
-        let Some(session) = self.clients[c].conn.session_mut(SESSION) else { return Ok(()) };
+        let seed = self.rng.next_u64();
+        let Some(session) = self.clients[c].conn.session_mut(SESSION) else {
+            return Ok(());
+        };
         let mut rng = SplitMix64(seed);
         // Refused when uploads are outstanding; that is the application's rule, not a failure.
-        let sent = session.transact(now, |tx| workload::random_op(tx, &mut rng).map_err(|e| e.to_string()));
+        let sent = session.transact(now, |tx| {
+            workload::random_op(tx, &mut rng).map_err(|e| e.to_string())
+        });
         let _ = sent;
         self.pump_client(c);
         Ok(())
@@ -355,13 +379,16 @@ impl Simulation {
         for c in 0..self.clients.len() {
             self.drop_connection(c);
         }
-        let Some(server) = self.server.take() else { return Ok(()) };
+        let Some(server) = self.server.take() else {
+            return Ok(());
+        };
         let mut storage = server.into_storage();
         let latest = storage.durable_history().len() as u64;
         let keep = latest - self.rng.below(latest.min(20) + 1);
         // What the backup lacks was acknowledged legitimately and is lost with the server's data.
         for entry in storage.restore_backup(keep) {
-            self.acknowledged.remove(&(entry.origin_file_ident, entry.client_version));
+            self.acknowledged
+                .remove(&(entry.origin_file_ident, entry.client_version));
         }
         let server = ServerEngine::new(self.server_config.clone(), storage, SimAuth)
             .map_err(|e| self.failure(format!("server restore: {e}")))?;
@@ -386,7 +413,9 @@ impl Simulation {
         for c in 0..self.clients.len() {
             self.drop_connection(c);
         }
-        let Some(server) = self.server.take() else { return Ok(()) };
+        let Some(server) = self.server.take() else {
+            return Ok(());
+        };
         let mut storage = server.into_storage();
         storage.crash();
         let server = ServerEngine::new(self.server_config.clone(), storage, SimAuth)
@@ -399,7 +428,7 @@ impl Simulation {
         self.report.client_restarts += 1;
         self.drop_connection(c);
         let schema = sim_schema();
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         let state = match self.clients[c].disk.clone() {
             None => None,
             Some(disk) => {
@@ -408,17 +437,30 @@ impl Simulation {
                 // Rebuild the object state from the persisted documents.
                 for ((collection, key), doc) in &disk.objects {
                     let mut tx = image.write();
-                    tx.create(collection, key.clone()).map_err(|e| self.failure(format!("restore: {e}")))?;
-                    for (field, value) in doc.iter().filter(|(f, _)| f.as_str() != crate::schema::PRIMARY_KEY) {
-                        let path = crate::changeset::Path::field(collection.clone(), key.clone(), field.clone());
-                        tx.set(path, value.clone()).map_err(|e| self.failure(format!("restore: {e}")))?;
+                    tx.create(collection, key.clone())
+                        .map_err(|e| self.failure(format!("restore: {e}")))?;
+                    for (field, value) in doc
+                        .iter()
+                        .filter(|(f, _)| f.as_str() != crate::schema::PRIMARY_KEY)
+                    {
+                        let path = crate::changeset::Path::field(
+                            collection.clone(),
+                            key.clone(),
+                            field.clone(),
+                        );
+                        tx.set(path, value.clone())
+                            .map_err(|e| self.failure(format!("restore: {e}")))?;
                     }
                     tx.commit();
                 }
                 store
                     .apply(&snapshot_instructions(&image), &mut Changes::default())
                     .map_err(|e| self.failure(format!("restore: {e}")))?;
-                Some(PersistedState { meta: disk.meta, store, pending: disk.pending })
+                Some(PersistedState {
+                    meta: disk.meta,
+                    store,
+                    pending: disk.pending,
+                })
             }
         };
         let session = ClientSession::new(SESSION, session_config(&schema, c, seed), state);
@@ -458,8 +500,12 @@ impl Simulation {
                 if *at > now {
                     break;
                 }
-                let Some((_, frame)) = self.clients[c].link.to_server.pop_front() else { break };
-                let Some(socket) = self.clients[c].socket else { break };
+                let Some((_, frame)) = self.clients[c].link.to_server.pop_front() else {
+                    break;
+                };
+                let Some(socket) = self.clients[c].socket else {
+                    break;
+                };
                 self.report.messages += 1;
                 if self.config.trace {
                     let line = match crate::protocol::decode_client_message(&frame, &self.limits) {
@@ -477,12 +523,18 @@ impl Simulation {
                 if *at > now {
                     break;
                 }
-                let Some((_, frame)) = self.clients[c].link.to_client.pop_front() else { break };
+                let Some((_, frame)) = self.clients[c].link.to_client.pop_front() else {
+                    break;
+                };
                 self.report.messages += 1;
-                let msg = decode_server_message(&frame, &self.limits)
-                    .map_err(|e| self.failure(format!("client {c} cannot decode a server frame: {e}")))?;
+                let msg = decode_server_message(&frame, &self.limits).map_err(|e| {
+                    self.failure(format!("client {c} cannot decode a server frame: {e}"))
+                })?;
                 if self.config.trace {
-                    self.trace.push(format!("{now:>7} server -> c{c}: {}", trace::server_message(&msg)));
+                    self.trace.push(format!(
+                        "{now:>7} server -> c{c}: {}",
+                        trace::server_message(&msg)
+                    ));
                 }
                 self.clients[c].conn.handle_message(now, msg);
                 self.pump_client(c);
@@ -544,7 +596,11 @@ impl Simulation {
 
     fn delivery_time(&mut self, c: usize, to_server: bool) -> u64 {
         let latency = self.latency();
-        let queue = if to_server { &self.clients[c].link.to_server } else { &self.clients[c].link.to_client };
+        let queue = if to_server {
+            &self.clients[c].link.to_server
+        } else {
+            &self.clients[c].link.to_client
+        };
         let last = queue.back().map_or(0, |(at, _)| *at);
         (self.now + latency).max(last)
     }
@@ -592,10 +648,14 @@ impl Simulation {
                 client.written.clear();
             }
             SessionEvent::DownloadComplete { .. } => self.report.marks += 1,
-            SessionEvent::Transact { result, client_version } => match result {
+            SessionEvent::Transact {
+                result,
+                client_version,
+            } => match result {
                 crate::protocol::TransactResult::Accepted { .. } => {
                     self.report.transacts.0 += 1;
-                    self.acknowledged.insert((client.file_ident, client_version));
+                    self.acknowledged
+                        .insert((client.file_ident, client_version));
                 }
                 _ => self.report.transacts.1 += 1,
             },
@@ -605,7 +665,10 @@ impl Simulation {
                 _ => {}
             },
             SessionEvent::Error(error) => {
-                client.last_error = Some(format!("{} at t={}: {}", error.code, self.now, error.message));
+                client.last_error = Some(format!(
+                    "{} at t={}: {}",
+                    error.code, self.now, error.message
+                ));
             }
             _ => {}
         }
@@ -614,11 +677,20 @@ impl Simulation {
     fn pump_server(&mut self) -> Result<(), SimFailure> {
         loop {
             let next = match self.server.as_mut() {
-                Some(server) => server.poll_transmit().map_err(|e| SimFailure { seed: self.config.seed, reason: e.to_string() })?,
+                Some(server) => server.poll_transmit().map_err(|e| SimFailure {
+                    seed: self.config.seed,
+                    reason: e.to_string(),
+                })?,
                 None => None,
             };
             let Some((connection, msg)) = next else { break };
-            let Some(c) = self.clients.iter().position(|cl| cl.socket == Some(connection)) else { continue };
+            let Some(c) = self
+                .clients
+                .iter()
+                .position(|cl| cl.socket == Some(connection))
+            else {
+                continue;
+            };
             let frame = encode_server_message(&msg);
             let at = self.delivery_time(c, false);
             self.clients[c].link.to_client.push_back((at, frame));
@@ -629,7 +701,11 @@ impl Simulation {
         };
         for event in events {
             if let ServerEvent::CloseConnection { connection } = event {
-                if let Some(c) = self.clients.iter().position(|cl| cl.socket == Some(connection)) {
+                if let Some(c) = self
+                    .clients
+                    .iter()
+                    .position(|cl| cl.socket == Some(connection))
+                {
                     // Let the final ERROR arrive, then close.
                     let at = self.delivery_time(c, false);
                     let _ = at;
@@ -677,22 +753,30 @@ impl Simulation {
     }
 
     fn quiescent(&self) -> bool {
-        let Some(server) = self.server.as_ref() else { return false };
+        let Some(server) = self.server.as_ref() else {
+            return false;
+        };
         let latest = server.latest_version();
         self.clients.iter().all(|c| {
             c.link.to_server.is_empty()
                 && c.link.to_client.is_empty()
                 && c.conn.session(SESSION).is_some_and(|s| {
-                    s.is_active() && s.pending().is_empty() && s.meta().download.server_version == latest
+                    s.is_active()
+                        && s.pending().is_empty()
+                        && s.meta().download.server_version == latest
                 })
         })
     }
 
     fn check(&mut self) -> Result<(), SimFailure> {
-        let Some(server) = self.server.as_ref() else { return Err(self.failure("no server")) };
+        let Some(server) = self.server.as_ref() else {
+            return Err(self.failure("no server"));
+        };
         let expected = server.store();
         for (i, client) in self.clients.iter().enumerate() {
-            let Some(session) = client.conn.session(SESSION) else { continue };
+            let Some(session) = client.conn.session(SESSION) else {
+                continue;
+            };
             if session.store() != expected {
                 return Err(self.failure(format!(
                     "client {i} diverged from the server: client digest {:x}, server digest {:x}\nclient: {:?}\nserver: {:?}",
@@ -735,7 +819,11 @@ fn session_config(schema: &Schema, index: usize, seed: u64) -> SessionConfig {
 pub fn everything() -> SubscriptionSet {
     SubscriptionSet {
         version: 0,
-        subscriptions: vec![Subscription { name: "all".into(), collection: "Item".into(), query: "TRUEPREDICATE".into() }],
+        subscriptions: vec![Subscription {
+            name: "all".into(),
+            collection: "Item".into(),
+            query: "TRUEPREDICATE".into(),
+        }],
     }
 }
 

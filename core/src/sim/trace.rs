@@ -37,7 +37,11 @@ pub fn client_message(msg: &ClientMessage) -> String {
 /// A server message on one line.
 pub fn server_message(msg: &ServerMessage) -> String {
     match msg {
-        ServerMessage::Download { progress, changesets, .. } => {
+        ServerMessage::Download {
+            progress,
+            changesets,
+            ..
+        } => {
             let parts: Vec<String> = changesets
                 .iter()
                 .map(|c| {

@@ -3,7 +3,9 @@
 use crate::changeset::{Path, PathElement};
 use crate::client::SplitMix64;
 use crate::protocol::{Subscription, SubscriptionSet};
-use crate::schema::{CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema};
+use crate::schema::{
+    CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema,
+};
 use crate::store::{ApplyError, WriteTransaction};
 use crate::value::{Document, Link, PrimaryKey, Value};
 
@@ -11,7 +13,13 @@ const ITEM: &str = "Item";
 const KEYS: u64 = 6;
 
 fn property(name: &str, ty: ScalarType, container: Container, optional: bool) -> Property {
-    Property { name: name.into(), ty, container, optional, indexed: false }
+    Property {
+        name: name.into(),
+        ty,
+        container,
+        optional,
+        indexed: false,
+    }
 }
 
 /// `Item` (int keys) with a field of every kind the instructions touch, and embedded `Sub`.
@@ -23,18 +31,44 @@ pub fn sim_schema() -> Schema {
             .with(property("c", ScalarType::Counter, Container::Single, true))
             .with(property("s", ScalarType::String, Container::Single, true))
             .with(property("tags", ScalarType::Int, Container::List, false))
-            .with(property("labels", ScalarType::String, Container::Set, false))
-            .with(property("attrs", ScalarType::Int, Container::Dictionary, false))
-            .with(property("sub", ScalarType::Embedded("Sub".into()), Container::Single, true))
-            .with(property("link", ScalarType::Link(ITEM.into()), Container::Single, true)),
+            .with(property(
+                "labels",
+                ScalarType::String,
+                Container::Set,
+                false,
+            ))
+            .with(property(
+                "attrs",
+                ScalarType::Int,
+                Container::Dictionary,
+                false,
+            ))
+            .with(property(
+                "sub",
+                ScalarType::Embedded("Sub".into()),
+                Container::Single,
+                true,
+            ))
+            .with(property(
+                "link",
+                ScalarType::Link(ITEM.into()),
+                Container::Single,
+                true,
+            )),
     );
     schema.insert(CollectionSchema {
         name: "Sub".into(),
         kind: CollectionKind::Embedded,
         primary_key: None,
         properties: [
-            ("x".to_owned(), property("x", ScalarType::Int, Container::Single, true)),
-            ("ys".to_owned(), property("ys", ScalarType::Int, Container::List, false)),
+            (
+                "x".to_owned(),
+                property("x", ScalarType::Int, Container::Single, true),
+            ),
+            (
+                "ys".to_owned(),
+                property("ys", ScalarType::Int, Container::List, false),
+            ),
         ]
         .into_iter()
         .collect(),
@@ -65,10 +99,21 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
         0 => tx.erase(ITEM, key.clone()),
         1 | 2 => tx.set(field("n"), Value::Int(small(rng))),
         3 | 4 => tx.add_integer(field("c"), 1 + small(rng) % 5),
-        5 => tx.set(field("s"), if rng.below(4) == 0 { Value::Null } else { Value::String(format!("s{}", small(rng))) }),
+        5 => tx.set(
+            field("s"),
+            if rng.below(4) == 0 {
+                Value::Null
+            } else {
+                Value::String(format!("s{}", small(rng)))
+            },
+        ),
         6 | 7 => {
             let len = list_len(&doc, "tags");
-            tx.list_insert(field("tags"), rng.below(len + 1) as u32, Value::Int(small(rng)))
+            tx.list_insert(
+                field("tags"),
+                rng.below(len + 1) as u32,
+                Value::Int(small(rng)),
+            )
         }
         8 => match list_len(&doc, "tags") {
             0 => tx.list_insert(field("tags"), 0, Value::Int(small(rng))),
@@ -91,7 +136,11 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
         }
         12 => tx.set_insert(field("labels"), Value::String(format!("l{}", rng.below(5)))),
         13 => tx.set_erase(field("labels"), Value::String(format!("l{}", rng.below(5)))),
-        14 => tx.dict_set(field("attrs"), &format!("k{}", rng.below(4)), Value::Int(small(rng))),
+        14 => tx.dict_set(
+            field("attrs"),
+            &format!("k{}", rng.below(4)),
+            Value::Int(small(rng)),
+        ),
         15 => tx.dict_erase(field("attrs"), &format!("k{}", rng.below(4))),
         16 => {
             let mut sub = Document::new();
@@ -100,13 +149,20 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
             tx.set(field("sub"), Value::Object(sub))
         }
         17 => match doc.get("sub") {
-            Some(Value::Object(_)) => tx.set(field("sub").child(PathElement::Field("x".into())), Value::Int(small(rng))),
+            Some(Value::Object(_)) => tx.set(
+                field("sub").child(PathElement::Field("x".into())),
+                Value::Int(small(rng)),
+            ),
             _ => tx.set(field("s"), Value::String("no sub".into())),
         },
         18 => match doc.get("sub") {
             Some(Value::Object(sub)) => {
                 let len = list_len(sub, "ys");
-                tx.list_insert(field("sub").child(PathElement::Field("ys".into())), rng.below(len + 1) as u32, Value::Int(small(rng)))
+                tx.list_insert(
+                    field("sub").child(PathElement::Field("ys".into())),
+                    rng.below(len + 1) as u32,
+                    Value::Int(small(rng)),
+                )
             }
             _ => tx.add_integer(field("c"), 1),
         },
@@ -114,7 +170,10 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
             let target = if rng.below(4) == 0 {
                 Value::Null
             } else {
-                Value::Link(Link { collection: ITEM.into(), key: PrimaryKey::Int(rng.below(KEYS) as i64) })
+                Value::Link(Link {
+                    collection: ITEM.into(),
+                    key: PrimaryKey::Int(rng.below(KEYS) as i64),
+                })
             };
             tx.set(field("link"), target)
         }
@@ -123,13 +182,29 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
 
 /// A random subscription set over `Item` (valid queries; versions are assigned by the session).
 pub fn random_subscriptions(rng: &mut SplitMix64) -> SubscriptionSet {
-    let queries = ["TRUEPREDICATE", "n >= 10", "n < 50 OR s == nil", "labels.@count > 0", "c BETWEEN {0, 1000}"];
+    let queries = [
+        "TRUEPREDICATE",
+        "n >= 10",
+        "n < 50 OR s == nil",
+        "labels.@count > 0",
+        "c BETWEEN {0, 1000}",
+    ];
     let count = 1 + rng.below(2) as usize;
     let subscriptions = (0..count)
         .map(|i| {
-            let q = queries.get(rng.below(queries.len() as u64) as usize).copied().unwrap_or("TRUEPREDICATE");
-            Subscription { name: format!("sub{i}"), collection: ITEM.into(), query: q.into() }
+            let q = queries
+                .get(rng.below(queries.len() as u64) as usize)
+                .copied()
+                .unwrap_or("TRUEPREDICATE");
+            Subscription {
+                name: format!("sub{i}"),
+                collection: ITEM.into(),
+                query: q.into(),
+            }
         })
         .collect();
-    SubscriptionSet { version: 0, subscriptions }
+    SubscriptionSet {
+        version: 0,
+        subscriptions,
+    }
 }
