@@ -1,0 +1,125 @@
+//! The client session against a misbehaving server: out-of-order messages, cursors that go
+//! backwards, undecodable changesets. Each becomes an error event with the right code; local
+//! data is never lost.
+
+use eddy_core::changeset::Path;
+use eddy_core::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
+use eddy_core::protocol::{
+    BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, ServerMessage, SyncProgress,
+};
+use eddy_core::sim::sim_schema;
+use eddy_core::value::{PrimaryKey, Value};
+
+fn session() -> ClientSession {
+    let config = SessionConfig {
+        path: "flx".into(),
+        access_token: "t".into(),
+        schema: sim_schema(),
+        reset_mode: ResetMode::Recover,
+        async_open: false,
+    };
+    ClientSession::new(1, config, None)
+}
+
+/// A session that is bound, identified and active at server version 0.
+fn active() -> ClientSession {
+    let mut s = session();
+    s.handle_connected();
+    s.handle_message(0, ServerMessage::Ident { session: 1, client_file_ident: 5, client_file_ident_salt: 6 });
+    s.handle_message(0, download(0, 0, vec![]));
+    assert!(s.is_active());
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+    s
+}
+
+fn download(version: u64, lirv: u64, changesets: Vec<DownloadChangeset>) -> ServerMessage {
+    ServerMessage::Download {
+        session: 1,
+        progress: SyncProgress {
+            download: DownloadCursor { server_version: version, last_integrated_client_version: lirv },
+            latest_server_version: version,
+            ..SyncProgress::default()
+        },
+        downloadable_bytes: 0,
+        batch_state: BatchState::SteadyState,
+        query_version: 0,
+        changesets,
+    }
+}
+
+fn errors(s: &mut ClientSession) -> Vec<ErrorCode> {
+    std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            SessionEvent::Error(error) => Some(error.code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn write_one(s: &mut ClientSession) {
+    s.write(1, |tx| {
+        tx.create("Item", PrimaryKey::Int(1))?;
+        tx.set(Path::field("Item", PrimaryKey::Int(1), "n"), Value::Int(3))
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_download_before_ident_is_an_error() {
+    let mut s = session();
+    s.handle_connected();
+    s.handle_message(0, download(1, 0, vec![]));
+    assert_eq!(errors(&mut s), vec![ErrorCode::BadMessageOrder]);
+    assert!(s.is_closed());
+}
+
+#[test]
+fn a_cursor_that_goes_backwards_is_bad_progress_and_keeps_local_writes() {
+    let mut s = active();
+    s.handle_message(0, download(3, 0, vec![]));
+    write_one(&mut s);
+    s.handle_message(0, download(2, 0, vec![]));
+    assert_eq!(errors(&mut s), vec![ErrorCode::BadProgress]);
+    assert_eq!(s.pending().len(), 1, "the local write is still pending");
+    assert!(s.store().get("Item", &PrimaryKey::Int(1)).is_some());
+    // The session asks the server to end it.
+    assert!(std::iter::from_fn(|| s.poll_transmit()).any(|m| matches!(m, ClientMessage::Unbind { .. })));
+}
+
+#[test]
+fn an_undecodable_changeset_is_bad_changeset() {
+    let mut s = active();
+    let garbage = DownloadChangeset {
+        server_version: 1,
+        last_integrated_client_version: 0,
+        origin_timestamp: 0,
+        origin_file_ident: 9,
+        original_size: 3,
+        body: vec![0x01, 0x7f, 0x7f],
+    };
+    s.handle_message(0, download(1, 0, vec![garbage]));
+    assert_eq!(errors(&mut s), vec![ErrorCode::BadChangeset]);
+}
+
+#[test]
+fn claims_about_versions_never_made_are_refused() {
+    let mut s = active();
+    s.handle_message(0, download(1, 7, vec![]));
+    assert_eq!(errors(&mut s), vec![ErrorCode::BadProgress]);
+}
+
+#[test]
+fn uploads_wait_for_the_previous_acknowledgement() {
+    let mut s = active();
+    write_one(&mut s);
+    let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert!(matches!(&sent[..], [ClientMessage::Upload { changesets, .. }] if changesets.len() == 1));
+    s.write(2, |tx| tx.add_integer(Path::field("Item", PrimaryKey::Int(1), "c"), 1)).unwrap();
+    assert!(s.poll_transmit().is_none(), "one UPLOAD at a time");
+    s.handle_message(0, download(1, 1, vec![]));
+    let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert!(matches!(&sent[..], [ClientMessage::Upload { changesets, .. }]
+        if changesets.len() == 1 && changesets[0].client_version == 2 && changesets[0].last_integrated_server_version == 1));
+    assert_eq!(s.pending().len(), 1);
+}
