@@ -5,7 +5,8 @@
 use eddy_core::changeset::Path;
 use eddy_core::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
 use eddy_core::protocol::{
-    BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, ServerMessage, SyncProgress,
+    BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, ServerMessage,
+    SyncProgress,
 };
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{PrimaryKey, Value};
@@ -25,7 +26,14 @@ fn session() -> ClientSession {
 fn active() -> ClientSession {
     let mut s = session();
     s.handle_connected();
-    s.handle_message(0, ServerMessage::Ident { session: 1, client_file_ident: 5, client_file_ident_salt: 6 });
+    s.handle_message(
+        0,
+        ServerMessage::Ident {
+            session: 1,
+            client_file_ident: 5,
+            client_file_ident_salt: 6,
+        },
+    );
     s.handle_message(0, download(0, 0, vec![]));
     assert!(s.is_active());
     while s.poll_transmit().is_some() {}
@@ -37,7 +45,10 @@ fn download(version: u64, lirv: u64, changesets: Vec<DownloadChangeset>) -> Serv
     ServerMessage::Download {
         session: 1,
         progress: SyncProgress {
-            download: DownloadCursor { server_version: version, last_integrated_client_version: lirv },
+            download: DownloadCursor {
+                server_version: version,
+                last_integrated_client_version: lirv,
+            },
             latest_server_version: version,
             ..SyncProgress::default()
         },
@@ -84,7 +95,9 @@ fn a_cursor_that_goes_backwards_is_bad_progress_and_keeps_local_writes() {
     assert_eq!(s.pending().len(), 1, "the local write is still pending");
     assert!(s.store().get("Item", &PrimaryKey::Int(1)).is_some());
     // The session asks the server to end it.
-    assert!(std::iter::from_fn(|| s.poll_transmit()).any(|m| matches!(m, ClientMessage::Unbind { .. })));
+    assert!(
+        std::iter::from_fn(|| s.poll_transmit()).any(|m| matches!(m, ClientMessage::Unbind { .. }))
+    );
 }
 
 #[test]
@@ -114,12 +127,19 @@ fn uploads_wait_for_the_previous_acknowledgement() {
     let mut s = active();
     write_one(&mut s);
     let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
-    assert!(matches!(&sent[..], [ClientMessage::Upload { changesets, .. }] if changesets.len() == 1));
-    s.write(2, |tx| tx.add_integer(Path::field("Item", PrimaryKey::Int(1), "c"), 1)).unwrap();
+    assert!(
+        matches!(&sent[..], [ClientMessage::Upload { changesets, .. }] if changesets.len() == 1)
+    );
+    s.write(2, |tx| {
+        tx.add_integer(Path::field("Item", PrimaryKey::Int(1), "c"), 1)
+    })
+    .unwrap();
     assert!(s.poll_transmit().is_none(), "one UPLOAD at a time");
     s.handle_message(0, download(1, 1, vec![]));
     let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
-    assert!(matches!(&sent[..], [ClientMessage::Upload { changesets, .. }]
-        if changesets.len() == 1 && changesets[0].client_version == 2 && changesets[0].last_integrated_server_version == 1));
+    assert!(
+        matches!(&sent[..], [ClientMessage::Upload { changesets, .. }]
+        if changesets.len() == 1 && changesets[0].client_version == 2 && changesets[0].last_integrated_server_version == 1)
+    );
     assert_eq!(s.pending().len(), 1);
 }

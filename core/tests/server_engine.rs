@@ -5,11 +5,12 @@
 
 use eddy_core::changeset::{encode_changeset, Instruction, Path};
 use eddy_core::protocol::{
-    encode_client_message, ClientMessage, DownloadCursor, ErrorCode, ServerMessage, Subscription, SubscriptionSet,
-    TransactResult, UploadChangeset,
+    encode_client_message, ClientMessage, DownloadCursor, ErrorCode, ServerMessage, Subscription,
+    SubscriptionSet, TransactResult, UploadChangeset,
 };
 use eddy_core::server::{
-    AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig, ServerEngine, ServerEvent,
+    AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
+    ServerEngine, ServerEvent,
 };
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{PrimaryKey, Value};
@@ -20,7 +21,10 @@ struct TestAuth;
 impl Authenticator for TestAuth {
     fn authenticate(&self, token: &str, now_ms: u64) -> Result<AuthenticatedUser, AuthError> {
         if let Some(user) = token.strip_prefix("good:") {
-            return Ok(AuthenticatedUser { id: user.into(), expires_at_ms: 1_000_000 });
+            return Ok(AuthenticatedUser {
+                id: user.into(),
+                expires_at_ms: 1_000_000,
+            });
         }
         if token.starts_with("expired:") || now_ms >= 1_000_000 {
             return Err(AuthError::Expired);
@@ -37,15 +41,23 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let config = ServerConfig::new(sim_schema(), 42);
-        Harness { engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(), now: 1 }
+        Harness {
+            engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(),
+            now: 1,
+        }
     }
 
     fn connect(&mut self, conn: ConnectionId) {
         self.engine.handle_connect(conn, self.now);
     }
 
-    fn send(&mut self, conn: ConnectionId, msg: ClientMessage) -> Vec<(ConnectionId, ServerMessage)> {
-        self.engine.handle_frame(conn, self.now, &encode_client_message(&msg));
+    fn send(
+        &mut self,
+        conn: ConnectionId,
+        msg: ClientMessage,
+    ) -> Vec<(ConnectionId, ServerMessage)> {
+        self.engine
+            .handle_frame(conn, self.now, &encode_client_message(&msg));
         self.drain()
     }
 
@@ -67,19 +79,32 @@ impl Harness {
         self.connect(conn);
         let out = self.send(conn, bind(1, &format!("good:{user}"), true));
         let (ident, salt) = match &out[..] {
-            [(_, ServerMessage::Ident { client_file_ident, client_file_ident_salt, .. })] => {
-                (*client_file_ident, *client_file_ident_salt)
-            }
+            [(
+                _,
+                ServerMessage::Ident {
+                    client_file_ident,
+                    client_file_ident_salt,
+                    ..
+                },
+            )] => (*client_file_ident, *client_file_ident_salt),
             other => panic!("expected IDENT, got {other:?}"),
         };
         let out = self.send(conn, ident_msg(1, ident, salt, DownloadCursor::default()));
-        assert!(matches!(out[..], [(_, ServerMessage::Download { .. })]), "expected the first DOWNLOAD, got {out:?}");
+        assert!(
+            matches!(out[..], [(_, ServerMessage::Download { .. })]),
+            "expected the first DOWNLOAD, got {out:?}"
+        );
         (ident, salt)
     }
 }
 
 fn bind(session: u64, token: &str, need_ident: bool) -> ClientMessage {
-    ClientMessage::Bind { session, path: "flx".into(), access_token: token.into(), need_client_file_ident: need_ident }
+    ClientMessage::Bind {
+        session,
+        path: "flx".into(),
+        access_token: token.into(),
+        need_client_file_ident: need_ident,
+    }
 }
 
 fn ident_msg(session: u64, ident: u64, salt: u64, download: DownloadCursor) -> ClientMessage {
@@ -96,12 +121,24 @@ fn ident_msg(session: u64, ident: u64, salt: u64, download: DownloadCursor) -> C
 
 fn create_item(key: i64, n: i64) -> Vec<Instruction> {
     vec![
-        Instruction::CreateObject { collection: "Item".into(), key: PrimaryKey::Int(key) },
-        Instruction::Set { path: Path::field("Item", PrimaryKey::Int(key), "n"), value: Value::Int(n) },
+        Instruction::CreateObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(key),
+        },
+        Instruction::Set {
+            path: Path::field("Item", PrimaryKey::Int(key), "n"),
+            value: Value::Int(n),
+        },
     ]
 }
 
-fn upload(session: u64, ident: u64, version: u64, base: u64, instructions: &[Instruction]) -> ClientMessage {
+fn upload(
+    session: u64,
+    ident: u64,
+    version: u64,
+    base: u64,
+    instructions: &[Instruction],
+) -> ClientMessage {
     ClientMessage::Upload {
         session,
         changesets: vec![UploadChangeset {
@@ -138,7 +175,9 @@ fn malformed_frames_close_only_that_connection() {
     assert!(error_code(&h.drain()).is_some());
     // The first connection keeps syncing.
     let out = h.send(1, upload(1, ident, 1, 0, &create_item(1, 5)));
-    assert!(matches!(&out[..], [(1, ServerMessage::Download { progress, .. })] if progress.upload.client_version == 1));
+    assert!(
+        matches!(&out[..], [(1, ServerMessage::Download { progress, .. })] if progress.upload.client_version == 1)
+    );
     assert_eq!(h.engine.latest_version(), 1);
 }
 
@@ -148,7 +187,11 @@ fn oversized_frames_are_refused_with_limits_exceeded() {
     config.message_limits.max_message_bytes = 64;
     let mut engine = ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap();
     engine.handle_connect(1, 0);
-    engine.handle_frame(1, 0, &encode_client_message(&bind(1, &format!("good:{}", "x".repeat(100)), true)));
+    engine.handle_frame(
+        1,
+        0,
+        &encode_client_message(&bind(1, &format!("good:{}", "x".repeat(100)), true)),
+    );
     let out: Vec<_> = std::iter::from_fn(|| engine.poll_transmit().unwrap()).collect();
     assert_eq!(error_code(&out), Some((0, ErrorCode::LimitsExceeded)));
 }
@@ -173,8 +216,15 @@ fn messages_out_of_order_get_the_right_codes() {
     h.send(3, bind(1, "good:bob", false));
     let out = h.send(3, ident_msg(1, 12345, 678, DownloadCursor::default()));
     assert_eq!(error_code(&out), Some((1, ErrorCode::BadClientFileIdent)));
-    assert!(h.send(3, upload(1, 12345, 2, 0, &create_item(1, 1))).is_empty(), "a failed session ignores messages");
-    assert!(matches!(&h.send(3, ClientMessage::Unbind { session: 1 })[..], [(3, ServerMessage::Unbound { session: 1 })]));
+    assert!(
+        h.send(3, upload(1, 12345, 2, 0, &create_item(1, 1)))
+            .is_empty(),
+        "a failed session ignores messages"
+    );
+    assert!(matches!(
+        &h.send(3, ClientMessage::Unbind { session: 1 })[..],
+        [(3, ServerMessage::Unbound { session: 1 })]
+    ));
     // Binding the same ident twice on one connection.
     h.send(3, bind(3, "good:bob", true));
     let out = h.send(3, bind(3, "good:bob", true));
@@ -194,9 +244,21 @@ fn cursors_and_versions_that_go_wrong_are_refused() {
     h.send(2, bind(1, "good:alice", false));
     let out = h.send(
         2,
-        ident_msg(1, ident, 0, DownloadCursor { server_version: 0, last_integrated_client_version: 0 }),
+        ident_msg(
+            1,
+            ident,
+            0,
+            DownloadCursor {
+                server_version: 0,
+                last_integrated_client_version: 0,
+            },
+        ),
     );
-    assert_eq!(error_code(&out), Some((1, ErrorCode::BadClientFileIdent)), "wrong salt");
+    assert_eq!(
+        error_code(&out),
+        Some((1, ErrorCode::BadClientFileIdent)),
+        "wrong salt"
+    );
 }
 
 #[test]
@@ -225,7 +287,10 @@ fn origin_and_versions_in_uploads_are_checked() {
 
     // A changeset that does not apply (writes to an object that does not exist).
     let (ident, _) = h.open(3, "carol");
-    let set = vec![Instruction::Set { path: Path::field("Item", PrimaryKey::Int(77), "n"), value: Value::Int(1) }];
+    let set = vec![Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(77), "n"),
+        value: Value::Int(1),
+    }];
     let out = h.send(3, upload(1, ident, 1, 0, &set));
     assert_eq!(error_code(&out), Some((1, ErrorCode::BadChangeset)));
     assert_eq!(h.engine.latest_version(), 0, "nothing was integrated");
@@ -245,24 +310,52 @@ fn re_uploads_are_idempotent() {
 fn tokens_bad_expired_forged_and_refreshed() {
     let mut h = Harness::new();
     h.connect(1);
-    assert_eq!(error_code(&h.send(1, bind(1, "forged", true))), Some((1, ErrorCode::BadAuthentication)));
-    assert_eq!(error_code(&h.send(1, bind(2, "expired:alice", true))), Some((2, ErrorCode::TokenExpired)));
+    assert_eq!(
+        error_code(&h.send(1, bind(1, "forged", true))),
+        Some((1, ErrorCode::BadAuthentication))
+    );
+    assert_eq!(
+        error_code(&h.send(1, bind(2, "expired:alice", true))),
+        Some((2, ErrorCode::TokenExpired))
+    );
     // A failed bind is answered like any ended session: UNBIND, then BIND again.
-    assert!(matches!(&h.send(1, ClientMessage::Unbind { session: 2 })[..], [(_, ServerMessage::Unbound { .. })]));
+    assert!(matches!(
+        &h.send(1, ClientMessage::Unbind { session: 2 })[..],
+        [(_, ServerMessage::Unbound { .. })]
+    ));
     let out = h.send(1, bind(2, "good:alice", true));
     assert!(matches!(&out[..], [(_, ServerMessage::Ident { .. })]));
     // REFRESH for another user is refused.
     let (_, _) = h.open(2, "bob");
-    let out = h.send(2, ClientMessage::Refresh { session: 1, access_token: "good:mallory".into() });
+    let out = h.send(
+        2,
+        ClientMessage::Refresh {
+            session: 1,
+            access_token: "good:mallory".into(),
+        },
+    );
     assert_eq!(error_code(&out), Some((1, ErrorCode::UserMismatch)));
     // Token expiry mid-session ends the session with TokenExpired.
     let (_, _) = h.open(3, "carol");
     h.now = 999_000;
-    h.send(3, ClientMessage::Ping { timestamp: 1, rtt: 0 });
+    h.send(
+        3,
+        ClientMessage::Ping {
+            timestamp: 1,
+            rtt: 0,
+        },
+    );
     h.now = 1_000_000;
     h.engine.handle_timeout(h.now);
     let out = h.drain();
-    assert!(out.iter().any(|(c, m)| *c == 3 && matches!(m, ServerMessage::Error { code: ErrorCode::TokenExpired, .. })));
+    assert!(out.iter().any(|(c, m)| *c == 3
+        && matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::TokenExpired,
+                ..
+            }
+        )));
 }
 
 #[test]
@@ -282,8 +375,17 @@ fn a_newer_session_for_the_same_file_supersedes_the_older() {
     h.connect(2);
     h.send(2, bind(1, "good:alice", false));
     let out = h.send(2, ident_msg(1, ident, salt, DownloadCursor::default()));
-    assert!(out.iter().any(|(c, m)| *c == 1 && matches!(m, ServerMessage::Error { code: ErrorCode::Superseded, .. })));
-    assert!(out.iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Download { .. })));
+    assert!(out.iter().any(|(c, m)| *c == 1
+        && matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Superseded,
+                ..
+            }
+        )));
+    assert!(out
+        .iter()
+        .any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Download { .. })));
 }
 
 #[test]
@@ -292,27 +394,86 @@ fn invalid_subscriptions_get_query_error_and_the_session_goes_on() {
     let (ident, _) = h.open(1, "alice");
     let bad = SubscriptionSet {
         version: 1,
-        subscriptions: vec![Subscription { name: "s".into(), collection: "Item".into(), query: "n == ".into() }],
+        subscriptions: vec![Subscription {
+            name: "s".into(),
+            collection: "Item".into(),
+            query: "n == ".into(),
+        }],
     };
-    let out = h.send(1, ClientMessage::Query { session: 1, subscriptions: bad });
+    let out = h.send(
+        1,
+        ClientMessage::Query {
+            session: 1,
+            subscriptions: bad,
+        },
+    );
     match &out[..] {
-        [(_, ServerMessage::QueryError { query_version: 1, code: ErrorCode::BadQuery, message, .. })] => {
+        [(
+            _,
+            ServerMessage::QueryError {
+                query_version: 1,
+                code: ErrorCode::BadQuery,
+                message,
+                ..
+            },
+        )] => {
             assert!(message.contains("offset"), "{message}");
         }
         other => panic!("expected QUERY_ERROR, got {other:?}"),
     }
     let unknown = SubscriptionSet {
         version: 2,
-        subscriptions: vec![Subscription { name: "s".into(), collection: "Item".into(), query: "nope == 1".into() }],
+        subscriptions: vec![Subscription {
+            name: "s".into(),
+            collection: "Item".into(),
+            query: "nope == 1".into(),
+        }],
     };
-    let out = h.send(1, ClientMessage::Query { session: 1, subscriptions: unknown });
-    assert!(matches!(&out[..], [(_, ServerMessage::QueryError { query_version: 2, .. })]));
+    let out = h.send(
+        1,
+        ClientMessage::Query {
+            session: 1,
+            subscriptions: unknown,
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [(
+            _,
+            ServerMessage::QueryError {
+                query_version: 2,
+                ..
+            }
+        )]
+    ));
     let good = SubscriptionSet {
         version: 3,
-        subscriptions: vec![Subscription { name: "s".into(), collection: "Item".into(), query: "n > 3".into() }],
+        subscriptions: vec![Subscription {
+            name: "s".into(),
+            collection: "Item".into(),
+            query: "n > 3".into(),
+        }],
     };
-    let out = h.send(1, ClientMessage::Query { session: 1, subscriptions: good });
-    assert!(matches!(&out[..], [(_, ServerMessage::Download { query_version: 3, .. })]), "{out:?}");
+    let out = h.send(
+        1,
+        ClientMessage::Query {
+            session: 1,
+            subscriptions: good,
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [(
+                _,
+                ServerMessage::Download {
+                    query_version: 3,
+                    ..
+                }
+            )]
+        ),
+        "{out:?}"
+    );
     let out = h.send(1, upload(1, ident, 1, 0, &create_item(1, 5)));
     assert!(error_code(&out).is_none());
 }
@@ -338,12 +499,21 @@ fn transactions_are_accepted_or_rejected_on_conflict() {
     let out = h.send(2, tx(1, 0, 1));
     assert!(out.iter().any(|(_, m)| matches!(
         m,
-        ServerMessage::Transact { result: TransactResult::Rejected { code: ErrorCode::TransactConflict, .. }, .. }
+        ServerMessage::Transact {
+            result: TransactResult::Rejected {
+                code: ErrorCode::TransactConflict,
+                ..
+            },
+            ..
+        }
     )));
     let out = h.send(2, tx(2, 1, 2));
     assert!(out.iter().any(|(_, m)| matches!(
         m,
-        ServerMessage::Transact { result: TransactResult::Accepted { server_version: 2 }, .. }
+        ServerMessage::Transact {
+            result: TransactResult::Accepted { server_version: 2 },
+            ..
+        }
     )));
     assert_eq!(h.engine.latest_version(), 2);
 }
@@ -352,7 +522,10 @@ fn transactions_are_accepted_or_rejected_on_conflict() {
 fn state_is_sent_in_segments_and_marks_follow_downloads() {
     let mut config = ServerConfig::new(sim_schema(), 3);
     config.state_segment_bytes = 16;
-    let mut h = Harness { engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(), now: 1 };
+    let mut h = Harness {
+        engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(),
+        now: 1,
+    };
     let (ident, _) = h.open(1, "alice");
     let many: Vec<Instruction> = (0..20).flat_map(|k| create_item(k, k)).collect();
     h.send(1, upload(1, ident, 1, 0, &many));
@@ -363,9 +536,23 @@ fn state_is_sent_in_segments_and_marks_follow_downloads() {
     loop {
         let out = h.send(
             2,
-            ClientMessage::StateRequest { session: 1, server_version: 0, server_version_salt: 0, offset },
+            ClientMessage::StateRequest {
+                session: 1,
+                server_version: 0,
+                server_version_salt: 0,
+                offset,
+            },
         );
-        let [(_, ServerMessage::State { begin_offset, total_size, segment, .. })] = &out[..] else {
+        let [(
+            _,
+            ServerMessage::State {
+                begin_offset,
+                total_size,
+                segment,
+                ..
+            },
+        )] = &out[..]
+        else {
             panic!("expected STATE, got {out:?}")
         };
         assert_eq!(*begin_offset, offset);
@@ -377,10 +564,25 @@ fn state_is_sent_in_segments_and_marks_follow_downloads() {
         }
     }
     let instructions = eddy_core::changeset::decode_changeset(&bytes, &Default::default()).unwrap();
-    assert_eq!(instructions.iter().filter(|i| matches!(i, Instruction::CreateObject { .. })).count(), 20);
+    assert_eq!(
+        instructions
+            .iter()
+            .filter(|i| matches!(i, Instruction::CreateObject { .. }))
+            .count(),
+        20
+    );
     // A MARK when already caught up is answered at once.
-    let out = h.send(1, ClientMessage::Mark { session: 1, request: 7 });
-    assert!(matches!(&out[..], [(_, ServerMessage::Mark { request: 7, .. })]));
+    let out = h.send(
+        1,
+        ClientMessage::Mark {
+            session: 1,
+            request: 7,
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [(_, ServerMessage::Mark { request: 7, .. })]
+    ));
 }
 
 #[test]
@@ -388,13 +590,35 @@ fn client_version_requests_reveal_nothing_about_foreign_files() {
     let mut h = Harness::new();
     let (ident, salt) = h.open(1, "alice");
     h.send(1, upload(1, ident, 1, 0, &create_item(1, 1)));
-    let ask = |ident, salt| ClientMessage::ClientVersionRequest { session: 1, client_file_ident: ident, client_file_ident_salt: salt };
+    let ask = |ident, salt| ClientMessage::ClientVersionRequest {
+        session: 1,
+        client_file_ident: ident,
+        client_file_ident_salt: salt,
+    };
     let out = h.send(1, ask(ident, salt));
-    assert!(matches!(&out[..], [(_, ServerMessage::ClientVersion { client_version: 1, .. })]));
+    assert!(matches!(
+        &out[..],
+        [(
+            _,
+            ServerMessage::ClientVersion {
+                client_version: 1,
+                ..
+            }
+        )]
+    ));
     h.connect(2);
     h.send(2, bind(1, "good:mallory", true));
     let out = h.send(2, ask(ident, salt));
-    assert!(matches!(&out[..], [(_, ServerMessage::ClientVersion { client_version: 0, .. })]));
+    assert!(matches!(
+        &out[..],
+        [(
+            _,
+            ServerMessage::ClientVersion {
+                client_version: 0,
+                ..
+            }
+        )]
+    ));
 }
 
 #[test]
@@ -422,7 +646,10 @@ fn schema_changes_need_development_mode() {
 
     let mut config = ServerConfig::new(sim_schema(), 5);
     config.development_mode = true;
-    let mut dev = Harness { engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(), now: 1 };
+    let mut dev = Harness {
+        engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(),
+        now: 1,
+    };
     let (ident, _) = dev.open(1, "alice");
     let out = dev.send(1, upload(1, ident, 1, 0, &add));
     assert!(error_code(&out).is_none(), "{out:?}");
@@ -434,10 +661,21 @@ fn acknowledgements_wait_for_a_flush() {
     let mut h = Harness::new();
     let (ident, _) = h.open(1, "alice");
     let before = h.engine.storage().flushes;
-    h.engine.handle_frame(1, h.now, &encode_client_message(&upload(1, ident, 1, 0, &create_item(1, 1))));
-    assert!(h.engine.storage().durable_history().is_empty(), "nothing is durable before poll_transmit");
+    h.engine.handle_frame(
+        1,
+        h.now,
+        &encode_client_message(&upload(1, ident, 1, 0, &create_item(1, 1))),
+    );
+    assert!(
+        h.engine.storage().durable_history().is_empty(),
+        "nothing is durable before poll_transmit"
+    );
     let first = h.engine.poll_transmit().unwrap();
     assert!(first.is_some());
-    assert_eq!(h.engine.storage().durable_history().len(), 1, "the ack went out only after the flush");
+    assert_eq!(
+        h.engine.storage().durable_history().len(),
+        1,
+        "the ack went out only after the flush"
+    );
     assert_eq!(h.engine.storage().flushes, before + 1);
 }

@@ -51,8 +51,20 @@ pub struct SessionConfig {
     pub async_open: bool,
 }
 
+/// A transaction sent with TRANSACT whose outcome is not known yet. It is persisted, so that a
+/// client restarted in the meantime still applies it if the server integrated it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutstandingTransaction {
+    /// Its client version.
+    pub client_version: u64,
+    /// When it was made.
+    pub origin_timestamp: u64,
+    /// Its instructions (not applied locally until the server accepts them).
+    pub instructions: Vec<Instruction>,
+}
+
 /// The identity and cursors of a client file: what must be persisted besides objects and history.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FileMeta {
     /// The server-allocated client file ident (0 until allocated).
     pub client_file_ident: u64,
@@ -68,6 +80,8 @@ pub struct FileMeta {
     pub last_client_version: u64,
     /// The current subscription set.
     pub subscriptions: SubscriptionSet,
+    /// The outstanding transaction, if any.
+    pub transaction: Option<OutstandingTransaction>,
 }
 
 /// Everything a session needs to resume after a restart.
@@ -227,7 +241,6 @@ pub struct ClientSession {
     in_flight: u64,
     /// The highest client version the server reported integrated.
     acknowledged: u64,
-    transact_in_flight: Option<(u64, Vec<Instruction>, u64)>,
     subscription_state: SubscriptionState,
     subscriptions_sent: u64,
     next_mark: u64,
@@ -265,7 +278,6 @@ impl ClientSession {
             pending,
             in_flight: 0,
             acknowledged: 0,
-            transact_in_flight: None,
             subscription_state,
             subscriptions_sent: 0,
             next_mark: 1,
@@ -363,7 +375,7 @@ impl ClientSession {
         if self.phase != Phase::Active
             || !self.pending.is_empty()
             || self.in_flight != 0
-            || self.transact_in_flight.is_some()
+            || self.meta.transaction.is_some()
         {
             return Err(bug(
                 "a transaction needs an active session with every local change uploaded; wait for upload completion first"
@@ -384,7 +396,12 @@ impl ClientSession {
             origin_file_ident: self.meta.client_file_ident,
             body: encode_changeset(&instructions),
         };
-        self.transact_in_flight = Some((version, instructions, now_ms));
+        self.meta.transaction = Some(OutstandingTransaction {
+            client_version: version,
+            origin_timestamp: now_ms,
+            instructions,
+        });
+        self.persist(Vec::new());
         self.outbox.push_back(ClientMessage::Transact {
             session: self.ident,
             changeset,
@@ -692,9 +709,10 @@ impl ClientSession {
             self.pending
                 .retain(|p| p.meta.version > dc.last_integrated_client_version);
             if self
-                .transact_in_flight
+                .meta
+                .transaction
                 .as_ref()
-                .is_some_and(|(v, _, _)| *v <= dc.last_integrated_client_version)
+                .is_some_and(|t| t.client_version <= dc.last_integrated_client_version)
             {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
             }
@@ -741,7 +759,7 @@ impl ClientSession {
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
         self.pending
             .retain(|p| p.meta.version > progress.download.last_integrated_client_version);
-        if let Some((version, _, _)) = self.transact_in_flight {
+        if let Some(version) = self.meta.transaction.as_ref().map(|t| t.client_version) {
             if version <= progress.download.last_integrated_client_version {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
             } else if self.phase == Phase::Identified && progress.upload.client_version < version {
@@ -786,9 +804,10 @@ impl ClientSession {
         result: TransactResult,
     ) -> Result<(), SyncError> {
         if self
-            .transact_in_flight
+            .meta
+            .transaction
             .as_ref()
-            .is_none_or(|(v, _, _)| *v != client_version)
+            .is_none_or(|t| t.client_version != client_version)
         {
             return Err(protocol_error(
                 ErrorCode::BadMessageOrder,
@@ -805,7 +824,8 @@ impl ClientSession {
                 },
             ),
             rejected => {
-                self.transact_in_flight = None;
+                self.meta.transaction = None;
+                self.persist(Vec::new());
                 self.events.push_back(SessionEvent::Transact {
                     client_version,
                     result: rejected,
@@ -832,7 +852,11 @@ impl ClientSession {
         integrated: bool,
         upload: UploadCursor,
     ) -> Result<Vec<(String, crate::value::PrimaryKey)>, SyncError> {
-        let Some((client_version, instructions, origin_timestamp)) = self.transact_in_flight.take()
+        let Some(OutstandingTransaction {
+            client_version,
+            origin_timestamp,
+            instructions,
+        }) = self.meta.transaction.take()
         else {
             return Ok(Vec::new());
         };
@@ -1157,7 +1181,7 @@ impl ClientSession {
     }
 
     fn maybe_upload(&mut self) {
-        if self.phase != Phase::Active || self.in_flight != 0 || self.transact_in_flight.is_some() {
+        if self.phase != Phase::Active || self.in_flight != 0 || self.meta.transaction.is_some() {
             return;
         }
         let mut batch = Vec::new();
