@@ -11,17 +11,17 @@ use std::error::Error;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
-use fixture::{AutomergeInput, EddyInput, Workload};
+use fixture::{AutomergeInput, EddyInput, Size, Workload};
 
-fn bench_workload(c: &mut Criterion, workload: Workload) -> Result<(), Box<dyn Error>> {
-    fixture::check(workload)?;
-    let eddy = EddyInput::build(workload)?;
-    let automerge = AutomergeInput::build(workload)?;
+fn bench_workload(c: &mut Criterion, workload: Workload, size: Size) -> Result<(), Box<dyn Error>> {
+    fixture::check(workload, size)?;
+    let eddy = EddyInput::build(workload, size)?;
+    let automerge = AutomergeInput::build(workload, size)?;
     let mut group = c.benchmark_group(workload.name());
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+        .measurement_time(Duration::from_secs(8));
     group.bench_function("eddy", |b| {
         b.iter_batched(|| eddy.clone(), EddyInput::integrate, BatchSize::LargeInput)
     });
@@ -38,8 +38,9 @@ fn bench_workload(c: &mut Criterion, workload: Workload) -> Result<(), Box<dyn E
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut c = Criterion::default().configure_from_args();
+    let size = Size::from_args();
     for workload in Workload::ALL {
-        bench_workload(&mut c, workload)?;
+        bench_workload(&mut c, workload, size)?;
     }
     c.final_summary();
     Ok(())

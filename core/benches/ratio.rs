@@ -11,7 +11,7 @@ use std::error::Error;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use fixture::{AutomergeInput, EddyInput, Workload};
+use fixture::{AutomergeInput, EddyInput, Size, Workload};
 
 /// Timed runs per engine and workload (each on a fresh copy of the input).
 const REPETITIONS: usize = 5;
@@ -31,22 +31,27 @@ fn median<I: Clone, O, E>(input: &I, run: impl Fn(I) -> Result<O, E>) -> Result<
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    // `cargo bench` passes criterion-style flags (`--bench`, filters); they do not apply here,
-    // and `cargo test --benches` passes `--test`/`--list`: then only check the fixtures build.
-    let smoke = std::env::args().any(|a| a == "--test" || a == "--list");
+    // Like criterion: `cargo bench` passes `--bench` and gets the full workloads; any other run
+    // (such as `cargo test --benches`) times small ones, just to show the driver works.
+    let size = Size::from_args();
     for workload in Workload::ALL {
-        fixture::check(workload)?;
-        if smoke {
-            continue;
-        }
-        let eddy = median(&EddyInput::build(workload)?, EddyInput::integrate)?;
-        let automerge = median(&AutomergeInput::build(workload)?, AutomergeInput::integrate)?;
+        fixture::check(workload, size)?;
+        let eddy = median(&EddyInput::build(workload, size)?, EddyInput::integrate)?;
+        let automerge = median(
+            &AutomergeInput::build(workload, size)?,
+            AutomergeInput::integrate,
+        )?;
         let ratio = automerge.as_secs_f64() / eddy.as_secs_f64().max(f64::MIN_POSITIVE);
         println!(
-            "{}: eddy {:.1} ms, automerge {:.1} ms, ratio {ratio:.1}x",
+            "{}: eddy {:.1} ms, automerge {:.1} ms, ratio {ratio:.1}x{}",
             workload.name(),
             eddy.as_secs_f64() * 1e3,
             automerge.as_secs_f64() * 1e3,
+            if size == Size::FULL {
+                ""
+            } else {
+                " (smoke size)"
+            },
         );
     }
     Ok(())
