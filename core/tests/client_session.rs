@@ -2,6 +2,9 @@
 //! backwards, undecodable changesets. Each becomes an error event with the right code; local
 //! data is never lost.
 
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use eddy_core::changeset::Path;
 use eddy_core::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
 use eddy_core::protocol::{

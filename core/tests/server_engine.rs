@@ -3,6 +3,9 @@
 //! transfer, marks, keepalive and token expiry. Each error must carry the right code and must
 //! not disturb other sessions.
 
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use eddy_core::changeset::{encode_changeset, Instruction, Path};
 use eddy_core::protocol::{
     encode_client_message, ClientMessage, DownloadCursor, ErrorCode, ServerMessage, Subscription,
