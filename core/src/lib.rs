@@ -12,6 +12,8 @@
 //! **Architecture invariant:** this crate does no I/O, reads no clock, draws no randomness except
 //! from a seed it is given, and spawns nothing. Drivers feed it time and bytes.
 
+#![deny(missing_docs)]
+
 pub mod changeset;
 pub mod client;
 pub mod protocol;
