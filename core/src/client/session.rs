@@ -245,6 +245,8 @@ pub struct ClientSession {
     subscriptions_sent: u64,
     next_mark: u64,
     state_transfer: Option<StateTransfer>,
+    /// The schema as last persisted (schema changes are persisted only when they happen).
+    persisted_schema: Schema,
     connected: bool,
     waiting_for_token: bool,
     wants_reconnect: bool,
@@ -269,6 +271,7 @@ impl ClientSession {
         } else {
             SubscriptionState::Pending
         };
+        let persisted_schema = store.schema().clone();
         ClientSession {
             ident,
             config,
@@ -282,6 +285,7 @@ impl ClientSession {
             subscriptions_sent: 0,
             next_mark: 1,
             state_transfer: None,
+            persisted_schema,
             connected: false,
             waiting_for_token: false,
             wants_reconnect: false,
@@ -1221,11 +1225,16 @@ impl ClientSession {
             .collect();
         objects.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         objects.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let schema =
+            (self.store.schema() != &self.persisted_schema).then(|| self.store.schema().clone());
+        if let Some(schema) = &schema {
+            self.persisted_schema = schema.clone();
+        }
         self.events.push_back(SessionEvent::Persist(StorageWrite {
             meta: self.meta.clone(),
             objects,
             pending: self.pending.clone(),
-            schema: None,
+            schema,
         }));
     }
 

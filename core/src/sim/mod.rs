@@ -123,6 +123,8 @@ pub struct SimReport {
     pub messages: u64,
     /// Objects in the converged state.
     pub objects: usize,
+    /// Properties of `Item` in the converged schema (clients add some in development mode).
+    pub item_properties: usize,
     /// Virtual time the run took, in milliseconds.
     pub virtual_ms: u64,
 }
@@ -156,6 +158,7 @@ struct Link {
 #[derive(Debug, Clone)]
 struct Disk {
     meta: crate::client::FileMeta,
+    schema: Schema,
     objects: BTreeMap<(String, PrimaryKey), Document>,
     pending: Vec<Changeset>,
 }
@@ -200,6 +203,7 @@ impl Simulation {
         let schema = sim_schema();
         let mut server_config = ServerConfig::new(schema.clone(), rng.next_u64());
         server_config.state_segment_bytes = 512;
+        server_config.development_mode = true;
         let server = ServerEngine::new(server_config.clone(), MemoryStorage::new(), SimAuth)
             .map_err(|e| SimFailure {
                 seed: config.seed,
@@ -433,7 +437,7 @@ impl Simulation {
             None => None,
             Some(disk) => {
                 let mut store = Store::new(schema.clone());
-                let mut image = Store::new(schema.clone());
+                let mut image = Store::new(disk.schema.clone());
                 // Rebuild the object state from the persisted documents.
                 for ((collection, key), doc) in &disk.objects {
                     let mut tx = image.write();
@@ -611,6 +615,7 @@ impl Simulation {
             SessionEvent::Persist(write) => {
                 let disk = client.disk.get_or_insert_with(|| Disk {
                     meta: write.meta.clone(),
+                    schema: sim_schema(),
                     objects: BTreeMap::new(),
                     pending: Vec::new(),
                 });
@@ -627,6 +632,9 @@ impl Simulation {
                 }
                 disk.meta = write.meta;
                 disk.pending = write.pending;
+                if let Some(schema) = write.schema {
+                    disk.schema = schema;
+                }
                 for (collection, key, doc) in write.objects {
                     match doc {
                         Some(doc) => disk.objects.insert((collection, key), doc),
@@ -801,6 +809,10 @@ impl Simulation {
         }
         self.report.server_versions = server.latest_version();
         self.report.objects = expected.collections().map(|c| expected.len(c)).sum();
+        self.report.item_properties = expected
+            .schema()
+            .collection("Item")
+            .map_or(0, |c| c.properties.len());
         Ok(())
     }
 }
@@ -855,5 +867,11 @@ mod tests {
         let report = Simulation::new(config).and_then(Simulation::run).unwrap();
         assert!(report.writes > 100);
         assert!(report.server_versions > 100);
+        assert!(
+            report.item_properties
+                > sim_schema()
+                    .collection("Item")
+                    .map_or(0, |c| c.properties.len())
+        );
     }
 }

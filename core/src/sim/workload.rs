@@ -95,6 +95,23 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
         return tx.set(Path::field(ITEM, key, "n"), Value::Int(small(rng)));
     };
     let field = |name: &str| Path::field(ITEM, key.clone(), name);
+    if rng.below(25) == 0 {
+        // Additive schema changes (the simulated server runs in development mode). Each extra
+        // property always gets the same definition, so concurrent adds are identical.
+        let name = format!("extra{}", rng.below(3));
+        if tx
+            .store()
+            .schema()
+            .collection(ITEM)
+            .is_some_and(|c| c.properties.contains_key(&name))
+        {
+            return tx.set(field(&name), Value::Int(small(rng)));
+        }
+        return tx.add_property(
+            ITEM,
+            property(&name, ScalarType::Int, Container::Single, true),
+        );
+    }
     match rng.below(20) {
         0 => tx.erase(ITEM, key.clone()),
         1 | 2 => tx.set(field("n"), Value::Int(small(rng))),
