@@ -146,3 +146,35 @@ fn uploads_wait_for_the_previous_acknowledgement() {
     );
     assert_eq!(s.pending().len(), 1);
 }
+
+#[test]
+fn an_expired_token_waits_for_refresh_then_binds_again_keeping_local_writes() {
+    let mut s = active();
+    write_one(&mut s);
+    while s.poll_transmit().is_some() {}
+    s.handle_message(
+        0,
+        ServerMessage::Error {
+            session: 1,
+            code: ErrorCode::TokenExpired,
+            message: "expired".into(),
+            compensating: None,
+        },
+    );
+    assert_eq!(errors(&mut s), vec![ErrorCode::TokenExpired]);
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(ClientMessage::Unbind { .. })
+    ));
+    // Reconnecting does not bind with the expired token.
+    s.handle_disconnected();
+    s.handle_connected();
+    assert!(s.poll_transmit().is_none());
+    s.refresh("fresh".into());
+    let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert!(
+        matches!(&sent[0], ClientMessage::Bind { access_token, .. } if access_token == "fresh")
+    );
+    assert!(matches!(&sent[1], ClientMessage::Ident { .. }));
+    assert_eq!(s.pending().len(), 1, "the local write survived");
+}

@@ -512,7 +512,7 @@ impl ClientSession {
     /// The connection dropped; everything unacknowledged will be re-sent after reconnecting.
     pub fn handle_disconnected(&mut self) {
         self.connected = false;
-        if !self.is_closed() || self.waiting_for_token {
+        if !self.is_closed() {
             self.phase = Phase::Disconnected;
         }
         self.in_flight = 0;
