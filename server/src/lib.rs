@@ -79,6 +79,12 @@ pub struct AppState {
 impl AppState {
     /// Opens the data directory, loads the history into the engine and starts the engine thread.
     pub fn open(config: Config) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::Internal(format!(
+                "cannot create the data directory \"{}\": {e}",
+                config.data_dir.display()
+            ))
+        })?;
         let secret = auth::load_or_create_secret(&config.data_dir)?;
         let jwt = JwtAuth::new(&secret, config.access_token_ttl_ms);
         let storage = SqliteStorage::open(&config.data_dir)?;
