@@ -446,3 +446,40 @@ fn schema_file_round_trips() {
     let schema: Schema = eddy_core::schema_json::schema_from_json(&text).unwrap();
     assert_eq!(schema, sim_schema());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_keeps_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let token = anonymous_token(server.addr).await;
+    let client = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    client.write(|tx| set_item(tx, 7, 7)).unwrap();
+    let acknowledged = client.wait_for_upload(WAIT).await.unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = std::mem::replace(&mut server.child, Command::new("true").spawn().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let exit = rx
+        .recv_timeout(WAIT)
+        .expect("the server did not stop after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    drop(client);
+
+    let server = Server::start(dir.path());
+    let (_, summary) = http(
+        server.addr,
+        "GET",
+        "/api/admin/history-count",
+        &[("x-eddy-admin-key", &server.admin_key)],
+        None,
+    )
+    .await;
+    assert_eq!(summary["count"].as_u64(), Some(acknowledged));
+}
