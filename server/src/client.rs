@@ -1,0 +1,511 @@
+//! A native Rust sync client: one `ClientConnection` carrying one `ClientSession` (flexible sync
+//! subscribed to every top-level collection), driven on a tokio task over tokio-tungstenite, with
+//! reconnects paced by the core's backoff. State lives in memory only.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eddy_core::client::{
+    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, ConnectionState,
+    ResetMode, SessionConfig, SessionEvent, SyncError,
+};
+use eddy_core::protocol::{
+    decode_server_message, encode_client_message, MessageLimits, SessionIdent, Subscription,
+    SubscriptionSet,
+};
+use eddy_core::schema::{CollectionKind, Schema};
+use eddy_core::store::{Store, WriteTransaction};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::now_ms;
+use crate::sync::PROTOCOL;
+
+/// The session ident the client uses on its connection.
+const SESSION: SessionIdent = 1;
+/// The longest a WebSocket handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why a client call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not a `ws://` or `wss://` URL.
+    BadUrl(String),
+    /// The write function refused (its error, as text).
+    Write(String),
+    /// The client's task stopped.
+    Stopped,
+    /// What was awaited did not happen in time.
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// The progress when time ran out (including the last sync error, if any).
+        progress: Box<Progress>,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::BadUrl(url) => {
+                write!(
+                    f,
+                    "\"{url}\" is not a sync URL; use ws://host:port/api/sync"
+                )
+            }
+            ClientError::Write(e) => write!(f, "the write failed: {e}"),
+            ClientError::Stopped => f.write_str("the client stopped"),
+            ClientError::Timeout { what, progress } => {
+                write!(f, "timed out waiting for {what} (progress: {progress:?})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Where the client stands; watched by the `wait_for_*` calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Whether the socket is up.
+    pub connected: bool,
+    /// How many times the socket came up.
+    pub connects: u64,
+    /// Whether the session is bound and exchanging changesets.
+    pub active: bool,
+    /// Whether the subscription set is fully downloaded.
+    pub subscriptions_complete: bool,
+    /// The highest client version the server acknowledged.
+    pub uploaded: u64,
+    /// The highest download-completion request answered.
+    pub marks_completed: u64,
+    /// The last error the server reported.
+    pub last_error: Option<SyncError>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    conn: Mutex<ClientConnection>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ClientConnection> {
+        // A panic while holding the lock cannot leave the sans-IO state half-updated in a way
+        // that matters more than losing the client, so keep using it.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A native sync client for one flexible-sync file.
+#[derive(Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+    progress: watch::Receiver<Progress>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A subscription set selecting every object of every top-level collection of `schema`.
+pub fn subscribe_to_everything(schema: &Schema) -> SubscriptionSet {
+    SubscriptionSet {
+        version: 0,
+        subscriptions: schema
+            .collections
+            .values()
+            .filter(|c| c.kind == CollectionKind::TopLevel)
+            .map(|c| Subscription {
+                name: format!("all {}", c.name),
+                collection: c.name.clone(),
+                query: "TRUEPREDICATE".into(),
+            })
+            .collect(),
+    }
+}
+
+impl Client {
+    /// Starts a client syncing `schema` with the server at `url` (`ws://host:port/api/sync`) as
+    /// the user of `token`. It connects in the background and reconnects with backoff.
+    pub fn connect(url: &str, token: &str, schema: Schema) -> Result<Client, ClientError> {
+        let config = ConnectionConfig {
+            backoff_base_ms: 100,
+            backoff_max_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            seed: rand::random(),
+            ..ConnectionConfig::default()
+        };
+        Self::connect_with(url, token, schema, config)
+    }
+
+    /// Like [`Client::connect`], with explicit connection timing.
+    pub fn connect_with(
+        url: &str,
+        token: &str,
+        schema: Schema,
+        config: ConnectionConfig,
+    ) -> Result<Client, ClientError> {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(ClientError::BadUrl(url.to_string()));
+        }
+        let subscriptions = subscribe_to_everything(&schema);
+        let mut session = ClientSession::new(
+            SESSION,
+            SessionConfig {
+                path: "flx".into(),
+                access_token: token.to_string(),
+                schema,
+                reset_mode: ResetMode::Recover,
+                async_open: false,
+            },
+            None,
+        );
+        session.update_subscriptions(subscriptions);
+        let mut conn = ClientConnection::new(config, now_ms());
+        conn.add_session(session);
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            wake: Notify::new(),
+        });
+        let (tx, progress) = watch::channel(Progress::default());
+        let task = tokio::spawn(Driver::new(Arc::clone(&shared), url.to_string(), tx).run());
+        Ok(Client {
+            shared,
+            progress,
+            task,
+        })
+    }
+
+    /// Runs `f` in a local write transaction; its changes are uploaded in the background.
+    pub fn write<R, E: fmt::Display>(
+        &self,
+        f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<R, E>,
+    ) -> Result<R, ClientError> {
+        let result = {
+            let mut conn = self.shared.lock();
+            let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+            session
+                .write(now_ms(), f)
+                .map_err(|e| ClientError::Write(e.to_string()))?
+                .0
+        };
+        self.shared.wake.notify_one();
+        Ok(result)
+    }
+
+    /// Reads the local state.
+    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> Result<R, ClientError> {
+        let conn = self.shared.lock();
+        Ok(f(conn
+            .session(SESSION)
+            .ok_or(ClientError::Stopped)?
+            .store()))
+    }
+
+    /// A snapshot of the local state.
+    pub fn store(&self) -> Result<Store, ClientError> {
+        self.read(Store::clone)
+    }
+
+    /// The client file ident the server allocated (0 until then).
+    pub fn client_file_ident(&self) -> Result<u64, ClientError> {
+        let conn = self.shared.lock();
+        Ok(conn
+            .session(SESSION)
+            .ok_or(ClientError::Stopped)?
+            .meta()
+            .client_file_ident)
+    }
+
+    /// The current progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &'static str,
+        done: impl Fn(&Progress) -> bool,
+    ) -> Result<Progress, ClientError> {
+        let mut rx = self.progress.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|p| done(p)).await.map(|p| p.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(ClientError::Stopped),
+            Err(_) => Err(ClientError::Timeout {
+                what,
+                progress: Box::new(self.progress()),
+            }),
+        }
+    }
+
+    /// Waits until the server acknowledged every local write made so far; returns the client
+    /// version acknowledged.
+    pub async fn wait_for_upload(&self, timeout: Duration) -> Result<u64, ClientError> {
+        let target = {
+            let conn = self.shared.lock();
+            conn.session(SESSION)
+                .ok_or(ClientError::Stopped)?
+                .meta()
+                .last_client_version
+        };
+        self.wait_until(timeout, "upload acknowledgement", |p| p.uploaded >= target)
+            .await
+            .map(|p| p.uploaded)
+    }
+
+    /// Waits until everything the server has now is integrated locally (a MARK round trip after
+    /// the subscriptions are complete), retrying across reconnects.
+    pub async fn wait_for_download(&self, timeout: Duration) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ready = self
+                .wait_until(left, "an active session", |p| {
+                    p.active && p.subscriptions_complete
+                })
+                .await?;
+            let request = {
+                let mut conn = self.shared.lock();
+                let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+                session
+                    .is_active()
+                    .then(|| session.request_download_completion())
+            };
+            let Some(request) = request else {
+                continue;
+            };
+            self.shared.wake.notify_one();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let p = self
+                .wait_until(left, "download completion", |p| {
+                    p.marks_completed >= request || p.connects != ready.connects
+                })
+                .await?;
+            if p.marks_completed >= request {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The task that moves bytes between the socket and the sans-IO connection.
+struct Driver {
+    shared: Arc<Shared>,
+    url: String,
+    progress: watch::Sender<Progress>,
+    socket: Option<Socket>,
+    limits: MessageLimits,
+    state: Progress,
+}
+
+/// What woke the driver.
+enum Wake {
+    Read(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Notified,
+    Timeout,
+}
+
+impl Driver {
+    fn new(shared: Arc<Shared>, url: String, progress: watch::Sender<Progress>) -> Self {
+        Driver {
+            shared,
+            url,
+            progress,
+            socket: None,
+            limits: MessageLimits::default(),
+            state: Progress::default(),
+        }
+    }
+
+    async fn open(&self) -> Result<Socket, String> {
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(PROTOCOL));
+        let (socket, _) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| "the handshake timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+        Ok(socket)
+    }
+
+    fn disconnected(&mut self) {
+        self.socket = None;
+        self.shared.lock().handle_disconnected(now_ms());
+    }
+
+    /// Runs the socket actions and sends queued messages; true when anything happened.
+    async fn step(&mut self) -> bool {
+        let actions: Vec<ConnectionAction> = {
+            let mut conn = self.shared.lock();
+            std::iter::from_fn(|| conn.poll_action()).collect()
+        };
+        let mut busy = !actions.is_empty();
+        for action in actions {
+            match action {
+                ConnectionAction::Connect => {
+                    self.socket = None;
+                    match self.open().await {
+                        Ok(socket) => {
+                            self.socket = Some(socket);
+                            self.state.connects += 1;
+                            self.shared.lock().handle_connected(now_ms());
+                        }
+                        Err(e) => {
+                            tracing::debug!(url = %self.url, error = %e, "cannot connect");
+                            self.disconnected();
+                        }
+                    }
+                }
+                ConnectionAction::Close => self.socket = None,
+                _ => {}
+            }
+        }
+        let (frames, reconnect) = {
+            let mut conn = self.shared.lock();
+            let frames: Vec<Vec<u8>> = std::iter::from_fn(|| conn.poll_transmit())
+                .map(|m| encode_client_message(&m))
+                .collect();
+            let mut reconnect = false;
+            self.state.connected = conn.state() == ConnectionState::Connected;
+            if let Some(session) = conn.session_mut(SESSION) {
+                while let Some(event) = session.poll_event() {
+                    match event {
+                        SessionEvent::UploadAcknowledged { client_version } => {
+                            self.state.uploaded = self.state.uploaded.max(client_version);
+                        }
+                        SessionEvent::DownloadComplete { request } => {
+                            self.state.marks_completed = self.state.marks_completed.max(request);
+                        }
+                        SessionEvent::Error(e) => {
+                            tracing::warn!(code = ?e.code, message = %e.message, "sync error");
+                            self.state.last_error = Some(e);
+                        }
+                        _ => {}
+                    }
+                }
+                reconnect = session.take_reconnect_request();
+                self.state.active = session.is_active();
+                self.state.subscriptions_complete =
+                    *session.subscription_state() == eddy_core::client::SubscriptionState::Complete;
+            }
+            (frames, reconnect)
+        };
+        busy |= !frames.is_empty();
+        if let Some(socket) = self.socket.as_mut() {
+            for frame in frames {
+                if socket.send(Message::Binary(frame.into())).await.is_err() {
+                    self.disconnected();
+                    break;
+                }
+            }
+        }
+        if reconnect {
+            self.disconnected();
+            busy = true;
+        }
+        let state = self.state.clone();
+        self.progress.send_if_modified(|p| {
+            let changed = *p != state;
+            *p = state;
+            changed
+        });
+        busy
+    }
+
+    async fn run(mut self) {
+        loop {
+            if self.step().await {
+                continue;
+            }
+            let wait = self
+                .shared
+                .lock()
+                .poll_timeout()
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            let wake = {
+                let read = async {
+                    match self.socket.as_mut() {
+                        Some(socket) => socket.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let timer = async {
+                    match wait {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    read = read => Wake::Read(read),
+                    () = self.shared.wake.notified() => Wake::Notified,
+                    () = timer => Wake::Timeout,
+                }
+            };
+            match wake {
+                Wake::Read(Some(Ok(Message::Binary(bytes)))) => {
+                    match decode_server_message(&bytes, &self.limits) {
+                        Ok(msg) => self.shared.lock().handle_message(now_ms(), msg),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "undecodable frame from the server");
+                            self.disconnected();
+                        }
+                    }
+                }
+                Wake::Read(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => {
+                    self.disconnected();
+                }
+                Wake::Read(Some(Ok(_))) | Wake::Notified => {}
+                Wake::Timeout => self.shared.lock().handle_timeout(now_ms()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_core::schema::{CollectionSchema, PrimaryKeyType};
+
+    #[test]
+    fn subscribes_to_top_level_collections_only() {
+        let mut schema = Schema::default();
+        schema.insert(CollectionSchema::top_level("Item", PrimaryKeyType::Int));
+        let mut embedded = CollectionSchema::top_level("Part", PrimaryKeyType::Int);
+        embedded.kind = CollectionKind::Embedded;
+        schema.insert(embedded);
+        let set = subscribe_to_everything(&schema);
+        assert_eq!(set.subscriptions.len(), 1);
+        assert_eq!(set.subscriptions[0].collection, "Item");
+    }
+
+    #[tokio::test]
+    async fn refuses_non_websocket_urls() {
+        let err = Client::connect("http://x/api/sync", "t", Schema::default()).unwrap_err();
+        assert!(err.to_string().contains("ws://"), "{err}");
+    }
+}

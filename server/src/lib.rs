@@ -1,0 +1,281 @@
+//! `eddy-server`: Eddy's sync server (WebSocket sync on SQLite with JWT auth) and a native client.
+//!
+//! [`AppState::open`] loads the data directory, [`app`] builds the HTTP routes (testable without a
+//! socket) and [`run`] serves them until a shutdown future resolves, then flushes and closes every
+//! sync connection.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod storage;
+pub mod sync;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use eddy_core::schema::Schema;
+use eddy_core::server::{ServerConfig, ServerEngine};
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthService, JwtAuth};
+use crate::error::ServerError;
+use crate::storage::{history_summary, open_database, HistorySummary, SqliteStorage};
+use crate::sync::SyncHandle;
+
+/// The header that carries the admin key.
+pub const ADMIN_KEY_HEADER: &str = "x-eddy-admin-key";
+
+/// Milliseconds since the Unix epoch: the server's one clock, fed to the sans-IO engines.
+#[allow(clippy::disallowed_methods)] // The clippy ban is for eddy-core; drivers own the clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How a server is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the database and the JWT secret live.
+    pub data_dir: PathBuf,
+    /// The schema the server enforces; `None` runs in development mode from an empty schema.
+    pub schema: Option<Schema>,
+    /// The lifetime of access tokens.
+    pub access_token_ttl_ms: u64,
+    /// The key for `/api/admin/*`; `None` generates one.
+    pub admin_key: Option<String>,
+}
+
+impl Config {
+    /// Defaults for `data_dir`: development mode, 30-minute tokens, a generated admin key.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            schema: None,
+            access_token_ttl_ms: auth::DEFAULT_ACCESS_TTL_MS,
+            admin_key: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    auth: AuthService,
+    sync: SyncHandle,
+    admin_key: String,
+}
+
+/// Everything the handlers share; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// Opens the data directory, loads the history into the engine and starts the engine thread.
+    pub fn open(config: Config) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::Internal(format!(
+                "cannot create the data directory \"{}\": {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let secret = auth::load_or_create_secret(&config.data_dir)?;
+        let jwt = JwtAuth::new(&secret, config.access_token_ttl_ms);
+        let storage = SqliteStorage::open(&config.data_dir)?;
+        let development_mode = config.schema.is_none();
+        let mut engine_config =
+            ServerConfig::new(config.schema.unwrap_or_default(), rand::random());
+        engine_config.development_mode = development_mode;
+        let limits = engine_config.message_limits.clone();
+        let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
+        let sync = SyncHandle::start(engine, limits)?;
+        let auth = AuthService::new(open_database(&config.data_dir)?, jwt);
+        let admin_key = config
+            .admin_key
+            .unwrap_or_else(|| auth::hex(&rand::random::<[u8; 16]>()));
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                auth,
+                sync,
+                admin_key,
+            }),
+        })
+    }
+
+    /// The auth service.
+    pub fn auth(&self) -> &AuthService {
+        &self.inner.auth
+    }
+
+    /// The engine handle.
+    pub fn sync(&self) -> &SyncHandle {
+        &self.inner.sync
+    }
+
+    /// The admin key for `/api/admin/*`.
+    pub fn admin_key(&self) -> &str {
+        &self.inner.admin_key
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /api/admin/history-count`: what the history holds durably, for operators and tests.
+async fn history_count(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<HistorySummary>, ServerError> {
+    let key = headers
+        .get(ADMIN_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if key != state.admin_key() {
+        return Err(ServerError::Forbidden(format!(
+            "send the admin key printed at startup in the {ADMIN_KEY_HEADER} header"
+        )));
+    }
+    state.auth().with_db(history_summary).await.map(Json)
+}
+
+/// The HTTP routes: health, auth, admin and the sync WebSocket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/sync", get(sync::sync_endpoint))
+        .route("/api/admin/history-count", get(history_count))
+        .merge(auth::routes())
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops the engine (which flushes
+/// and closes every sync connection) and waits for it.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let stopping = state.clone();
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stopping.sync().stop().await;
+        })
+        .await?;
+    state.sync().stop().await;
+    state.sync().join().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn call(app: Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    fn post(uri: &str, body: serde_json::Value) -> Request<Body> {
+        Request::post(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn auth_flow_without_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::open(Config::new(dir.path())).unwrap();
+        let app = app(state.clone());
+        let (status, _) = call(
+            app.clone(),
+            Request::get("/api/health").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+
+        let creds = serde_json::json!({"email": "a@example.com", "password": "correct horse"});
+        let (status, tokens) = call(app.clone(), post("/api/auth/register", creds.clone())).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = call(app.clone(), post("/api/auth/register", creds.clone())).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"], "conflict");
+        let (status, login) = call(app.clone(), post("/api/auth/login", creds)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(login["user_id"], tokens["user_id"]);
+        let wrong = serde_json::json!({"email": "a@example.com", "password": "wrong horse"});
+        let (status, _) = call(app.clone(), post("/api/auth/login", wrong)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let refresh = serde_json::json!({"refresh_token": login["refresh_token"]});
+        let (status, again) = call(app.clone(), post("/api/auth/refresh", refresh.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["user_id"], tokens["user_id"]);
+        let (status, _) = call(app.clone(), post("/api/auth/logout", refresh.clone())).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = call(app.clone(), post("/api/auth/refresh", refresh)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body["message"].as_str().unwrap().contains("revoked"));
+
+        let (status, body) = call(
+            app.clone(),
+            Request::post("/api/auth/login")
+                .header("content-type", "application/json")
+                .body(Body::from("{"))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "bad_request");
+
+        let (status, anon) = call(
+            app.clone(),
+            post("/api/auth/anonymous", serde_json::json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(anon["user_id"].as_str().unwrap().starts_with("anon-"));
+
+        let (status, _) = call(
+            app.clone(),
+            Request::get("/api/admin/history-count")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, body) = call(
+            app.clone(),
+            Request::get("/api/admin/history-count")
+                .header(ADMIN_KEY_HEADER, state.admin_key())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["count"], 0);
+
+        let (status, body) =
+            call(app, Request::get("/api/sync").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["message"].as_str().unwrap().contains("eddy-sync/1"));
+
+        state.sync().stop().await;
+        state.sync().join().await.unwrap();
+    }
+}

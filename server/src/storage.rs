@@ -1,0 +1,416 @@
+//! SQLite storage for the server: [`SqliteStorage`] implements the core's `ServerStorage` on one
+//! file `<data-dir>/eddy.sqlite` (WAL, `synchronous=FULL`), with numbered schema migrations.
+//! Appends go into one open transaction that `flush` commits, so one fsync covers every message
+//! the engine handled since the last flush (group commit).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use eddy_core::server::{ClientFileRecord, HistoryEntry, ServerStorage, StorageError, StoredState};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::ServerError;
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "eddy.sqlite";
+
+/// Schema migrations, in order; migration `i` brings the database to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     CREATE TABLE history (
+         server_version INTEGER PRIMARY KEY,
+         origin_file_ident INTEGER NOT NULL,
+         client_version INTEGER NOT NULL,
+         origin_timestamp INTEGER NOT NULL,
+         original_size INTEGER NOT NULL,
+         body BLOB NOT NULL
+     );
+     CREATE TABLE client_files (
+         ident INTEGER PRIMARY KEY,
+         salt INTEGER NOT NULL,
+         user_id TEXT NOT NULL
+     );
+     CREATE TABLE users (
+         id TEXT PRIMARY KEY,
+         email TEXT UNIQUE,
+         password_hash TEXT
+     );
+     CREATE TABLE refresh_tokens (
+         token TEXT PRIMARY KEY,
+         user_id TEXT NOT NULL,
+         revoked INTEGER NOT NULL DEFAULT 0
+     );",
+];
+
+/// How long a connection waits for another one's write lock before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stores an unsigned 64-bit number in SQLite's signed integer, keeping every bit.
+fn to_sql(n: u64) -> i64 {
+    i64::from_ne_bytes(n.to_ne_bytes())
+}
+
+/// Reads back a number stored by [`to_sql`].
+fn from_sql(n: i64) -> u64 {
+    u64::from_ne_bytes(n.to_ne_bytes())
+}
+
+/// The path of the database file in `data_dir`.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DATABASE_FILE)
+}
+
+/// Opens (creating when missing) the database in `data_dir`, sets WAL and full sync, and brings
+/// its schema up to date.
+pub fn open_database(data_dir: &Path) -> Result<Connection, ServerError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        ServerError::Internal(format!(
+            "cannot create the data directory \"{}\": {e}",
+            data_dir.display()
+        ))
+    })?;
+    let conn = Connection::open(database_path(data_dir))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database has not seen yet, each in its own transaction.
+fn migrate(conn: &Connection) -> Result<(), ServerError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(ServerError::Storage(format!(
+            "the database is at schema version {current}, newer than this server's {}; run a newer eddy",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; INSERT INTO schema_version (version) VALUES ({version}); COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+/// How much of the history is durable: what the admin endpoint reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HistorySummary {
+    /// The number of committed history entries.
+    pub count: u64,
+    /// For each client file ident (as a decimal string), its highest committed client version.
+    pub latest_client_versions: BTreeMap<String, u64>,
+}
+
+/// Reads what is committed in the history (readers never see an open transaction's appends).
+pub fn history_summary(conn: &Connection) -> Result<HistorySummary, ServerError> {
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare(
+        "SELECT origin_file_ident, MAX(client_version) FROM history GROUP BY origin_file_ident",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut latest_client_versions = BTreeMap::new();
+    for row in rows {
+        let (ident, version) = row?;
+        latest_client_versions.insert(from_sql(ident).to_string(), from_sql(version));
+    }
+    Ok(HistorySummary {
+        count: from_sql(count),
+        latest_client_versions,
+    })
+}
+
+/// The server file's durable storage in SQLite.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Connection,
+    in_transaction: bool,
+}
+
+fn storage_error(e: rusqlite::Error) -> StorageError {
+    StorageError(e.to_string())
+}
+
+impl SqliteStorage {
+    /// Opens the storage in `data_dir`, creating the database when missing.
+    pub fn open(data_dir: &Path) -> Result<Self, ServerError> {
+        Ok(SqliteStorage {
+            conn: open_database(data_dir)?,
+            in_transaction: false,
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), StorageError> {
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN").map_err(storage_error)?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+}
+
+impl ServerStorage for SqliteStorage {
+    fn load(&mut self) -> Result<StoredState, StorageError> {
+        let salt: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'history_salt'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(storage_error)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT server_version, origin_file_ident, client_version, origin_timestamp,
+                        original_size, body FROM history ORDER BY server_version",
+            )
+            .map_err(storage_error)?;
+        let history = stmt
+            .query_map([], |r| {
+                Ok(HistoryEntry {
+                    server_version: from_sql(r.get(0)?),
+                    origin_file_ident: from_sql(r.get(1)?),
+                    client_version: from_sql(r.get(2)?),
+                    origin_timestamp: from_sql(r.get(3)?),
+                    original_size: from_sql(r.get(4)?),
+                    body: r.get(5)?,
+                })
+            })
+            .map_err(storage_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage_error)?;
+        for (expected, entry) in (1u64..).zip(&history) {
+            if entry.server_version != expected {
+                return Err(StorageError(format!(
+                    "the history has a gap: server version {} follows {}",
+                    entry.server_version,
+                    expected - 1
+                )));
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ident, salt, user_id FROM client_files ORDER BY ident")
+            .map_err(storage_error)?;
+        let client_files = stmt
+            .query_map([], |r| {
+                Ok(ClientFileRecord {
+                    ident: from_sql(r.get(0)?),
+                    salt: from_sql(r.get(1)?),
+                    user_id: r.get(2)?,
+                })
+            })
+            .map_err(storage_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage_error)?;
+        Ok(StoredState {
+            history_salt: salt.map_or(0, from_sql),
+            history,
+            client_files,
+        })
+    }
+
+    fn set_history_salt(&mut self, salt: u64) -> Result<(), StorageError> {
+        self.begin()?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('history_salt', ?1)",
+                params![to_sql(salt)],
+            )
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError> {
+        self.begin()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO history (server_version, origin_file_ident, client_version,
+                     origin_timestamp, original_size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(storage_error)?;
+        for e in entries {
+            stmt.execute(params![
+                to_sql(e.server_version),
+                to_sql(e.origin_file_ident),
+                to_sql(e.client_version),
+                to_sql(e.origin_timestamp),
+                to_sql(e.original_size),
+                e.body,
+            ])
+            .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError> {
+        self.begin()?;
+        self.conn
+            .execute(
+                "INSERT INTO client_files (ident, salt, user_id) VALUES (?1, ?2, ?3)",
+                params![to_sql(record.ident), to_sql(record.salt), record.user_id],
+            )
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if self.in_transaction {
+            self.conn.execute_batch("COMMIT").map_err(storage_error)?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(server_version: u64, body: Vec<u8>) -> HistoryEntry {
+        HistoryEntry {
+            server_version,
+            origin_file_ident: u64::MAX - server_version,
+            client_version: server_version * 3,
+            origin_timestamp: 1_700_000_000_000 + server_version,
+            original_size: body.len() as u64,
+            body,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ClientFileRecord {
+            ident: 42,
+            salt: u64::MAX,
+            user_id: "u1".into(),
+        };
+        {
+            let mut s = SqliteStorage::open(dir.path()).unwrap();
+            assert_eq!(s.load().unwrap().history_salt, 0);
+            s.set_history_salt(7).unwrap();
+            s.add_client_file(&file).unwrap();
+            s.append_history(&[entry(1, vec![1, 2]), entry(2, vec![])])
+                .unwrap();
+            s.flush().unwrap();
+            s.append_history(&[entry(3, vec![9; 100])]).unwrap();
+            s.flush().unwrap();
+        }
+        let mut s = SqliteStorage::open(dir.path()).unwrap();
+        let state = s.load().unwrap();
+        assert_eq!(state.history_salt, 7);
+        assert_eq!(state.client_files, vec![file]);
+        assert_eq!(
+            state.history,
+            vec![
+                entry(1, vec![1, 2]),
+                entry(2, vec![]),
+                entry(3, vec![9; 100])
+            ]
+        );
+        let summary = history_summary(&s.conn).unwrap();
+        assert_eq!(summary.count, 3);
+        assert_eq!(
+            summary
+                .latest_client_versions
+                .get(&(u64::MAX - 1).to_string()),
+            Some(&3)
+        );
+    }
+
+    #[test]
+    fn unflushed_appends_are_lost_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SqliteStorage::open(dir.path()).unwrap();
+            s.append_history(&[entry(1, vec![1])]).unwrap();
+            s.flush().unwrap();
+            s.append_history(&[entry(2, vec![2])]).unwrap();
+            s.add_client_file(&ClientFileRecord {
+                ident: 5,
+                salt: 1,
+                user_id: "u".into(),
+            })
+            .unwrap();
+        }
+        let state = SqliteStorage::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(state.history, vec![entry(1, vec![1])]);
+        assert!(state.client_files.is_empty());
+    }
+
+    #[test]
+    fn readers_see_only_committed_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStorage::open(dir.path()).unwrap();
+        let reader = open_database(dir.path()).unwrap();
+        s.append_history(&[entry(1, vec![1])]).unwrap();
+        assert_eq!(history_summary(&reader).unwrap().count, 0);
+        s.flush().unwrap();
+        assert_eq!(history_summary(&reader).unwrap().count, 1);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_database(dir.path()).unwrap();
+        conn.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+            .unwrap();
+        drop(conn);
+        let err = SqliteStorage::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("run a newer eddy"), "{err}");
+    }
+
+    #[test]
+    fn a_gap_in_the_history_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStorage::open(dir.path()).unwrap();
+        s.append_history(&[entry(1, vec![]), entry(3, vec![])])
+            .unwrap();
+        s.flush().unwrap();
+        assert!(s.load().unwrap_err().0.contains("gap"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn any_history_round_trips(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20),
+            fields in any::<(u64, u64, u64, u64)>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let history: Vec<HistoryEntry> = (1u64..)
+                .zip(bodies)
+                .map(|(v, body)| HistoryEntry {
+                    server_version: v,
+                    origin_file_ident: fields.0,
+                    client_version: fields.1.wrapping_add(v),
+                    origin_timestamp: fields.2,
+                    original_size: fields.3,
+                    body,
+                })
+                .collect();
+            {
+                let mut s = SqliteStorage::open(dir.path()).unwrap();
+                s.set_history_salt(fields.0).unwrap();
+                s.append_history(&history).unwrap();
+                s.flush().unwrap();
+            }
+            let state = SqliteStorage::open(dir.path()).unwrap().load().unwrap();
+            prop_assert_eq!(state.history_salt, fields.0);
+            prop_assert_eq!(state.history, history);
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The WebSocket sync endpoint `GET /api/sync` and the engine thread behind it.
+//!
+//! One dedicated thread owns the `ServerEngine` (SQLite is blocking). Connection tasks feed it
+//! connect/frame/disconnect events through one bounded channel; it handles a batch of them, then
+//! drains `poll_transmit` (which flushes storage once for the whole batch: group commit) and routes
+//! each encoded frame to the connection's own bounded channel. A connection whose channel is full
+//! is closed rather than allowed to block the engine; dropping its sender closes its socket after
+//! the frames already queued.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use eddy_core::protocol::{encode_server_message, ErrorCode, MessageLimits, ServerMessage};
+use eddy_core::server::{ConnectionId, ServerEngine, ServerEvent};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::auth::JwtAuth;
+use crate::error::ServerError;
+use crate::storage::SqliteStorage;
+use crate::{now_ms, AppState};
+
+/// The only protocol version this server speaks, as a WebSocket subprotocol.
+pub const PROTOCOL: &str = "eddy-sync/1";
+/// How many inputs wait for the engine before connection tasks are slowed down.
+const ENGINE_QUEUE: usize = 4096;
+/// How many outgoing frames one connection may have queued before it is closed as too slow.
+const CONNECTION_QUEUE: usize = 1024;
+/// Most inputs the engine handles before it transmits (and so flushes).
+const MAX_BATCH: usize = 512;
+/// How long a closing connection may take to deliver its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The engine the server runs.
+pub type Engine = ServerEngine<SqliteStorage, JwtAuth>;
+
+/// What connection tasks tell the engine thread.
+#[derive(Debug)]
+enum EngineInput {
+    /// A socket opened; frames for it go to `outbox`.
+    Connect {
+        id: ConnectionId,
+        outbox: mpsc::Sender<Vec<u8>>,
+    },
+    /// A binary frame arrived.
+    Frame { id: ConnectionId, bytes: Vec<u8> },
+    /// The socket broke the framing rules: send a connection-level ERROR and close it.
+    Violation {
+        id: ConnectionId,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The socket closed.
+    Disconnect { id: ConnectionId },
+    /// Flush, close every connection and stop.
+    Shutdown,
+}
+
+/// The handle connection tasks use to reach the engine thread.
+#[derive(Debug)]
+pub struct SyncHandle {
+    tx: mpsc::Sender<EngineInput>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    next_id: AtomicU64,
+    limits: MessageLimits,
+}
+
+impl SyncHandle {
+    /// Starts the engine thread.
+    pub fn start(engine: Engine, limits: MessageLimits) -> Result<Self, ServerError> {
+        let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("eddy-engine".into())
+            .spawn(move || engine_thread(engine, rx))?;
+        Ok(SyncHandle {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            next_id: AtomicU64::new(1),
+            limits,
+        })
+    }
+
+    /// Asks the engine to flush, close every connection and stop.
+    pub async fn stop(&self) {
+        // A closed channel means the engine already stopped.
+        let _ = self.tx.send(EngineInput::Shutdown).await;
+    }
+
+    /// Waits for the engine thread to end (after [`SyncHandle::stop`]).
+    pub async fn join(&self) -> Result<(), ServerError> {
+        let thread = self
+            .thread
+            .lock()
+            .map_err(|_| ServerError::Internal("the engine handle lock is poisoned".into()))?
+            .take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| ServerError::Internal(format!("cannot join the engine: {e}")))?
+                .map_err(|_| ServerError::Internal("the engine thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+fn engine_thread(engine: Engine, rx: mpsc::Receiver<EngineInput>) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(EngineDriver::new(engine).run(rx)),
+        Err(e) => tracing::error!(error = %e, "cannot start the engine's runtime"),
+    }
+}
+
+/// What woke the engine.
+enum Wake {
+    Input(EngineInput),
+    Timeout,
+    Closed,
+}
+
+struct EngineDriver {
+    engine: Engine,
+    connections: HashMap<ConnectionId, mpsc::Sender<Vec<u8>>>,
+}
+
+impl EngineDriver {
+    fn new(engine: Engine) -> Self {
+        EngineDriver {
+            engine,
+            connections: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<EngineInput>) {
+        tracing::info!(
+            version = self.engine.latest_version(),
+            "sync engine started"
+        );
+        // A new file's history salt is buffered: commit it before anyone else needs the lock.
+        self.transmit();
+        loop {
+            let wake = match self.engine.poll_timeout() {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    tokio::select! {
+                        input = rx.recv() => input.map_or(Wake::Closed, Wake::Input),
+                        () = tokio::time::sleep(wait) => Wake::Timeout,
+                    }
+                }
+                None => rx.recv().await.map_or(Wake::Closed, Wake::Input),
+            };
+            let mut stop = match wake {
+                Wake::Input(input) => self.apply(input),
+                Wake::Timeout => {
+                    self.engine.handle_timeout(now_ms());
+                    false
+                }
+                Wake::Closed => true,
+            };
+            for _ in 0..MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(input) => stop |= self.apply(input),
+                    Err(_) => break,
+                }
+            }
+            self.transmit();
+            if stop {
+                break;
+            }
+        }
+        tracing::info!(
+            version = self.engine.latest_version(),
+            connections = self.connections.len(),
+            "sync engine stopped; closing connections"
+        );
+    }
+
+    /// Handles one input; true when the engine must stop.
+    fn apply(&mut self, input: EngineInput) -> bool {
+        let now = now_ms();
+        match input {
+            EngineInput::Connect { id, outbox } => {
+                self.connections.insert(id, outbox);
+                self.engine.handle_connect(id, now);
+            }
+            EngineInput::Frame { id, bytes } => {
+                if self.connections.contains_key(&id) {
+                    self.engine.handle_frame(id, now, &bytes);
+                }
+            }
+            EngineInput::Violation { id, code, message } => {
+                if let Some(outbox) = self.connections.remove(&id) {
+                    tracing::info!(connection = id, ?code, %message, "closing connection");
+                    let frame = encode_server_message(&ServerMessage::Error {
+                        session: 0,
+                        code,
+                        message,
+                        compensating: None,
+                    });
+                    let _ = outbox.try_send(frame);
+                    self.engine.handle_disconnect(id);
+                }
+            }
+            EngineInput::Disconnect { id } => {
+                if self.connections.remove(&id).is_some() {
+                    self.engine.handle_disconnect(id);
+                }
+            }
+            EngineInput::Shutdown => return true,
+        }
+        false
+    }
+
+    /// Sends everything the engine has queued, then acts on its events, until both are empty.
+    fn transmit(&mut self) {
+        loop {
+            loop {
+                match self.engine.poll_transmit() {
+                    Ok(Some((id, msg))) => self.route(id, encode_server_message(&msg)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "storage failed; closing every connection");
+                        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+                        for id in ids {
+                            self.close(id);
+                        }
+                        break;
+                    }
+                }
+            }
+            let mut any = false;
+            while let Some(event) = self.engine.poll_event() {
+                any = true;
+                self.on_event(event);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn route(&mut self, id: ConnectionId, frame: Vec<u8>) {
+        let Some(outbox) = self.connections.get(&id) else {
+            return;
+        };
+        match outbox.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(connection = id, "closing a connection too slow to keep up");
+                self.close(id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.close(id),
+        }
+    }
+
+    /// Forgets a connection: dropping its sender closes the socket after the queued frames.
+    fn close(&mut self, id: ConnectionId) {
+        self.connections.remove(&id);
+        self.engine.handle_disconnect(id);
+    }
+
+    fn on_event(&mut self, event: ServerEvent) {
+        match event {
+            ServerEvent::CloseConnection { connection } => self.close(connection),
+            ServerEvent::SessionIdentified {
+                connection,
+                session,
+                user,
+                client_file_ident,
+            } => {
+                tracing::debug!(connection, session, %user, client_file_ident, "session identified")
+            }
+            ServerEvent::SessionEnded {
+                connection,
+                session,
+            } => tracing::debug!(connection, session, "session ended"),
+            ServerEvent::Integrated {
+                server_version,
+                origin_file_ident,
+                client_version,
+                ..
+            } => tracing::trace!(
+                server_version,
+                origin_file_ident,
+                client_version,
+                "integrated"
+            ),
+            ServerEvent::ErrorSent {
+                connection,
+                session,
+                code,
+                message,
+            } => tracing::info!(connection, session, ?code, %message, "error sent"),
+            other => tracing::debug!(event = ?other, "engine event"),
+        }
+    }
+}
+
+/// Whether the handshake offers [`PROTOCOL`] in `Sec-WebSocket-Protocol`.
+fn offers_protocol(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == PROTOCOL)
+}
+
+/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/1`.
+pub async fn sync_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !offers_protocol(&headers) {
+        return ServerError::BadRequest(format!(
+            "offer the WebSocket subprotocol \"{PROTOCOL}\" in Sec-WebSocket-Protocol; this server speaks only {PROTOCOL}"
+        ))
+        .into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return ServerError::BadRequest(format!(
+                "this endpoint needs a WebSocket upgrade: {}",
+                rejection.body_text()
+            ))
+            .into_response()
+        }
+    };
+    let max = state.sync().limits.max_message_bytes;
+    upgrade
+        .protocols([PROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection(state, socket))
+}
+
+/// Whether a socket read error was a frame over the size limit.
+fn is_too_large(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    error
+        .into_inner()
+        .downcast_ref::<Error>()
+        .is_some_and(|e| matches!(e, Error::Capacity(_)))
+}
+
+/// Runs one connection: reads frames into the engine, writes what the engine routes to it.
+async fn connection(state: AppState, socket: WebSocket) {
+    let sync = state.sync();
+    let id = sync.next_id.fetch_add(1, Ordering::Relaxed);
+    let (outbox, mut frames) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
+    if sync
+        .tx
+        .send(EngineInput::Connect { id, outbox })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tracing::debug!(connection = id, "connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut writer = tokio::spawn(async move {
+        while let Some(frame) = frames.recv().await {
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let mut writer_done = false;
+    loop {
+        tokio::select! {
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+            read = stream.next() => {
+                let input = match read {
+                    Some(Ok(Message::Binary(bytes))) => EngineInput::Frame { id, bytes: bytes.to_vec() },
+                    Some(Ok(Message::Text(_))) => EngineInput::Violation {
+                        id,
+                        code: ErrorCode::BadSyntax,
+                        message: "text frames are not part of eddy-sync/1; send binary frames".into(),
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        if is_too_large(e) {
+                            let _ = sync.tx.send(EngineInput::Violation {
+                                id,
+                                code: ErrorCode::LimitsExceeded,
+                                message: format!("a frame is larger than {} bytes", sync.limits.max_message_bytes),
+                            }).await;
+                        }
+                        break;
+                    }
+                };
+                if sync.tx.send(input).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sync.tx.send(EngineInput::Disconnect { id }).await;
+    if !writer_done
+        && tokio::time::timeout(CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+    tracing::debug!(connection = id, "disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_protocol_must_be_offered() {
+        let mut headers = HeaderMap::new();
+        assert!(!offers_protocol(&headers));
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("eddy-sync/2, eddy-sync/1"),
+        );
+        assert!(offers_protocol(&headers));
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("eddy-sync/10"),
+        );
+        assert!(!offers_protocol(&headers));
+    }
+}
