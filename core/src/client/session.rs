@@ -346,7 +346,7 @@ impl ClientSession {
         Ok((result, changes))
     }
 
-    /// Applies `instructions` as one local changeset (used to replay recovered changes).
+    /// Records already-applied `instructions` as the next local changeset and queues it for upload.
     fn commit_local(&mut self, now_ms: u64, instructions: Vec<Instruction>) -> u64 {
         self.meta.last_client_version += 1;
         let version = self.meta.last_client_version;
