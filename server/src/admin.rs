@@ -165,7 +165,8 @@ pub struct PageQuery {
 pub struct Page {
     /// The documents in primary-key order, as relaxed EJSON.
     pub documents: Vec<serde_json::Value>,
-    /// The `after` for the next page, or null on the last page.
+    /// The `after` for the next page (relaxed EJSON text; percent-encode it in the URL), or
+    /// null on the last page.
     pub next: Option<String>,
 }
 
@@ -212,7 +213,7 @@ pub fn page(store: &Store, collection: &str, query: &PageQuery) -> Result<Page, 
     let next = match (more, last) {
         (true, Some(key)) => Some(
             eddy_core::value::Value::from(key.clone())
-                .to_ejson(EjsonMode::Canonical)
+                .to_ejson(EjsonMode::Relaxed)
                 .to_string(),
         ),
         _ => None,
