@@ -4,8 +4,10 @@
 //! socket) and [`run`] serves them until a shutdown future resolves, then flushes and closes every
 //! sync connection.
 
+pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod storage;
 pub mod sync;
@@ -14,17 +16,21 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use eddy_core::schema::Schema;
 use eddy_core::server::{ServerConfig, ServerEngine};
+use eddy_core::store::Store;
 use tokio::net::TcpListener;
 
+use crate::admin::Replica;
 use crate::auth::{AuthService, JwtAuth};
+use crate::config::{AuthProviders, Limits};
 use crate::error::ServerError;
-use crate::storage::{history_summary, open_database, HistorySummary, SqliteStorage};
+use crate::storage::{open_database, SqliteStorage};
 use crate::sync::SyncHandle;
 
 /// The header that carries the admin key.
@@ -43,22 +49,32 @@ pub fn now_ms() -> u64 {
 pub struct Config {
     /// Where the database and the JWT secret live.
     pub data_dir: PathBuf,
-    /// The schema the server enforces; `None` runs in development mode from an empty schema.
+    /// The schema the server enforces; `None` starts from an empty schema.
     pub schema: Option<Schema>,
+    /// Whether clients may add collections and properties (always on without a schema).
+    pub development_mode: bool,
     /// The lifetime of access tokens.
     pub access_token_ttl_ms: u64,
     /// The key for `/api/admin/*`; `None` generates one.
     pub admin_key: Option<String>,
+    /// Enabled sign-in methods.
+    pub auth: AuthProviders,
+    /// Connection limits.
+    pub limits: Limits,
 }
 
 impl Config {
-    /// Defaults for `data_dir`: development mode, 30-minute tokens, a generated admin key.
+    /// Defaults for `data_dir`: development mode, 30-minute tokens, a generated admin key, every
+    /// sign-in method, the engine's default limits.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
             schema: None,
+            development_mode: true,
             access_token_ttl_ms: auth::DEFAULT_ACCESS_TTL_MS,
             admin_key: None,
+            auth: AuthProviders::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -68,6 +84,8 @@ struct Inner {
     auth: AuthService,
     sync: SyncHandle,
     admin_key: String,
+    providers: AuthProviders,
+    replica: Arc<std::sync::Mutex<Replica>>,
 }
 
 /// Everything the handlers share; cheap to clone.
@@ -88,10 +106,31 @@ impl AppState {
         let secret = auth::load_or_create_secret(&config.data_dir)?;
         let jwt = JwtAuth::new(&secret, config.access_token_ttl_ms);
         let storage = SqliteStorage::open(&config.data_dir)?;
-        let development_mode = config.schema.is_none();
-        let mut engine_config =
-            ServerConfig::new(config.schema.unwrap_or_default(), rand::random());
-        engine_config.development_mode = development_mode;
+        let schema_copy = config.data_dir.join(admin::SCHEMA_FILE);
+        match &config.schema {
+            Some(schema) => std::fs::write(
+                &schema_copy,
+                eddy_core::schema_json::schema_to_json(schema).to_string(),
+            ),
+            None => std::fs::remove_file(&schema_copy).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }),
+        }
+        .map_err(|e| {
+            ServerError::Internal(format!(
+                "cannot keep the schema copy \"{}\": {e}",
+                schema_copy.display()
+            ))
+        })?;
+        let schema = config.schema.unwrap_or_default();
+        let replica = Replica::new(schema.clone());
+        let mut engine_config = ServerConfig::new(schema, rand::random());
+        engine_config.development_mode =
+            config.development_mode || engine_config.schema.collections.is_empty();
+        engine_config.idle_timeout_ms = config.limits.idle_timeout_ms;
+        engine_config.max_sessions_per_connection = config.limits.max_sessions_per_connection;
+        engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
         let limits = engine_config.message_limits.clone();
         let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
         let sync = SyncHandle::start(engine, limits)?;
@@ -104,6 +143,8 @@ impl AppState {
                 auth,
                 sync,
                 admin_key,
+                providers: config.auth,
+                replica: Arc::new(std::sync::Mutex::new(replica)),
             }),
         })
     }
@@ -122,27 +163,51 @@ impl AppState {
     pub fn admin_key(&self) -> &str {
         &self.inner.admin_key
     }
+
+    /// Brings the read-only replica up to the committed history and runs `f` on it, on a
+    /// blocking thread.
+    pub async fn with_replica<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, ServerError> + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let replica = Arc::clone(&self.inner.replica);
+        self.auth()
+            .with_db(move |conn| {
+                let mut replica = replica.lock().map_err(|_| {
+                    ServerError::Internal("the admin replica lock is poisoned".into())
+                })?;
+                replica.catch_up(conn)?;
+                f(replica.store())
+            })
+            .await
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /api/admin/history-count`: what the history holds durably, for operators and tests.
-async fn history_count(
+/// Refuses the sign-in routes of disabled methods with 403.
+async fn providers_enabled(
     State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<HistorySummary>, ServerError> {
-    let key = headers
-        .get(ADMIN_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if key != state.admin_key() {
-        return Err(ServerError::Forbidden(format!(
-            "send the admin key printed at startup in the {ADMIN_KEY_HEADER} header"
-        )));
+    request: Request,
+    next: Next,
+) -> Response {
+    let providers = state.inner.providers;
+    let refused = match request.uri().path() {
+        "/api/auth/anonymous" if !providers.anonymous => Some("anonymous"),
+        "/api/auth/register" | "/api/auth/login" if !providers.email_password => {
+            Some("email/password")
+        }
+        _ => None,
+    };
+    match refused {
+        Some(method) => ServerError::Forbidden(format!(
+            "{method} sign-in is disabled in this app's config; enable it under [auth]"
+        ))
+        .into_response(),
+        None => next.run(request).await,
     }
-    state.auth().with_db(history_summary).await.map(Json)
 }
 
 /// The HTTP routes: health, auth, admin and the sync WebSocket.
@@ -150,8 +215,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/sync", get(sync::sync_endpoint))
-        .route("/api/admin/history-count", get(history_count))
+        .merge(admin::routes())
         .merge(auth::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            providers_enabled,
+        ))
         .with_state(state)
 }
 

@@ -1,0 +1,475 @@
+//! End-to-end tests against the real `eddy` binary for the app config file, the admin API,
+//! `eddy export`, offline writes that sync after a server restart, and a fresh client
+//! downloading 100,000 objects.
+
+// Helpers outside `#[test]` fail loudly by design; a thread reads the child's stdout, and the
+// clippy ban on spawning is for eddy-core only.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eddy_core::changeset::Path as FieldPath;
+use eddy_core::sim::sim_schema;
+use eddy_core::store::{ApplyError, WriteTransaction};
+use eddy_core::value::{PrimaryKey, Value};
+use eddy_server::client::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Debug builds integrate 100,000 objects slowly.
+const LONG_WAIT: Duration = Duration::from_secs(300);
+
+/// The `eddy` binary running in its own process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    admin_key: String,
+}
+
+impl Server {
+    /// Starts `eddy serve` with `args`; waits for the address and admin key it prints.
+    fn start(args: &[&std::ffi::OsStr]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("EDDY_ADMIN_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut addr = None;
+        let mut admin_key = None;
+        while addr.is_none() || admin_key.is_none() {
+            let line = rx
+                .recv_timeout(WAIT)
+                .expect("the server did not print its address and admin key in time");
+            if let Some(a) = line.strip_prefix("eddy listening on http://") {
+                addr = Some(a.parse().unwrap());
+            } else if let Some(k) = line.strip_prefix("admin key: ") {
+                admin_key = Some(k.to_string());
+            }
+        }
+        Server {
+            child,
+            addr: addr.unwrap(),
+            admin_key: admin_key.unwrap(),
+        }
+    }
+
+    /// Starts a server on `listen` over `dir/data`, enforcing the simulation schema.
+    fn with_schema(dir: &Path, listen: &str) -> Server {
+        let schema_file = dir.join("schema.json");
+        std::fs::write(
+            &schema_file,
+            eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
+        )
+        .unwrap();
+        let data = dir.join("data");
+        Server::start(&[
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--schema".as_ref(),
+            schema_file.as_os_str(),
+        ])
+    }
+
+    fn sync_url(&self) -> String {
+        format!("ws://{}/api/sync", self.addr)
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    async fn admin(&self, path: &str) -> (u16, serde_json::Value) {
+        http(
+            self.addr,
+            "GET",
+            path,
+            &[("x-eddy-admin-key", &self.admin_key)],
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args`; returns success, stdout and stderr.
+fn run_eddy(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+        std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+        let _ = tx.send((child.wait().unwrap().success(), out, err));
+    });
+    rx.recv_timeout(LONG_WAIT)
+        .expect("eddy did not finish in time")
+}
+
+/// A minimal HTTP/1.1 request; returns the status and the JSON body (null when not JSON).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n{}");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("the HTTP response did not arrive in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("no HTTP status");
+    let head_end = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+    let body = text.get(head_end..).unwrap_or_default();
+    // Responses without Content-Length arrive chunked; keep the JSON between the chunk sizes.
+    let json = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
+        (Some(start), Some(end)) if start <= end => body.get(start..=end).unwrap_or_default(),
+        _ => "",
+    };
+    (status, serde_json::from_str(json).unwrap_or_default())
+}
+
+/// Percent-encodes everything but ASCII letters and digits.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn anonymous_token(addr: SocketAddr) -> String {
+    let (status, body) = http(addr, "POST", "/api/auth/anonymous", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
+    let pk = PrimaryKey::Int(key);
+    if tx.get("Item", &pk).is_none() {
+        tx.create("Item", pk.clone())?;
+    }
+    tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sets_up_the_app_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    std::fs::write(
+        &config,
+        r#"
+app_id = "config-test"
+listen = "127.0.0.1:1"
+data_dir = "from-file"
+
+[schema.Item]
+primaryKey = "_id"
+properties = { _id = "int", n = "int?" }
+
+[auth]
+anonymous = false
+access_token_ttl_secs = 120
+
+[limits]
+idle_timeout_secs = 60
+"#,
+    )
+    .unwrap();
+    let flag_dir = dir.path().join("from-flag");
+    let server = Server::start(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        flag_dir.as_os_str(),
+    ]);
+    assert!(flag_dir.join("eddy.sqlite").exists(), "--data-dir wins");
+    assert!(!dir.path().join("from-file").exists());
+    let (status, body) = http(server.addr, "POST", "/api/auth/anonymous", &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("disabled"),
+        "{body}"
+    );
+    let (status, collections) = server.admin("/api/admin/collections").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        collections,
+        serde_json::json!([{"name": "Item", "kind": "top_level", "count": 0}])
+    );
+}
+
+#[test]
+fn unknown_keys_and_roles_in_a_config_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    let data = dir.path().join("data");
+    let serve = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        run_eddy(&[
+            "serve".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ])
+    };
+    let (ok, _, err) = serve("app_id = \"x\"\n[auth]\nanonymus = true\n");
+    assert!(!ok);
+    assert!(err.contains("app.toml:3"), "{err}");
+    assert!(err.contains("anonymus"), "{err}");
+    let (ok, _, err) = serve("app_id = \"x\"\n\n[roles.owner]\nread = true\n");
+    assert!(!ok);
+    assert!(err.contains("app.toml:3"), "{err}");
+    assert!(err.contains("permissions"), "{err}");
+    assert!(err.contains("not supported"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_need_the_key_and_show_what_clients_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    for path in [
+        "/api/admin/collections",
+        "/api/admin/collections/Item/documents",
+        "/api/admin/users",
+        "/api/admin/sessions",
+    ] {
+        let (status, body) = http(server.addr, "GET", path, &[]).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["error"], "unauthorized");
+        let (status, body) = http(server.addr, "GET", path, &[("x-eddy-admin-key", "wrong")]).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error"], "forbidden");
+    }
+
+    let token = anonymous_token(server.addr).await;
+    let client = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    client
+        .write(|tx| {
+            for key in 0..25 {
+                set_item(tx, key, key * 2)?;
+            }
+            Ok::<_, ApplyError>(())
+        })
+        .unwrap();
+    client.wait_for_upload(WAIT).await.unwrap();
+    let ident = client.client_file_ident().unwrap();
+
+    let (status, collections) = server.admin("/api/admin/collections").await;
+    assert_eq!(status, 200);
+    let item = collections
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Item")
+        .unwrap();
+    assert_eq!(item["count"], 25);
+    assert_eq!(item["kind"], "top_level");
+
+    let mut keys = Vec::new();
+    let mut path = "/api/admin/collections/Item/documents?limit=10".to_string();
+    loop {
+        let (status, page) = server.admin(&path).await;
+        assert_eq!(status, 200, "{page}");
+        for doc in page["documents"].as_array().unwrap() {
+            assert_eq!(doc["n"].as_i64().unwrap(), doc["_id"].as_i64().unwrap() * 2);
+            keys.push(doc["_id"].as_i64().unwrap());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                let next = percent_encode(next);
+                path = format!("/api/admin/collections/Item/documents?limit=10&after={next}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(keys, (0..25).collect::<Vec<_>>());
+    let (status, body) = server
+        .admin("/api/admin/collections/Item/documents?limit=0")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, page) = server
+        .admin(&format!(
+            "/api/admin/collections/Item/documents?limit=2&after={}",
+            percent_encode(r#"{"$numberLong":"20"}"#)
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["documents"][0]["_id"], 21);
+    assert_eq!(page["next"], "22");
+
+    let (status, users) = server.admin("/api/admin/users").await;
+    assert_eq!(status, 200);
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    assert_eq!(users[0]["kind"], "anonymous");
+    let (status, sessions) = server.admin("/api/admin/sessions").await;
+    assert_eq!(status, 200);
+    assert_eq!(sessions[0]["client_file_ident"].as_u64(), Some(ident));
+    assert_eq!(sessions[0]["user"], users[0]["id"]);
+    let (status, summary) = server.admin("/api/admin/history-count").await;
+    assert_eq!(status, 200);
+    assert_eq!(summary["count"], 1);
+
+    // eddy export reads the data directory directly, with the server stopped.
+    drop(client);
+    server.stop();
+    let data = dir.path().join("data");
+    let (ok, out, err) = run_eddy(&[
+        "export".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--collection".as_ref(),
+        "Item".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 25);
+    assert!(lines.iter().all(|l| l["collection"] == "Item"));
+    assert_eq!(lines[7]["document"], serde_json::json!({"_id": 7, "n": 14}));
+    let (ok, _, err) = run_eddy(&[
+        "export".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--collection".as_ref(),
+        "Nope".as_ref(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("\"Nope\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_writes_sync_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let addr = server.addr;
+    let token = anonymous_token(addr).await;
+    let writer = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    writer.write(|tx| set_item(tx, 1, 1)).unwrap();
+    writer.wait_for_upload(WAIT).await.unwrap();
+
+    server.stop();
+    for key in 2..=10 {
+        writer.write(|tx| set_item(tx, key, key)).unwrap();
+    }
+    let server = Server::with_schema(dir.path(), &addr.to_string());
+    assert_eq!(server.addr, addr);
+    // The writer reconnects by itself (backoff) and uploads what it wrote offline.
+    writer.wait_for_upload(WAIT).await.unwrap();
+    assert!(writer.progress().connects >= 2);
+
+    let token = anonymous_token(addr).await;
+    let reader = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    reader.wait_for_download(WAIT).await.unwrap();
+    let seen: Vec<(i64, Option<Value>)> = reader
+        .read(|s| {
+            s.objects("Item")
+                .map(|(k, doc)| match k {
+                    PrimaryKey::Int(k) => (*k, doc.get("n").cloned()),
+                    other => panic!("unexpected key {other:?}"),
+                })
+                .collect()
+        })
+        .unwrap();
+    let expected: Vec<(i64, Option<Value>)> = (1..=10).map(|k| (k, Some(Value::Int(k)))).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_downloads_100_000_objects() {
+    const OBJECTS: i64 = 100_000;
+    const PER_CHANGESET: i64 = 25_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let token = anonymous_token(server.addr).await;
+    let writer = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    for start in (0..OBJECTS).step_by(PER_CHANGESET as usize) {
+        writer
+            .write(|tx| {
+                for key in start..start + PER_CHANGESET {
+                    set_item(tx, key, key)?;
+                }
+                Ok::<_, ApplyError>(())
+            })
+            .unwrap();
+    }
+    writer.wait_for_upload(LONG_WAIT).await.unwrap();
+    drop(writer);
+
+    let token = anonymous_token(server.addr).await;
+    let reader = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    reader.wait_for_download(LONG_WAIT).await.unwrap();
+    let (count, sum) = reader
+        .read(|s| {
+            let sum: i64 = s
+                .objects("Item")
+                .map(|(_, doc)| match doc.get("n") {
+                    Some(Value::Int(n)) => *n,
+                    other => panic!("n missing: {other:?}"),
+                })
+                .sum();
+            (s.len("Item"), sum)
+        })
+        .unwrap();
+    assert_eq!(count as i64, OBJECTS);
+    assert_eq!(sum, OBJECTS * (OBJECTS - 1) / 2);
+}
