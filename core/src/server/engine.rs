@@ -58,7 +58,8 @@ pub struct ServerConfig {
     pub message_limits: MessageLimits,
     /// Limits for decoding changeset bodies.
     pub changeset_limits: DecodeLimits,
-    /// Whether to record merge decisions in [`ServerEvent::Integrated`] (for the dev console).
+    /// Whether [`ServerEvent::Integrated`] carries the integrated instructions and the merge
+    /// decisions made while transforming them (for the dev console; costs a copy per changeset).
     pub record_merge_decisions: bool,
     /// Seed for client file idents and salts (drivers pass OS randomness).
     pub seed: u64,
@@ -142,7 +143,7 @@ pub enum ServerEvent {
         origin_file_ident: u64,
         /// Its client version.
         client_version: u64,
-        /// The integrated (transformed) instructions.
+        /// The integrated (transformed) instructions, when recording is on.
         instructions: Vec<Instruction>,
         /// Merge decisions made while transforming it (when recording is on).
         decisions: Vec<MergeDecision>,
@@ -236,6 +237,8 @@ pub struct ServerEngine<S, A> {
     auth: A,
     store: Store,
     history: Vec<HistoryEntry>,
+    /// `history_bytes[i]` is the total body size of `history[..=i]`.
+    history_bytes: Vec<u64>,
     decoded: Vec<Changeset>,
     history_salt: u64,
     rng: SplitMix64,
@@ -313,6 +316,14 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             storage,
             auth,
             store,
+            history_bytes: stored
+                .history
+                .iter()
+                .scan(0u64, |total, e| {
+                    *total += e.body.len() as u64;
+                    Some(*total)
+                })
+                .collect(),
             history: stored.history,
             decoded,
             history_salt,
@@ -939,49 +950,55 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         for (changeset, upload) in ours.into_iter().zip(&fresh) {
             let server_version = self.latest_version() + 1 + entries.len() as u64;
             let body = encode_changeset(&changeset.instructions);
-            entries.push(HistoryEntry {
+            let entry = HistoryEntry {
                 server_version,
                 origin_file_ident: file_ident,
                 client_version: changeset.meta.version,
                 origin_timestamp: changeset.meta.origin_timestamp,
                 original_size: upload.body.len() as u64,
                 body,
-            });
+            };
+            entries.push((entry, changeset.instructions));
         }
         let decisions_per_entry = std::mem::take(&mut decisions);
         self.append(entries, decisions_per_entry)
     }
 
-    /// Appends integrated entries (already applied to the store) to the history.
+    /// Appends integrated entries (already applied to the store), each with its instructions, to
+    /// the history.
     fn append(
         &mut self,
-        entries: Vec<HistoryEntry>,
+        entries: Vec<(HistoryEntry, Vec<Instruction>)>,
         mut decisions: Vec<MergeDecision>,
     ) -> Result<(), SessionFailure> {
+        let stored: Vec<HistoryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
         self.storage
-            .append_history(&entries)
+            .append_history(&stored)
             .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
         self.needs_flush = true;
         self.state_cache = None;
-        for entry in entries {
-            let instructions = decode_changeset(&entry.body, &self.config.changeset_limits)
-                .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+        for (entry, instructions) in entries {
             if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
                 file.integrations
                     .push((entry.server_version, entry.client_version));
             }
+            let instructions_for_event = if self.config.record_merge_decisions {
+                instructions.clone()
+            } else {
+                Vec::new()
+            };
             self.events.push_back(ServerEvent::Integrated {
                 server_version: entry.server_version,
                 origin_file_ident: entry.origin_file_ident,
                 client_version: entry.client_version,
-                instructions: instructions.clone(),
+                instructions: instructions_for_event,
                 decisions: std::mem::take(&mut decisions),
             });
             self.decoded.push(Changeset {
                 meta: entry_meta(&entry),
                 instructions,
             });
-            self.history.push(entry);
+            self.push_history(entry);
         }
         for conn in self.connections.values_mut() {
             for session in conn.sessions.values_mut() {
@@ -991,6 +1008,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             }
         }
         Ok(())
+    }
+
+    /// Adds an entry to the in-memory history and the running total of body bytes.
+    fn push_history(&mut self, entry: HistoryEntry) {
+        let total = self.history_bytes.last().copied().unwrap_or(0) + entry.body.len() as u64;
+        self.history_bytes.push(total);
+        self.history.push(entry);
     }
 
     fn check_schema_changes(&self, instructions: &[Instruction]) -> Result<(), SessionFailure> {
@@ -1107,7 +1131,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                         original_size: changeset.body.len() as u64,
                         body: changeset.body,
                     };
-                    self.append(vec![entry], Vec::new())?;
+                    self.append(vec![(entry, instructions)], Vec::new())?;
                     TransactResult::Accepted { server_version }
                 }
             }
@@ -1317,12 +1341,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             server_version: version,
             last_integrated_client_version: file.client_version_at(version),
         };
-        let downloadable_bytes: u64 = self
-            .history
-            .iter()
-            .skip(version as usize)
-            .map(|e| e.body.len() as u64)
-            .sum();
+        let total_bytes = self.history_bytes.last().copied().unwrap_or(0);
+        let sent_bytes = version
+            .checked_sub(1)
+            .and_then(|i| self.history_bytes.get(i as usize))
+            .copied()
+            .unwrap_or(0);
+        let downloadable_bytes = total_bytes.saturating_sub(sent_bytes);
         session.phase = Phase::Identified {
             file: file_ident,
             cursor: new_cursor,
