@@ -245,6 +245,8 @@ pub struct ServerEngine<S, A> {
     files: HashMap<u64, FileState>,
     connections: BTreeMap<ConnectionId, Connection>,
     needs_flush: bool,
+    /// Sessions waiting for a DOWNLOAD, in a deterministic order.
+    dirty: BTreeSet<(ConnectionId, SessionIdent)>,
     outbox: VecDeque<(ConnectionId, ServerMessage)>,
     events: VecDeque<ServerEvent>,
     state_cache: Option<(u64, Vec<u8>)>,
@@ -331,6 +333,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             files,
             connections: BTreeMap::new(),
             needs_flush,
+            dirty: BTreeSet::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             state_cache: None,
@@ -792,6 +795,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         };
         session.needs_download = true;
         let user = session.user.id.clone();
+        self.dirty.insert((connection, ident));
         self.events.push_back(ServerEvent::SessionIdentified {
             connection,
             session: ident,
@@ -838,6 +842,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let session = self.session_mut(connection, ident)?;
         session.subscriptions = subscriptions;
         session.needs_download = true;
+        self.dirty.insert((connection, ident));
         Ok(())
     }
 
@@ -855,6 +860,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             return Err(fail(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"));
         };
         session.needs_download = true;
+        self.dirty.insert((connection, ident));
         let file = self
             .files
             .get(&file_ident)
@@ -1000,10 +1006,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             });
             self.push_history(entry);
         }
-        for conn in self.connections.values_mut() {
-            for session in conn.sessions.values_mut() {
+        for (connection, conn) in &mut self.connections {
+            for (ident, session) in &mut conn.sessions {
                 if matches!(session.phase, Phase::Identified { .. }) {
                     session.needs_download = true;
+                    self.dirty.insert((*connection, *ident));
                 }
             }
         }
@@ -1282,11 +1289,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     }
 
     fn build_next_download(&mut self) {
-        let target = self.connections.iter().find_map(|(cid, c)| {
-            c.sessions
-                .iter()
-                .find(|(_, s)| s.needs_download)
-                .map(|(sid, _)| (*cid, *sid))
+        // Sessions that need a DOWNLOAD queue up in `dirty`; entries of sessions that ended or
+        // were served meanwhile are skipped.
+        let target = std::iter::from_fn(|| self.dirty.pop_first()).find(|(c, s)| {
+            self.connections
+                .get(c)
+                .and_then(|conn| conn.sessions.get(s))
+                .is_some_and(|session| session.needs_download)
         });
         let Some((connection, ident)) = target else {
             return;
@@ -1354,6 +1363,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         };
         if version < latest {
             session.needs_download = true;
+            self.dirty.insert((connection, ident));
         }
         let progress = SyncProgress {
             download: new_cursor,
