@@ -8,6 +8,6 @@ mod session;
 pub use backoff::{Backoff, SplitMix64};
 pub use connection::{ClientConnection, ConnectionAction, ConnectionConfig, ConnectionState};
 pub use session::{
-    ClientSession, FileMeta, OutstandingTransaction, PersistedState, ResetMode, SessionConfig,
-    SessionEvent, StorageWrite, SubscriptionState, SyncError,
+    ClientSession, FileMeta, OutstandingTransaction, PendingUpdate, PersistedState, ResetMode,
+    SessionConfig, SessionEvent, StorageWrite, SubscriptionState, SyncError,
 };

@@ -107,10 +107,30 @@ pub struct StorageWrite {
         crate::value::PrimaryKey,
         Option<crate::value::Document>,
     )>,
-    /// The complete pending list after the change (it is rebased by every download).
-    pub pending: Vec<Changeset>,
+    /// How the list of pending changesets changed.
+    pub pending: PendingUpdate,
     /// The schema, when it changed.
     pub schema: Option<Schema>,
+}
+
+/// How a [`StorageWrite`] changes the stored list of pending (unacknowledged) changesets.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum PendingUpdate {
+    /// The list is unchanged.
+    Unchanged,
+    /// One local commit was appended.
+    Appended(Changeset),
+    /// The whole list was rewritten (downloads rebase it; acknowledgements shorten it).
+    Replaced(Vec<Changeset>),
+}
+
+/// Which kind of [`PendingUpdate`] a state change makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PendingChange {
+    Unchanged,
+    Appended,
+    Replaced,
 }
 
 /// The lifecycle of a subscription set.
@@ -358,7 +378,7 @@ impl ClientSession {
         };
         let touched = touched_objects(&instructions);
         self.pending.push(Changeset { meta, instructions });
-        self.persist(touched);
+        self.persist(touched, PendingChange::Appended);
         self.maybe_upload();
         version
     }
@@ -405,7 +425,7 @@ impl ClientSession {
             origin_timestamp: now_ms,
             instructions,
         });
-        self.persist(Vec::new());
+        self.persist(Vec::new(), PendingChange::Unchanged);
         self.outbox.push_back(ClientMessage::Transact {
             session: self.ident,
             changeset,
@@ -426,7 +446,7 @@ impl ClientSession {
         set.version = self.meta.subscriptions.version + 1;
         self.meta.subscriptions = set;
         self.subscription_state = SubscriptionState::Pending;
-        self.persist(Vec::new());
+        self.persist(Vec::new(), PendingChange::Unchanged);
         self.send_query_if_needed();
         self.meta.subscriptions.version
     }
@@ -669,7 +689,7 @@ impl ClientSession {
         {
             self.state_transfer = Some(StateTransfer::default());
         }
-        self.persist(Vec::new());
+        self.persist(Vec::new(), PendingChange::Replaced);
         self.send_ident();
         Ok(())
     }
@@ -784,7 +804,7 @@ impl ClientSession {
                 client_version: acked,
             });
         }
-        self.persist(touched);
+        self.persist(touched, PendingChange::Replaced);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
@@ -829,7 +849,7 @@ impl ClientSession {
             ),
             rejected => {
                 self.meta.transaction = None;
-                self.persist(Vec::new());
+                self.persist(Vec::new(), PendingChange::Unchanged);
                 self.events.push_back(SessionEvent::Transact {
                     client_version,
                     result: rejected,
@@ -839,7 +859,7 @@ impl ClientSession {
             }
         };
         let touched = self.settle_transaction(&mut changes, accepted, reported)?;
-        self.persist(touched);
+        self.persist(touched, PendingChange::Replaced);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
@@ -986,7 +1006,7 @@ impl ClientSession {
         self.meta.latest_server_version = transfer.server_version;
         self.meta.latest_server_version_salt = transfer.salt;
         let Some(reset) = transfer.reset else {
-            self.persist(touched);
+            self.persist(touched, PendingChange::Replaced);
             self.events.push_back(SessionEvent::Changes(changes));
             self.send_ident();
             return Ok(());
@@ -1006,7 +1026,7 @@ impl ClientSession {
             ResetMode::Recover => (candidates, 0),
             ResetMode::Discard => (Vec::new(), candidates.len()),
         };
-        self.persist(touched);
+        self.persist(touched, PendingChange::Replaced);
         let mut recovered = 0;
         for changeset in recover {
             let mut tx = self.store.write();
@@ -1215,7 +1235,7 @@ impl ClientSession {
         }
     }
 
-    fn persist(&mut self, touched: Vec<(String, crate::value::PrimaryKey)>) {
+    fn persist(&mut self, touched: Vec<(String, crate::value::PrimaryKey)>, change: PendingChange) {
         let mut objects: Vec<_> = touched
             .into_iter()
             .map(|(collection, key)| {
@@ -1233,7 +1253,14 @@ impl ClientSession {
         self.events.push_back(SessionEvent::Persist(StorageWrite {
             meta: self.meta.clone(),
             objects,
-            pending: self.pending.clone(),
+            pending: match change {
+                PendingChange::Unchanged => PendingUpdate::Unchanged,
+                PendingChange::Appended => match self.pending.last() {
+                    Some(last) => PendingUpdate::Appended(last.clone()),
+                    None => PendingUpdate::Replaced(Vec::new()),
+                },
+                PendingChange::Replaced => PendingUpdate::Replaced(self.pending.clone()),
+            },
             schema,
         }));
     }

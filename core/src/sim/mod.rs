@@ -14,8 +14,8 @@ use std::fmt;
 
 use crate::changeset::Changeset;
 use crate::client::{
-    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, PersistedState, ResetMode,
-    SessionConfig, SessionEvent, SplitMix64,
+    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, PendingUpdate,
+    PersistedState, ResetMode, SessionConfig, SessionEvent, SplitMix64,
 };
 use crate::protocol::{
     decode_server_message, encode_client_message, encode_server_message, MessageLimits,
@@ -638,7 +638,11 @@ impl Simulation {
                     }
                 }
                 disk.meta = write.meta;
-                disk.pending = write.pending;
+                match write.pending {
+                    PendingUpdate::Unchanged => {}
+                    PendingUpdate::Appended(changeset) => disk.pending.push(changeset),
+                    PendingUpdate::Replaced(pending) => disk.pending = pending,
+                }
                 if let Some(schema) = write.schema {
                     disk.schema = schema;
                 }
