@@ -715,62 +715,80 @@ impl ClientSession {
         }
         let mut changes = Changes::default();
         let mut touched = Vec::new();
-        for dc in changesets {
-            if dc.server_version <= self.meta.download.server_version
-                || dc.server_version > progress.download.server_version
-            {
-                return Err(protocol_error(
-                    ErrorCode::BadProgress,
-                    "downloaded changesets are out of order",
-                ));
+        // Consecutive changesets that name the same last integrated client version are
+        // transformed against the pending changesets in one go (same result as one by one,
+        // since transformation is consistent under splitting, but the work is shared).
+        let mut last_version = self.meta.download.server_version;
+        let mut rest = changesets.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let lirv = first.last_integrated_client_version;
+            let mut run = vec![first];
+            while let Some(next) = rest.next_if(|dc| dc.last_integrated_client_version == lirv) {
+                run.push(next);
             }
-            if dc.last_integrated_client_version > self.meta.last_client_version {
+            for dc in &run {
+                if dc.server_version <= last_version
+                    || dc.server_version > progress.download.server_version
+                {
+                    return Err(protocol_error(
+                        ErrorCode::BadProgress,
+                        "downloaded changesets are out of order",
+                    ));
+                }
+                last_version = dc.server_version;
+            }
+            if lirv > self.meta.last_client_version {
                 return Err(protocol_error(
                     ErrorCode::BadProgress,
                     "the server claims to have integrated a client version this file never made",
                 ));
             }
-            self.pending
-                .retain(|p| p.meta.version > dc.last_integrated_client_version);
+            self.pending.retain(|p| p.meta.version > lirv);
             if self
                 .meta
                 .transaction
                 .as_ref()
-                .is_some_and(|t| t.client_version <= dc.last_integrated_client_version)
+                .is_some_and(|t| t.client_version <= lirv)
             {
                 touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
             }
-            let instructions = decode_changeset(&dc.body, &self.limits).map_err(|e| {
-                protocol_error(
-                    ErrorCode::BadChangeset,
-                    &format!("downloaded changeset: {e}"),
-                )
-            })?;
-            let mut remote = [Changeset {
-                meta: ChangesetMeta {
-                    version: dc.server_version,
-                    last_integrated_remote_version: dc.last_integrated_client_version,
-                    origin_timestamp: dc.origin_timestamp,
-                    origin_file_ident: dc.origin_file_ident,
-                },
-                instructions,
-            }];
+            let mut remote = run
+                .iter()
+                .map(|dc| {
+                    let instructions = decode_changeset(&dc.body, &self.limits).map_err(|e| {
+                        protocol_error(
+                            ErrorCode::BadChangeset,
+                            &format!("downloaded changeset {}: {e}", dc.server_version),
+                        )
+                    })?;
+                    Ok(Changeset {
+                        meta: ChangesetMeta {
+                            version: dc.server_version,
+                            last_integrated_remote_version: lirv,
+                            origin_timestamp: dc.origin_timestamp,
+                            origin_file_ident: dc.origin_file_ident,
+                        },
+                        instructions,
+                    })
+                })
+                .collect::<Result<Vec<_>, SyncError>>()?;
             transform(&mut self.pending, &mut remote, None)
                 .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
-            let [remote] = remote;
-            touched.extend(touched_objects(&remote.instructions));
-            self.store
-                .apply(&remote.instructions, &mut changes)
-                .map_err(|e| {
-                    protocol_error(
-                        ErrorCode::BadChangeset,
-                        &format!("cannot apply downloaded changeset: {e}"),
-                    )
-                })?;
-            self.meta.download = DownloadCursor {
-                server_version: dc.server_version,
-                last_integrated_client_version: dc.last_integrated_client_version,
-            };
+            for changeset in remote {
+                touched.extend(touched_objects(&changeset.instructions));
+                self.store
+                    .apply(&changeset.instructions, &mut changes)
+                    .map_err(|e| {
+                        protocol_error(
+                            ErrorCode::BadChangeset,
+                            &format!("cannot apply downloaded changeset: {e}"),
+                        )
+                    })?;
+                self.meta.download = DownloadCursor {
+                    server_version: changeset.meta.version,
+                    last_integrated_client_version: lirv,
+                };
+            }
         }
         if progress.download.last_integrated_client_version > self.meta.last_client_version {
             return Err(protocol_error(
