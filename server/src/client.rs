@@ -89,6 +89,9 @@ pub struct Progress {
     pub uploaded: u64,
     /// The highest download-completion request answered.
     pub marks_completed: u64,
+    /// How many times downloaded changesets changed the local objects (watch this to react to
+    /// remote writes without polling).
+    pub remote_changes: u64,
     /// The last error the server reported.
     pub last_error: Option<SyncError>,
 }
@@ -234,6 +237,12 @@ impl Client {
     /// The current progress.
     pub fn progress(&self) -> Progress {
         self.progress.borrow().clone()
+    }
+
+    /// A receiver of every progress change, e.g. to wake when downloads change local objects
+    /// ([`Progress::remote_changes`]).
+    pub fn watch_progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
     }
 
     async fn wait_until(
@@ -397,6 +406,9 @@ impl Driver {
                     match event {
                         SessionEvent::UploadAcknowledged { client_version } => {
                             self.state.uploaded = self.state.uploaded.max(client_version);
+                        }
+                        SessionEvent::Changes(_) => {
+                            self.state.remote_changes = self.state.remote_changes.wrapping_add(1);
                         }
                         SessionEvent::DownloadComplete { request } => {
                             self.state.marks_completed = self.state.marks_completed.max(request);
