@@ -354,11 +354,13 @@ impl Driver {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(PROTOCOL));
-        let (socket, _) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .map_err(|_| "the handshake timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+        let (socket, _) = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(request, None, true),
+        )
+        .await
+        .map_err(|_| "the handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
         Ok(socket)
     }
 
