@@ -89,6 +89,9 @@ pub struct Progress {
     pub uploaded: u64,
     /// The highest download-completion request answered.
     pub marks_completed: u64,
+    /// How many times downloaded changesets changed the local objects (watch this to react to
+    /// remote writes without polling).
+    pub remote_changes: u64,
     /// The last error the server reported.
     pub last_error: Option<SyncError>,
 }
@@ -236,6 +239,12 @@ impl Client {
         self.progress.borrow().clone()
     }
 
+    /// A receiver of every progress change, e.g. to wake when downloads change local objects
+    /// ([`Progress::remote_changes`]).
+    pub fn watch_progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
     async fn wait_until(
         &self,
         timeout: Duration,
@@ -345,11 +354,13 @@ impl Driver {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(PROTOCOL));
-        let (socket, _) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .map_err(|_| "the handshake timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+        let (socket, _) = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(request, None, true),
+        )
+        .await
+        .map_err(|_| "the handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
         Ok(socket)
     }
 
@@ -397,6 +408,9 @@ impl Driver {
                     match event {
                         SessionEvent::UploadAcknowledged { client_version } => {
                             self.state.uploaded = self.state.uploaded.max(client_version);
+                        }
+                        SessionEvent::Changes(_) => {
+                            self.state.remote_changes = self.state.remote_changes.wrapping_add(1);
                         }
                         SessionEvent::DownloadComplete { request } => {
                             self.state.marks_completed = self.state.marks_completed.max(request);

@@ -20,6 +20,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use eddy_core::schema::Schema;
 use eddy_core::server::{ServerConfig, ServerEngine};
@@ -232,6 +233,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let stopping = state.clone();
+    // Sync frames are small and latency-bound: Nagle's algorithm would hold them for the
+    // peer's delayed ACK (about 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -37,6 +37,9 @@ const ENGINE_QUEUE: usize = 4096;
 const CONNECTION_QUEUE: usize = 1024;
 /// Most inputs the engine handles before it transmits (and so flushes).
 const MAX_BATCH: usize = 512;
+/// The socket read chunk; tungstenite's default (128 KiB, allocated per connection) would
+/// dominate the memory of an idle session. Larger frames still arrive, in more reads.
+const READ_BUFFER: usize = 8 * 1024;
 /// How long a closing connection may take to deliver its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -342,6 +345,7 @@ pub async fn sync_endpoint(
     let max = state.sync().limits.max_message_bytes;
     upgrade
         .protocols([PROTOCOL])
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection(state, socket))

@@ -1,0 +1,272 @@
+//! Load benchmark for the `eddy` server: starts the release binary as a child process, connects
+//! native clients and prints one summary line per figure — write→visible latency over every
+//! (writer, reader) pair, durable integrated changesets per second, and server memory per idle
+//! session.
+//!
+//! `cargo run --release -p eddy-server --example load -- --clients 100`
+
+// A benchmark reads the monotonic clock and prints its results; the clippy bans are for eddy-core.
+#![allow(clippy::disallowed_methods, clippy::print_stdout)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use eddy_core::sim::sim_schema;
+use eddy_core::value::{PrimaryKey, Value};
+use eddy_server::client::Client;
+use support::{eddy_binary, set_item, Server, WAIT};
+
+/// Measures latency, throughput and idle-session memory of a real `eddy serve`.
+#[derive(Debug, Parser)]
+struct Args {
+    /// How many clients sync at once in the latency and throughput runs.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// How many timestamped writes the latency run makes (writers take turns).
+    #[arg(long, default_value_t = 200)]
+    writes: usize,
+    /// How long the throughput run writes, in seconds.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// How many changesets each client writes before it waits for their acknowledgement.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Idle-session counts to measure server memory at (comma-separated; empty skips it).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    idle: Vec<usize>,
+}
+
+/// Primary keys of the latency run's objects start here; throughput objects are the client
+/// indices, so the two never collide.
+const LATENCY_KEYS: i64 = 1_000_000;
+/// How many idle clients connect at once.
+const IDLE_WAVE: usize = 250;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.clients < 2 {
+        bail!(
+            "--clients {} is too few; latency needs a writer and a reader",
+            args.clients
+        );
+    }
+    let binary = eddy_binary()?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut server = Server::start(&binary, dir.path())?;
+    let token = server.anonymous_token().await?;
+    let clients = connect(&server, &token, args.clients).await?;
+    latency(&clients, args.writes).await?;
+    throughput(&server, &clients, args.seconds, args.batch).await?;
+    drop(clients);
+    // Nothing is left to flush that the figures depend on.
+    server.kill9()?;
+    for count in args.idle {
+        idle_memory(&binary, count).await?;
+    }
+    Ok(())
+}
+
+/// Connects `count` clients as the user of `token` and waits until each has downloaded
+/// everything.
+async fn connect(server: &Server, token: &str, count: usize) -> anyhow::Result<Vec<Arc<Client>>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(Arc::new(Client::connect(
+            &server.sync_url(),
+            token,
+            sim_schema(),
+        )?));
+    }
+    for client in &clients {
+        client.wait_for_download(WAIT).await?;
+    }
+    Ok(clients)
+}
+
+/// Microseconds since `base`, saturating.
+fn micros_since(base: Instant) -> i64 {
+    i64::try_from(base.elapsed().as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Waits (woken by each remote change, never polling) until `client` holds the object `key`,
+/// and returns how long after its write timestamp that was, in microseconds.
+async fn visible_after(client: Arc<Client>, key: i64, base: Instant) -> anyhow::Result<i64> {
+    let pk = PrimaryKey::Int(key);
+    let mut changes = client.watch_progress();
+    loop {
+        changes.borrow_and_update();
+        let written = client.read(|s| match s.get("Item", &pk).and_then(|d| d.get("n")) {
+            Some(Value::Int(at)) => Some(*at),
+            _ => None,
+        })?;
+        if let Some(at) = written {
+            return Ok(micros_since(base).saturating_sub(at));
+        }
+        tokio::time::timeout(WAIT, changes.changed())
+            .await
+            .with_context(|| format!("object {key} never arrived"))?
+            .context("a client stopped")?;
+    }
+}
+
+/// The value at quantile `q` of sorted `values`.
+fn quantile(values: &[i64], q: f64) -> i64 {
+    let last = values.len().saturating_sub(1);
+    // Rounding a quantile index into a slice of at most a few million values.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((last as f64) * q).round() as usize;
+    values.get(index.min(last)).copied().unwrap_or_default()
+}
+
+/// Microseconds as milliseconds with three decimals.
+fn ms(us: i64) -> String {
+    format!("{}.{:03} ms", us / 1000, us % 1000)
+}
+
+/// Writers take turns writing one object stamped with the shared clock; every other client
+/// records when it sees it.
+async fn latency(clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
+    let base = Instant::now();
+    let mut samples = Vec::with_capacity(writes.saturating_mul(clients.len()));
+    for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
+        let writer = round % clients.len();
+        let readers: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != writer)
+            .map(|(_, c)| tokio::spawn(visible_after(Arc::clone(c), key, base)))
+            .collect();
+        let client = clients
+            .get(writer)
+            .ok_or_else(|| anyhow!("no client {writer}"))?;
+        client.write(|tx| set_item(tx, key, micros_since(base)))?;
+        for reader in readers {
+            samples.push(reader.await??);
+        }
+    }
+    samples.sort_unstable();
+    println!(
+        "latency write->visible, {} clients, {} pairs: p50 {}, p99 {}, max {}",
+        clients.len(),
+        samples.len(),
+        ms(quantile(&samples, 0.5)),
+        ms(quantile(&samples, 0.99)),
+        ms(samples.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
+/// Every client writes batches of changesets and waits for their acknowledgement, for
+/// `seconds`; the server's committed history count gives the rate.
+async fn throughput(
+    server: &Server,
+    clients: &[Arc<Client>],
+    seconds: u64,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let before = history_count(server).await?;
+    let start = Instant::now();
+    let until = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = clients
+        .iter()
+        .zip(0i64..)
+        .map(|(client, key)| {
+            let client = Arc::clone(client);
+            tokio::spawn(async move {
+                let mut n = 0i64;
+                while Instant::now() < until {
+                    for _ in 0..batch {
+                        n = n.saturating_add(1);
+                        client.write(|tx| set_item(tx, key, n))?;
+                    }
+                    client.wait_for_upload(WAIT).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let integrated = history_count(server).await?.saturating_sub(before);
+    // Display only.
+    #[allow(clippy::cast_precision_loss)]
+    let rate = integrated as f64 / elapsed;
+    println!(
+        "throughput, {} clients, batches of {batch}: {integrated} changesets acknowledged durably in {elapsed:.2} s = {rate:.0} changesets/s",
+        clients.len(),
+    );
+    Ok(())
+}
+
+/// How many changesets the server's history holds durably.
+async fn history_count(server: &Server) -> anyhow::Result<u64> {
+    let summary = server.history().await?;
+    summary["count"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no count in {summary}"))
+}
+
+/// The soft limit on open files of this process (the server inherits it).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The resident set of process `pid` in KiB, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS line in {path}"))
+}
+
+/// Opens `count` idle sessions on a fresh server and prints its resident memory per session.
+async fn idle_memory(binary: &std::path::Path, count: usize) -> anyhow::Result<()> {
+    let needed = count.saturating_add(200);
+    if let Some(limit) = open_file_limit().filter(|l| *l < needed) {
+        println!(
+            "idle memory, {count} sessions: skipped; the open-file limit is {limit}, run `ulimit -n {needed}` first"
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut server = Server::start(binary, dir.path())?;
+    let token = server.anonymous_token().await?;
+    // One session first, so the baseline includes what any first session warms up.
+    let warm = connect(&server, &token, 1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(server.child.id())?;
+    let mut idle = Vec::with_capacity(count);
+    while idle.len() < count {
+        let wave = IDLE_WAVE.min(count.saturating_sub(idle.len()));
+        idle.extend(connect(&server, &token, wave).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(server.child.id())?;
+    let grown = after.saturating_sub(before);
+    // Display only.
+    #[allow(clippy::cast_precision_loss)]
+    let per_session = grown as f64 / count.max(1) as f64;
+    println!(
+        "idle memory, {count} sessions: server RSS {before} KiB -> {after} KiB = {per_session:.1} KiB per session"
+    );
+    server.kill9()?;
+    drop(idle);
+    drop(warm);
+    Ok(())
+}
