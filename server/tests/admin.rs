@@ -6,116 +6,20 @@
 // clippy ban on spawning is for eddy-core only.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod support;
 
 use eddy_core::changeset::Path as FieldPath;
 use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{anonymous_token, http, Server, WAIT};
 
-const WAIT: Duration = Duration::from_secs(30);
 /// Debug builds integrate 100,000 objects slowly.
 const LONG_WAIT: Duration = Duration::from_secs(300);
-
-/// The `eddy` binary running in its own process.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    admin_key: String,
-}
-
-impl Server {
-    /// Starts `eddy serve` with `args`; waits for the address and admin key it prints.
-    fn start(args: &[&std::ffi::OsStr]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .arg("serve")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .env_remove("EDDY_ADMIN_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut addr = None;
-        let mut admin_key = None;
-        while addr.is_none() || admin_key.is_none() {
-            let line = rx
-                .recv_timeout(WAIT)
-                .expect("the server did not print its address and admin key in time");
-            if let Some(a) = line.strip_prefix("eddy listening on http://") {
-                addr = Some(a.parse().unwrap());
-            } else if let Some(k) = line.strip_prefix("admin key: ") {
-                admin_key = Some(k.to_string());
-            }
-        }
-        Server {
-            child,
-            addr: addr.unwrap(),
-            admin_key: admin_key.unwrap(),
-        }
-    }
-
-    /// Starts a server on `listen` over `dir/data`, enforcing the simulation schema.
-    fn with_schema(dir: &Path, listen: &str) -> Server {
-        let schema_file = dir.join("schema.json");
-        std::fs::write(
-            &schema_file,
-            eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
-        )
-        .unwrap();
-        let data = dir.join("data");
-        Server::start(&[
-            "--listen".as_ref(),
-            listen.as_ref(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--schema".as_ref(),
-            schema_file.as_os_str(),
-        ])
-    }
-
-    fn sync_url(&self) -> String {
-        format!("ws://{}/api/sync", self.addr)
-    }
-
-    fn stop(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn admin(&self, path: &str) -> (u16, serde_json::Value) {
-        http(
-            self.addr,
-            "GET",
-            path,
-            &[("x-eddy-admin-key", &self.admin_key)],
-        )
-        .await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs the binary to completion with `args`; returns success, stdout and stderr.
 fn run_eddy(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
@@ -140,43 +44,6 @@ fn run_eddy(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
         .expect("eddy did not finish in time")
 }
 
-/// A minimal HTTP/1.1 request; returns the status and the JSON body (null when not JSON).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n{}");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the HTTP response did not arrive in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("no HTTP status");
-    let head_end = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
-    let body = text.get(head_end..).unwrap_or_default();
-    // Responses without Content-Length arrive chunked; keep the JSON between the chunk sizes.
-    let json = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
-        (Some(start), Some(end)) if start <= end => body.get(start..=end).unwrap_or_default(),
-        _ => "",
-    };
-    (status, serde_json::from_str(json).unwrap_or_default())
-}
-
 /// Percent-encodes everything but ASCII letters and digits.
 fn percent_encode(text: &str) -> String {
     text.bytes()
@@ -188,12 +55,6 @@ fn percent_encode(text: &str) -> String {
             }
         })
         .collect()
-}
-
-async fn anonymous_token(addr: SocketAddr) -> String {
-    let (status, body) = http(addr, "POST", "/api/auth/anonymous", &[]).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
 }
 
 fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
@@ -239,7 +100,7 @@ idle_timeout_secs = 60
     ]);
     assert!(flag_dir.join("eddy.sqlite").exists(), "--data-dir wins");
     assert!(!dir.path().join("from-file").exists());
-    let (status, body) = http(server.addr, "POST", "/api/auth/anonymous", &[]).await;
+    let (status, body) = http(server.addr, "POST", "/api/auth/anonymous", &[], None).await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("disabled"),
@@ -291,10 +152,17 @@ async fn admin_endpoints_need_the_key_and_show_what_clients_wrote() {
         "/api/admin/users",
         "/api/admin/sessions",
     ] {
-        let (status, body) = http(server.addr, "GET", path, &[]).await;
+        let (status, body) = http(server.addr, "GET", path, &[], None).await;
         assert_eq!(status, 401, "{path}: {body}");
         assert_eq!(body["error"], "unauthorized");
-        let (status, body) = http(server.addr, "GET", path, &[("x-eddy-admin-key", "wrong")]).await;
+        let (status, body) = http(
+            server.addr,
+            "GET",
+            path,
+            &[("x-eddy-admin-key", "wrong")],
+            None,
+        )
+        .await;
         assert_eq!(status, 403, "{path}: {body}");
         assert_eq!(body["error"], "forbidden");
     }
@@ -369,7 +237,7 @@ async fn admin_endpoints_need_the_key_and_show_what_clients_wrote() {
 
     // eddy export reads the data directory directly, with the server stopped.
     drop(client);
-    server.stop();
+    server.kill9();
     let data = dir.path().join("data");
     let (ok, out, err) = run_eddy(&[
         "export".as_ref(),
@@ -407,7 +275,7 @@ async fn offline_writes_sync_after_the_server_restarts() {
     writer.write(|tx| set_item(tx, 1, 1)).unwrap();
     writer.wait_for_upload(WAIT).await.unwrap();
 
-    server.stop();
+    server.kill9();
     for key in 2..=10 {
         writer.write(|tx| set_item(tx, key, key)).unwrap();
     }

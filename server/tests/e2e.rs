@@ -5,12 +5,11 @@
 // clippy ban on spawning is for eddy-core only.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod support;
 
 use eddy_core::changeset::Path as FieldPath;
 use eddy_core::protocol::{
@@ -23,124 +22,10 @@ use eddy_core::store::{ApplyError, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{anonymous_token, http, Server, WAIT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The `eddy` binary running on a port of its own choosing.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    admin_key: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let schema_file = dir.join("schema.json");
-        std::fs::write(
-            &schema_file,
-            eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
-            .arg("--schema")
-            .arg(&schema_file)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut addr = None;
-        let mut admin_key = None;
-        while addr.is_none() || admin_key.is_none() {
-            let line = rx
-                .recv_timeout(WAIT)
-                .expect("the server did not print its address and admin key in time");
-            if let Some(a) = line.strip_prefix("eddy listening on http://") {
-                addr = Some(a.parse().unwrap());
-            } else if let Some(k) = line.strip_prefix("admin key: ") {
-                admin_key = Some(k.to_string());
-            }
-        }
-        Server {
-            child,
-            addr: addr.unwrap(),
-            admin_key: admin_key.unwrap(),
-        }
-    }
-
-    fn sync_url(&self) -> String {
-        format!("ws://{}/api/sync", self.addr)
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal HTTP/1.1 request; returns the status and the JSON body (null when not JSON).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the HTTP response did not arrive in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("no HTTP status");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_default())
-}
-
-async fn anonymous_token(addr: SocketAddr) -> String {
-    let (status, body) = http(addr, "POST", "/api/auth/anonymous", &[], None).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
-}
 
 fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
     let pk = PrimaryKey::Int(key);
@@ -199,7 +84,7 @@ fn bind(token: &str) -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_clients_write_concurrently_and_converge() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let (status, _) = http(server.addr, "GET", "/api/health", &[], None).await;
     assert_eq!(status, 200);
     let mut clients = Vec::new();
@@ -259,7 +144,7 @@ async fn three_clients_write_concurrently_and_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_are_refused_while_others_keep_syncing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let token = anonymous_token(server.addr).await;
     let good = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
     good.write(|tx| set_item(tx, 1, 1)).unwrap();
@@ -294,7 +179,7 @@ async fn bad_forged_and_expired_tokens_are_refused() {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let secret = std::fs::read_to_string(dir.path().join("data").join("jwt-secret")).unwrap();
     let now = eddy_server::now_ms() / 1000;
     let sign = |secret: &[u8], exp: u64| {
@@ -377,7 +262,7 @@ async fn bad_forged_and_expired_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let token = anonymous_token(server.addr).await;
     let client = Arc::new(Client::connect(&server.sync_url(), &token, sim_schema()).unwrap());
     client.write(|tx| set_item(tx, 0, 0)).unwrap();
@@ -412,7 +297,7 @@ async fn acknowledged_writes_survive_kill_9() {
     drop(client);
     assert!(acknowledged >= 50);
 
-    let server = Server::start(dir.path());
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let (status, summary) = http(
         server.addr,
         "GET",
@@ -450,7 +335,7 @@ fn schema_file_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_cleanly_and_keeps_the_history() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let token = anonymous_token(server.addr).await;
     let client = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
     client.write(|tx| set_item(tx, 7, 7)).unwrap();
@@ -472,7 +357,7 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_history() {
     assert!(exit.success(), "exit status {exit}");
     drop(client);
 
-    let server = Server::start(dir.path());
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let (_, summary) = http(
         server.addr,
         "GET",
