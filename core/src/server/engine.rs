@@ -977,13 +977,14 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         entries: Vec<(HistoryEntry, Vec<Instruction>)>,
         mut decisions: Vec<MergeDecision>,
     ) -> Result<(), SessionFailure> {
-        let stored: Vec<HistoryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
+        let (stored, instructions): (Vec<HistoryEntry>, Vec<Vec<Instruction>>) =
+            entries.into_iter().unzip();
         self.storage
             .append_history(&stored)
             .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
         self.needs_flush = true;
         self.state_cache = None;
-        for (entry, instructions) in entries {
+        for (entry, instructions) in stored.into_iter().zip(instructions) {
             if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
                 file.integrations
                     .push((entry.server_version, entry.client_version));
