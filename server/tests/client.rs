@@ -1,8 +1,8 @@
 //! End-to-end tests of the native client's transactions, async open and token refresh against
 //! the real `eddy` binary in its own process.
 
-// Helpers outside `#[test]` fail loudly by design; a scoped thread waits for another client
-// inside a transaction, and the clippy ban on spawning is for eddy-core only.
+// Helpers outside `#[test]` fail loudly by design; scoped threads wait for another client inside
+// a transaction, and the clippy ban on spawning is for eddy-core only.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::path::Path;
@@ -82,12 +82,18 @@ async fn fresh_token(server: &Server, refresh_token: &str) -> String {
 async fn transaction_is_accepted_and_a_conflicting_one_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_schema(dir.path(), "127.0.0.1:0");
-    let a = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    // A's task runs on a runtime of its own: it blocks on A's lock while A's transaction waits
+    // for B below, and must not hold up B's task meanwhile.
+    let a_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a_token = anonymous_token(server.addr).await;
+    let a = {
+        let _enter = a_runtime.enter();
+        Client::connect(&server.sync_url(), &a_token, sim_schema()).unwrap()
+    };
     let b = Client::connect(
         &server.sync_url(),
         &anonymous_token(server.addr).await,
@@ -171,6 +177,8 @@ async fn transaction_is_accepted_and_a_conflicting_one_is_rejected() {
         matches!(again, TransactResult::Accepted { .. }),
         "{again:?}"
     );
+    drop(a);
+    a_runtime.shutdown_background();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
