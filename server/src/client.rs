@@ -1,7 +1,10 @@
 //! A native Rust sync client: one `ClientConnection` carrying one `ClientSession` (flexible sync
 //! subscribed to every top-level collection), driven on a tokio task over tokio-tungstenite, with
-//! reconnects paced by the core's backoff. State lives in memory only.
+//! reconnects paced by the core's backoff. State lives in memory only. Besides plain writes it
+//! runs serialized transactions (TRANSACT), opens new files from a state snapshot (async open)
+//! and hands fresh access tokens to the session (REFRESH).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,7 +15,7 @@ use eddy_core::client::{
 };
 use eddy_core::protocol::{
     decode_server_message, encode_client_message, MessageLimits, SessionIdent, Subscription,
-    SubscriptionSet,
+    SubscriptionSet, TransactResult,
 };
 use eddy_core::schema::{CollectionKind, Schema};
 use eddy_core::store::{Store, WriteTransaction};
@@ -32,6 +35,9 @@ use crate::sync::PROTOCOL;
 const SESSION: SessionIdent = 1;
 /// The longest a WebSocket handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most transaction outcomes kept for callers that have not collected them yet (a caller
+/// that timed out never collects its own).
+const MAX_UNCOLLECTED_OUTCOMES: usize = 16;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -45,6 +51,14 @@ pub enum ClientError {
     Write(String),
     /// The client's task stopped.
     Stopped,
+    /// A transaction could not start before its timeout: the session was not bound, or local
+    /// writes (or an earlier transaction) were still waiting for the server.
+    NotSettled {
+        /// The session's reason, as text.
+        reason: String,
+        /// The progress when time ran out (including the last sync error, if any).
+        progress: Box<Progress>,
+    },
     /// What was awaited did not happen in time.
     Timeout {
         /// What was awaited.
@@ -65,6 +79,10 @@ impl fmt::Display for ClientError {
             }
             ClientError::Write(e) => write!(f, "the write failed: {e}"),
             ClientError::Stopped => f.write_str("the client stopped"),
+            ClientError::NotSettled { reason, progress } => write!(
+                f,
+                "the transaction could not start: \"{reason}\"; make sure the server is reachable and allow more time (progress: {progress:?})"
+            ),
             ClientError::Timeout { what, progress } => {
                 write!(f, "timed out waiting for {what} (progress: {progress:?})")
             }
@@ -92,14 +110,46 @@ pub struct Progress {
     /// How many times downloaded changesets changed the local objects (watch this to react to
     /// remote writes without polling).
     pub remote_changes: u64,
+    /// How many server messages the client handled (every one may unblock a transaction).
+    pub messages: u64,
+    /// How many transaction outcomes arrived.
+    pub transactions: u64,
     /// The last error the server reported.
     pub last_error: Option<SyncError>,
+}
+
+/// How a [`Client`] connects and opens its file.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Connection timing (backoff, timeouts) and the backoff seed.
+    pub connection: ConnectionConfig,
+    /// Whether a new file downloads a snapshot of the server's state (STATE) instead of the
+    /// whole history.
+    pub async_open: bool,
+}
+
+impl Default for ClientOptions {
+    /// Backoff from 100 ms to 5 s, a 10 s connect timeout, a random seed, async open off.
+    fn default() -> Self {
+        ClientOptions {
+            connection: ConnectionConfig {
+                backoff_base_ms: 100,
+                backoff_max_ms: 5_000,
+                connect_timeout_ms: 10_000,
+                seed: rand::random(),
+                ..ConnectionConfig::default()
+            },
+            async_open: false,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
     conn: Mutex<ClientConnection>,
     wake: Notify,
+    /// Transaction outcomes by client version, until their caller collects them.
+    outcomes: Mutex<BTreeMap<u64, TransactResult>>,
 }
 
 impl Shared {
@@ -107,6 +157,19 @@ impl Shared {
         // A panic while holding the lock cannot leave the sans-IO state half-updated in a way
         // that matters more than losing the client, so keep using it.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn outcomes(&self) -> MutexGuard<'_, BTreeMap<u64, TransactResult>> {
+        self.outcomes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an outcome, forgetting the oldest uncollected ones beyond the bound.
+    fn record_outcome(&self, client_version: u64, result: TransactResult) {
+        let mut outcomes = self.outcomes();
+        outcomes.insert(client_version, result);
+        while outcomes.len() > MAX_UNCOLLECTED_OUTCOMES {
+            outcomes.pop_first();
+        }
     }
 }
 
@@ -145,14 +208,7 @@ impl Client {
     /// Starts a client syncing `schema` with the server at `url` (`ws://host:port/api/sync`) as
     /// the user of `token`. It connects in the background and reconnects with backoff.
     pub fn connect(url: &str, token: &str, schema: Schema) -> Result<Client, ClientError> {
-        let config = ConnectionConfig {
-            backoff_base_ms: 100,
-            backoff_max_ms: 5_000,
-            connect_timeout_ms: 10_000,
-            seed: rand::random(),
-            ..ConnectionConfig::default()
-        };
-        Self::connect_with(url, token, schema, config)
+        Self::connect_with_options(url, token, schema, ClientOptions::default())
     }
 
     /// Like [`Client::connect`], with explicit connection timing.
@@ -161,6 +217,20 @@ impl Client {
         token: &str,
         schema: Schema,
         config: ConnectionConfig,
+    ) -> Result<Client, ClientError> {
+        let options = ClientOptions {
+            connection: config,
+            async_open: false,
+        };
+        Self::connect_with_options(url, token, schema, options)
+    }
+
+    /// Like [`Client::connect`], with explicit options (connection timing, async open).
+    pub fn connect_with_options(
+        url: &str,
+        token: &str,
+        schema: Schema,
+        options: ClientOptions,
     ) -> Result<Client, ClientError> {
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(ClientError::BadUrl(url.to_string()));
@@ -173,16 +243,17 @@ impl Client {
                 access_token: token.to_string(),
                 schema,
                 reset_mode: ResetMode::Recover,
-                async_open: false,
+                async_open: options.async_open,
             },
             None,
         );
         session.update_subscriptions(subscriptions);
-        let mut conn = ClientConnection::new(config, now_ms());
+        let mut conn = ClientConnection::new(options.connection, now_ms());
         conn.add_session(session);
         let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
             wake: Notify::new(),
+            outcomes: Mutex::new(BTreeMap::new()),
         });
         let (tx, progress) = watch::channel(Progress::default());
         let task = tokio::spawn(Driver::new(Arc::clone(&shared), url.to_string(), tx).run());
@@ -208,6 +279,86 @@ impl Client {
         };
         self.shared.wake.notify_one();
         Ok(result)
+    }
+
+    /// Runs `f` as a serialized transaction: the server integrates it only if nothing concurrent
+    /// touched the same objects, and it changes the local state only once accepted. It first
+    /// waits (within `timeout`) until the session is bound and every local write is uploaded,
+    /// then for the outcome. A refusal by the server is `Ok(TransactResult::Rejected { .. })`;
+    /// a connection lost meanwhile is a rejection with [`eddy_core::protocol::ErrorCode::ConnectionClosed`].
+    pub async fn transact<E: fmt::Display>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<(), E>,
+    ) -> Result<TransactResult, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.progress.clone();
+        let mut f = Some(f);
+        let version = loop {
+            rx.borrow_and_update();
+            let attempt = {
+                let mut conn = self.shared.lock();
+                let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+                let mut failed = None;
+                let started = session.transact(now_ms(), |tx| {
+                    let f = f
+                        .take()
+                        .ok_or_else(|| "the transaction ran twice".to_string())?;
+                    f(tx).map_err(|e| {
+                        let message = e.to_string();
+                        failed = Some(message.clone());
+                        message
+                    })
+                });
+                match (started, failed) {
+                    (Ok(version), _) => Ok(version),
+                    (Err(_), Some(message)) => return Err(ClientError::Write(message)),
+                    (Err(e), None) if f.is_none() => return Err(ClientError::Write(e.message)),
+                    (Err(e), None) => Err(e.message),
+                }
+            };
+            match attempt {
+                Ok(version) => break version,
+                Err(reason) => {
+                    let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
+                    match changed {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(ClientError::Stopped),
+                        Err(_) => {
+                            return Err(ClientError::NotSettled {
+                                reason,
+                                progress: Box::new(self.progress()),
+                            })
+                        }
+                    }
+                }
+            }
+        };
+        self.shared.wake.notify_one();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let waited = self
+            .wait_until(left, "the transaction outcome", |_| {
+                self.shared.outcomes().contains_key(&version)
+            })
+            .await;
+        let outcome = self.shared.outcomes().remove(&version);
+        match (waited, outcome) {
+            (_, Some(result)) => Ok(result),
+            (Err(e), None) => Err(e),
+            (Ok(_), None) => Err(ClientError::Stopped),
+        }
+    }
+
+    /// Hands the session a fresh access token (REFRESH): sent at once while bound, or used to
+    /// bind again after the server ended the session because the old token expired.
+    pub fn refresh_token(&self, token: &str) -> Result<(), ClientError> {
+        {
+            let mut conn = self.shared.lock();
+            let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+            session.refresh(token.to_string());
+        }
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// Reads the local state.
@@ -412,6 +563,13 @@ impl Driver {
                         SessionEvent::Changes(_) => {
                             self.state.remote_changes = self.state.remote_changes.wrapping_add(1);
                         }
+                        SessionEvent::Transact {
+                            client_version,
+                            result,
+                        } => {
+                            self.shared.record_outcome(client_version, result);
+                            self.state.transactions = self.state.transactions.wrapping_add(1);
+                        }
                         SessionEvent::DownloadComplete { request } => {
                             self.state.marks_completed = self.state.marks_completed.max(request);
                         }
@@ -482,6 +640,7 @@ impl Driver {
             };
             match wake {
                 Wake::Read(Some(Ok(Message::Binary(bytes)))) => {
+                    self.state.messages = self.state.messages.wrapping_add(1);
                     match decode_server_message(&bytes, &self.limits) {
                         Ok(msg) => self.shared.lock().handle_message(now_ms(), msg),
                         Err(e) => {
