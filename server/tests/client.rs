@@ -316,7 +316,8 @@ async fn refreshing_the_token_mid_session_keeps_syncing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_binds_again_after_a_refresh() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), &["--access-token-ttl-secs", "2"]);
+    // Long enough that the refreshed token outlives the re-upload on a loaded machine.
+    let server = server_with(dir.path(), &["--access-token-ttl-secs", "6"]);
     let (refresh, token) = register(&server).await;
     let client = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
     client.write(|tx| set_item(tx, 1, 1)).unwrap();
