@@ -204,6 +204,26 @@ impl fmt::Display for ScalarType {
 }
 
 impl ScalarType {
+    /// The type's number in Eddy's binary encodings (the changeset codec and the store digest),
+    /// and, for links and embedded objects, the target collection.
+    pub(crate) fn code(&self) -> (u8, Option<&str>) {
+        match self {
+            ScalarType::Bool => (0, None),
+            ScalarType::Int => (1, None),
+            ScalarType::Double => (2, None),
+            ScalarType::String => (3, None),
+            ScalarType::Binary => (4, None),
+            ScalarType::Date => (5, None),
+            ScalarType::ObjectId => (6, None),
+            ScalarType::Uuid => (7, None),
+            ScalarType::Decimal => (8, None),
+            ScalarType::Mixed => (9, None),
+            ScalarType::Counter => (10, None),
+            ScalarType::Link(target) => (11, Some(target)),
+            ScalarType::Embedded(target) => (12, Some(target)),
+        }
+    }
+
     /// Whether a non-null scalar value of `kind` fits this type.
     pub fn accepts(&self, value: &Value) -> bool {
         match (self, value) {

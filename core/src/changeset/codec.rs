@@ -486,7 +486,7 @@ impl<'a> Encoder<'a> {
 
     fn property(&mut self, property: &'a Property) {
         self.name(&property.name);
-        let (code, target) = scalar_type_code(&property.ty);
+        let (code, target) = property.ty.code();
         self.out.push(code);
         if let Some(target) = target {
             self.name(target);
@@ -634,25 +634,6 @@ fn container_code(container: Container) -> u8 {
         Container::List => 1,
         Container::Set => 2,
         Container::Dictionary => 3,
-    }
-}
-
-/// The code of a scalar type and, for links and embedded objects, the target collection.
-fn scalar_type_code(ty: &ScalarType) -> (u8, Option<&str>) {
-    match ty {
-        ScalarType::Bool => (0, None),
-        ScalarType::Int => (1, None),
-        ScalarType::Double => (2, None),
-        ScalarType::String => (3, None),
-        ScalarType::Binary => (4, None),
-        ScalarType::Date => (5, None),
-        ScalarType::ObjectId => (6, None),
-        ScalarType::Uuid => (7, None),
-        ScalarType::Decimal => (8, None),
-        ScalarType::Mixed => (9, None),
-        ScalarType::Counter => (10, None),
-        ScalarType::Link(target) => (11, Some(target)),
-        ScalarType::Embedded(target) => (12, Some(target)),
     }
 }
 

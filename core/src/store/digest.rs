@@ -134,21 +134,7 @@ impl Fnv {
     }
 
     fn scalar_type(&mut self, ty: &ScalarType) {
-        let (tag, target) = match ty {
-            ScalarType::Bool => (0, None),
-            ScalarType::Int => (1, None),
-            ScalarType::Double => (2, None),
-            ScalarType::String => (3, None),
-            ScalarType::Binary => (4, None),
-            ScalarType::Date => (5, None),
-            ScalarType::ObjectId => (6, None),
-            ScalarType::Uuid => (7, None),
-            ScalarType::Decimal => (8, None),
-            ScalarType::Mixed => (9, None),
-            ScalarType::Counter => (10, None),
-            ScalarType::Link(target) => (11, Some(target)),
-            ScalarType::Embedded(target) => (12, Some(target)),
-        };
+        let (tag, target) = ty.code();
         self.byte(tag);
         if let Some(target) = target {
             self.str(target);
