@@ -95,6 +95,8 @@ fn main() -> ExitCode {
                         }
                         if let Ok(mut t) = totals.lock() {
                             t.writes += report.writes;
+                            t.ingested += report.ingested;
+                            t.ingested_stored += report.ingested_stored;
                             t.server_versions += report.server_versions;
                             t.server_crashes += report.server_crashes;
                             t.client_restarts += report.client_restarts;
@@ -131,8 +133,10 @@ fn main() -> ExitCode {
     let totals = totals.into_inner().unwrap_or_default();
     let converged = args.seeds - failures.len() as u64;
     println!(
-        "{} writes, {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} subscription sets completed / {} refused; in {:.1?}",
+        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} subscription sets completed / {} refused; in {:.1?}",
         totals.writes,
+        totals.ingested,
+        totals.ingested_stored,
         totals.server_versions,
         totals.messages,
         totals.disconnects,

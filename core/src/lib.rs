@@ -16,6 +16,7 @@
 
 pub mod changeset;
 pub mod client;
+pub mod ingest;
 pub mod protocol;
 pub mod query;
 pub mod schema;

@@ -178,3 +178,52 @@ fn an_expired_token_waits_for_refresh_then_binds_again_keeping_local_writes() {
     assert!(matches!(&sent[1], ClientMessage::Ident { .. }));
     assert_eq!(s.pending().len(), 1, "the local write survived");
 }
+
+#[test]
+fn ingested_objects_wait_in_the_queue_until_acknowledged_and_are_never_readable() {
+    let mut s = active();
+    let mut doc = eddy_core::value::Document::new();
+    doc.insert("value".into(), Value::Int(7));
+    for key in 0..3 {
+        s.write(100 + key as u64, |tx| {
+            tx.ingest("Reading", PrimaryKey::Int(key), doc.clone())
+        })
+        .unwrap();
+    }
+    // Inside a write, next to ordinary changes.
+    s.write(200, |tx| {
+        tx.ingest("Reading", PrimaryKey::Int(9), doc.clone())?;
+        tx.create("Item", PrimaryKey::Int(1))
+    })
+    .unwrap();
+    let queue = s.ingest_queue();
+    assert_eq!(queue.objects, 4);
+    assert!(queue.bytes > 0);
+    assert_eq!(queue.oldest_timestamp, Some(100));
+    assert_eq!(s.store().len("Reading"), 0);
+    assert_eq!(s.store().len("Item"), 1);
+    let query = eddy_core::query::parse("TRUEPREDICATE").unwrap();
+    let err = query.validate(s.store().schema(), "Reading").unwrap_err();
+    assert!(err.to_string().contains("asymmetric"), "{err}");
+    let err = s
+        .write(300, |tx| tx.create("Reading", PrimaryKey::Int(1)))
+        .unwrap_err();
+    assert!(err.to_string().contains("ingest"), "{err}");
+
+    // Uploads go one at a time; each acknowledgement shortens the queue.
+    let mut server_version = 0;
+    let mut uploaded = 0;
+    while let Some(ClientMessage::Upload { changesets, .. }) = s.poll_transmit() {
+        uploaded += changesets.len();
+        server_version += 1;
+        let last = changesets.last().unwrap().client_version;
+        s.handle_message(0, download(server_version, last, vec![]));
+        assert_eq!(
+            s.ingest_queue().objects,
+            4 - last.min(4),
+            "after acknowledging {last}"
+        );
+    }
+    assert_eq!(uploaded, 4);
+    assert!(s.pending().is_empty());
+}

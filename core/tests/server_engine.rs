@@ -682,3 +682,144 @@ fn acknowledgements_wait_for_a_flush() {
     );
     assert_eq!(h.engine.storage().flushes, before + 1);
 }
+
+fn reading(key: i64, value: i64) -> Vec<Instruction> {
+    let mut doc = eddy_core::value::Document::new();
+    doc.insert("value".into(), Value::Int(value));
+    eddy_core::ingest::insert_instructions("Reading", &PrimaryKey::Int(key), &doc)
+}
+
+fn downloaded_instructions(out: &[(ConnectionId, ServerMessage)], to: ConnectionId) -> usize {
+    out.iter()
+        .filter(|(c, _)| *c == to)
+        .map(|(_, m)| match m {
+            ServerMessage::Download { changesets, .. } => changesets
+                .iter()
+                .map(|c| {
+                    eddy_core::changeset::decode_changeset(&c.body, &Default::default())
+                        .unwrap()
+                        .len()
+                })
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn ingested_objects_are_stored_once_and_never_downloaded() {
+    let mut h = Harness::new();
+    let (alice, _) = h.open(1, "alice");
+    h.open(2, "bob");
+    let mut both = reading(1, 10);
+    both.extend(create_item(5, 1));
+    let out = h.send(1, upload(1, alice, 1, 0, &both));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    // Bob gets the item, not the reading; the server's state holds no reading either.
+    assert_eq!(downloaded_instructions(&out, 2), 2);
+    assert_eq!(h.engine.store().len("Reading"), 0);
+    assert_eq!(h.engine.store().len("Item"), 1);
+    // A re-upload of the same client version stores nothing twice.
+    h.send(1, upload(1, alice, 1, 0, &both));
+    let stored = h.engine.storage().ingested();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].origin_file_ident, alice);
+    assert_eq!(
+        stored[0].object.document.get("value"),
+        Some(&Value::Int(10))
+    );
+    let ingested: Vec<_> = std::iter::from_fn(|| h.engine.poll_event())
+        .filter_map(|e| match e {
+            ServerEvent::Ingested {
+                collection,
+                objects,
+                ..
+            } => Some((collection, objects)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ingested, vec![("Reading".to_owned(), 1)]);
+}
+
+#[test]
+fn updates_erases_and_transactions_on_asymmetric_objects_are_refused() {
+    let mut h = Harness::new();
+    let (alice, _) = h.open(1, "alice");
+    h.send(1, upload(1, alice, 1, 0, &reading(1, 10)));
+    let update = [Instruction::Set {
+        path: Path::field("Reading", PrimaryKey::Int(1), "value"),
+        value: Value::Int(11),
+    }];
+    let out = h.send(1, upload(1, alice, 2, 1, &update));
+    assert_eq!(
+        error_code(&out),
+        Some((1, ErrorCode::AsymmetricWriteRefused))
+    );
+
+    let (alice, _) = h.open(2, "alice2");
+    let erase = [Instruction::EraseObject {
+        collection: "Reading".into(),
+        key: PrimaryKey::Int(1),
+    }];
+    let out = h.send(2, upload(1, alice, 1, 1, &erase));
+    assert_eq!(
+        error_code(&out),
+        Some((1, ErrorCode::AsymmetricWriteRefused))
+    );
+
+    let (carol, _) = h.open(3, "carol");
+    let out = h.send(
+        3,
+        ClientMessage::Transact {
+            session: 1,
+            changeset: UploadChangeset {
+                client_version: 1,
+                last_integrated_server_version: 1,
+                origin_timestamp: 5,
+                origin_file_ident: carol,
+                body: encode_changeset(&reading(2, 1)),
+            },
+        },
+    );
+    assert!(
+        out.iter().any(|(_, m)| matches!(
+            m,
+            ServerMessage::Transact {
+                result: TransactResult::Rejected {
+                    code: ErrorCode::AsymmetricWriteRefused,
+                    ..
+                },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert_eq!(h.engine.storage().ingested().len(), 1);
+}
+
+#[test]
+fn subscriptions_on_asymmetric_collections_are_refused() {
+    let mut h = Harness::new();
+    h.open(1, "alice");
+    let set = SubscriptionSet {
+        version: 1,
+        subscriptions: vec![Subscription {
+            name: "readings".into(),
+            collection: "Reading".into(),
+            query: "TRUEPREDICATE".into(),
+        }],
+    };
+    let out = h.send(
+        1,
+        ClientMessage::Query {
+            session: 1,
+            subscriptions: set,
+        },
+    );
+    match &out[..] {
+        [(_, ServerMessage::QueryError { message, .. })] => {
+            assert!(message.contains("asymmetric"), "{message}");
+        }
+        other => panic!("expected QUERY_ERROR, got {other:?}"),
+    }
+}

@@ -16,11 +16,12 @@ use eddy_core::changeset::{decode_changeset, DecodeLimits};
 use eddy_core::schema::{CollectionKind, Schema};
 use eddy_core::store::{Changes, Store};
 use eddy_core::value::{document_to_ejson, parse_ejson, EjsonMode, PrimaryKey};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServerError;
-use crate::storage::history_summary;
+use crate::ingest::IngestReport;
+use crate::storage::{history_summary, primary_key_text};
 use crate::{AppState, ADMIN_KEY_HEADER};
 
 /// The most documents one page may hold.
@@ -280,15 +281,113 @@ pub fn client_files(conn: &Connection) -> Result<Vec<ClientFileInfo>, ServerErro
     rows.collect::<Result<_, _>>().map_err(Into::into)
 }
 
+/// How many ingested objects an asymmetric collection holds.
+pub fn ingested_count(conn: &Connection, collection: &str) -> Result<usize, ServerError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM ingested WHERE collection = ?1",
+        [collection],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// A page of an asymmetric collection's ingested documents, in the order they were stored.
+pub fn ingested_page(
+    conn: &Connection,
+    collection: &str,
+    query: &PageQuery,
+) -> Result<Page, ServerError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ServerError::BadRequest(format!(
+            "limit={limit} is out of range; use 1 to {MAX_PAGE}"
+        )));
+    }
+    let after_rowid: i64 = match &query.after {
+        None => 0,
+        Some(text) => {
+            let key = parse_ejson(text)
+                .ok()
+                .and_then(|v| PrimaryKey::try_from(v).ok())
+                .ok_or_else(|| {
+                    ServerError::BadRequest(format!(
+                        "after=\"{text}\" is not a primary key in EJSON; pass the next value of the previous page"
+                    ))
+                })?;
+            conn.query_row(
+                "SELECT rowid FROM ingested WHERE collection = ?1 AND pk = ?2",
+                params![collection, primary_key_text(&key)],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| {
+                ServerError::BadRequest(format!(
+                    "after=\"{text}\" names no object of \"{collection}\"; pass the next value of the previous page"
+                ))
+            })?
+        }
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT pk, document FROM ingested WHERE collection = ?1 AND rowid > ?2
+         ORDER BY rowid LIMIT ?3",
+    )?;
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![collection, after_rowid, fetch], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > limit;
+    let mut documents = Vec::with_capacity(limit);
+    let mut last = None;
+    for (pk, document) in rows.into_iter().take(limit) {
+        let json: serde_json::Value = serde_json::from_str(&document).map_err(|e| {
+            ServerError::Internal(format!("stored ingested document is not JSON: {e}"))
+        })?;
+        documents.push(json);
+        last = Some(pk);
+    }
+    let next = match (more, last) {
+        (true, Some(pk)) => Some(
+            parse_ejson(&pk)
+                .map_err(|e| ServerError::Internal(format!("stored primary key {pk}: {e}")))?
+                .to_ejson(EjsonMode::Relaxed)
+                .to_string(),
+        ),
+        _ => None,
+    };
+    Ok(Page { documents, next })
+}
+
+fn is_asymmetric(store: &Store, collection: &str) -> bool {
+    store.schema().collection(collection).map(|c| c.kind) == Some(CollectionKind::Asymmetric)
+}
+
 async fn get_collections(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<CollectionInfo>>, ServerError> {
     check_admin_key(&headers, state.admin_key())?;
     state
-        .with_replica(|store| Ok(collections(store)))
+        .with_replica_and_db(|store, conn| {
+            let mut infos = collections(store);
+            for info in &mut infos {
+                if is_asymmetric(store, &info.name) {
+                    info.count = ingested_count(conn, &info.name)?;
+                }
+            }
+            Ok(infos)
+        })
         .await
         .map(Json)
+}
+
+async fn get_ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<IngestReport>, ServerError> {
+    check_admin_key(&headers, state.admin_key())?;
+    Ok(Json(state.ingest().report(crate::now_ms())))
 }
 
 async fn get_documents(
@@ -301,7 +400,13 @@ async fn get_documents(
     let Query(query) =
         query.map_err(|e| ServerError::BadRequest(format!("{e}; use ?limit=N&after=KEY")))?;
     state
-        .with_replica(move |store| page(store, &name, &query))
+        .with_replica_and_db(move |store, conn| {
+            if is_asymmetric(store, &name) {
+                ingested_page(conn, &name, &query)
+            } else {
+                page(store, &name, &query)
+            }
+        })
         .await
         .map(Json)
 }
@@ -346,6 +451,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/admin/users", get(get_users))
         .route("/api/admin/sessions", get(get_sessions))
+        .route("/api/admin/ingest", get(get_ingest))
 }
 
 /// One line of `eddy export`.

@@ -13,12 +13,14 @@ use eddy_core::client::{
     ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, ConnectionState,
     ResetMode, SessionConfig, SessionEvent, SyncError,
 };
+use eddy_core::ingest::IngestQueue;
 use eddy_core::protocol::{
     decode_server_message, encode_client_message, MessageLimits, SessionIdent, Subscription,
     SubscriptionSet, TransactResult,
 };
 use eddy_core::schema::{CollectionKind, Schema};
 use eddy_core::store::{Store, WriteTransaction};
+use eddy_core::value::{Document, PrimaryKey};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
@@ -279,6 +281,27 @@ impl Client {
         };
         self.shared.wake.notify_one();
         Ok(result)
+    }
+
+    /// Queues an asymmetric object for Data Ingest: it is never readable here, and it leaves the
+    /// queue once the server acknowledged it (see [`Client::ingest_queue`]). Inside a
+    /// [`Client::write`], use [`WriteTransaction::ingest`] instead.
+    pub fn ingest(
+        &self,
+        collection: &str,
+        key: PrimaryKey,
+        document: Document,
+    ) -> Result<(), ClientError> {
+        self.write(|tx| tx.ingest(collection, key, document))
+    }
+
+    /// The asymmetric objects not yet acknowledged by the server.
+    pub fn ingest_queue(&self) -> Result<IngestQueue, ClientError> {
+        let conn = self.shared.lock();
+        Ok(conn
+            .session(SESSION)
+            .ok_or(ClientError::Stopped)?
+            .ingest_queue())
     }
 
     /// Runs `f` as a serialized transaction: the server integrates it only if nothing concurrent

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod ingest;
 pub mod storage;
 pub mod sync;
 
@@ -31,6 +32,7 @@ use crate::admin::Replica;
 use crate::auth::{AuthService, JwtAuth};
 use crate::config::{AuthProviders, Limits};
 use crate::error::ServerError;
+use crate::ingest::IngestStats;
 use crate::storage::{open_database, SqliteStorage};
 use crate::sync::SyncHandle;
 
@@ -87,6 +89,7 @@ struct Inner {
     admin_key: String,
     providers: AuthProviders,
     replica: Arc<std::sync::Mutex<Replica>>,
+    ingest: Arc<IngestStats>,
 }
 
 /// Everything the handlers share; cheap to clone.
@@ -134,7 +137,8 @@ impl AppState {
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
         let limits = engine_config.message_limits.clone();
         let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
-        let sync = SyncHandle::start(engine, limits)?;
+        let ingest = Arc::new(IngestStats::default());
+        let sync = SyncHandle::start(engine, limits, Arc::clone(&ingest))?;
         let auth = AuthService::new(open_database(&config.data_dir)?, jwt);
         let admin_key = config
             .admin_key
@@ -146,6 +150,7 @@ impl AppState {
                 admin_key,
                 providers: config.auth,
                 replica: Arc::new(std::sync::Mutex::new(replica)),
+                ingest,
             }),
         })
     }
@@ -160,6 +165,11 @@ impl AppState {
         &self.inner.sync
     }
 
+    /// The Data Ingest figures.
+    pub fn ingest(&self) -> &IngestStats {
+        &self.inner.ingest
+    }
+
     /// The admin key for `/api/admin/*`.
     pub fn admin_key(&self) -> &str {
         &self.inner.admin_key
@@ -171,6 +181,15 @@ impl AppState {
         &self,
         f: impl FnOnce(&Store) -> Result<T, ServerError> + Send + 'static,
     ) -> Result<T, ServerError> {
+        self.with_replica_and_db(move |store, _| f(store)).await
+    }
+
+    /// Like [`AppState::with_replica`], also handing `f` the database (for what the replica does
+    /// not hold, such as ingested objects).
+    pub async fn with_replica_and_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store, &rusqlite::Connection) -> Result<T, ServerError> + Send + 'static,
+    ) -> Result<T, ServerError> {
         let replica = Arc::clone(&self.inner.replica);
         self.auth()
             .with_db(move |conn| {
@@ -178,7 +197,7 @@ impl AppState {
                     ServerError::Internal("the admin replica lock is poisoned".into())
                 })?;
                 replica.catch_up(conn)?;
-                f(replica.store())
+                f(replica.store(), conn)
             })
             .await
     }

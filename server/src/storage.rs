@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use eddy_core::server::{ClientFileRecord, HistoryEntry, ServerStorage, StorageError, StoredState};
+use eddy_core::server::{
+    ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredState,
+};
+use eddy_core::value::{document_to_ejson, EjsonMode, PrimaryKey, Value};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::ServerError;
@@ -40,6 +43,17 @@ const MIGRATIONS: &[&str] = &[
          user_id TEXT NOT NULL,
          revoked INTEGER NOT NULL DEFAULT 0
      );",
+    // Data Ingest: asymmetric objects are stored as documents, never in the history.
+    "CREATE TABLE ingested (
+         collection TEXT NOT NULL,
+         pk TEXT NOT NULL,
+         server_version INTEGER NOT NULL,
+         origin_file_ident INTEGER NOT NULL,
+         origin_timestamp INTEGER NOT NULL,
+         document TEXT NOT NULL,
+         PRIMARY KEY (collection, pk)
+     );
+     CREATE INDEX ingested_by_origin ON ingested (origin_file_ident);",
 ];
 
 /// How long a connection waits for another one's write lock before failing.
@@ -99,6 +113,13 @@ fn migrate(conn: &Connection) -> Result<(), ServerError> {
         ))?;
     }
     Ok(())
+}
+
+/// A primary key as stored in the `ingested` table: canonical EJSON text.
+pub fn primary_key_text(key: &PrimaryKey) -> String {
+    Value::from(key.clone())
+        .to_ejson(EjsonMode::Canonical)
+        .to_string()
 }
 
 /// How much of the history is durable: what the admin endpoint reports.
@@ -248,6 +269,29 @@ impl ServerStorage for SqliteStorage {
                 to_sql(e.origin_timestamp),
                 to_sql(e.original_size),
                 e.body,
+            ])
+            .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError> {
+        self.begin()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO ingested (collection, pk, server_version,
+                     origin_file_ident, origin_timestamp, document) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(storage_error)?;
+        for r in records {
+            stmt.execute(params![
+                r.object.collection,
+                primary_key_text(&r.object.key),
+                to_sql(r.server_version),
+                to_sql(r.origin_file_ident),
+                to_sql(r.origin_timestamp),
+                document_to_ejson(&r.object.document, EjsonMode::Relaxed).to_string(),
             ])
             .map_err(storage_error)?;
         }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::JwtAuth;
 use crate::error::ServerError;
+use crate::ingest::{IngestBatch, IngestStats};
 use crate::storage::SqliteStorage;
 use crate::{now_ms, AppState};
 
@@ -79,11 +80,15 @@ pub struct SyncHandle {
 
 impl SyncHandle {
     /// Starts the engine thread.
-    pub fn start(engine: Engine, limits: MessageLimits) -> Result<Self, ServerError> {
+    pub fn start(
+        engine: Engine,
+        limits: MessageLimits,
+        ingest: Arc<IngestStats>,
+    ) -> Result<Self, ServerError> {
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         let thread = std::thread::Builder::new()
             .name("eddy-engine".into())
-            .spawn(move || engine_thread(engine, rx))?;
+            .spawn(move || engine_thread(engine, rx, ingest))?;
         Ok(SyncHandle {
             tx,
             thread: Mutex::new(Some(thread)),
@@ -115,12 +120,12 @@ impl SyncHandle {
     }
 }
 
-fn engine_thread(engine: Engine, rx: mpsc::Receiver<EngineInput>) {
+fn engine_thread(engine: Engine, rx: mpsc::Receiver<EngineInput>, ingest: Arc<IngestStats>) {
     match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
     {
-        Ok(runtime) => runtime.block_on(EngineDriver::new(engine).run(rx)),
+        Ok(runtime) => runtime.block_on(EngineDriver::new(engine, ingest).run(rx)),
         Err(e) => tracing::error!(error = %e, "cannot start the engine's runtime"),
     }
 }
@@ -135,13 +140,15 @@ enum Wake {
 struct EngineDriver {
     engine: Engine,
     connections: HashMap<ConnectionId, mpsc::Sender<Vec<u8>>>,
+    ingest: Arc<IngestStats>,
 }
 
 impl EngineDriver {
-    fn new(engine: Engine) -> Self {
+    fn new(engine: Engine, ingest: Arc<IngestStats>) -> Self {
         EngineDriver {
             engine,
             connections: HashMap::new(),
+            ingest,
         }
     }
 
@@ -298,6 +305,24 @@ impl EngineDriver {
                 origin_file_ident,
                 client_version,
                 "integrated"
+            ),
+            // Events come after the flush that made the batch durable: the lag ends now.
+            ServerEvent::Ingested {
+                origin_file_ident,
+                origin_timestamp,
+                collection,
+                objects,
+                bytes,
+                ..
+            } => self.ingest.record(
+                now_ms(),
+                IngestBatch {
+                    origin_file_ident,
+                    origin_timestamp,
+                    collection: &collection,
+                    objects,
+                    bytes,
+                },
             ),
             ServerEvent::ErrorSent {
                 connection,

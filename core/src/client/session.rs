@@ -12,12 +12,13 @@ use std::collections::VecDeque;
 use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
 };
+use crate::ingest::IngestQueue;
 use crate::protocol::{
     BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction,
     ErrorCode, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
     UploadChangeset, UploadCursor,
 };
-use crate::schema::Schema;
+use crate::schema::{CollectionKind, Schema};
 use crate::store::{Changes, Store, WriteTransaction};
 use crate::transform::transform;
 
@@ -350,6 +351,12 @@ impl ClientSession {
         &self.subscription_state
     }
 
+    /// The asymmetric objects waiting in the upload queue (Data Ingest): they leave it once the
+    /// server acknowledges the changeset that carries them.
+    pub fn ingest_queue(&self) -> IngestQueue {
+        IngestQueue::of(self.store.schema(), &self.pending)
+    }
+
     /// Runs `f` in a write transaction at time `now_ms`. On success the transaction's changes
     /// become a local changeset queued for upload; on error nothing changes.
     pub fn write<R, E>(
@@ -376,7 +383,13 @@ impl ClientSession {
             origin_timestamp: now_ms,
             origin_file_ident: self.meta.client_file_ident,
         };
-        let touched = touched_objects(&instructions);
+        let schema = self.store.schema();
+        let touched = touched_objects(&instructions)
+            .into_iter()
+            .filter(|(c, _)| {
+                schema.collection(c).map(|c| c.kind) != Some(CollectionKind::Asymmetric)
+            })
+            .collect();
         self.pending.push(Changeset { meta, instructions });
         self.persist(touched, PendingChange::Appended);
         self.maybe_upload();
@@ -1051,7 +1064,7 @@ impl ClientSession {
             match changeset
                 .instructions
                 .iter()
-                .try_for_each(|i| tx.push(i.clone()))
+                .try_for_each(|i| tx.replay(i.clone()))
             {
                 Ok(()) => {
                     let (instructions, c) = tx.commit();

@@ -144,12 +144,18 @@ impl Query {
         collection: &str,
         args: &[Value],
     ) -> Result<Vec<PrimaryKey>, QueryError> {
-        if source.schema().collection(collection).is_none() {
-            return Err(QueryError {
-                position: 0,
-                expected: "a collection that is in the schema".to_owned(),
-                found: format!("{collection:?}"),
-            });
+        match source.schema().collection(collection) {
+            None => {
+                return Err(QueryError {
+                    position: 0,
+                    expected: "a collection that is in the schema".to_owned(),
+                    found: format!("{collection:?}"),
+                })
+            }
+            Some(c) if c.kind == crate::schema::CollectionKind::Asymmetric => {
+                return Err(validate::asymmetric(collection))
+            }
+            Some(_) => {}
         }
         eval::run(self, source, collection, args)
     }

@@ -2,7 +2,8 @@
 //! the property they end on, and literals must fit the type they are compared with.
 
 use crate::schema::{
-    CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema, PRIMARY_KEY,
+    CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema,
+    PRIMARY_KEY,
 };
 use crate::value::Value;
 
@@ -10,12 +11,24 @@ use super::ast::{Clause, CompareOp, Comparison, KeyPath, Operand, Predicate, Ste
 use super::{Query, QueryError};
 
 /// Validates every predicate and clause of `query` for `collection`.
+/// The error for a query on an asymmetric collection, whose objects no replica can read.
+pub(crate) fn asymmetric(collection: &str) -> QueryError {
+    QueryError {
+        position: 0,
+        expected: "a collection that is not asymmetric (ingested objects are never readable on a device; query them on the server)".to_owned(),
+        found: format!("asymmetric collection {collection:?}"),
+    }
+}
+
 pub(crate) fn validate(query: &Query, schema: &Schema, collection: &str) -> Result<(), QueryError> {
     let root = schema.collection(collection).ok_or_else(|| QueryError {
         position: 0,
         expected: "a collection that is in the schema".to_owned(),
         found: format!("{collection:?}"),
     })?;
+    if root.kind == CollectionKind::Asymmetric {
+        return Err(asymmetric(collection));
+    }
     let checker = Checker { schema, root };
     checker.predicate(&query.predicate)?;
     for clause in &query.clauses {

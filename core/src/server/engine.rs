@@ -21,6 +21,7 @@ use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
 };
 use crate::client::SplitMix64;
+use crate::ingest::{insert_instructions, IngestError, IngestedObject, Splitter};
 use crate::protocol::{
     decode_client_message, BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode,
     MessageLimits, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
@@ -29,8 +30,10 @@ use crate::protocol::{
 use crate::query;
 use crate::schema::Schema;
 use crate::server::state::snapshot_instructions;
-use crate::server::storage::{ClientFileRecord, HistoryEntry, ServerStorage, StorageError};
-use crate::store::{Changes, Store};
+use crate::server::storage::{
+    ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError,
+};
+use crate::store::{ApplyError, Changes, Store};
 use crate::transform::{transform, MergeDecision};
 
 /// Identifies one client connection (chosen by the driver).
@@ -147,6 +150,22 @@ pub enum ServerEvent {
         instructions: Vec<Instruction>,
         /// Merge decisions made while transforming it (when recording is on).
         decisions: Vec<MergeDecision>,
+    },
+    /// Asymmetric objects of one collection, carried by one uploaded changeset, were stored
+    /// (Data Ingest). Reported after the group commit that made them durable.
+    Ingested {
+        /// The server version of the changeset that carried them.
+        server_version: u64,
+        /// The client file they came from.
+        origin_file_ident: u64,
+        /// The device's timestamp of the changeset, in milliseconds since the Unix epoch.
+        origin_timestamp: u64,
+        /// The collection.
+        collection: String,
+        /// How many objects.
+        objects: u64,
+        /// Their size as encoded instructions, in bytes.
+        bytes: u64,
     },
     /// An error was sent to a client.
     ErrorSent {
@@ -911,6 +930,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             ));
         }
         let mut ours = Vec::with_capacity(fresh.len());
+        let mut ingested = Vec::with_capacity(fresh.len());
+        let mut splitter = Splitter::new(self.store.schema());
         for c in &fresh {
             let instructions =
                 decode_changeset(&c.body, &self.config.changeset_limits).map_err(|e| {
@@ -920,6 +941,17 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     )
                 })?;
             self.check_schema_changes(&instructions)?;
+            // Asymmetric objects never enter the synced state or the history: they go to
+            // storage as documents, in the same commit as the changeset that carried them.
+            let split = splitter.split(instructions).map_err(|e| {
+                let code = match e {
+                    IngestError::NotInsertOnly { .. } => ErrorCode::AsymmetricWriteRefused,
+                    _ => ErrorCode::BadChangeset,
+                };
+                fail(code, format!("changeset {}: {e}", c.client_version))
+            })?;
+            let instructions = split.synced;
+            ingested.push(split.ingested);
             ours.push(Changeset {
                 meta: ChangesetMeta {
                     version: c.client_version,
@@ -953,8 +985,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             )
         })?;
         let mut entries = Vec::with_capacity(ours.len());
-        for (changeset, upload) in ours.into_iter().zip(&fresh) {
+        let mut records = Vec::new();
+        for ((changeset, upload), objects) in ours.into_iter().zip(&fresh).zip(ingested) {
             let server_version = self.latest_version() + 1 + entries.len() as u64;
+            records.extend(objects.into_iter().map(|object| IngestRecord {
+                server_version,
+                origin_file_ident: file_ident,
+                origin_timestamp: changeset.meta.origin_timestamp,
+                object,
+            }));
             let body = encode_changeset(&changeset.instructions);
             let entry = HistoryEntry {
                 server_version,
@@ -966,8 +1005,37 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             };
             entries.push((entry, changeset.instructions));
         }
+        if !records.is_empty() {
+            self.storage
+                .insert_ingested(&records)
+                .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+            self.report_ingest(&records);
+        }
         let decisions_per_entry = std::mem::take(&mut decisions);
         self.append(entries, decisions_per_entry)
+    }
+
+    /// Reports ingested objects per changeset and collection (the driver sees the events after
+    /// the commit that makes them durable).
+    fn report_ingest(&mut self, records: &[IngestRecord]) {
+        let mut batches: BTreeMap<(u64, &str), (u64, u64, u64)> = BTreeMap::new();
+        for r in records {
+            let batch = batches
+                .entry((r.server_version, r.object.collection.as_str()))
+                .or_insert((r.origin_timestamp, 0, 0));
+            batch.1 += 1;
+            batch.2 += encoded_size(&r.object);
+        }
+        for ((server_version, collection), (origin_timestamp, objects, bytes)) in batches {
+            self.events.push_back(ServerEvent::Ingested {
+                server_version,
+                origin_file_ident: records.first().map_or(0, |r| r.origin_file_ident),
+                origin_timestamp,
+                collection: collection.to_owned(),
+                objects,
+                bytes,
+            });
+        }
     }
 
     /// Appends integrated entries (already applied to the store), each with its instructions, to
@@ -1126,7 +1194,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             let mut changes = Changes::default();
             match self.store.apply(&instructions, &mut changes) {
                 Err(e) => TransactResult::Rejected {
-                    code: ErrorCode::BadChangeset,
+                    code: match e {
+                        ApplyError::Asymmetric { .. } => ErrorCode::AsymmetricWriteRefused,
+                        _ => ErrorCode::BadChangeset,
+                    },
                     reason: e.to_string(),
                 },
                 Ok(()) => {
@@ -1541,6 +1612,16 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .push_back(ServerEvent::CloseConnection { connection });
         }
     }
+}
+
+/// The size of an ingested object as the instructions that insert it, encoded.
+fn encoded_size(object: &IngestedObject) -> u64 {
+    encode_changeset(&insert_instructions(
+        &object.collection,
+        &object.key,
+        &object.document,
+    ))
+    .len() as u64
 }
 
 fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {

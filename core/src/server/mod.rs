@@ -11,5 +11,6 @@ pub use engine::{
 };
 pub use state::snapshot_instructions;
 pub use storage::{
-    ClientFileRecord, HistoryEntry, MemoryStorage, ServerStorage, StorageError, StoredState,
+    ClientFileRecord, HistoryEntry, IngestRecord, MemoryStorage, ServerStorage, StorageError,
+    StoredState,
 };

@@ -1,7 +1,11 @@
 //! What the server engine needs from durable storage, and an in-memory implementation for tests
 //! and simulations. The server crate implements the same trait on SQLite.
 
+use std::collections::BTreeSet;
 use std::fmt;
+
+use crate::ingest::IngestedObject;
+use crate::value::PrimaryKey;
 
 /// One integrated changeset in the server's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +22,19 @@ pub struct HistoryEntry {
     pub original_size: u64,
     /// The encoded, transformed instructions.
     pub body: Vec<u8>,
+}
+
+/// An asymmetric object stored by Data Ingest, with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestRecord {
+    /// The server version of the changeset that carried it.
+    pub server_version: u64,
+    /// The client file it came from.
+    pub origin_file_ident: u64,
+    /// The device's timestamp of that changeset, in milliseconds since the Unix epoch.
+    pub origin_timestamp: u64,
+    /// The object.
+    pub object: IngestedObject,
 }
 
 /// A client file the server allocated.
@@ -66,6 +83,10 @@ pub trait ServerStorage {
     fn set_history_salt(&mut self, salt: u64) -> Result<(), StorageError>;
     /// Appends integrated changesets.
     fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError>;
+    /// Stores ingested (asymmetric) objects as documents of their collections, in the same commit
+    /// as the history entries appended with them. An object whose collection already holds its
+    /// primary key is skipped: the first insert wins.
+    fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError>;
     /// Records a newly allocated client file.
     fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError>;
     /// Makes every earlier call durable.
@@ -80,6 +101,9 @@ pub struct MemoryStorage {
     buffered_history: Vec<HistoryEntry>,
     buffered_files: Vec<ClientFileRecord>,
     buffered_salt: Option<u64>,
+    ingested: Vec<IngestRecord>,
+    ingested_keys: BTreeSet<(String, PrimaryKey)>,
+    buffered_ingested: Vec<IngestRecord>,
     /// How many flushes happened (for tests of group commit).
     pub flushes: u64,
 }
@@ -95,6 +119,12 @@ impl MemoryStorage {
         self.buffered_history.clear();
         self.buffered_files.clear();
         self.buffered_salt = None;
+        self.buffered_ingested.clear();
+    }
+
+    /// The durable ingested objects, in the order they were stored.
+    pub fn ingested(&self) -> &[IngestRecord] {
+        &self.ingested
     }
 
     /// The durable history.
@@ -109,6 +139,12 @@ impl MemoryStorage {
         let keep = usize::try_from(version)
             .unwrap_or(usize::MAX)
             .min(self.durable.history.len());
+        self.ingested.retain(|r| r.server_version <= version);
+        self.ingested_keys = self
+            .ingested
+            .iter()
+            .map(|r| (r.object.collection.clone(), r.object.key.clone()))
+            .collect();
         self.durable.history.split_off(keep)
     }
 }
@@ -128,6 +164,11 @@ impl ServerStorage for MemoryStorage {
         Ok(())
     }
 
+    fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError> {
+        self.buffered_ingested.extend_from_slice(records);
+        Ok(())
+    }
+
     fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError> {
         self.buffered_files.push(record.clone());
         Ok(())
@@ -139,6 +180,12 @@ impl ServerStorage for MemoryStorage {
         }
         self.durable.history.append(&mut self.buffered_history);
         self.durable.client_files.append(&mut self.buffered_files);
+        for record in self.buffered_ingested.drain(..) {
+            let key = (record.object.collection.clone(), record.object.key.clone());
+            if self.ingested_keys.insert(key) {
+                self.ingested.push(record);
+            }
+        }
         self.flushes += 1;
         Ok(())
     }

@@ -101,6 +101,11 @@ impl fmt::Display for SimFailure {
 pub struct SimReport {
     /// Local changesets committed by clients.
     pub writes: u64,
+    /// Asymmetric readings ingested by clients.
+    pub ingested: u64,
+    /// Readings in the server's storage at the end (fewer than ingested when a backup restore or
+    /// a discarding client reset dropped some).
+    pub ingested_stored: u64,
     /// Changesets in the server's history at the end.
     pub server_versions: u64,
     /// Server crashes.
@@ -175,6 +180,8 @@ struct SimClient {
     disk: Option<Disk>,
     /// Client versions of local commits, per client file ident they were made under.
     written: Vec<u64>,
+    /// Keys of the readings ingested by each local commit not yet acknowledged.
+    ingests: BTreeMap<u64, Vec<PrimaryKey>>,
     acknowledged: u64,
     file_ident: u64,
     /// The last error the client's session reported, for failure reports.
@@ -195,6 +202,8 @@ pub struct Simulation {
     report: SimReport,
     /// (file ident, client version) of every changeset the server acknowledged.
     acknowledged: BTreeSet<(u64, u64)>,
+    /// Keys of every ingested reading the server acknowledged.
+    acknowledged_ingests: BTreeSet<PrimaryKey>,
     trace: Vec<String>,
 }
 
@@ -236,6 +245,7 @@ impl Simulation {
                     offline_until: 0,
                     disk: None,
                     written: Vec::new(),
+                    ingests: BTreeMap::new(),
                     acknowledged: 0,
                     file_ident: 0,
                     last_error: None,
@@ -253,6 +263,7 @@ impl Simulation {
             limits: MessageLimits::default(),
             report: SimReport::default(),
             acknowledged: BTreeSet::new(),
+            acknowledged_ingests: BTreeSet::new(),
             trace: Vec::new(),
         })
     }
@@ -342,20 +353,29 @@ impl Simulation {
         let ops = 1 + seed % 4;
         let mut rng = SplitMix64(seed);
         let result = session.write(now, |tx| {
+            let mut ingested = Vec::new();
             for _ in 0..ops {
-                workload::random_op(tx, &mut rng)?;
+                if rng.below(5) == 0 {
+                    ingested.push(workload::random_ingest(tx, &mut rng)?);
+                } else {
+                    workload::random_op(tx, &mut rng)?;
+                }
             }
-            Ok::<(), crate::store::ApplyError>(())
+            Ok::<_, crate::store::ApplyError>(ingested)
         });
         match result {
-            Ok(_) => {
+            Ok((ingested, _)) => {
                 self.report.writes += 1;
+                self.report.ingested += ingested.len() as u64;
                 let version = self.clients[c]
                     .conn
                     .session(SESSION)
                     .map_or(0, |s| s.meta().last_client_version);
                 if version > before {
                     self.clients[c].written.push(version);
+                    if !ingested.is_empty() {
+                        self.clients[c].ingests.insert(version, ingested);
+                    }
                 }
                 self.pump_client(c);
                 Ok(())
@@ -401,6 +421,9 @@ impl Simulation {
             self.acknowledged
                 .remove(&(entry.origin_file_ident, entry.client_version));
         }
+        let kept: BTreeSet<&PrimaryKey> =
+            storage.ingested().iter().map(|r| &r.object.key).collect();
+        self.acknowledged_ingests.retain(|k| kept.contains(k));
         let server = ServerEngine::new(self.server_config.clone(), storage, SimAuth)
             .map_err(|e| self.failure(format!("server restore: {e}")))?;
         self.server = Some(server);
@@ -660,11 +683,16 @@ impl Simulation {
                     self.acknowledged.insert((ident, *v));
                 }
                 client.written.retain(|v| *v > client_version);
+                let later = client.ingests.split_off(&(client_version + 1));
+                for keys in std::mem::replace(&mut client.ingests, later).into_values() {
+                    self.acknowledged_ingests.extend(keys);
+                }
             }
             SessionEvent::ClientReset { .. } => {
                 // Recovered changes are committed again under new client versions.
                 self.report.client_resets += 1;
                 client.written.clear();
+                client.ingests.clear();
             }
             SessionEvent::DownloadComplete { .. } => self.report.marks += 1,
             SessionEvent::Transact {
@@ -805,6 +833,40 @@ impl Simulation {
                 )));
             }
         }
+        for (i, client) in self.clients.iter().enumerate() {
+            let Some(session) = client.conn.session(SESSION) else {
+                continue;
+            };
+            let queue = session.ingest_queue();
+            if queue.objects != 0 {
+                return Err(self.failure(format!(
+                    "client {i} still queues {} ingested objects after the network healed",
+                    queue.objects
+                )));
+            }
+        }
+        let stored: BTreeMap<&PrimaryKey, usize> =
+            server
+                .storage()
+                .ingested()
+                .iter()
+                .fold(BTreeMap::new(), |mut counts, r| {
+                    *counts.entry(&r.object.key).or_default() += 1;
+                    counts
+                });
+        if let Some((key, n)) = stored.iter().find(|(_, n)| **n > 1) {
+            return Err(self.failure(format!("reading {key:?} was stored {n} times")));
+        }
+        if let Some(lost) = self
+            .acknowledged_ingests
+            .iter()
+            .find(|k| !stored.contains_key(k))
+        {
+            return Err(self.failure(format!(
+                "acknowledged reading {lost:?} is not in the server's storage"
+            )));
+        }
+        self.report.ingested_stored = stored.len() as u64;
         let durable: BTreeSet<(u64, u64)> = server
             .storage()
             .durable_history()

@@ -10,6 +10,8 @@ use crate::store::{ApplyError, WriteTransaction};
 use crate::value::{Document, Link, PrimaryKey, Value};
 
 const ITEM: &str = "Item";
+/// The simulation's asymmetric (Data Ingest) collection.
+pub const READING: &str = "Reading";
 const KEYS: u64 = 6;
 
 fn property(name: &str, ty: ScalarType, container: Container, optional: bool) -> Property {
@@ -73,7 +75,27 @@ pub fn sim_schema() -> Schema {
         .into_iter()
         .collect(),
     });
+    schema.insert(CollectionSchema {
+        kind: CollectionKind::Asymmetric,
+        ..CollectionSchema::top_level(READING, PrimaryKeyType::Int)
+            .with(property("value", ScalarType::Int, Container::Single, false))
+            .with(property("samples", ScalarType::Int, Container::List, false))
+    });
     schema
+}
+
+/// Ingests one asymmetric reading with a random 62-bit key; returns the key.
+pub fn random_ingest(
+    tx: &mut WriteTransaction<'_>,
+    rng: &mut SplitMix64,
+) -> Result<PrimaryKey, ApplyError> {
+    let key = PrimaryKey::Int((rng.next_u64() >> 2) as i64);
+    let mut doc = Document::new();
+    doc.insert("value".into(), Value::Int(small(rng)));
+    let samples = (0..rng.below(4)).map(|_| Value::Int(small(rng))).collect();
+    doc.insert("samples".into(), Value::List(samples));
+    tx.ingest(READING, key.clone(), doc)?;
+    Ok(key)
 }
 
 fn list_len(doc: &Document, field: &str) -> u64 {

@@ -90,12 +90,18 @@ pub enum ApplyError {
         /// The collection's primary-key type (`None` for an embedded collection).
         expected: Option<PrimaryKeyType>,
     },
-    /// An instruction that asymmetric (insert-only) collections do not support.
+    /// An object instruction on an asymmetric (insert-only) collection, whose objects are never
+    /// stored on a replica: they go through [`WriteTransaction::ingest`](crate::store::WriteTransaction::ingest).
     Asymmetric {
         /// The collection name.
         collection: String,
         /// The unsupported instruction.
         instruction: &'static str,
+    },
+    /// An ingest into a collection that is not asymmetric.
+    NotAsymmetric {
+        /// The collection name.
+        collection: String,
     },
     /// An object-level instruction on an embedded collection, whose objects only live inside
     /// other objects.
@@ -178,8 +184,13 @@ impl fmt::Display for ApplyError {
                 instruction,
             } => write!(
                 f,
-                "asymmetric collection {collection:?} only takes object creation and top-level \
-                 sets, not {instruction}"
+                "{instruction} refused: objects of asymmetric collection {collection:?} are never \
+                 stored on a replica; insert them with ingest"
+            ),
+            ApplyError::NotAsymmetric { collection } => write!(
+                f,
+                "collection {collection:?} is not asymmetric; only asymmetric collections take \
+                 ingested objects (create the object instead)"
             ),
             ApplyError::NotTopLevel { collection } => write!(
                 f,

@@ -318,6 +318,16 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
+        if let Some((collection, _)) = instruction.object() {
+            if self.schema.collection(collection).map(|c| c.kind)
+                == Some(CollectionKind::Asymmetric)
+            {
+                return Err(ApplyError::Asymmetric {
+                    collection: collection.to_owned(),
+                    instruction: instruction_name(instruction),
+                });
+            }
+        }
         match instruction {
             Instruction::AddCollection {
                 name,
@@ -503,13 +513,7 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let coll = validate::object_collection(&self.schema, collection)?;
-        if coll.kind == CollectionKind::Asymmetric {
-            return Err(ApplyError::Asymmetric {
-                collection: collection.to_owned(),
-                instruction: "object erasure",
-            });
-        }
+        validate::object_collection(&self.schema, collection)?;
         if let Some(doc) = self.remove_object(collection, key) {
             changes.deleted(collection, key.clone(), field_names(&doc));
             undo.push(Undo::Object {
@@ -800,6 +804,25 @@ impl Store {
 }
 
 /// The top-level field names of an object, without `_id`.
+/// What an instruction does, for error messages.
+fn instruction_name(instruction: &Instruction) -> &'static str {
+    match instruction {
+        Instruction::AddCollection { .. } => "collection addition",
+        Instruction::AddProperty { .. } => "property addition",
+        Instruction::CreateObject { .. } => "object creation",
+        Instruction::EraseObject { .. } => "object erasure",
+        Instruction::Set { .. } => "field write",
+        Instruction::AddInteger { .. } => "integer addition",
+        Instruction::ListInsert { .. }
+        | Instruction::ListSet { .. }
+        | Instruction::ListMove { .. }
+        | Instruction::ListErase { .. } => "list edit",
+        Instruction::Clear { .. } => "clear",
+        Instruction::SetInsert { .. } | Instruction::SetErase { .. } => "set edit",
+        Instruction::DictErase { .. } => "dictionary erase",
+    }
+}
+
 fn field_names(doc: &Document) -> BTreeSet<String> {
     doc.keys()
         .filter(|name| name.as_str() != PRIMARY_KEY)

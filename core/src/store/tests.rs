@@ -446,31 +446,46 @@ fn mixed_add_integer_on_a_string_is_an_error() {
 }
 
 #[test]
-fn asymmetric_collections_take_creates_and_sets_only() {
+fn asymmetric_objects_are_never_stored() {
     let mut s = store();
     let log = |field: &str| Path::field("Log", pk(1), field);
-    s.apply(
-        &[
-            Instruction::CreateObject {
-                collection: "Log".into(),
-                key: pk(1),
-            },
-            set(log("msg"), Value::from("hello")),
-        ],
-        &mut Changes::new(),
-    )
-    .unwrap();
-    assert_eq!(s.len("Log"), 1);
-    let err = s
-        .apply(
-            &[Instruction::EraseObject {
-                collection: "Log".into(),
-                key: pk(1),
-            }],
-            &mut Changes::new(),
-        )
-        .unwrap_err();
-    assert!(matches!(err, ApplyError::Asymmetric { .. }));
+    for instruction in [
+        Instruction::CreateObject {
+            collection: "Log".into(),
+            key: pk(1),
+        },
+        set(log("msg"), Value::from("hello")),
+        Instruction::EraseObject {
+            collection: "Log".into(),
+            key: pk(1),
+        },
+    ] {
+        let err = s.apply(&[instruction], &mut Changes::new()).unwrap_err();
+        assert!(matches!(err, ApplyError::Asymmetric { .. }), "{err}");
+        assert!(err.to_string().contains("ingest"), "{err}");
+    }
+    assert_eq!(s.len("Log"), 0);
+}
+
+#[test]
+fn ingest_records_an_insert_without_storing_it() {
+    let mut s = store();
+    let mut doc = Document::new();
+    doc.insert("msg".into(), Value::from("hello"));
+    let mut tx = s.write();
+    tx.ingest("Log", pk(1), doc.clone()).unwrap();
+    let (instructions, changes) = tx.commit();
+    assert_eq!(instructions.len(), 2);
+    assert!(changes.is_empty());
+    assert_eq!(s.len("Log"), 0);
+
+    let mut tx = s.write();
+    doc.insert("msg".into(), Value::Int(3));
+    let err = tx.ingest("Log", pk(2), doc.clone()).unwrap_err();
+    assert!(matches!(err, ApplyError::Schema(_)), "{err}");
+    let err = tx.ingest("Item", pk(2), Document::new()).unwrap_err();
+    assert!(err.to_string().contains("not asymmetric"), "{err}");
+    assert!(tx.instructions().is_empty());
 }
 
 #[test]

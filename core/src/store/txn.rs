@@ -3,7 +3,8 @@
 //! instructions, and dropping without commit restores the store exactly.
 
 use crate::changeset::{Instruction, Path, PathElement};
-use crate::schema::{CollectionKind, PrimaryKeyType, Property};
+use crate::ingest::{insert_instructions, IngestError, Splitter};
+use crate::schema::{CollectionKind, PrimaryKeyType, Property, SchemaError};
 use crate::value::{Document, PrimaryKey, Value, ValueKind};
 
 use super::{walk, ApplyError, Changes, Store, Undo};
@@ -101,6 +102,61 @@ impl<'a> WriteTransaction<'a> {
                 self.store.rollback(&mut self.undo, mark);
                 Err(error)
             }
+        }
+    }
+
+    /// Records the insertion of an asymmetric (Data Ingest) object: `document` is checked against
+    /// the collection's schema and queued for upload with the transaction, but never stored here
+    /// (the transaction reports no change for it).
+    pub fn ingest(
+        &mut self,
+        collection: &str,
+        key: PrimaryKey,
+        document: Document,
+    ) -> Result<(), ApplyError> {
+        match self.store.schema().collection(collection) {
+            Some(c) if c.kind == CollectionKind::Asymmetric => {}
+            Some(_) => {
+                return Err(ApplyError::NotAsymmetric {
+                    collection: collection.to_owned(),
+                })
+            }
+            None => {
+                return Err(ApplyError::Schema(SchemaError::UnknownCollection {
+                    collection: collection.to_owned(),
+                }))
+            }
+        }
+        let instructions = insert_instructions(collection, &key, &document);
+        Splitter::new(self.store.schema())
+            .split(instructions.clone())
+            .map_err(|e| match e {
+                IngestError::Invalid(e) => e,
+                other => ApplyError::Asymmetric {
+                    collection: collection.to_owned(),
+                    instruction: match other {
+                        IngestError::NotInsertOnly { attempted, .. } => attempted,
+                        IngestError::Invalid(_) => "insert",
+                    },
+                },
+            })?;
+        self.instructions.extend(instructions);
+        Ok(())
+    }
+
+    /// Records again an instruction of an earlier local changeset (client reset recovery): the
+    /// insertion of an asymmetric object is queued again without being stored, anything else is
+    /// applied as by [`push`](WriteTransaction::push).
+    pub fn replay(&mut self, instruction: Instruction) -> Result<(), ApplyError> {
+        let asymmetric = instruction.object().is_some_and(|(collection, _)| {
+            self.store.schema().collection(collection).map(|c| c.kind)
+                == Some(CollectionKind::Asymmetric)
+        });
+        if asymmetric {
+            self.instructions.push(instruction);
+            Ok(())
+        } else {
+            self.push(instruction)
         }
     }
 

@@ -1,6 +1,9 @@
-//! What the `load` and `soak` examples share: running the release `eddy` binary as a child
-//! process on a port of its own choosing, anonymous sign-in and the admin history summary over a
-//! minimal HTTP/1.1 client, and the one write both examples make.
+//! What the `load`, `soak` and `ingest` examples share: running the release `eddy` binary as a
+//! child process on a port of its own choosing, anonymous sign-in and the admin history summary
+//! over a minimal HTTP/1.1 client, and the one write `load` and `soak` make.
+
+// Each example compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use eddy_core::changeset::Path as FieldPath;
+use eddy_core::schema::Schema;
 use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
@@ -67,10 +71,15 @@ impl Server {
     /// Starts `binary` on `127.0.0.1:0` with its database in `dir/data`, enforcing the
     /// simulation schema, and waits for it to print its address and admin key.
     pub fn start(binary: &Path, dir: &Path) -> anyhow::Result<Server> {
+        Self::start_with(binary, dir, &sim_schema())
+    }
+
+    /// Like [`Server::start`], enforcing `schema`.
+    pub fn start_with(binary: &Path, dir: &Path, schema: &Schema) -> anyhow::Result<Server> {
         let schema_file = dir.join("schema.json");
         std::fs::write(
             &schema_file,
-            eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
+            eddy_core::schema_json::schema_to_json(schema).to_string(),
         )
         .with_context(|| format!("cannot write \"{}\"", schema_file.display()))?;
         let mut child = Command::new(binary)

@@ -1,0 +1,368 @@
+//! Data Ingest: asymmetric (insert-only) objects. They travel in changesets like any other write,
+//! but no replica ever stores them: the client keeps them only in its upload queue, and the server
+//! splits them out of each uploaded changeset ([`Splitter`]), checks that they are pure inserts,
+//! and hands them to storage as whole documents instead of integrating them into the history.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::changeset::{encode_changeset, Changeset, Instruction, Path};
+use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
+use crate::store::{ApplyError, Changes, Store};
+use crate::value::{Document, PrimaryKey};
+
+/// An asymmetric object taken out of a changeset, built into its document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestedObject {
+    /// Its (asymmetric) collection.
+    pub collection: String,
+    /// Its primary key.
+    pub key: PrimaryKey,
+    /// Its fields, `_id` included.
+    pub document: Document,
+}
+
+/// Why a changeset's asymmetric part was refused.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// A change to an asymmetric object other than its insertion: an erase, or a write to an
+    /// object that the same changeset did not create.
+    NotInsertOnly {
+        /// The collection.
+        collection: String,
+        /// The object's primary key.
+        key: PrimaryKey,
+        /// What the changeset tried (`"erase"` or `"update"`).
+        attempted: &'static str,
+    },
+    /// The inserted object does not fit its collection's schema.
+    Invalid(ApplyError),
+}
+
+impl fmt::Display for IngestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IngestError::NotInsertOnly {
+                collection,
+                key,
+                attempted,
+            } => write!(
+                f,
+                "{attempted} of asymmetric object {collection}[{key:?}] refused: asymmetric collections are insert-only; ingest a new object instead"
+            ),
+            IngestError::Invalid(e) => write!(f, "ingested object does not fit the schema: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IngestError {}
+
+/// What [`Splitter::split`] makes of one changeset.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    /// The instructions for the synced state (schema changes and symmetric objects), in order.
+    pub synced: Vec<Instruction>,
+    /// The asymmetric objects the changeset inserted, in the order it created them.
+    pub ingested: Vec<IngestedObject>,
+}
+
+/// Splits the changesets of one upload into their synced part and their ingested objects. One
+/// splitter serves consecutive changesets, so that a collection added by one of them is known to
+/// the next.
+#[derive(Debug)]
+pub struct Splitter {
+    /// Builds the ingested documents: the same schema, with asymmetric collections stored as
+    /// ordinary ones (the documents are taken out after each changeset).
+    scratch: Store,
+    asymmetric: BTreeSet<String>,
+}
+
+impl Splitter {
+    /// A splitter for changesets made against `schema`.
+    pub fn new(schema: &Schema) -> Self {
+        let mut scratch_schema = schema.clone();
+        let mut asymmetric = BTreeSet::new();
+        for collection in scratch_schema.collections.values_mut() {
+            if collection.kind == CollectionKind::Asymmetric {
+                asymmetric.insert(collection.name.clone());
+                collection.kind = CollectionKind::TopLevel;
+            }
+        }
+        Splitter {
+            scratch: Store::new(scratch_schema),
+            asymmetric,
+        }
+    }
+
+    /// Splits one changeset. Asymmetric objects must be created by the changeset before any of
+    /// their fields are written, and never erased.
+    pub fn split(&mut self, instructions: Vec<Instruction>) -> Result<Split, IngestError> {
+        let mut split = Split::default();
+        let mut created: Vec<(String, PrimaryKey)> = Vec::new();
+        let mut changes = Changes::new();
+        for instruction in instructions {
+            match &instruction {
+                Instruction::AddCollection {
+                    name,
+                    kind,
+                    primary_key,
+                } => {
+                    let scratch_kind = if *kind == CollectionKind::Asymmetric {
+                        self.asymmetric.insert(name.clone());
+                        CollectionKind::TopLevel
+                    } else {
+                        self.asymmetric.remove(name);
+                        *kind
+                    };
+                    self.scratch
+                        .apply(
+                            &[Instruction::AddCollection {
+                                name: name.clone(),
+                                kind: scratch_kind,
+                                primary_key: *primary_key,
+                            }],
+                            &mut changes,
+                        )
+                        .map_err(IngestError::Invalid)?;
+                    split.synced.push(instruction);
+                }
+                Instruction::AddProperty { .. } => {
+                    self.scratch
+                        .apply(std::slice::from_ref(&instruction), &mut changes)
+                        .map_err(IngestError::Invalid)?;
+                    split.synced.push(instruction);
+                }
+                _ => {
+                    let Some((collection, key)) = instruction.object() else {
+                        split.synced.push(instruction);
+                        continue;
+                    };
+                    if !self.asymmetric.contains(collection) {
+                        split.synced.push(instruction);
+                        continue;
+                    }
+                    let object = (collection.to_owned(), key.clone());
+                    let known = created.contains(&object);
+                    match &instruction {
+                        Instruction::CreateObject { .. } if !known => created.push(object),
+                        Instruction::CreateObject { .. } => {}
+                        Instruction::EraseObject { .. } => {
+                            return Err(not_insert_only(object, "erase"));
+                        }
+                        _ if !known => return Err(not_insert_only(object, "update")),
+                        _ => {}
+                    }
+                    self.scratch
+                        .apply(std::slice::from_ref(&instruction), &mut changes)
+                        .map_err(IngestError::Invalid)?;
+                }
+            }
+        }
+        for (collection, key) in created {
+            let document = self
+                .scratch
+                .get(&collection, &key)
+                .cloned()
+                .unwrap_or_default();
+            self.scratch.evict(&collection, &key, &mut changes);
+            split.ingested.push(IngestedObject {
+                collection,
+                key,
+                document,
+            });
+        }
+        Ok(split)
+    }
+}
+
+fn not_insert_only(
+    (collection, key): (String, PrimaryKey),
+    attempted: &'static str,
+) -> IngestError {
+    IngestError::NotInsertOnly {
+        collection,
+        key,
+        attempted,
+    }
+}
+
+/// The instructions that insert `document` (its `_id` is `key`) into `collection`: what a
+/// client's `ingest` records.
+pub fn insert_instructions(
+    collection: &str,
+    key: &PrimaryKey,
+    document: &Document,
+) -> Vec<Instruction> {
+    let mut out = Vec::with_capacity(document.len() + 1);
+    out.push(Instruction::CreateObject {
+        collection: collection.to_owned(),
+        key: key.clone(),
+    });
+    for (field, value) in document.iter().filter(|(f, _)| f.as_str() != PRIMARY_KEY) {
+        out.push(Instruction::Set {
+            path: Path::field(collection, key.clone(), field.clone()),
+            value: value.clone(),
+        });
+    }
+    out
+}
+
+/// The asymmetric objects in a client's upload queue: what a device reports about its ingest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestQueue {
+    /// Objects not yet acknowledged by the server.
+    pub objects: u64,
+    /// Their size as encoded instructions.
+    pub bytes: u64,
+    /// The timestamp of the oldest changeset holding one (milliseconds since the Unix epoch).
+    pub oldest_timestamp: Option<u64>,
+}
+
+impl IngestQueue {
+    /// Counts the asymmetric objects that `changesets` (a client's pending uploads) insert.
+    pub fn of<'a>(schema: &Schema, changesets: impl IntoIterator<Item = &'a Changeset>) -> Self {
+        let mut queue = IngestQueue::default();
+        for changeset in changesets {
+            let asymmetric: Vec<Instruction> = changeset
+                .instructions
+                .iter()
+                .filter(|i| {
+                    i.object().is_some_and(|(c, _)| {
+                        schema.collection(c).map(|c| c.kind) == Some(CollectionKind::Asymmetric)
+                    })
+                })
+                .cloned()
+                .collect();
+            let objects = asymmetric
+                .iter()
+                .filter(|i| matches!(i, Instruction::CreateObject { .. }))
+                .count() as u64;
+            if objects == 0 {
+                continue;
+            }
+            queue.objects += objects;
+            queue.bytes += encode_changeset(&asymmetric).len() as u64;
+            queue.oldest_timestamp = Some(
+                queue
+                    .oldest_timestamp
+                    .map_or(changeset.meta.origin_timestamp, |t| {
+                        t.min(changeset.meta.origin_timestamp)
+                    }),
+            );
+        }
+        queue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{CollectionSchema, PrimaryKeyType, Property, ScalarType};
+    use crate::value::Value;
+
+    fn schema() -> Schema {
+        let mut schema = Schema::default();
+        schema.insert(
+            CollectionSchema::top_level("Task", PrimaryKeyType::Int)
+                .with(Property::new("title", ScalarType::String)),
+        );
+        schema.insert(CollectionSchema {
+            kind: CollectionKind::Asymmetric,
+            ..CollectionSchema::top_level("Reading", PrimaryKeyType::Int)
+                .with(Property::new("celsius", ScalarType::Double))
+        });
+        schema
+    }
+
+    fn reading(key: i64, celsius: f64) -> Vec<Instruction> {
+        let mut doc = Document::new();
+        doc.insert("celsius".into(), Value::Double(celsius));
+        insert_instructions("Reading", &PrimaryKey::Int(key), &doc)
+    }
+
+    #[test]
+    fn inserts_are_split_out_and_built_into_documents() {
+        let mut splitter = Splitter::new(&schema());
+        let task = Instruction::CreateObject {
+            collection: "Task".into(),
+            key: PrimaryKey::Int(1),
+        };
+        let mut instructions = reading(7, 21.5);
+        instructions.push(task.clone());
+        instructions.extend(reading(8, -3.0));
+        let split = splitter.split(instructions).unwrap();
+        assert_eq!(split.synced, vec![task]);
+        assert_eq!(split.ingested.len(), 2);
+        assert_eq!(split.ingested[0].key, PrimaryKey::Int(7));
+        assert_eq!(
+            split.ingested[0].document.get("celsius"),
+            Some(&Value::Double(21.5))
+        );
+        assert_eq!(split.ingested[1].document.get("_id"), Some(&Value::Int(8)));
+        // The scratch store keeps nothing between changesets: the same key inserts again.
+        assert_eq!(splitter.split(reading(7, 1.0)).unwrap().ingested.len(), 1);
+    }
+
+    #[test]
+    fn updates_and_erases_are_refused() {
+        let mut splitter = Splitter::new(&schema());
+        let update = vec![Instruction::Set {
+            path: Path::field("Reading", PrimaryKey::Int(7), "celsius"),
+            value: Value::Double(0.0),
+        }];
+        let err = splitter.split(update).unwrap_err();
+        assert!(matches!(
+            err,
+            IngestError::NotInsertOnly {
+                attempted: "update",
+                ..
+            }
+        ));
+        let erase = vec![Instruction::EraseObject {
+            collection: "Reading".into(),
+            key: PrimaryKey::Int(7),
+        }];
+        let err = splitter.split(erase).unwrap_err();
+        assert!(matches!(
+            err,
+            IngestError::NotInsertOnly {
+                attempted: "erase",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("insert-only"), "{err}");
+    }
+
+    #[test]
+    fn objects_that_break_the_schema_are_refused() {
+        let mut splitter = Splitter::new(&schema());
+        let mut doc = Document::new();
+        doc.insert("celsius".into(), Value::String("warm".into()));
+        let err = splitter
+            .split(insert_instructions("Reading", &PrimaryKey::Int(1), &doc))
+            .unwrap_err();
+        assert!(matches!(err, IngestError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn a_collection_added_by_an_earlier_changeset_is_known() {
+        let mut splitter = Splitter::new(&Schema::default());
+        let add = vec![
+            Instruction::AddCollection {
+                name: "Reading".into(),
+                kind: CollectionKind::Asymmetric,
+                primary_key: Some(PrimaryKeyType::Int),
+            },
+            Instruction::AddProperty {
+                collection: "Reading".into(),
+                property: Property::new("celsius", ScalarType::Double),
+            },
+        ];
+        let split = splitter.split(add.clone()).unwrap();
+        assert_eq!(split.synced, add);
+        let split = splitter.split(reading(1, 2.0)).unwrap();
+        assert!(split.synced.is_empty());
+        assert_eq!(split.ingested.len(), 1);
+    }
+}

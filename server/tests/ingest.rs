@@ -1,0 +1,175 @@
+//! Data Ingest against the real `eddy` binary: ingested objects are stored once, readable through
+//! the admin API and counted, never synced to any device, and a `kill -9` in the middle of a
+//! large ingest loses nothing and stores nothing twice.
+
+// Helpers outside `#[test]` fail loudly by design; the support module spawns a reader thread.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+mod support;
+
+use eddy_core::sim::sim_schema;
+use eddy_core::value::{Document, PrimaryKey, Value};
+use eddy_server::client::Client;
+use support::{anonymous_token, Server, WAIT};
+
+/// A sensor reading of about 100 bytes.
+fn reading(n: i64) -> Document {
+    let mut doc = Document::new();
+    doc.insert("value".into(), Value::Int(n));
+    doc.insert(
+        "samples".into(),
+        Value::List((0..8).map(|i| Value::Int(n * 10 + i)).collect()),
+    );
+    doc
+}
+
+/// Ingests readings `keys`, `per_write` objects per local commit.
+fn ingest(client: &Client, keys: std::ops::Range<i64>, per_write: i64) -> Result<(), String> {
+    let mut key = keys.start;
+    while key < keys.end {
+        let end = (key + per_write).min(keys.end);
+        client
+            .write(|tx| {
+                (key..end).try_for_each(|k| tx.ingest("Reading", PrimaryKey::Int(k), reading(k)))
+            })
+            .map_err(|e| e.to_string())?;
+        key = end;
+    }
+    Ok(())
+}
+
+async fn stored_count(server: &Server) -> u64 {
+    let (status, body) = server.admin("/api/admin/collections").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Reading")
+        .map(|c| {
+            assert_eq!(c["kind"], "asymmetric");
+            c["count"].as_u64().unwrap()
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_objects_are_stored_once_counted_and_never_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let sensor = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    let viewer = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    ingest(&sensor, 0..1_990, 100).unwrap();
+    for key in 1_990..2_000 {
+        sensor
+            .ingest("Reading", PrimaryKey::Int(key), reading(key))
+            .unwrap();
+    }
+    assert!(sensor.ingest_queue().unwrap().objects <= 2_000);
+    sensor.wait_for_upload(WAIT).await.unwrap();
+    assert_eq!(sensor.ingest_queue().unwrap().objects, 0);
+    assert_eq!(sensor.read(|s| s.len("Reading")).unwrap(), 0);
+
+    assert_eq!(stored_count(&server).await, 2_000);
+    let (status, page) = server
+        .admin("/api/admin/collections/Reading/documents?limit=10")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let documents = page["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), 10);
+    assert_eq!(documents[3]["_id"], 3);
+    assert_eq!(documents[3]["samples"][1], 31);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, second) = server
+        .admin(&format!(
+            "/api/admin/collections/Reading/documents?limit=10&after={next}"
+        ))
+        .await;
+    assert_eq!(second["documents"][0]["_id"], 10);
+
+    let ident = sensor.client_file_ident().unwrap();
+    let (status, figures) = server.admin("/api/admin/ingest").await;
+    assert_eq!(status, 200, "{figures}");
+    assert_eq!(figures["collections"]["Reading"]["objects"], 2_000);
+    assert_eq!(
+        figures["clients"][ident.to_string()]["Reading"]["objects"],
+        2_000
+    );
+    assert!(figures["collections"]["Reading"]["bytes"].as_u64().unwrap() > 2_000 * 20);
+
+    // Another device syncs everything else but never receives a reading.
+    sensor
+        .write(|tx| tx.create("Item", PrimaryKey::Int(1)))
+        .unwrap();
+    sensor.wait_for_upload(WAIT).await.unwrap();
+    viewer.wait_for_download(WAIT).await.unwrap();
+    assert_eq!(viewer.read(|s| s.len("Item")).unwrap(), 1);
+    assert_eq!(viewer.read(|s| s.len("Reading")).unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_of_a_large_ingest_arrives_exactly_once_across_kill_9() {
+    const TOTAL: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let listen = server.addr.to_string();
+    let client = Arc::new(
+        Client::connect(
+            &server.sync_url(),
+            &anonymous_token(server.addr).await,
+            sim_schema(),
+        )
+        .unwrap(),
+    );
+    client.wait_for_download(WAIT).await.unwrap();
+    // The device keeps ingesting while the server dies and comes back.
+    let writer = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            for start in (0..TOTAL).step_by(50) {
+                ingest(&client, start..start + 50, 50).unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut progress = client.watch_progress();
+    tokio::time::timeout(WAIT, progress.wait_for(|p| p.uploaded >= 20))
+        .await
+        .expect("uploads stalled before the kill")
+        .unwrap();
+    server.kill9();
+    let server = Server::with_schema(dir.path(), &listen);
+    writer.await.unwrap();
+    client.wait_for_upload(WAIT * 2).await.unwrap();
+    assert_eq!(client.ingest_queue().unwrap().objects, 0);
+    assert_eq!(stored_count(&server).await, TOTAL as u64);
+    // Every key is there (the collection holds each key at most once, so the count is exact).
+    let mut seen = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            None => "/api/admin/collections/Reading/documents?limit=1000".to_owned(),
+            Some(a) => format!("/api/admin/collections/Reading/documents?limit=1000&after={a}"),
+        };
+        let (status, page) = server.admin(&path).await;
+        assert_eq!(status, 200, "{page}");
+        seen += page["documents"].as_array().unwrap().len();
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, TOTAL as usize);
+}
