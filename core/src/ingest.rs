@@ -65,6 +65,8 @@ pub struct Split {
     pub synced: Vec<Instruction>,
     /// The asymmetric objects the changeset inserted, in the order it created them.
     pub ingested: Vec<IngestedObject>,
+    /// How many of the changeset's instructions built them.
+    pub ingested_instructions: usize,
 }
 
 /// Splits the changesets of one upload into their synced part and their ingested objects. One
@@ -100,6 +102,7 @@ impl Splitter {
     pub fn split(&mut self, instructions: Vec<Instruction>) -> Result<Split, IngestError> {
         let mut split = Split::default();
         let mut created: Vec<(String, PrimaryKey)> = Vec::new();
+        let mut known_objects: BTreeSet<(String, PrimaryKey)> = BTreeSet::new();
         let mut changes = Changes::new();
         for instruction in instructions {
             match &instruction {
@@ -143,9 +146,12 @@ impl Splitter {
                         continue;
                     }
                     let object = (collection.to_owned(), key.clone());
-                    let known = created.contains(&object);
+                    let known = known_objects.contains(&object);
                     match &instruction {
-                        Instruction::CreateObject { .. } if !known => created.push(object),
+                        Instruction::CreateObject { .. } if !known => {
+                            known_objects.insert(object.clone());
+                            created.push(object);
+                        }
                         Instruction::CreateObject { .. } => {}
                         Instruction::EraseObject { .. } => {
                             return Err(not_insert_only(object, "erase"));
@@ -156,6 +162,7 @@ impl Splitter {
                     self.scratch
                         .apply(std::slice::from_ref(&instruction), &mut changes)
                         .map_err(IngestError::Invalid)?;
+                    split.ingested_instructions += 1;
                 }
             }
         }

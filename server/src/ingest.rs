@@ -18,7 +18,7 @@ const MAX_RECENT: usize = 4_096;
 pub struct IngestFigures {
     /// Objects stored.
     pub objects: u64,
-    /// Their size as encoded instructions.
+    /// The bytes of uploaded changeset bodies they took.
     pub bytes: u64,
     /// Objects per second over the last 10 seconds.
     pub objects_per_sec: f64,

@@ -21,7 +21,7 @@ use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
 };
 use crate::client::SplitMix64;
-use crate::ingest::{insert_instructions, IngestError, IngestedObject, Splitter};
+use crate::ingest::{IngestError, Splitter};
 use crate::protocol::{
     decode_client_message, BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode,
     MessageLimits, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
@@ -164,7 +164,7 @@ pub enum ServerEvent {
         collection: String,
         /// How many objects.
         objects: u64,
-        /// Their size as encoded instructions, in bytes.
+        /// Their share of the uploaded changeset body, in bytes.
         bytes: u64,
     },
     /// An error was sent to a client.
@@ -950,8 +950,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 };
                 fail(code, format!("changeset {}: {e}", c.client_version))
             })?;
+            // The ingested objects' share of the uploaded body, for the ingest figures.
+            let total = (split.synced.len() + split.ingested_instructions).max(1) as u64;
+            let share = c.body.len() as u64 * split.ingested_instructions as u64 / total;
             let instructions = split.synced;
-            ingested.push(split.ingested);
+            ingested.push((split.ingested, share));
             ours.push(Changeset {
                 meta: ChangesetMeta {
                     version: c.client_version,
@@ -986,8 +989,12 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         })?;
         let mut entries = Vec::with_capacity(ours.len());
         let mut records = Vec::new();
-        for ((changeset, upload), objects) in ours.into_iter().zip(&fresh).zip(ingested) {
+        let mut shares = Vec::new();
+        for ((changeset, upload), (objects, share)) in ours.into_iter().zip(&fresh).zip(ingested) {
             let server_version = self.latest_version() + 1 + entries.len() as u64;
+            if !objects.is_empty() {
+                shares.push((server_version, share, objects.len() as u64));
+            }
             records.extend(objects.into_iter().map(|object| IngestRecord {
                 server_version,
                 origin_file_ident: file_ident,
@@ -1009,24 +1016,28 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.storage
                 .insert_ingested(&records)
                 .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
-            self.report_ingest(&records);
+            self.report_ingest(&records, &shares);
         }
         let decisions_per_entry = std::mem::take(&mut decisions);
         self.append(entries, decisions_per_entry)
     }
 
     /// Reports ingested objects per changeset and collection (the driver sees the events after
-    /// the commit that makes them durable).
-    fn report_ingest(&mut self, records: &[IngestRecord]) {
-        let mut batches: BTreeMap<(u64, &str), (u64, u64, u64)> = BTreeMap::new();
+    /// the commit that makes them durable). `shares` gives, per server version, the bytes of the
+    /// uploaded body the ingested objects took and how many objects there were.
+    fn report_ingest(&mut self, records: &[IngestRecord], shares: &[(u64, u64, u64)]) {
+        let mut batches: BTreeMap<(u64, &str), (u64, u64)> = BTreeMap::new();
         for r in records {
             let batch = batches
                 .entry((r.server_version, r.object.collection.as_str()))
-                .or_insert((r.origin_timestamp, 0, 0));
+                .or_insert((r.origin_timestamp, 0));
             batch.1 += 1;
-            batch.2 += encoded_size(&r.object);
         }
-        for ((server_version, collection), (origin_timestamp, objects, bytes)) in batches {
+        for ((server_version, collection), (origin_timestamp, objects)) in batches {
+            let bytes = shares
+                .iter()
+                .find(|(sv, _, _)| *sv == server_version)
+                .map_or(0, |(_, share, all)| share * objects / (*all).max(1));
             self.events.push_back(ServerEvent::Ingested {
                 server_version,
                 origin_file_ident: records.first().map_or(0, |r| r.origin_file_ident),
@@ -1612,16 +1623,6 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .push_back(ServerEvent::CloseConnection { connection });
         }
     }
-}
-
-/// The size of an ingested object as the instructions that insert it, encoded.
-fn encoded_size(object: &IngestedObject) -> u64 {
-    encode_changeset(&insert_instructions(
-        &object.collection,
-        &object.key,
-        &object.document,
-    ))
-    .len() as u64
 }
 
 fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {

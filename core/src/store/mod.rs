@@ -475,20 +475,7 @@ impl Store {
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
         let coll = validate::object_collection(&self.schema, collection)?;
-        let fits = matches!(
-            (coll.primary_key, key),
-            (Some(PrimaryKeyType::Int), PrimaryKey::Int(_))
-                | (Some(PrimaryKeyType::String), PrimaryKey::String(_))
-                | (Some(PrimaryKeyType::ObjectId), PrimaryKey::ObjectId(_))
-                | (Some(PrimaryKeyType::Uuid), PrimaryKey::Uuid(_))
-        );
-        if !fits {
-            return Err(ApplyError::PrimaryKeyType {
-                collection: collection.to_owned(),
-                key: key.clone(),
-                expected: coll.primary_key,
-            });
-        }
+        validate::key_fits(coll, key)?;
         if self.get(collection, key).is_some() {
             return Ok(());
         }
@@ -532,7 +519,7 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let slot = validate::resolve(&self.schema, path, "set", true)?;
+        let slot = validate::resolve(&self.schema, path)?;
         let last = path.nested.split_last();
         if let Some((PathElement::Index(_), _)) = last {
             return Err(ApplyError::InvalidPath {
@@ -585,7 +572,7 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let slot = validate::resolve(&self.schema, path, "integer addition", false)?;
+        let slot = validate::resolve(&self.schema, path)?;
         validate::check_integer(&slot)?;
         let doc = Self::doc_mut(&mut self.objects, path)?;
         match walk::leaf_mut(doc, path)?.into_value() {
@@ -613,10 +600,9 @@ impl Store {
         path: &'a Path,
         container: Container,
         element: Option<&Value>,
-        instruction: &'static str,
         undo: &mut Vec<Undo>,
     ) -> Result<&'a mut Value, ApplyError> {
-        let slot = validate::resolve(&self.schema, path, instruction, false)?;
+        let slot = validate::resolve(&self.schema, path)?;
         validate::check_container(&slot, path, container)?;
         if let Some(value) = element {
             let element_slot = Slot {
@@ -645,13 +631,11 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let (name, element) = match edit {
-            ListEdit::Insert(_, value) => ("list insert", Some(value)),
-            ListEdit::Set(_, value) => ("list set", Some(value)),
-            ListEdit::Move(..) => ("list move", None),
-            ListEdit::Erase(_) => ("list erase", None),
+        let element = match edit {
+            ListEdit::Insert(_, value) | ListEdit::Set(_, value) => Some(value),
+            ListEdit::Move(..) | ListEdit::Erase(_) => None,
         };
-        let Value::List(list) = self.container(path, Container::List, element, name, undo)? else {
+        let Value::List(list) = self.container(path, Container::List, element, undo)? else {
             return Err(ApplyError::PathNotFound { path: path.clone() });
         };
         let len = list.len();
@@ -729,12 +713,12 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let slot = validate::resolve(&self.schema, path, "clear", false)?;
+        let slot = validate::resolve(&self.schema, path)?;
         let container = slot.container().ok_or_else(|| ApplyError::InvalidPath {
             path: path.clone(),
             reason: "only list, set and dictionary properties can be cleared",
         })?;
-        let value = self.container(path, container, None, "clear", undo)?;
+        let value = self.container(path, container, None, undo)?;
         let old = mem::replace(value, walk::empty(container));
         undo.push(Undo::Leaf {
             path: path.clone(),
@@ -752,9 +736,7 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let name = if insert { "set insert" } else { "set erase" };
-        let Value::Set(items) = self.container(path, Container::Set, Some(value), name, undo)?
-        else {
+        let Value::Set(items) = self.container(path, Container::Set, Some(value), undo)? else {
             return Err(ApplyError::PathNotFound { path: path.clone() });
         };
         let mut value = value.clone();
@@ -787,9 +769,7 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let Value::Dict(entries) =
-            self.container(path, Container::Dictionary, None, "dictionary erase", undo)?
-        else {
+        let Value::Dict(entries) = self.container(path, Container::Dictionary, None, undo)? else {
             return Err(ApplyError::PathNotFound { path: path.clone() });
         };
         if let Some(old) = entries.remove(key) {

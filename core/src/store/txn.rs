@@ -3,7 +3,7 @@
 //! instructions, and dropping without commit restores the store exactly.
 
 use crate::changeset::{Instruction, Path, PathElement};
-use crate::ingest::{insert_instructions, IngestError, Splitter};
+use crate::ingest::insert_instructions;
 use crate::schema::{CollectionKind, PrimaryKeyType, Property, SchemaError};
 use crate::value::{Document, PrimaryKey, Value, ValueKind};
 
@@ -127,19 +127,11 @@ impl<'a> WriteTransaction<'a> {
                 }))
             }
         }
+        let schema = self.store.schema();
+        if let Some(coll) = schema.collection(collection) {
+            super::validate::check_document(schema, coll, &key, &document)?;
+        }
         let instructions = insert_instructions(collection, &key, &document);
-        Splitter::new(self.store.schema())
-            .split(instructions.clone())
-            .map_err(|e| match e {
-                IngestError::Invalid(e) => e,
-                other => ApplyError::Asymmetric {
-                    collection: collection.to_owned(),
-                    instruction: match other {
-                        IngestError::NotInsertOnly { attempted, .. } => attempted,
-                        IngestError::Invalid(_) => "insert",
-                    },
-                },
-            })?;
         self.instructions.extend(instructions);
         Ok(())
     }

@@ -3,10 +3,10 @@
 
 use crate::changeset::{Path, PathElement};
 use crate::schema::{
-    CollectionKind, CollectionSchema, Container, Property, ScalarType, Schema, SchemaError,
-    PRIMARY_KEY,
+    CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema,
+    SchemaError, PRIMARY_KEY,
 };
-use crate::value::Value;
+use crate::value::{Document, PrimaryKey, Value};
 
 use super::ApplyError;
 
@@ -68,21 +68,10 @@ fn property<'s>(coll: &'s CollectionSchema, name: &str) -> Result<&'s Property, 
     })
 }
 
-/// Resolves `path` against the schema, checking that the collection allows `instruction`
-/// (asymmetric collections only take top-level sets, `asymmetric_ok` says whether this is one).
-pub(crate) fn resolve<'s>(
-    schema: &'s Schema,
-    path: &Path,
-    instruction: &'static str,
-    asymmetric_ok: bool,
-) -> Result<Slot<'s>, ApplyError> {
+/// Resolves `path` against the schema (asymmetric collections never get here: the store refuses
+/// their instructions first).
+pub(crate) fn resolve<'s>(schema: &'s Schema, path: &Path) -> Result<Slot<'s>, ApplyError> {
     let coll = object_collection(schema, &path.collection)?;
-    if coll.kind == CollectionKind::Asymmetric && !(asymmetric_ok && path.nested.is_empty()) {
-        return Err(ApplyError::Asymmetric {
-            collection: path.collection.clone(),
-            instruction,
-        });
-    }
     if path.field == PRIMARY_KEY {
         return Err(ApplyError::PrimaryKeyWrite {
             collection: path.collection.clone(),
@@ -131,6 +120,54 @@ pub(crate) fn resolve<'s>(
         };
     }
     Ok(slot)
+}
+
+/// Whether `key` has the type of the collection's primary key.
+pub(crate) fn key_fits(coll: &CollectionSchema, key: &PrimaryKey) -> Result<(), ApplyError> {
+    let fits = matches!(
+        (coll.primary_key, key),
+        (Some(PrimaryKeyType::Int), PrimaryKey::Int(_))
+            | (Some(PrimaryKeyType::String), PrimaryKey::String(_))
+            | (Some(PrimaryKeyType::ObjectId), PrimaryKey::ObjectId(_))
+            | (Some(PrimaryKeyType::Uuid), PrimaryKey::Uuid(_))
+    );
+    if fits {
+        Ok(())
+    } else {
+        Err(ApplyError::PrimaryKeyType {
+            collection: coll.name.clone(),
+            key: key.clone(),
+            expected: coll.primary_key,
+        })
+    }
+}
+
+/// Checks a whole top-level document (an ingested object) against its collection.
+pub(crate) fn check_document(
+    schema: &Schema,
+    coll: &CollectionSchema,
+    key: &PrimaryKey,
+    doc: &Document,
+) -> Result<(), ApplyError> {
+    key_fits(coll, key)?;
+    for (name, value) in doc {
+        if name == PRIMARY_KEY {
+            if *value != Value::from(key.clone()) {
+                return Err(ApplyError::PrimaryKeyWrite {
+                    collection: coll.name.clone(),
+                    key: key.clone(),
+                });
+            }
+            continue;
+        }
+        let slot = Slot {
+            owner: &coll.name,
+            prop: property(coll, name)?,
+            element: false,
+        };
+        check_value(schema, &slot, value)?;
+    }
+    Ok(())
 }
 
 fn invalid(path: &Path, reason: &'static str) -> ApplyError {
