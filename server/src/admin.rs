@@ -498,6 +498,26 @@ pub fn export(
             written = written.saturating_add(1);
         }
     }
+    let asymmetric = store
+        .schema()
+        .collections
+        .values()
+        .filter(|c| c.kind == CollectionKind::Asymmetric)
+        .filter(|c| collection.is_none_or(|name| name == c.name));
+    for coll in asymmetric {
+        let mut stmt =
+            conn.prepare("SELECT document FROM ingested WHERE collection = ?1 ORDER BY rowid")?;
+        let mut rows = stmt.query([&coll.name])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(0)?;
+            let document: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                ServerError::Internal(format!("stored ingested document is not JSON: {e}"))
+            })?;
+            let line = serde_json::json!({ "collection": coll.name, "document": document });
+            writeln!(out, "{line}")?;
+            written = written.saturating_add(1);
+        }
+    }
     Ok(written)
 }
 

@@ -117,6 +117,28 @@ async fn ingested_objects_are_stored_once_counted_and_never_synced() {
     viewer.wait_for_download(WAIT).await.unwrap();
     assert_eq!(viewer.read(|s| s.len("Item")).unwrap(), 1);
     assert_eq!(viewer.read(|s| s.len("Reading")).unwrap(), 0);
+
+    // `eddy export` includes ingested objects.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("export")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--collection", "Reading"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2_000);
+    assert_eq!(lines[5]["collection"], "Reading");
+    assert_eq!(lines[5]["document"]["_id"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
