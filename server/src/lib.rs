@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod storage;
 pub mod sync;
 
@@ -31,6 +32,7 @@ use crate::admin::Replica;
 use crate::auth::{AuthService, JwtAuth};
 use crate::config::{AuthProviders, Limits};
 use crate::error::ServerError;
+use crate::feed::Feed;
 use crate::storage::{open_database, SqliteStorage};
 use crate::sync::SyncHandle;
 
@@ -84,6 +86,7 @@ impl Config {
 struct Inner {
     auth: AuthService,
     sync: SyncHandle,
+    feed: Feed,
     admin_key: String,
     providers: AuthProviders,
     replica: Arc<std::sync::Mutex<Replica>>,
@@ -132,9 +135,14 @@ impl AppState {
         engine_config.idle_timeout_ms = config.limits.idle_timeout_ms;
         engine_config.max_sessions_per_connection = config.limits.max_sessions_per_connection;
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
+        // The console's changeset timeline shows instructions and merge decisions.
+        engine_config.record_merge_decisions = true;
         let limits = engine_config.message_limits.clone();
         let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
-        let sync = SyncHandle::start(engine, limits)?;
+        let feed = Feed::start(limits.clone()).map_err(|e| {
+            ServerError::Internal(format!("cannot start the admin event feed: {e}"))
+        })?;
+        let sync = SyncHandle::start(engine, limits, feed.sender())?;
         let auth = AuthService::new(open_database(&config.data_dir)?, jwt);
         let admin_key = config
             .admin_key
@@ -143,6 +151,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 auth,
                 sync,
+                feed,
                 admin_key,
                 providers: config.auth,
                 replica: Arc::new(std::sync::Mutex::new(replica)),
@@ -158,6 +167,11 @@ impl AppState {
     /// The engine handle.
     pub fn sync(&self) -> &SyncHandle {
         &self.inner.sync
+    }
+
+    /// The admin event feed.
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
     }
 
     /// The admin key for `/api/admin/*`.
@@ -216,6 +230,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/sync", get(sync::sync_endpoint))
+        .route("/api/admin/events", get(feed::events_endpoint))
         .merge(admin::routes())
         .merge(auth::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -240,7 +255,8 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(state.clone()))
+    let app = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");
