@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod feed;
 pub mod storage;
@@ -64,11 +65,13 @@ pub struct Config {
     pub auth: AuthProviders,
     /// Connection limits.
     pub limits: Limits,
+    /// Where the built dev console is, served at `/console`.
+    pub console_dir: PathBuf,
 }
 
 impl Config {
     /// Defaults for `data_dir`: development mode, 30-minute tokens, a generated admin key, every
-    /// sign-in method, the engine's default limits.
+    /// sign-in method, the engine's default limits, the console in `console/dist`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
@@ -78,6 +81,7 @@ impl Config {
             admin_key: None,
             auth: AuthProviders::default(),
             limits: Limits::default(),
+            console_dir: PathBuf::from(console::DEFAULT_CONSOLE_DIR),
         }
     }
 }
@@ -87,6 +91,8 @@ struct Inner {
     auth: AuthService,
     sync: SyncHandle,
     feed: Feed,
+    development_mode: bool,
+    console_dir: PathBuf,
     admin_key: String,
     providers: AuthProviders,
     replica: Arc<std::sync::Mutex<Replica>>,
@@ -132,6 +138,7 @@ impl AppState {
         let mut engine_config = ServerConfig::new(schema, rand::random());
         engine_config.development_mode =
             config.development_mode || engine_config.schema.collections.is_empty();
+        let development_mode = engine_config.development_mode;
         engine_config.idle_timeout_ms = config.limits.idle_timeout_ms;
         engine_config.max_sessions_per_connection = config.limits.max_sessions_per_connection;
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
@@ -152,6 +159,8 @@ impl AppState {
                 auth,
                 sync,
                 feed,
+                development_mode,
+                console_dir: config.console_dir,
                 admin_key,
                 providers: config.auth,
                 replica: Arc::new(std::sync::Mutex::new(replica)),
@@ -167,6 +176,11 @@ impl AppState {
     /// The engine handle.
     pub fn sync(&self) -> &SyncHandle {
         &self.inner.sync
+    }
+
+    /// Whether clients may add collections and properties.
+    pub fn development_mode(&self) -> bool {
+        self.inner.development_mode
     }
 
     /// The admin event feed.
@@ -232,6 +246,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/sync", get(sync::sync_endpoint))
         .route("/api/admin/events", get(feed::events_endpoint))
         .merge(admin::routes())
+        .merge(console::routes(&state.inner.console_dir))
         .merge(auth::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,6 +1,6 @@
 //! End-to-end tests of the admin event feed (`/api/admin/events`) against the real `eddy`
 //! binary: login by first message, live session/message/changeset events with merge decisions,
-//! backfill on connect and server-side filters.
+//! backfill on connect and server-side filters; and the console itself with its admin endpoints.
 
 // Helpers outside `#[test]` fail loudly by design; the clippy ban on threads (used by the shared
 // harness) is for eddy-core only.
@@ -10,7 +10,7 @@ mod support;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use eddy_core::changeset::{decode_changeset, DecodeLimits, Path as FieldPath};
+use eddy_core::changeset::{decode_changeset, DecodeLimits, Instruction, Path as FieldPath};
 use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits};
 use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, WriteTransaction};
@@ -18,7 +18,7 @@ use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
-use support::{anonymous_token, Server, WAIT};
+use support::{anonymous_token, http, Server, WAIT};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -264,4 +264,82 @@ async fn a_new_console_is_backfilled_and_filters_apply_on_the_server() {
         json!(["Item/6"]),
         "A's later changeset passed a filter on B: {first}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_and_its_admin_endpoints_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console");
+    std::fs::create_dir(&console).unwrap();
+    let data = dir.path().join("data");
+    let schema_file = dir.path().join("schema.json");
+    std::fs::write(
+        &schema_file,
+        eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--schema".as_ref(),
+        schema_file.as_os_str(),
+        "--console-dir".as_ref(),
+        console.as_os_str(),
+    ]);
+    let (status, _) = http(server.addr, "GET", "/console", &[], None).await;
+    assert_eq!(status, 404, "an unbuilt console says so");
+    std::fs::write(console.join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(console.join("app.js"), "export {}").unwrap();
+    for path in ["/console", "/console/", "/console/app.js"] {
+        let (status, _) = http(server.addr, "GET", path, &[], None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+
+    let a = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    a.write(|tx| set_item(tx, 1, 1)).unwrap();
+    a.write(|tx| set_item(tx, 2, 2)).unwrap();
+    a.write(|tx| set_item(tx, 1, 3)).unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+
+    let (status, history) = server
+        .admin("/api/admin/collections/Item/history?key=1")
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(
+        history[0]["origin_file_ident"],
+        a.client_file_ident().unwrap()
+    );
+    let last = decode_changeset(&bytes(&history[1], "body"), &DecodeLimits::default()).unwrap();
+    assert!(
+        last.iter().any(|i| matches!(
+            i,
+            Instruction::Set {
+                value: Value::Int(3),
+                ..
+            }
+        )),
+        "{last:?}"
+    );
+    let (status, body) = server
+        .admin("/api/admin/collections/Item/history?key=nope")
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("EJSON"));
+
+    let (status, schema) = server.admin("/api/admin/schema").await;
+    assert_eq!(status, 200, "{schema}");
+    assert_eq!(schema["development_mode"], false);
+    assert!(schema["schema"].to_string().contains("Item"));
+    assert_eq!(schema["roles"], json!([]));
+    let (status, _) = http(server.addr, "GET", "/api/admin/schema", &[], None).await;
+    assert_eq!(status, 401);
 }
