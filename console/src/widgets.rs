@@ -134,9 +134,9 @@ pub fn MessageItem(
     let open = RwSignal::new(false);
     let direction = event.direction.clone().unwrap_or_default();
     let arrow = if direction == "in" {
-        "→ server"
+        "client → server"
     } else {
-        "← client"
+        "server → client"
     };
     let kind = event.message_type.clone().unwrap_or_default();
     let testid = format!("message-{kind}");
