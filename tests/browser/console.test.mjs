@@ -146,8 +146,10 @@ test('a native client\'s session, UPLOAD and changeset appear live', async () =>
     await changesets.page.screenshot({ path: join(shots, 'changesets.png'), fullPage: true });
     const page = sessions.page;
     await page.getByTestId('nav-overview').click();
-    // Two one-second samples so the charts have a line.
-    await page.waitForFunction(() => document.querySelectorAll('polyline[points*=" "]').length > 0, null, { timeout: WAIT_MS });
+    // A few one-second samples so the charts have a line.
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('polyline')].every((p) => p.getAttribute('points').split(' ').length >= 6),
+      null, { timeout: WAIT_MS });
     await page.screenshot({ path: join(shots, 'overview.png'), fullPage: true });
     await page.getByTestId('nav-data').click();
     await page.getByTestId('collection-row').first().click();
