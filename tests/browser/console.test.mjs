@@ -44,28 +44,26 @@ function lineMatching(lines, pattern, what) {
   });
 }
 
-let dir, server, browser, base, adminKey;
+let dir, server, browser, base;
+const adminKey = `console-test-${process.pid}`;
 const children = [];
 
-before(async () => {
-  const bin = required('EDDY_BIN');
-  const writer = required('EDDY_CONSOLE_WRITER');
-  const consoleDir = required('EDDY_CONSOLE_DIR');
-  dir = mkdtempSync(join(tmpdir(), 'eddy-console-'));
-  const schema = join(dir, 'schema.json');
-  execFileSync(writer, ['schema', schema]);
+/** Starts `eddy serve` on `listen` over the test's data directory; resolves with its base URL. */
+async function startServer(listen) {
   const env = { ...process.env, RUST_LOG: 'warn' };
   delete env.EDDY_ADMIN_KEY;
-  server = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'),
-    '--schema', schema, '--console-dir', consoleDir], {
-    stdio: ['ignore', 'pipe', 'inherit'], env,
-  });
+  server = spawn(required('EDDY_BIN'), ['serve', '--listen', listen, '--data-dir', join(dir, 'data'),
+    '--schema', join(dir, 'schema.json'), '--console-dir', required('EDDY_CONSOLE_DIR'),
+    '--admin-key', adminKey], { stdio: ['ignore', 'pipe', 'inherit'], env });
   children.push(server);
   const lines = createInterface({ input: server.stdout });
-  const listening = lineMatching(lines, /^eddy listening on (http:\/\/\S+)$/, 'server address');
-  const key = lineMatching(lines, /^admin key: (\S+)$/, 'admin key');
-  base = (await listening)[1];
-  adminKey = (await key)[1];
+  return (await lineMatching(lines, /^eddy listening on (http:\/\/\S+)$/, 'server address'))[1];
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'eddy-console-'));
+  execFileSync(required('EDDY_CONSOLE_WRITER'), ['schema', join(dir, 'schema.json')]);
+  base = await startServer('127.0.0.1:0');
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: FLAGS });
 });
 
@@ -169,4 +167,19 @@ test('a native client\'s session, UPLOAD and changeset appear live', async () =>
   }
   writer.stdin.end();
   assert.deepEqual([...sessions.errors, ...changesets.errors], [], 'the console threw in the page');
+});
+
+test('the feed reconnects by itself when the server restarts', async () => {
+  const { page, errors } = await signedIn();
+  const status = page.getByTestId('feed-status');
+  const stopped = new Promise((resolve) => server.once('exit', resolve));
+  server.kill('SIGTERM');
+  await stopped;
+  await status.filter({ hasText: 'reconnecting' }).waitFor({ timeout: WAIT_MS });
+  await startServer(new URL(base).host);
+  await status.filter({ hasText: 'live' }).waitFor({ timeout: WAIT_MS });
+  await page.getByTestId('nav-sessions').click();
+  await page.getByTestId('page-sessions').waitFor({ timeout: WAIT_MS });
+  assert.deepEqual(errors, [], 'the console threw in the page');
+  await page.close();
 });
