@@ -102,6 +102,8 @@ pub struct Event {
     pub size: Option<u64>,
     /// The frame, base64.
     pub raw: Option<String>,
+    /// Why the frame's bytes were left out (it was too large).
+    pub raw_omitted: Option<String>,
     /// The changeset's server version.
     pub server_version: Option<u64>,
     /// The changeset's client version.

@@ -140,7 +140,11 @@ pub fn MessageItem(
     };
     let kind = event.message_type.clone().unwrap_or_default();
     let testid = format!("message-{kind}");
-    let raw = event.raw.clone().unwrap_or_default();
+    let raw = event.raw.clone();
+    let omitted = event
+        .raw_omitted
+        .clone()
+        .unwrap_or_else(|| "the feed sent no bytes for this frame".into());
     let size = event.size.unwrap_or(0);
     view! {
         <li class="message" data-testid=testid>
@@ -154,8 +158,10 @@ pub fn MessageItem(
                 {
                     let direction = direction.clone();
                     let raw = raw.clone();
-                    move || match decode::message(&direction, &raw) {
-                        Ok(view) => {
+                    let omitted = omitted.clone();
+                    move || match raw.as_deref().map(|raw| decode::message(&direction, raw)) {
+                        None => view! { <p class="note">{omitted.clone()}</p> }.into_any(),
+                        Some(Ok(view)) => {
                             view! {
                                 <div class="decoded" data-testid="message-decoded">
                                     <table>
@@ -181,7 +187,7 @@ pub fn MessageItem(
                             }
                                 .into_any()
                         }
-                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Some(Err(e)) => view! { <p class="error">{e}</p> }.into_any(),
                     }
                 }
             </Show>

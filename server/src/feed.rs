@@ -3,10 +3,11 @@
 //! The engine thread hands raw records (connections, frames in and out, engine events) to one
 //! feed thread through a bounded channel with `try_send`: when the feed falls behind, records are
 //! dropped and counted, never waited for, so the feed cannot slow sync. The feed thread decodes
-//! what it needs for filtering with eddy-core's decoders (frames keep their raw bytes: the console
-//! decodes them itself with the same decoders compiled to wasm), turns each record into a
-//! [`FeedEvent`] with its JSON text, keeps the last [`RING`] events for backfill and broadcasts
-//! each one to the connected consoles. A console that lags more than [`LAG`] events behind is
+//! what it needs for filtering with eddy-core's decoders (frames from clients; frames to clients
+//! come labelled by the engine thread, and keep their raw bytes: the console decodes them itself
+//! with the same decoders compiled to wasm), turns each record into a [`FeedEvent`] with its JSON
+//! text, keeps the last [`RING`] events (at most [`RING_BYTES`]) for backfill and broadcasts each
+//! one to the connected consoles. A console that lags more than [`LAG`] events behind is
 //! told how many it missed and carries on from the newest.
 //!
 //! A console authenticates with its first text message, `{"admin_key": "...", "filter": {...}}`,
@@ -28,10 +29,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction};
-use eddy_core::protocol::{
-    decode_client_message, decode_server_message, ClientMessage, MessageLimits, ServerMessage,
-    SubscriptionSet,
-};
+use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits, SubscriptionSet};
 use eddy_core::server::{ConnectionId, ServerEvent};
 use eddy_core::transform::{DecisionSide, MergeDecision, Outcome};
 use serde::Deserialize;
@@ -44,6 +42,13 @@ use crate::{now_ms, AppState};
 
 /// How many recent events a console receives when it connects.
 pub const RING: usize = 4096;
+/// The most bytes of event JSON the ring keeps (the oldest events go first).
+pub const RING_BYTES: usize = 64 << 20;
+/// Frames larger than this are reported without their bytes, so one bootstrap DOWNLOAD cannot
+/// fill the ring.
+pub const MAX_RAW: usize = 256 << 10;
+/// How many recent changesets' collections are remembered to label DOWNLOADs.
+const VERSIONS: usize = 100_000;
 /// How many events a console may fall behind before it skips ahead.
 pub const LAG: usize = 1024;
 /// How many records wait for the feed thread before new ones are dropped.
@@ -73,12 +78,18 @@ pub enum Record {
         /// The frame as received.
         bytes: Bytes,
     },
-    /// A frame to a client.
+    /// A frame to a client. The engine thread knows what it sent, so the feed need not decode it.
     FrameOut {
         /// The connection.
         connection: ConnectionId,
         /// The frame as sent.
         bytes: Bytes,
+        /// The message type (`DOWNLOAD`).
+        name: &'static str,
+        /// The session, for session-level messages.
+        session: Option<u64>,
+        /// The server versions of the changesets a DOWNLOAD carries.
+        versions: Vec<u64>,
     },
     /// Something the engine reported.
     Engine(ServerEvent),
@@ -259,6 +270,9 @@ struct FeedState {
     reported_dropped: u64,
     seq: u64,
     ring: VecDeque<Arc<FeedEvent>>,
+    ring_bytes: usize,
+    /// The collections of recent changesets by server version, oldest first.
+    versions: VecDeque<(u64, BTreeSet<String>)>,
     live: broadcast::Sender<Arc<FeedEvent>>,
     peers: HashMap<ConnectionId, Option<SocketAddr>>,
     sessions: HashMap<(ConnectionId, u64), (u64, String)>,
@@ -284,6 +298,8 @@ impl FeedState {
             reported_dropped: 0,
             seq: 0,
             ring: VecDeque::with_capacity(RING),
+            ring_bytes: 0,
+            versions: VecDeque::new(),
             live: broadcast::channel(LAG).0,
             peers: HashMap::new(),
             sessions: HashMap::new(),
@@ -336,10 +352,14 @@ impl FeedState {
             collections: labels.collections,
             json: body.to_string(),
         });
-        if self.ring.len() == RING {
-            self.ring.pop_front();
-        }
+        self.ring_bytes += event.json.len();
         self.ring.push_back(Arc::clone(&event));
+        while self.ring.len() > RING || self.ring_bytes > RING_BYTES {
+            match self.ring.pop_front() {
+                Some(old) => self.ring_bytes -= old.json.len(),
+                None => break,
+            }
+        }
         // No receivers is fine: the ring still keeps the event for the next console.
         let _ = self.live.send(event);
     }
@@ -389,7 +409,21 @@ impl FeedState {
                 self.publish(Kind::Connection, labels, at, body);
             }
             Record::FrameIn { connection, bytes } => self.frame_in(at, connection, &bytes),
-            Record::FrameOut { connection, bytes } => self.frame_out(at, connection, &bytes),
+            Record::FrameOut {
+                connection,
+                bytes,
+                name,
+                session,
+                versions,
+            } => {
+                let mut labels = self.session_labels(connection, session);
+                for version in versions {
+                    if let Some(collections) = self.collections_of_version(version) {
+                        labels.collections.extend(collections.iter().cloned());
+                    }
+                }
+                self.publish_message(at, labels, "out", name, &bytes);
+            }
             Record::Engine(event) => self.engine_event(at, event),
         }
     }
@@ -433,19 +467,20 @@ impl FeedState {
         }
     }
 
-    fn frame_out(&mut self, at: u64, connection: ConnectionId, bytes: &[u8]) {
-        let decoded = decode_server_message(bytes, &self.limits);
-        let (name, session) = match &decoded {
-            Ok(msg) => (msg.name(), msg.session()),
-            Err(_) => ("UNDECODABLE", None),
-        };
-        let mut labels = self.session_labels(connection, session);
-        if let Ok(ServerMessage::Download { changesets, .. }) = &decoded {
-            for c in changesets {
-                self.collect_collections(&c.body, &mut labels.collections);
-            }
-        }
-        self.publish_message(at, labels, "out", name, bytes);
+    /// The collections a recent changeset touched (versions arrive in increasing order).
+    fn collections_of_version(&self, version: u64) -> Option<&BTreeSet<String>> {
+        let first = self.versions.front()?.0;
+        let index = usize::try_from(version.checked_sub(first)?).ok()?;
+        self.versions
+            .get(index)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| c)
+            .or_else(|| {
+                self.versions
+                    .binary_search_by_key(&version, |(v, _)| *v)
+                    .ok()
+                    .map(|i| &self.versions[i].1)
+            })
     }
 
     fn publish_message(
@@ -456,12 +491,21 @@ impl FeedState {
         name: &str,
         bytes: &[u8],
     ) {
-        let body = json!({
-            "direction": direction,
-            "type": name,
-            "size": bytes.len(),
-            "raw": BASE64.encode(bytes),
-        });
+        let body = if bytes.len() <= MAX_RAW {
+            json!({
+                "direction": direction,
+                "type": name,
+                "size": bytes.len(),
+                "raw": BASE64.encode(bytes),
+            })
+        } else {
+            json!({
+                "direction": direction,
+                "type": name,
+                "size": bytes.len(),
+                "raw_omitted": format!("frames over {} KiB are not kept", MAX_RAW >> 10),
+            })
+        };
         self.publish(Kind::Message, labels, at, body);
     }
 
@@ -517,13 +561,19 @@ impl FeedState {
                 decisions,
             } => {
                 let objects: BTreeSet<String> = instructions.iter().filter_map(object_of).collect();
+                let collections: BTreeSet<String> = instructions
+                    .iter()
+                    .map(|i| collection_of(i).to_owned())
+                    .collect();
+                if self.versions.len() == VERSIONS {
+                    self.versions.pop_front();
+                }
+                self.versions
+                    .push_back((server_version, collections.clone()));
                 let labels = Labels {
                     client: Some(origin_file_ident),
                     user: self.users.get(&origin_file_ident).cloned(),
-                    collections: instructions
-                        .iter()
-                        .map(|i| collection_of(i).to_owned())
-                        .collect(),
+                    collections,
                     ..Labels::default()
                 };
                 let body = json!({
@@ -763,6 +813,44 @@ mod tests {
         let kinds: Vec<Kind> = state.ring.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [Kind::Gap, Kind::Connection, Kind::Connection]);
         assert!(state.ring[0].json.contains("\"missed\":3"));
+    }
+
+    #[test]
+    fn downloads_are_labelled_by_their_changesets_and_large_frames_lose_their_bytes() {
+        let mut state = FeedState::new(MessageLimits::default(), Arc::new(AtomicU64::new(0)));
+        let set = Instruction::Set {
+            path: eddy_core::changeset::Path::field(
+                "Item",
+                eddy_core::value::PrimaryKey::Int(1),
+                "n",
+            ),
+            value: eddy_core::value::Value::Int(1),
+        };
+        state.record(
+            0,
+            Record::Engine(ServerEvent::Integrated {
+                server_version: 7,
+                origin_file_ident: 3,
+                client_version: 1,
+                instructions: vec![set],
+                decisions: Vec::new(),
+            }),
+        );
+        state.record(
+            0,
+            Record::FrameOut {
+                connection: 1,
+                bytes: Bytes::from(vec![0u8; MAX_RAW + 1]),
+                name: "DOWNLOAD",
+                session: Some(1),
+                versions: vec![7],
+            },
+        );
+        let download = state.ring.back().unwrap();
+        assert_eq!(download.kind, Kind::Message);
+        assert!(download.collections.contains("Item"));
+        assert!(download.json.contains("raw_omitted"));
+        assert!(!download.json.contains("\"raw\""));
     }
 
     #[test]

@@ -234,6 +234,9 @@ impl EngineDriver {
                     self.feed.record(Record::FrameOut {
                         connection: id,
                         bytes: frame.clone(),
+                        name: "ERROR",
+                        session: None,
+                        versions: Vec::new(),
                     });
                     let _ = outbox.try_send(frame);
                     self.engine.handle_disconnect(id);
@@ -258,7 +261,7 @@ impl EngineDriver {
         loop {
             loop {
                 match self.engine.poll_transmit() {
-                    Ok(Some((id, msg))) => self.route(id, Bytes::from(encode_server_message(&msg))),
+                    Ok(Some((id, msg))) => self.route(id, &msg),
                     Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "storage failed; closing every connection");
@@ -281,13 +284,23 @@ impl EngineDriver {
         }
     }
 
-    fn route(&mut self, id: ConnectionId, frame: Bytes) {
+    fn route(&mut self, id: ConnectionId, msg: &ServerMessage) {
         let Some(outbox) = self.connections.get(&id) else {
             return;
+        };
+        let frame = Bytes::from(encode_server_message(msg));
+        let versions = match msg {
+            ServerMessage::Download { changesets, .. } => {
+                changesets.iter().map(|c| c.server_version).collect()
+            }
+            _ => Vec::new(),
         };
         self.feed.record(Record::FrameOut {
             connection: id,
             bytes: frame.clone(),
+            name: msg.name(),
+            session: msg.session(),
+            versions,
         });
         match outbox.try_send(frame) {
             Ok(()) => {}
