@@ -100,9 +100,11 @@ fn feed_url() -> Result<String, String> {
     Ok(format!("{scheme}://{host}/api/admin/events"))
 }
 
-/// One feed connection: returns why it ended, and whether to try again.
+/// One feed connection, until it breaks or `current` is no longer `key` (signed out): returns
+/// why it ended, and whether to try again.
 async fn feed_once(
     key: &str,
+    current: RwSignal<Option<String>>,
     model: RwSignal<Model>,
     status: RwSignal<FeedStatus>,
 ) -> (String, bool) {
@@ -119,6 +121,9 @@ async fn feed_once(
         return (format!("the feed closed: {e}"), true);
     }
     while let Some(message) = socket.next().await {
+        if current.get_untracked().as_deref() != Some(key) {
+            return ("signed out".into(), false);
+        }
         let text = match message {
             Ok(Message::Text(text)) => text,
             Ok(Message::Bytes(_)) => continue,
@@ -155,7 +160,7 @@ pub async fn run_feed(
     let mut attempt: u32 = 0;
     while current.get_untracked().as_deref() == Some(key.as_str()) {
         status.set(FeedStatus::Connecting);
-        let (reason, again) = feed_once(&key, model, status).await;
+        let (reason, again) = feed_once(&key, current, model, status).await;
         if current.get_untracked().as_deref() != Some(key.as_str()) {
             return;
         }
