@@ -8,7 +8,9 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod error;
+pub mod feed;
 pub mod ingest;
 pub mod storage;
 pub mod sync;
@@ -32,6 +34,7 @@ use crate::admin::Replica;
 use crate::auth::{AuthService, JwtAuth};
 use crate::config::{AuthProviders, Limits};
 use crate::error::ServerError;
+use crate::feed::Feed;
 use crate::ingest::IngestStats;
 use crate::storage::{open_database, SqliteStorage};
 use crate::sync::SyncHandle;
@@ -64,11 +67,13 @@ pub struct Config {
     pub auth: AuthProviders,
     /// Connection limits.
     pub limits: Limits,
+    /// Where the built dev console is, served at `/console`.
+    pub console_dir: PathBuf,
 }
 
 impl Config {
     /// Defaults for `data_dir`: development mode, 30-minute tokens, a generated admin key, every
-    /// sign-in method, the engine's default limits.
+    /// sign-in method, the engine's default limits, the console in `console/dist`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
@@ -78,6 +83,7 @@ impl Config {
             admin_key: None,
             auth: AuthProviders::default(),
             limits: Limits::default(),
+            console_dir: PathBuf::from(console::DEFAULT_CONSOLE_DIR),
         }
     }
 }
@@ -86,6 +92,9 @@ impl Config {
 struct Inner {
     auth: AuthService,
     sync: SyncHandle,
+    feed: Feed,
+    development_mode: bool,
+    console_dir: PathBuf,
     admin_key: String,
     providers: AuthProviders,
     replica: Arc<std::sync::Mutex<Replica>>,
@@ -132,13 +141,19 @@ impl AppState {
         let mut engine_config = ServerConfig::new(schema, rand::random());
         engine_config.development_mode =
             config.development_mode || engine_config.schema.collections.is_empty();
+        let development_mode = engine_config.development_mode;
         engine_config.idle_timeout_ms = config.limits.idle_timeout_ms;
         engine_config.max_sessions_per_connection = config.limits.max_sessions_per_connection;
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
+        // The console's changeset timeline shows instructions and merge decisions.
+        engine_config.record_merge_decisions = true;
         let limits = engine_config.message_limits.clone();
         let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
+        let feed = Feed::start(limits.clone()).map_err(|e| {
+            ServerError::Internal(format!("cannot start the admin event feed: {e}"))
+        })?;
         let ingest = Arc::new(IngestStats::default());
-        let sync = SyncHandle::start(engine, limits, Arc::clone(&ingest))?;
+        let sync = SyncHandle::start(engine, limits, feed.sender(), Arc::clone(&ingest))?;
         let auth = AuthService::new(open_database(&config.data_dir)?, jwt);
         let admin_key = config
             .admin_key
@@ -147,6 +162,9 @@ impl AppState {
             inner: Arc::new(Inner {
                 auth,
                 sync,
+                feed,
+                development_mode,
+                console_dir: config.console_dir,
                 admin_key,
                 providers: config.auth,
                 replica: Arc::new(std::sync::Mutex::new(replica)),
@@ -168,6 +186,16 @@ impl AppState {
     /// The Data Ingest figures.
     pub fn ingest(&self) -> &IngestStats {
         &self.inner.ingest
+    }
+
+    /// Whether clients may add collections and properties.
+    pub fn development_mode(&self) -> bool {
+        self.inner.development_mode
+    }
+
+    /// The admin event feed.
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
     }
 
     /// The admin key for `/api/admin/*`.
@@ -235,7 +263,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/sync", get(sync::sync_endpoint))
+        .route("/api/admin/events", get(feed::events_endpoint))
         .merge(admin::routes())
+        .merge(console::routes(&state.inner.console_dir))
         .merge(auth::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -259,7 +289,8 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(state.clone()))
+    let app = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

@@ -43,6 +43,9 @@ enum Command {
         /// The key for /api/admin/* (generated and printed when absent).
         #[arg(long, env = "EDDY_ADMIN_KEY")]
         admin_key: Option<String>,
+        /// The built dev console, served at /console [default: console/dist].
+        #[arg(long)]
+        console_dir: Option<PathBuf>,
     },
     /// Prints every document of a data directory as JSON lines ({"collection", "document"} in
     /// relaxed EJSON), reading the database directly; works while the server is stopped.
@@ -64,6 +67,7 @@ struct ServeFlags {
     schema: Option<PathBuf>,
     access_token_ttl_secs: Option<u64>,
     admin_key: Option<String>,
+    console_dir: Option<PathBuf>,
 }
 
 /// The server config and address from the config file (if any) overridden by the flags.
@@ -100,6 +104,9 @@ fn resolve(flags: ServeFlags) -> anyhow::Result<(Config, SocketAddr, Option<Stri
     }
     config.access_token_ttl_ms = ttl.saturating_mul(1000);
     config.admin_key = flags.admin_key;
+    if let Some(dir) = flags.console_dir {
+        config.console_dir = dir;
+    }
     config.auth = file.auth;
     config.limits = file.limits;
     let listen = flags
@@ -147,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             schema,
             access_token_ttl_secs,
             admin_key,
+            console_dir,
         } => {
             serve(ServeFlags {
                 config,
@@ -155,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
                 schema,
                 access_token_ttl_secs,
                 admin_key,
+                console_dir,
             })
             .await
         }

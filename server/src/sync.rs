@@ -8,17 +8,21 @@
 //! the frames already queued.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
 use eddy_core::protocol::{encode_server_message, ErrorCode, MessageLimits, ServerMessage};
 use eddy_core::server::{ConnectionId, ServerEngine, ServerEvent};
 use futures_util::{SinkExt, StreamExt};
@@ -26,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::JwtAuth;
 use crate::error::ServerError;
+use crate::feed::{FeedSender, Record};
 use crate::ingest::{IngestBatch, IngestStats};
 use crate::storage::SqliteStorage;
 use crate::{now_ms, AppState};
@@ -53,10 +58,11 @@ enum EngineInput {
     /// A socket opened; frames for it go to `outbox`.
     Connect {
         id: ConnectionId,
-        outbox: mpsc::Sender<Vec<u8>>,
+        outbox: mpsc::Sender<Bytes>,
+        peer: Option<SocketAddr>,
     },
     /// A binary frame arrived.
-    Frame { id: ConnectionId, bytes: Vec<u8> },
+    Frame { id: ConnectionId, bytes: Bytes },
     /// The socket broke the framing rules: send a connection-level ERROR and close it.
     Violation {
         id: ConnectionId,
@@ -79,16 +85,18 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
-    /// Starts the engine thread.
+    /// Starts the engine thread; it reports what it sees to `feed`, and Data Ingest figures to
+    /// `ingest`.
     pub fn start(
         engine: Engine,
         limits: MessageLimits,
+        feed: FeedSender,
         ingest: Arc<IngestStats>,
     ) -> Result<Self, ServerError> {
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         let thread = std::thread::Builder::new()
             .name("eddy-engine".into())
-            .spawn(move || engine_thread(engine, rx, ingest))?;
+            .spawn(move || engine_thread(engine, rx, feed, ingest))?;
         Ok(SyncHandle {
             tx,
             thread: Mutex::new(Some(thread)),
@@ -120,12 +128,17 @@ impl SyncHandle {
     }
 }
 
-fn engine_thread(engine: Engine, rx: mpsc::Receiver<EngineInput>, ingest: Arc<IngestStats>) {
+fn engine_thread(
+    engine: Engine,
+    rx: mpsc::Receiver<EngineInput>,
+    feed: FeedSender,
+    ingest: Arc<IngestStats>,
+) {
     match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
     {
-        Ok(runtime) => runtime.block_on(EngineDriver::new(engine, ingest).run(rx)),
+        Ok(runtime) => runtime.block_on(EngineDriver::new(engine, feed, ingest).run(rx)),
         Err(e) => tracing::error!(error = %e, "cannot start the engine's runtime"),
     }
 }
@@ -139,15 +152,17 @@ enum Wake {
 
 struct EngineDriver {
     engine: Engine,
-    connections: HashMap<ConnectionId, mpsc::Sender<Vec<u8>>>,
+    connections: HashMap<ConnectionId, mpsc::Sender<Bytes>>,
+    feed: FeedSender,
     ingest: Arc<IngestStats>,
 }
 
 impl EngineDriver {
-    fn new(engine: Engine, ingest: Arc<IngestStats>) -> Self {
+    fn new(engine: Engine, feed: FeedSender, ingest: Arc<IngestStats>) -> Self {
         EngineDriver {
             engine,
             connections: HashMap::new(),
+            feed,
             ingest,
         }
     }
@@ -200,31 +215,50 @@ impl EngineDriver {
     fn apply(&mut self, input: EngineInput) -> bool {
         let now = now_ms();
         match input {
-            EngineInput::Connect { id, outbox } => {
+            EngineInput::Connect { id, outbox, peer } => {
                 self.connections.insert(id, outbox);
+                self.feed.record(Record::ConnectionOpened {
+                    connection: id,
+                    peer,
+                });
                 self.engine.handle_connect(id, now);
             }
             EngineInput::Frame { id, bytes } => {
                 if self.connections.contains_key(&id) {
+                    self.feed.record(Record::FrameIn {
+                        connection: id,
+                        bytes: bytes.clone(),
+                    });
                     self.engine.handle_frame(id, now, &bytes);
                 }
             }
             EngineInput::Violation { id, code, message } => {
                 if let Some(outbox) = self.connections.remove(&id) {
                     tracing::info!(connection = id, ?code, %message, "closing connection");
-                    let frame = encode_server_message(&ServerMessage::Error {
+                    let frame = Bytes::from(encode_server_message(&ServerMessage::Error {
                         session: 0,
                         code,
                         message,
                         compensating: None,
+                    }));
+                    self.feed.record(Record::FrameOut {
+                        connection: id,
+                        bytes: frame.clone(),
+                        name: "ERROR",
+                        session: None,
+                        versions: Vec::new(),
                     });
                     let _ = outbox.try_send(frame);
                     self.engine.handle_disconnect(id);
+                    self.feed
+                        .record(Record::ConnectionClosed { connection: id });
                 }
             }
             EngineInput::Disconnect { id } => {
                 if self.connections.remove(&id).is_some() {
                     self.engine.handle_disconnect(id);
+                    self.feed
+                        .record(Record::ConnectionClosed { connection: id });
                 }
             }
             EngineInput::Shutdown => return true,
@@ -237,7 +271,7 @@ impl EngineDriver {
         loop {
             loop {
                 match self.engine.poll_transmit() {
-                    Ok(Some((id, msg))) => self.route(id, encode_server_message(&msg)),
+                    Ok(Some((id, msg))) => self.route(id, &msg),
                     Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "storage failed; closing every connection");
@@ -260,10 +294,24 @@ impl EngineDriver {
         }
     }
 
-    fn route(&mut self, id: ConnectionId, frame: Vec<u8>) {
+    fn route(&mut self, id: ConnectionId, msg: &ServerMessage) {
         let Some(outbox) = self.connections.get(&id) else {
             return;
         };
+        let frame = Bytes::from(encode_server_message(msg));
+        let versions = match msg {
+            ServerMessage::Download { changesets, .. } => {
+                changesets.iter().map(|c| c.server_version).collect()
+            }
+            _ => Vec::new(),
+        };
+        self.feed.record(Record::FrameOut {
+            connection: id,
+            bytes: frame.clone(),
+            name: msg.name(),
+            session: msg.session(),
+            versions,
+        });
         match outbox.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -276,13 +324,16 @@ impl EngineDriver {
 
     /// Forgets a connection: dropping its sender closes the socket after the queued frames.
     fn close(&mut self, id: ConnectionId) {
-        self.connections.remove(&id);
+        if self.connections.remove(&id).is_some() {
+            self.feed
+                .record(Record::ConnectionClosed { connection: id });
+        }
         self.engine.handle_disconnect(id);
     }
 
     fn on_event(&mut self, event: ServerEvent) {
-        match event {
-            ServerEvent::CloseConnection { connection } => self.close(connection),
+        match &event {
+            ServerEvent::CloseConnection { connection } => self.close(*connection),
             ServerEvent::SessionIdentified {
                 connection,
                 session,
@@ -317,11 +368,11 @@ impl EngineDriver {
             } => self.ingest.record(
                 now_ms(),
                 IngestBatch {
-                    origin_file_ident,
-                    origin_timestamp,
-                    collection: &collection,
-                    objects,
-                    bytes,
+                    origin_file_ident: *origin_file_ident,
+                    origin_timestamp: *origin_timestamp,
+                    collection,
+                    objects: *objects,
+                    bytes: *bytes,
                 },
             ),
             ServerEvent::ErrorSent {
@@ -332,6 +383,7 @@ impl EngineDriver {
             } => tracing::info!(connection, session, ?code, %message, "error sent"),
             other => tracing::debug!(event = ?other, "engine event"),
         }
+        self.feed.record(Record::Engine(event));
     }
 }
 
@@ -349,6 +401,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
 pub async fn sync_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !offers_protocol(&headers) {
@@ -368,12 +421,13 @@ pub async fn sync_endpoint(
         }
     };
     let max = state.sync().limits.max_message_bytes;
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     upgrade
         .protocols([PROTOCOL])
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection(state, socket))
+        .on_upgrade(move |socket| connection(state, socket, peer))
 }
 
 /// Whether a socket read error was a frame over the size limit.
@@ -386,13 +440,13 @@ fn is_too_large(error: axum::Error) -> bool {
 }
 
 /// Runs one connection: reads frames into the engine, writes what the engine routes to it.
-async fn connection(state: AppState, socket: WebSocket) {
+async fn connection(state: AppState, socket: WebSocket, peer: Option<SocketAddr>) {
     let sync = state.sync();
     let id = sync.next_id.fetch_add(1, Ordering::Relaxed);
-    let (outbox, mut frames) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
+    let (outbox, mut frames) = mpsc::channel::<Bytes>(CONNECTION_QUEUE);
     if sync
         .tx
-        .send(EngineInput::Connect { id, outbox })
+        .send(EngineInput::Connect { id, outbox, peer })
         .await
         .is_err()
     {
@@ -402,7 +456,7 @@ async fn connection(state: AppState, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(async move {
         while let Some(frame) = frames.recv().await {
-            if sink.send(Message::Binary(frame.into())).await.is_err() {
+            if sink.send(Message::Binary(frame)).await.is_err() {
                 return;
             }
         }
@@ -417,7 +471,7 @@ async fn connection(state: AppState, socket: WebSocket) {
             }
             read = stream.next() => {
                 let input = match read {
-                    Some(Ok(Message::Binary(bytes))) => EngineInput::Frame { id, bytes: bytes.to_vec() },
+                    Some(Ok(Message::Binary(bytes))) => EngineInput::Frame { id, bytes },
                     Some(Ok(Message::Text(_))) => EngineInput::Violation {
                         id,
                         code: ErrorCode::BadSyntax,

@@ -1,0 +1,423 @@
+//! What the console knows from the event feed: sessions, recent messages and changesets,
+//! counters and per-second rates. Plain data, updated one feed event at a time.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Deserialize;
+
+/// The most messages kept (the oldest go first).
+pub const MAX_MESSAGES: usize = 5000;
+/// The most changesets kept.
+pub const MAX_CHANGESETS: usize = 2000;
+/// The most errors kept.
+pub const MAX_ERRORS: usize = 200;
+/// The most sessions kept (ended ones go first).
+pub const MAX_SESSIONS: usize = 1000;
+/// How many one-second samples the charts show.
+pub const SAMPLES: usize = 60;
+
+/// One merge decision side, as the feed sends it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct DecisionSide {
+    /// The changeset's index in the transform.
+    #[serde(default)]
+    pub changeset: u64,
+    /// The instruction's index in that changeset.
+    #[serde(default)]
+    pub instruction: u64,
+    /// The instruction before the transform, as a one-instruction changeset (base64).
+    #[serde(default)]
+    pub original: String,
+    /// `kept`, `rewritten` or `discarded`.
+    #[serde(default)]
+    pub outcome: String,
+    /// The rewritten instruction (base64), when rewritten.
+    pub rewritten: Option<String>,
+}
+
+/// One merge decision, as the feed sends it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Decision {
+    /// The rule that decided.
+    #[serde(default)]
+    pub rule: String,
+    /// The integrated changeset's instruction.
+    #[serde(default)]
+    pub ours: DecisionSide,
+    /// The concurrent instruction it was transformed against.
+    #[serde(default)]
+    pub theirs: DecisionSide,
+}
+
+/// One subscription in a subscription event.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// Its collection.
+    #[serde(default)]
+    pub collection: String,
+    /// Its query.
+    #[serde(default)]
+    pub query: String,
+}
+
+/// One event of the feed (every kind in one flat shape; absent fields are `None`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Event {
+    /// Its number in the feed.
+    #[serde(default)]
+    pub seq: u64,
+    /// `hello`, `connection`, `session`, `message`, `changeset`, `subscription`, `error`, `gap`,
+    /// `filter` or `refused`.
+    #[serde(default)]
+    pub kind: String,
+    /// When, in milliseconds since the Unix epoch (server clock).
+    #[serde(default)]
+    pub at: u64,
+    /// The sync connection.
+    pub connection: Option<u64>,
+    /// The session on it.
+    pub session: Option<u64>,
+    /// The client file.
+    pub client: Option<u64>,
+    /// The user.
+    pub user: Option<String>,
+    /// The collections it touches.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// `opened`, `closed`, `identified`, `ended`.
+    pub event: Option<String>,
+    /// The peer address.
+    pub peer: Option<String>,
+    /// The protocol version.
+    pub protocol: Option<String>,
+    /// `in` (client to server) or `out`.
+    pub direction: Option<String>,
+    /// The message type (`UPLOAD`).
+    #[serde(rename = "type")]
+    pub message_type: Option<String>,
+    /// The frame size in bytes.
+    pub size: Option<u64>,
+    /// The frame, base64.
+    pub raw: Option<String>,
+    /// Why the frame's bytes were left out (it was too large).
+    pub raw_omitted: Option<String>,
+    /// The changeset's server version.
+    pub server_version: Option<u64>,
+    /// The changeset's client version.
+    pub client_version: Option<u64>,
+    /// The objects a changeset touches, as `Collection/key`.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// The changeset's instructions as a changeset body (base64).
+    pub instructions: Option<String>,
+    /// The changeset's merge decisions.
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+    /// A subscription set's version.
+    pub version: Option<u64>,
+    /// A subscription set.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// An error code.
+    pub code: Option<String>,
+    /// An error or refusal message.
+    pub message: Option<String>,
+    /// How many events a gap lost.
+    pub missed: Option<u64>,
+    /// Why a gap happened.
+    pub reason: Option<String>,
+}
+
+/// One session in the sessions table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    /// The sync connection.
+    pub connection: u64,
+    /// The session ident on it.
+    pub session: u64,
+    /// The user.
+    pub user: String,
+    /// The client file.
+    pub client: u64,
+    /// The peer address.
+    pub peer: String,
+    /// The protocol version.
+    pub protocol: String,
+    /// When it was identified.
+    pub opened_at: u64,
+    /// Whether it ended.
+    pub ended: bool,
+    /// Messages from the client.
+    pub messages_in: u64,
+    /// Messages to the client.
+    pub messages_out: u64,
+    /// Its latest subscription set, as text.
+    pub subscriptions: String,
+}
+
+/// Running totals since the console connected (or the feed's backfill began).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Protocol messages, both directions.
+    pub messages: u64,
+    /// Integrated changesets.
+    pub changesets: u64,
+    /// Errors sent.
+    pub errors: u64,
+    /// Events the feed lost.
+    pub missed: u64,
+}
+
+/// Per-second samples for the overview charts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rates {
+    /// Messages per second.
+    pub messages: VecDeque<u64>,
+    /// Changesets per second.
+    pub changesets: VecDeque<u64>,
+    /// Connected sessions.
+    pub sessions: VecDeque<u64>,
+    /// Ingested objects per second (always zero until the server reports ingest).
+    pub ingest: VecDeque<u64>,
+    last: Totals,
+}
+
+fn push(series: &mut VecDeque<u64>, value: u64) {
+    if series.len() == SAMPLES {
+        series.pop_front();
+    }
+    series.push_back(value);
+}
+
+/// Everything the pages show from the feed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    /// Sessions, oldest first.
+    pub sessions: Vec<SessionRow>,
+    /// Recent messages, oldest first.
+    pub messages: VecDeque<Event>,
+    /// Recent changesets, oldest first.
+    pub changesets: VecDeque<Event>,
+    /// Recent errors, oldest first.
+    pub errors: VecDeque<Event>,
+    /// Totals.
+    pub totals: Totals,
+    /// The per-second samples.
+    pub rates: Rates,
+    /// The latest subscription set of each (connection, session), as text. A session's first
+    /// set arrives in its IDENT, before the session is identified.
+    pub subscriptions: HashMap<(u64, u64), String>,
+}
+
+fn bounded(list: &mut VecDeque<Event>, event: Event, max: usize) {
+    if list.len() == max {
+        list.pop_front();
+    }
+    list.push_back(event);
+}
+
+impl Model {
+    /// Sessions not yet ended.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.iter().filter(|s| !s.ended).count()
+    }
+
+    fn session_mut(
+        &mut self,
+        connection: Option<u64>,
+        session: Option<u64>,
+    ) -> Option<&mut SessionRow> {
+        let (connection, session) = (connection?, session?);
+        self.sessions
+            .iter_mut()
+            .rev()
+            .find(|s| s.connection == connection && s.session == session)
+    }
+
+    /// Takes in one feed event.
+    pub fn apply(&mut self, event: Event) {
+        match event.kind.as_str() {
+            "session" => match event.event.as_deref() {
+                Some("identified") => {
+                    if self.sessions.len() >= MAX_SESSIONS {
+                        let oldest = self.sessions.iter().position(|s| s.ended).unwrap_or(0);
+                        self.sessions.remove(oldest);
+                    }
+                    self.sessions.push(SessionRow {
+                        connection: event.connection.unwrap_or(0),
+                        session: event.session.unwrap_or(0),
+                        user: event.user.clone().unwrap_or_default(),
+                        client: event.client.unwrap_or(0),
+                        peer: event.peer.clone().unwrap_or_default(),
+                        protocol: event.protocol.clone().unwrap_or_default(),
+                        opened_at: event.at,
+                        ended: false,
+                        messages_in: 0,
+                        messages_out: 0,
+                        subscriptions: event
+                            .connection
+                            .zip(event.session)
+                            .and_then(|id| self.subscriptions.get(&id).cloned())
+                            .unwrap_or_default(),
+                    });
+                }
+                Some("ended") => {
+                    if let Some(row) = self.session_mut(event.connection, event.session) {
+                        row.ended = true;
+                    }
+                    if let Some(id) = event.connection.zip(event.session) {
+                        self.subscriptions.remove(&id);
+                    }
+                }
+                _ => {}
+            },
+            "connection" if event.event.as_deref() == Some("closed") => {
+                for row in &mut self.sessions {
+                    if Some(row.connection) == event.connection {
+                        row.ended = true;
+                    }
+                }
+            }
+            "message" => {
+                self.totals.messages += 1;
+                let incoming = event.direction.as_deref() == Some("in");
+                if let Some(row) = self.session_mut(event.connection, event.session) {
+                    if incoming {
+                        row.messages_in += 1;
+                    } else {
+                        row.messages_out += 1;
+                    }
+                }
+                bounded(&mut self.messages, event, MAX_MESSAGES);
+            }
+            "subscription" => {
+                let text = event
+                    .subscriptions
+                    .iter()
+                    .map(|s| format!("{}: {}", s.collection, s.query))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if let Some(row) = self.session_mut(event.connection, event.session) {
+                    row.subscriptions.clone_from(&text);
+                }
+                if let Some(id) = event.connection.zip(event.session) {
+                    self.subscriptions.insert(id, text);
+                }
+            }
+            "changeset" => {
+                self.totals.changesets += 1;
+                bounded(&mut self.changesets, event, MAX_CHANGESETS);
+            }
+            "error" => {
+                self.totals.errors += 1;
+                bounded(&mut self.errors, event, MAX_ERRORS);
+            }
+            "gap" => self.totals.missed += event.missed.unwrap_or(0),
+            _ => {}
+        }
+    }
+
+    /// Records one second's sample for the charts.
+    pub fn tick(&mut self) {
+        let now = self.totals;
+        let last = self.rates.last;
+        push(
+            &mut self.rates.messages,
+            now.messages - last.messages.min(now.messages),
+        );
+        push(
+            &mut self.rates.changesets,
+            now.changesets - last.changesets.min(now.changesets),
+        );
+        let open = self.open_sessions() as u64;
+        push(&mut self.rates.sessions, open);
+        push(&mut self.rates.ingest, 0);
+        self.rates.last = now;
+    }
+
+    /// The messages of one session, plus its connection's connection-level messages.
+    pub fn session_messages(&self, connection: u64, session: u64) -> Vec<Event> {
+        self.messages
+            .iter()
+            .filter(|m| m.connection == Some(connection) && m.session.is_none_or(|s| s == session))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Parses one feed text frame.
+pub fn parse(text: &str) -> Result<Event, String> {
+    serde_json::from_str(text).map_err(|e| format!("the feed sent something unreadable: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: serde_json::Value) -> Event {
+        parse(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn sessions_count_their_messages_and_end() {
+        let mut model = Model::default();
+        model.apply(event(serde_json::json!({
+            "seq": 1, "kind": "subscription", "connection": 1, "session": 2, "version": 1,
+            "subscriptions": [{"name": "all", "collection": "Item", "query": "TRUEPREDICATE"}],
+        })));
+        model.apply(event(serde_json::json!({
+            "seq": 1, "kind": "session", "event": "identified", "connection": 1, "session": 2,
+            "user": "u", "client": 7, "peer": "127.0.0.1:5", "protocol": "eddy-sync/1", "at": 10,
+        })));
+        for direction in ["in", "out", "in"] {
+            model.apply(event(serde_json::json!({
+                "seq": 2, "kind": "message", "connection": 1, "session": 2, "direction": direction,
+                "type": "UPLOAD", "size": 3, "raw": "AAA=",
+            })));
+        }
+        model.apply(event(serde_json::json!({
+            "seq": 3, "kind": "message", "connection": 1, "direction": "in", "type": "PING",
+        })));
+        assert_eq!(model.open_sessions(), 1);
+        assert_eq!(model.sessions[0].subscriptions, "Item: TRUEPREDICATE");
+        assert_eq!(model.sessions[0].messages_in, 2);
+        assert_eq!(model.sessions[0].messages_out, 1);
+        assert_eq!(model.session_messages(1, 2).len(), 4);
+        assert_eq!(model.session_messages(1, 3).len(), 1);
+        model.apply(event(serde_json::json!({
+            "seq": 4, "kind": "connection", "event": "closed", "connection": 1,
+        })));
+        assert_eq!(model.open_sessions(), 0);
+    }
+
+    #[test]
+    fn rates_are_per_tick_differences() {
+        let mut model = Model::default();
+        for _ in 0..3 {
+            model.apply(event(serde_json::json!({"kind": "changeset", "seq": 1})));
+        }
+        model.tick();
+        model.apply(event(serde_json::json!({"kind": "changeset", "seq": 2})));
+        model.tick();
+        assert_eq!(model.rates.changesets, [3, 1]);
+        assert_eq!(model.rates.ingest, [0, 0]);
+        for _ in 0..SAMPLES {
+            model.tick();
+        }
+        assert_eq!(model.rates.changesets.len(), SAMPLES);
+    }
+
+    #[test]
+    fn bounded_lists_drop_the_oldest() {
+        let mut model = Model::default();
+        for seq in 0..(MAX_CHANGESETS as u64 + 5) {
+            model.apply(event(serde_json::json!({"kind": "changeset", "seq": seq})));
+        }
+        assert_eq!(model.changesets.len(), MAX_CHANGESETS);
+        assert_eq!(model.changesets[0].seq, 5);
+        assert!(parse("{").is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Changesets: the server history as a live timeline, filterable by collection, user, client
+//! and object; each entry shows its instructions and merge decisions.
+
+use leptos::prelude::*;
+
+use crate::console;
+use crate::model::Event;
+use crate::widgets::ChangesetItem;
+
+/// What the filters ask for; empty fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangesetFilter {
+    /// A collection name.
+    pub collection: String,
+    /// A user id.
+    pub user: String,
+    /// A client file ident.
+    pub client: String,
+    /// An object as `Collection/key` (or part of it).
+    pub object: String,
+}
+
+impl ChangesetFilter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Event) -> bool {
+        let collection = self.collection.trim();
+        let user = self.user.trim();
+        let client = self.client.trim();
+        let object = self.object.trim();
+        (collection.is_empty() || event.collections.iter().any(|c| c == collection))
+            && (user.is_empty() || event.user.as_deref() == Some(user))
+            && (client.is_empty() || event.client.map(|c| c.to_string()).as_deref() == Some(client))
+            && (object.is_empty() || event.objects.iter().any(|o| o.contains(object)))
+    }
+}
+
+fn text_filter(
+    label: &'static str,
+    testid: &'static str,
+    value: RwSignal<String>,
+) -> impl IntoView {
+    view! {
+        <label>
+            {label}
+            <input
+                data-testid=testid
+                prop:value=move || value.get()
+                on:input=move |ev| value.set(event_target_value(&ev))
+            />
+        </label>
+    }
+}
+
+/// The changeset timeline.
+#[component]
+pub fn Changesets() -> impl IntoView {
+    let c = console();
+    let collection = RwSignal::new(String::new());
+    let user = RwSignal::new(String::new());
+    let client = RwSignal::new(String::new());
+    let object = RwSignal::new(String::new());
+    let shown = Signal::derive(move || {
+        let filter = ChangesetFilter {
+            collection: collection.get(),
+            user: user.get(),
+            client: client.get(),
+            object: object.get(),
+        };
+        c.model.with(|m| {
+            m.changesets
+                .iter()
+                .rev()
+                .filter(|e| filter.matches(e))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    });
+    view! {
+        <section data-testid="page-changesets">
+            <h1>"Changesets"</h1>
+            <div class="filters">
+                {text_filter("collection", "filter-collection", collection)}
+                {text_filter("user", "filter-user", user)}
+                {text_filter("client", "filter-client", client)}
+                {text_filter("object", "filter-object", object)}
+            </div>
+            <p class="note">"Newest first; click a changeset for its instructions and merge decisions."</p>
+            <Show
+                when=move || !shown.get().is_empty()
+                fallback=|| view! { <p class="note" data-testid="changesets-empty">"No changesets match yet."</p> }
+            >
+                <ul class="timeline" data-testid="changesets">
+                    <For each=move || shown.get() key=|e| e.seq let:e>
+                        <ChangesetItem event=e />
+                    </For>
+                </ul>
+            </Show>
+        </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_every_given_field() {
+        let event = Event {
+            collections: vec!["Item".into()],
+            user: Some("u1".into()),
+            client: Some(7),
+            objects: vec!["Item/1".into()],
+            ..Event::default()
+        };
+        assert!(ChangesetFilter::default().matches(&event));
+        let mut filter = ChangesetFilter {
+            collection: "Item".into(),
+            client: " 7 ".into(),
+            object: "Item/1".into(),
+            user: "u1".into(),
+        };
+        assert!(filter.matches(&event));
+        filter.client = "8".into();
+        assert!(!filter.matches(&event));
+        filter.client.clear();
+        filter.object = "Item/2".into();
+        assert!(!filter.matches(&event));
+    }
+}

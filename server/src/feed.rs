@@ -1,0 +1,882 @@
+//! The admin event feed behind the dev console: `GET /api/admin/events` (a WebSocket).
+//!
+//! The engine thread hands raw records (connections, frames in and out, engine events) to one
+//! feed thread through a bounded channel with `try_send`: when the feed falls behind, records are
+//! dropped and counted, never waited for, so the feed cannot slow sync. The feed thread decodes
+//! what it needs for filtering with eddy-core's decoders (frames from clients; frames to clients
+//! come labelled by the engine thread, and keep their raw bytes: the console decodes them itself
+//! with the same decoders compiled to wasm), turns each record into a [`FeedEvent`] with its JSON
+//! text, keeps the last [`RING`] events (at most [`RING_BYTES`]) for backfill and broadcasts each
+//! one to the connected consoles. A console that lags more than [`LAG`] events behind is
+//! told how many it missed and carries on from the newest.
+//!
+//! A console authenticates with its first text message, `{"admin_key": "...", "filter": {...}}`,
+//! so that the key never appears in a URL. The server answers `{"kind": "hello", ...}`, the
+//! backfill, then live events; a later `{"filter": {...}}` replaces the filter and is answered
+//! with `{"kind": "filter"}`. A wrong key or request is answered with `{"kind": "refused",
+//! "message": ...}` and the socket closes.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction};
+use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits, SubscriptionSet};
+use eddy_core::server::{ConnectionId, ServerEvent};
+use eddy_core::transform::{DecisionSide, MergeDecision, Outcome};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::admin::constant_time_eq;
+use crate::sync::PROTOCOL;
+use crate::{now_ms, AppState};
+
+/// How many recent events a console receives when it connects.
+pub const RING: usize = 4096;
+/// The most bytes of event JSON the ring keeps (the oldest events go first).
+pub const RING_BYTES: usize = 64 << 20;
+/// Frames larger than this are reported without their bytes, so one bootstrap DOWNLOAD cannot
+/// fill the ring.
+pub const MAX_RAW: usize = 256 << 10;
+/// How many recent changesets' collections are remembered to label DOWNLOADs.
+const VERSIONS: usize = 100_000;
+/// How many events a console may fall behind before it skips ahead.
+pub const LAG: usize = 1024;
+/// How many records wait for the feed thread before new ones are dropped.
+const INPUT_QUEUE: usize = 16 * 1024;
+/// How long a console has to send its admin key.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the engine thread tells the feed.
+#[derive(Debug)]
+pub enum Record {
+    /// A sync socket opened.
+    ConnectionOpened {
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer's address, when known.
+        peer: Option<SocketAddr>,
+    },
+    /// A sync socket closed.
+    ConnectionClosed {
+        /// The connection.
+        connection: ConnectionId,
+    },
+    /// A frame from a client.
+    FrameIn {
+        /// The connection.
+        connection: ConnectionId,
+        /// The frame as received.
+        bytes: Bytes,
+    },
+    /// A frame to a client. The engine thread knows what it sent, so the feed need not decode it.
+    FrameOut {
+        /// The connection.
+        connection: ConnectionId,
+        /// The frame as sent.
+        bytes: Bytes,
+        /// The message type (`DOWNLOAD`).
+        name: &'static str,
+        /// The session, for session-level messages.
+        session: Option<u64>,
+        /// The server versions of the changesets a DOWNLOAD carries.
+        versions: Vec<u64>,
+    },
+    /// Something the engine reported.
+    Engine(ServerEvent),
+}
+
+/// The kinds of feed events, as console filters name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A sync socket opened or closed.
+    Connection,
+    /// A session was identified or ended.
+    Session,
+    /// A protocol message, either direction.
+    Message,
+    /// A changeset was integrated into the history.
+    Changeset,
+    /// A session's subscription set changed.
+    Subscription,
+    /// The server sent an error.
+    Error,
+    /// The feed dropped events because it fell behind.
+    Gap,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Connection => "connection",
+            Kind::Session => "session",
+            Kind::Message => "message",
+            Kind::Changeset => "changeset",
+            Kind::Subscription => "subscription",
+            Kind::Error => "error",
+            Kind::Gap => "gap",
+        }
+    }
+}
+
+/// One event of the feed, with what filters match on and its JSON text.
+#[derive(Debug)]
+pub struct FeedEvent {
+    /// Increases by one per event (gaps mean dropped records).
+    pub seq: u64,
+    /// What happened.
+    pub kind: Kind,
+    /// The sync connection, when there is one.
+    pub connection: Option<ConnectionId>,
+    /// The session on that connection, when there is one.
+    pub session: Option<u64>,
+    /// The client file, when known.
+    pub client: Option<u64>,
+    /// The user, when known.
+    pub user: Option<String>,
+    /// The collections the event touches.
+    pub collections: BTreeSet<String>,
+    /// The event as one JSON object (what consoles receive).
+    pub json: String,
+}
+
+/// Which events a console wants; every field given must match.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Only this sync connection.
+    pub connection: Option<ConnectionId>,
+    /// Only this session ident (with `connection`, one session).
+    pub session: Option<u64>,
+    /// Only events of this client file.
+    pub client: Option<u64>,
+    /// Only events of this user.
+    pub user: Option<String>,
+    /// Only events touching this collection.
+    pub collection: Option<String>,
+    /// Only these kinds (all when absent or empty).
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+}
+
+impl Filter {
+    /// Whether `event` passes. Gap notices always do: a console must know it missed events.
+    pub fn matches(&self, event: &FeedEvent) -> bool {
+        if event.kind == Kind::Gap {
+            return true;
+        }
+        (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && self.connection.is_none_or(|c| event.connection == Some(c))
+            && self.session.is_none_or(|s| event.session == Some(s))
+            && self.client.is_none_or(|c| event.client == Some(c))
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| event.user.as_ref() == Some(u))
+            && self
+                .collection
+                .as_ref()
+                .is_none_or(|c| event.collections.contains(c))
+    }
+}
+
+/// What a console sends: its key (first message only) and a filter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleRequest {
+    admin_key: Option<String>,
+    #[serde(default)]
+    filter: Filter,
+}
+
+/// A console asking for the backfill and the live stream from the same point.
+type Subscribe = oneshot::Sender<(Vec<Arc<FeedEvent>>, broadcast::Receiver<Arc<FeedEvent>>)>;
+
+enum Input {
+    Record { at: u64, record: Record },
+    Subscribe(Subscribe),
+}
+
+/// The engine thread's end of the feed: never blocks.
+#[derive(Clone, Debug)]
+pub struct FeedSender {
+    tx: mpsc::Sender<Input>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl FeedSender {
+    /// Hands `record` to the feed thread, or drops and counts it when the feed is behind.
+    pub fn record(&self, record: Record) {
+        let input = Input::Record {
+            at: now_ms(),
+            record,
+        };
+        if self.tx.try_send(input).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The handlers' end of the feed.
+#[derive(Debug)]
+pub struct Feed {
+    sender: FeedSender,
+}
+
+impl Feed {
+    /// Starts the feed thread. It ends when every sender is gone.
+    pub fn start(limits: MessageLimits) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let state = FeedState::new(limits, Arc::clone(&dropped));
+        std::thread::Builder::new()
+            .name("eddy-feed".into())
+            .spawn(move || state.run(rx))?;
+        Ok(Feed {
+            sender: FeedSender { tx, dropped },
+        })
+    }
+
+    /// The sender the engine thread records through.
+    pub fn sender(&self) -> FeedSender {
+        self.sender.clone()
+    }
+
+    /// The recent events and a receiver of every later one, with nothing missed in between.
+    pub async fn subscribe(
+        &self,
+    ) -> Option<(Vec<Arc<FeedEvent>>, broadcast::Receiver<Arc<FeedEvent>>)> {
+        let (tx, rx) = oneshot::channel();
+        self.sender.tx.send(Input::Subscribe(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// What the feed thread remembers to label events.
+struct FeedState {
+    limits: MessageLimits,
+    changeset_limits: DecodeLimits,
+    dropped: Arc<AtomicU64>,
+    reported_dropped: u64,
+    seq: u64,
+    ring: VecDeque<Arc<FeedEvent>>,
+    ring_bytes: usize,
+    /// The collections of recent changesets by server version, oldest first.
+    versions: VecDeque<(u64, BTreeSet<String>)>,
+    live: broadcast::Sender<Arc<FeedEvent>>,
+    peers: HashMap<ConnectionId, Option<SocketAddr>>,
+    sessions: HashMap<(ConnectionId, u64), (u64, String)>,
+    users: HashMap<u64, String>,
+}
+
+/// The labels of an event before its JSON is attached.
+#[derive(Clone, Default)]
+struct Labels {
+    connection: Option<ConnectionId>,
+    session: Option<u64>,
+    client: Option<u64>,
+    user: Option<String>,
+    collections: BTreeSet<String>,
+}
+
+impl FeedState {
+    fn new(limits: MessageLimits, dropped: Arc<AtomicU64>) -> Self {
+        FeedState {
+            limits,
+            changeset_limits: DecodeLimits::default(),
+            dropped,
+            reported_dropped: 0,
+            seq: 0,
+            ring: VecDeque::with_capacity(RING),
+            ring_bytes: 0,
+            versions: VecDeque::new(),
+            live: broadcast::channel(LAG).0,
+            peers: HashMap::new(),
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        while let Some(input) = rx.blocking_recv() {
+            match input {
+                Input::Record { at, record } => {
+                    self.report_drops(at);
+                    self.record(at, record);
+                }
+                Input::Subscribe(reply) => {
+                    let backfill = self.ring.iter().cloned().collect();
+                    let _ = reply.send((backfill, self.live.subscribe()));
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, kind: Kind, labels: Labels, at: u64, mut body: Json) {
+        self.seq += 1;
+        if let Json::Object(map) = &mut body {
+            map.insert("seq".into(), json!(self.seq));
+            map.insert("kind".into(), json!(kind.name()));
+            map.insert("at".into(), json!(at));
+            if let Some(c) = labels.connection {
+                map.insert("connection".into(), json!(c));
+            }
+            if let Some(s) = labels.session {
+                map.insert("session".into(), json!(s));
+            }
+            if let Some(c) = labels.client {
+                map.insert("client".into(), json!(c));
+            }
+            if let Some(u) = &labels.user {
+                map.insert("user".into(), json!(u));
+            }
+            map.insert("collections".into(), json!(labels.collections));
+        }
+        let event = Arc::new(FeedEvent {
+            seq: self.seq,
+            kind,
+            connection: labels.connection,
+            session: labels.session,
+            client: labels.client,
+            user: labels.user,
+            collections: labels.collections,
+            json: body.to_string(),
+        });
+        self.ring_bytes += event.json.len();
+        self.ring.push_back(Arc::clone(&event));
+        while self.ring.len() > RING || self.ring_bytes > RING_BYTES {
+            match self.ring.pop_front() {
+                Some(old) => self.ring_bytes -= old.json.len(),
+                None => break,
+            }
+        }
+        // No receivers is fine: the ring still keeps the event for the next console.
+        let _ = self.live.send(event);
+    }
+
+    fn report_drops(&mut self, at: u64) {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > self.reported_dropped {
+            let missed = dropped - self.reported_dropped;
+            self.reported_dropped = dropped;
+            self.publish(
+                Kind::Gap,
+                Labels::default(),
+                at,
+                json!({ "missed": missed, "reason": "the feed fell behind the sync engine" }),
+            );
+        }
+    }
+
+    fn session_labels(&self, connection: ConnectionId, session: Option<u64>) -> Labels {
+        let known = session.and_then(|s| self.sessions.get(&(connection, s)));
+        Labels {
+            connection: Some(connection),
+            session,
+            client: known.map(|(c, _)| *c),
+            user: known.map(|(_, u)| u.clone()),
+            collections: BTreeSet::new(),
+        }
+    }
+
+    fn record(&mut self, at: u64, record: Record) {
+        match record {
+            Record::ConnectionOpened { connection, peer } => {
+                self.peers.insert(connection, peer);
+                let labels = self.session_labels(connection, None);
+                let body = json!({
+                    "event": "opened",
+                    "peer": peer.map(|p| p.to_string()),
+                    "protocol": PROTOCOL,
+                });
+                self.publish(Kind::Connection, labels, at, body);
+            }
+            Record::ConnectionClosed { connection } => {
+                // Its sessions are forgotten as their SessionEnded events arrive.
+                let peer = self.peers.remove(&connection).flatten();
+                let labels = self.session_labels(connection, None);
+                let body = json!({ "event": "closed", "peer": peer.map(|p| p.to_string()) });
+                self.publish(Kind::Connection, labels, at, body);
+            }
+            Record::FrameIn { connection, bytes } => self.frame_in(at, connection, &bytes),
+            Record::FrameOut {
+                connection,
+                bytes,
+                name,
+                session,
+                versions,
+            } => {
+                let mut labels = self.session_labels(connection, session);
+                for version in versions {
+                    if let Some(collections) = self.collections_of_version(version) {
+                        labels.collections.extend(collections.iter().cloned());
+                    }
+                }
+                self.publish_message(at, labels, "out", name, &bytes);
+            }
+            Record::Engine(event) => self.engine_event(at, event),
+        }
+    }
+
+    fn frame_in(&mut self, at: u64, connection: ConnectionId, bytes: &[u8]) {
+        let decoded = decode_client_message(bytes, &self.limits);
+        let (name, session) = match &decoded {
+            Ok(msg) => (msg.name(), msg.session()),
+            Err(_) => ("UNDECODABLE", None),
+        };
+        let mut labels = self.session_labels(connection, session);
+        let mut subscriptions = None;
+        if let Ok(msg) = &decoded {
+            match msg {
+                ClientMessage::Upload { changesets, .. } => {
+                    for c in changesets {
+                        self.collect_collections(&c.body, &mut labels.collections);
+                    }
+                }
+                ClientMessage::Transact { changeset, .. } => {
+                    self.collect_collections(&changeset.body, &mut labels.collections);
+                }
+                ClientMessage::Ident {
+                    subscriptions: set, ..
+                }
+                | ClientMessage::Query {
+                    subscriptions: set, ..
+                } => {
+                    labels
+                        .collections
+                        .extend(set.subscriptions.iter().map(|s| s.collection.clone()));
+                    subscriptions = Some(set.clone());
+                }
+                _ => {}
+            }
+        }
+        let sub_labels = labels.clone();
+        self.publish_message(at, labels, "in", name, bytes);
+        if let Some(set) = subscriptions {
+            self.publish_subscriptions(at, sub_labels, &set);
+        }
+    }
+
+    /// The collections a recent changeset touched (versions arrive in increasing order).
+    fn collections_of_version(&self, version: u64) -> Option<&BTreeSet<String>> {
+        let first = self.versions.front()?.0;
+        let index = usize::try_from(version.checked_sub(first)?).ok()?;
+        self.versions
+            .get(index)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| c)
+            .or_else(|| {
+                self.versions
+                    .binary_search_by_key(&version, |(v, _)| *v)
+                    .ok()
+                    .map(|i| &self.versions[i].1)
+            })
+    }
+
+    fn publish_message(
+        &mut self,
+        at: u64,
+        labels: Labels,
+        direction: &str,
+        name: &str,
+        bytes: &[u8],
+    ) {
+        let body = if bytes.len() <= MAX_RAW {
+            json!({
+                "direction": direction,
+                "type": name,
+                "size": bytes.len(),
+                "raw": BASE64.encode(bytes),
+            })
+        } else {
+            json!({
+                "direction": direction,
+                "type": name,
+                "size": bytes.len(),
+                "raw_omitted": format!("frames over {} KiB are not kept", MAX_RAW >> 10),
+            })
+        };
+        self.publish(Kind::Message, labels, at, body);
+    }
+
+    fn publish_subscriptions(&mut self, at: u64, labels: Labels, set: &SubscriptionSet) {
+        let subscriptions: Vec<Json> = set
+            .subscriptions
+            .iter()
+            .map(|s| json!({ "name": s.name, "collection": s.collection, "query": s.query }))
+            .collect();
+        let body = json!({ "version": set.version, "subscriptions": subscriptions });
+        self.publish(Kind::Subscription, labels, at, body);
+    }
+
+    fn collect_collections(&self, body: &[u8], out: &mut BTreeSet<String>) {
+        if let Ok(instructions) = decode_changeset(body, &self.changeset_limits) {
+            out.extend(instructions.iter().map(|i| collection_of(i).to_owned()));
+        }
+    }
+
+    fn engine_event(&mut self, at: u64, event: ServerEvent) {
+        match event {
+            ServerEvent::SessionIdentified {
+                connection,
+                session,
+                user,
+                client_file_ident,
+            } => {
+                self.sessions
+                    .insert((connection, session), (client_file_ident, user.clone()));
+                self.users.insert(client_file_ident, user);
+                let labels = self.session_labels(connection, Some(session));
+                let peer = self.peers.get(&connection).copied().flatten();
+                let body = json!({
+                    "event": "identified",
+                    "peer": peer.map(|p| p.to_string()),
+                    "protocol": PROTOCOL,
+                });
+                self.publish(Kind::Session, labels, at, body);
+            }
+            ServerEvent::SessionEnded {
+                connection,
+                session,
+            } => {
+                let labels = self.session_labels(connection, Some(session));
+                self.sessions.remove(&(connection, session));
+                self.publish(Kind::Session, labels, at, json!({ "event": "ended" }));
+            }
+            ServerEvent::Integrated {
+                server_version,
+                origin_file_ident,
+                client_version,
+                instructions,
+                decisions,
+            } => {
+                let objects: BTreeSet<String> = instructions.iter().filter_map(object_of).collect();
+                let collections: BTreeSet<String> = instructions
+                    .iter()
+                    .map(|i| collection_of(i).to_owned())
+                    .collect();
+                if self.versions.len() == VERSIONS {
+                    self.versions.pop_front();
+                }
+                self.versions
+                    .push_back((server_version, collections.clone()));
+                let labels = Labels {
+                    client: Some(origin_file_ident),
+                    user: self.users.get(&origin_file_ident).cloned(),
+                    collections,
+                    ..Labels::default()
+                };
+                let body = json!({
+                    "server_version": server_version,
+                    "client_version": client_version,
+                    "objects": objects,
+                    "instructions": BASE64.encode(encode_changeset(&instructions)),
+                    "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
+                });
+                self.publish(Kind::Changeset, labels, at, body);
+            }
+            ServerEvent::ErrorSent {
+                connection,
+                session,
+                code,
+                message,
+            } => {
+                let session = (session != 0).then_some(session);
+                let labels = self.session_labels(connection, session);
+                let body = json!({
+                    "code": code.to_string(),
+                    "message": message,
+                });
+                self.publish(Kind::Error, labels, at, body);
+            }
+            // Closing is reported by the connection record; other events carry nothing a
+            // console shows.
+            _ => {}
+        }
+    }
+}
+
+/// The collection an instruction acts on.
+fn collection_of(instruction: &Instruction) -> &str {
+    match instruction {
+        Instruction::AddCollection { name, .. } => name,
+        Instruction::AddProperty { collection, .. }
+        | Instruction::CreateObject { collection, .. }
+        | Instruction::EraseObject { collection, .. } => collection,
+        Instruction::Set { path, .. }
+        | Instruction::AddInteger { path, .. }
+        | Instruction::Clear { path } => &path.collection,
+        Instruction::ListInsert { list, .. }
+        | Instruction::ListSet { list, .. }
+        | Instruction::ListMove { list, .. }
+        | Instruction::ListErase { list, .. } => &list.collection,
+        Instruction::SetInsert { set, .. } | Instruction::SetErase { set, .. } => &set.collection,
+        Instruction::DictErase { dict, .. } => &dict.collection,
+        _ => "",
+    }
+}
+
+/// The object an instruction acts on, as `Collection/key` (key as EJSON), if any.
+fn object_of(instruction: &Instruction) -> Option<String> {
+    let (collection, key) = match instruction {
+        Instruction::CreateObject { collection, key }
+        | Instruction::EraseObject { collection, key } => (collection, key),
+        Instruction::Set { path, .. }
+        | Instruction::AddInteger { path, .. }
+        | Instruction::Clear { path } => (&path.collection, &path.key),
+        Instruction::ListInsert { list, .. }
+        | Instruction::ListSet { list, .. }
+        | Instruction::ListMove { list, .. }
+        | Instruction::ListErase { list, .. } => (&list.collection, &list.key),
+        Instruction::SetInsert { set, .. } | Instruction::SetErase { set, .. } => {
+            (&set.collection, &set.key)
+        }
+        Instruction::DictErase { dict, .. } => (&dict.collection, &dict.key),
+        _ => return None,
+    };
+    let key = eddy_core::value::Value::from(key.clone())
+        .to_ejson(eddy_core::value::EjsonMode::Relaxed)
+        .to_string();
+    Some(format!("{collection}/{key}"))
+}
+
+fn side_json(side: &DecisionSide) -> Json {
+    let (outcome, rewritten) = match &side.outcome {
+        Outcome::Kept => ("kept", None),
+        Outcome::Discarded => ("discarded", None),
+        Outcome::Rewritten(i) => (
+            "rewritten",
+            Some(BASE64.encode(encode_changeset(std::slice::from_ref(i)))),
+        ),
+        _ => ("other", None),
+    };
+    json!({
+        "changeset": side.changeset,
+        "instruction": side.instruction,
+        "original": BASE64.encode(encode_changeset(std::slice::from_ref(&side.original))),
+        "outcome": outcome,
+        "rewritten": rewritten,
+    })
+}
+
+fn decision_json(decision: &MergeDecision) -> Json {
+    json!({
+        "rule": format!("{:?}", decision.rule),
+        "ours": side_json(&decision.ours),
+        "theirs": side_json(&decision.theirs),
+    })
+}
+
+/// `GET /api/admin/events`: upgrades to the feed WebSocket; the key comes in the first message.
+pub async fn events_endpoint(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| console(state, socket))
+}
+
+/// Sends `{"kind":"refused","message":...}` and closes.
+async fn refuse(mut socket: WebSocket, message: &str) {
+    let text = json!({ "kind": "refused", "message": message }).to_string();
+    let _ = socket.send(Message::Text(text.into())).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+fn parse_request(message: Option<Result<Message, axum::Error>>) -> Result<ConsoleRequest, String> {
+    match message {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str()).map_err(|e| {
+            format!("the request is not valid: {e}; send {{\"admin_key\": \"...\", \"filter\": {{...}}}}")
+        }),
+        _ => Err("send {\"admin_key\": \"...\"} as the first text message".into()),
+    }
+}
+
+async fn console(state: AppState, mut socket: WebSocket) {
+    let first = match tokio::time::timeout(LOGIN_TIMEOUT, socket.recv()).await {
+        Ok(message) => parse_request(message),
+        Err(_) => Err("no admin key arrived within 10 s; send it as the first message".into()),
+    };
+    let mut filter = match first {
+        Ok(ConsoleRequest {
+            admin_key: Some(key),
+            filter,
+        }) if constant_time_eq(key.as_bytes(), state.admin_key().as_bytes()) => filter,
+        Ok(ConsoleRequest {
+            admin_key: Some(_), ..
+        }) => {
+            return refuse(
+                socket,
+                "the admin key does not match the one printed at startup",
+            )
+            .await
+        }
+        Ok(_) => return refuse(socket, "send the admin key printed at startup").await,
+        Err(message) => return refuse(socket, &message).await,
+    };
+    let Some((backfill, mut live)) = state.feed().subscribe().await else {
+        return refuse(socket, "the server is shutting down").await;
+    };
+    let hello = json!({ "kind": "hello", "backfill": backfill.len(), "ring": RING });
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    for event in backfill.iter().filter(|e| filter.matches(e)) {
+        if socket
+            .send(Message::Text(event.json.clone().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            event = live.recv() => {
+                let text = match event {
+                    Ok(event) if filter.matches(&event) => event.json.clone(),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => json!({
+                        "kind": "gap",
+                        "missed": missed,
+                        "reason": "this console fell behind the feed",
+                    })
+                    .to_string(),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(_))) => match parse_request(message) {
+                    Ok(request) => {
+                        filter = request.filter;
+                        let ack = json!({ "kind": "filter" }).to_string();
+                        if socket.send(Message::Text(ack.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(message) => return refuse(socket, &message).await,
+                },
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: Kind, client: Option<u64>, collection: Option<&str>) -> FeedEvent {
+        FeedEvent {
+            seq: 1,
+            kind,
+            connection: Some(1),
+            session: Some(2),
+            client,
+            user: Some("u".into()),
+            collections: collection.into_iter().map(str::to_owned).collect(),
+            json: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_feed_drops_records_instead_of_blocking_the_engine() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let sender = FeedSender {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for connection in 0..5 {
+            sender.record(Record::ConnectionClosed { connection });
+        }
+        assert_eq!(sender.dropped.load(Ordering::Relaxed), 3);
+
+        let mut state = FeedState::new(MessageLimits::default(), Arc::clone(&sender.dropped));
+        while let Ok(Input::Record { at, record }) = rx.try_recv() {
+            state.report_drops(at);
+            state.record(at, record);
+        }
+        let kinds: Vec<Kind> = state.ring.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [Kind::Gap, Kind::Connection, Kind::Connection]);
+        assert!(state.ring[0].json.contains("\"missed\":3"));
+    }
+
+    #[test]
+    fn downloads_are_labelled_by_their_changesets_and_large_frames_lose_their_bytes() {
+        let mut state = FeedState::new(MessageLimits::default(), Arc::new(AtomicU64::new(0)));
+        let set = Instruction::Set {
+            path: eddy_core::changeset::Path::field(
+                "Item",
+                eddy_core::value::PrimaryKey::Int(1),
+                "n",
+            ),
+            value: eddy_core::value::Value::Int(1),
+        };
+        state.record(
+            0,
+            Record::Engine(ServerEvent::Integrated {
+                server_version: 7,
+                origin_file_ident: 3,
+                client_version: 1,
+                instructions: vec![set],
+                decisions: Vec::new(),
+            }),
+        );
+        state.record(
+            0,
+            Record::FrameOut {
+                connection: 1,
+                bytes: Bytes::from(vec![0u8; MAX_RAW + 1]),
+                name: "DOWNLOAD",
+                session: Some(1),
+                versions: vec![7],
+            },
+        );
+        let download = state.ring.back().unwrap();
+        assert_eq!(download.kind, Kind::Message);
+        assert!(download.collections.contains("Item"));
+        assert!(download.json.contains("raw_omitted"));
+        assert!(!download.json.contains("\"raw\""));
+    }
+
+    #[test]
+    fn the_ring_keeps_only_the_newest_events() {
+        let mut state = FeedState::new(MessageLimits::default(), Arc::new(AtomicU64::new(0)));
+        for connection in 0..(RING as u64 + 10) {
+            state.record(0, Record::ConnectionClosed { connection });
+        }
+        assert_eq!(state.ring.len(), RING);
+        assert_eq!(state.ring[0].seq, 11);
+    }
+
+    #[test]
+    fn filters_need_every_given_field_to_match() {
+        let filter = Filter {
+            client: Some(7),
+            collection: Some("Task".into()),
+            kinds: vec![Kind::Changeset],
+            ..Filter::default()
+        };
+        assert!(filter.matches(&event(Kind::Changeset, Some(7), Some("Task"))));
+        assert!(!filter.matches(&event(Kind::Changeset, Some(8), Some("Task"))));
+        assert!(!filter.matches(&event(Kind::Changeset, Some(7), Some("Note"))));
+        assert!(!filter.matches(&event(Kind::Message, Some(7), Some("Task"))));
+        assert!(!filter.matches(&event(Kind::Changeset, None, Some("Task"))));
+        assert!(filter.matches(&event(Kind::Gap, None, None)));
+        assert!(Filter::default().matches(&event(Kind::Session, None, None)));
+    }
+}

@@ -1,0 +1,345 @@
+//! End-to-end tests of the admin event feed (`/api/admin/events`) against the real `eddy`
+//! binary: login by first message, live session/message/changeset events with merge decisions,
+//! backfill on connect and server-side filters; and the console itself with its admin endpoints.
+
+// Helpers outside `#[test]` fail loudly by design; the clippy ban on threads (used by the shared
+// harness) is for eddy-core only.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
+
+mod support;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use eddy_core::changeset::{decode_changeset, DecodeLimits, Instruction, Path as FieldPath};
+use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits};
+use eddy_core::sim::sim_schema;
+use eddy_core::store::{ApplyError, WriteTransaction};
+use eddy_core::value::{PrimaryKey, Value};
+use eddy_server::client::Client;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value as Json};
+use support::{anonymous_token, http, Server, WAIT};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
+    let pk = PrimaryKey::Int(key);
+    if tx.get("Item", &pk).is_none() {
+        tx.create("Item", pk.clone())?;
+    }
+    tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
+}
+
+/// Opens the feed and sends `request` as the first message.
+async fn open_feed(server: &Server, request: Json) -> Socket {
+    let url = format!("ws://{}/api/admin/events", server.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket
+        .send(Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
+    socket
+}
+
+/// The next JSON event, failing the test after [`WAIT`].
+async fn next_event(socket: &mut Socket) -> Json {
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("no feed event arrived in time")
+            .expect("the feed closed")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+/// Reads events until one satisfies `pred`; returns it.
+async fn wait_for(socket: &mut Socket, what: &str, pred: impl Fn(&Json) -> bool) -> Json {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed never showed {what}"
+        );
+        let event = next_event(socket).await;
+        if pred(&event) {
+            return event;
+        }
+    }
+}
+
+fn bytes(event: &Json, field: &str) -> Vec<u8> {
+    BASE64.decode(event[field].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_needs_the_admin_key_in_its_first_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+
+    let mut wrong = open_feed(&server, json!({ "admin_key": "not the key" })).await;
+    let refused = next_event(&mut wrong).await;
+    assert_eq!(refused["kind"], "refused", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("admin key"));
+
+    // A key in the URL is ignored: the first message must carry it.
+    let url = format!(
+        "ws://{}/api/admin/events?admin_key={}",
+        server.addr, server.admin_key
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket
+        .send(Message::Text(json!({}).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut socket).await["kind"], "refused");
+
+    let mut garbage = open_feed(&server, json!({ "admin_key": 5 })).await;
+    let refused = next_event(&mut garbage).await;
+    assert!(refused["message"].as_str().unwrap().contains("not valid"));
+
+    let mut right = open_feed(&server, json!({ "admin_key": server.admin_key })).await;
+    assert_eq!(next_event(&mut right).await["kind"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let mut feed = open_feed(&server, json!({ "admin_key": server.admin_key })).await;
+    assert_eq!(next_event(&mut feed).await["kind"], "hello");
+
+    let a = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    let b = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    a.wait_for_download(WAIT).await.unwrap();
+    b.wait_for_download(WAIT).await.unwrap();
+    let a_ident = a.client_file_ident().unwrap();
+    // Both write the same field before either hears of the other: the second to integrate is
+    // transformed against the first.
+    a.write(|tx| set_item(tx, 1, 1)).unwrap();
+    b.write(|tx| set_item(tx, 1, 2)).unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+    b.wait_for_upload(WAIT).await.unwrap();
+
+    let opened = wait_for(&mut feed, "a connection opening", |e| {
+        e["kind"] == "connection" && e["event"] == "opened"
+    })
+    .await;
+    assert!(opened["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(opened["protocol"], "eddy-sync/1");
+    let session = wait_for(&mut feed, "A's session", |e| {
+        e["kind"] == "session" && e["event"] == "identified" && e["client"] == a_ident
+    })
+    .await;
+    assert!(session["user"].as_str().unwrap().starts_with("anon-"));
+    assert!(session["peer"].is_string());
+
+    let upload = wait_for(&mut feed, "A's UPLOAD", |e| {
+        e["kind"] == "message" && e["type"] == "UPLOAD" && e["client"] == a_ident
+    })
+    .await;
+    assert_eq!(upload["direction"], "in");
+    let raw = bytes(&upload, "raw");
+    assert_eq!(upload["size"], raw.len());
+    match decode_client_message(&raw, &MessageLimits::default()).unwrap() {
+        ClientMessage::Upload { changesets, .. } => assert!(!changesets.is_empty()),
+        other => panic!("the raw bytes are not an UPLOAD: {other:?}"),
+    }
+    assert_eq!(upload["collections"], json!(["Item"]));
+
+    let mut decisions = Vec::new();
+    for _ in 0..2 {
+        let changeset = wait_for(&mut feed, "a changeset", |e| e["kind"] == "changeset").await;
+        assert!(changeset["server_version"].as_u64().unwrap() > 0);
+        assert_eq!(changeset["objects"], json!(["Item/1"]));
+        let instructions =
+            decode_changeset(&bytes(&changeset, "instructions"), &DecodeLimits::default()).unwrap();
+        assert!(!instructions.is_empty());
+        decisions.extend(changeset["decisions"].as_array().unwrap().iter().cloned());
+    }
+    assert!(
+        decisions.iter().any(|d| d["rule"] == "LastWriterWins"),
+        "the concurrent writes to Item[1].n were decided by last writer wins: {decisions:?}"
+    );
+    for decision in &decisions {
+        let original = bytes(&decision["ours"], "original");
+        assert_eq!(
+            decode_changeset(&original, &DecodeLimits::default())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_console_is_backfilled_and_filters_apply_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let a = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    let b = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    a.write(|tx| set_item(tx, 1, 1)).unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+    b.write(|tx| set_item(tx, 2, 2)).unwrap();
+    b.wait_for_upload(WAIT).await.unwrap();
+    let a_ident = a.client_file_ident().unwrap();
+
+    // Connected after the writes: the history comes from the backfill.
+    let mut feed = open_feed(
+        &server,
+        json!({
+            "admin_key": server.admin_key,
+            "filter": { "client": a_ident, "kinds": ["changeset", "message"] },
+        }),
+    )
+    .await;
+    let hello = next_event(&mut feed).await;
+    assert_eq!(hello["kind"], "hello");
+    assert!(hello["backfill"].as_u64().unwrap() > 0);
+    let changeset = wait_for(&mut feed, "A's changeset", |e| e["kind"] == "changeset").await;
+    assert_eq!(changeset["client"], a_ident);
+    assert_eq!(changeset["objects"], json!(["Item/1"]));
+
+    // Live events pass the same filter: B's write never shows, A's next one does.
+    b.write(|tx| set_item(tx, 3, 3)).unwrap();
+    b.wait_for_upload(WAIT).await.unwrap();
+    a.write(|tx| set_item(tx, 4, 4)).unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+    let later = wait_for(&mut feed, "A's second changeset", |e| {
+        assert!(
+            e["kind"] == "changeset" || e["kind"] == "message",
+            "the kinds filter let through {e}"
+        );
+        assert_eq!(e["client"], a_ident, "the client filter let through {e}");
+        e["kind"] == "changeset" && e["objects"] == json!(["Item/4"])
+    })
+    .await;
+    assert_eq!(later["collections"], json!(["Item"]));
+
+    // A new filter replaces the old one once the server acknowledges it.
+    let b_ident = b.client_file_ident().unwrap();
+    feed.send(Message::Text(
+        json!({ "filter": { "client": b_ident, "kinds": ["changeset"] } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    wait_for(&mut feed, "the filter acknowledgement", |e| {
+        e["kind"] == "filter"
+    })
+    .await;
+    a.write(|tx| set_item(tx, 5, 5)).unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+    b.write(|tx| set_item(tx, 6, 6)).unwrap();
+    b.wait_for_upload(WAIT).await.unwrap();
+    let first = next_event(&mut feed).await;
+    assert_eq!(
+        first["objects"],
+        json!(["Item/6"]),
+        "A's later changeset passed a filter on B: {first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_and_its_admin_endpoints_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console");
+    std::fs::create_dir(&console).unwrap();
+    let data = dir.path().join("data");
+    let schema_file = dir.path().join("schema.json");
+    std::fs::write(
+        &schema_file,
+        eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--schema".as_ref(),
+        schema_file.as_os_str(),
+        "--console-dir".as_ref(),
+        console.as_os_str(),
+    ]);
+    let (status, _) = http(server.addr, "GET", "/console", &[], None).await;
+    assert_eq!(status, 404, "an unbuilt console says so");
+    std::fs::write(console.join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(console.join("app.js"), "export {}").unwrap();
+    for path in ["/console", "/console/", "/console/app.js"] {
+        let (status, _) = http(server.addr, "GET", path, &[], None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+
+    let a = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    a.write(|tx| set_item(tx, 1, 1)).unwrap();
+    a.write(|tx| set_item(tx, 2, 2)).unwrap();
+    a.write(|tx| set_item(tx, 1, 3)).unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+
+    let (status, history) = server
+        .admin("/api/admin/collections/Item/history?key=1")
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(
+        history[0]["origin_file_ident"],
+        a.client_file_ident().unwrap()
+    );
+    let last = decode_changeset(&bytes(&history[1], "body"), &DecodeLimits::default()).unwrap();
+    assert!(
+        last.iter().any(|i| matches!(
+            i,
+            Instruction::Set {
+                value: Value::Int(3),
+                ..
+            }
+        )),
+        "{last:?}"
+    );
+    let (status, body) = server
+        .admin("/api/admin/collections/Item/history?key=nope")
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("EJSON"));
+
+    let (status, schema) = server.admin("/api/admin/schema").await;
+    assert_eq!(status, 200, "{schema}");
+    assert_eq!(schema["development_mode"], false);
+    assert!(schema["schema"].to_string().contains("Item"));
+    assert_eq!(schema["roles"], json!([]));
+    let (status, _) = http(server.addr, "GET", "/api/admin/schema", &[], None).await;
+    assert_eq!(status, 401);
+}
