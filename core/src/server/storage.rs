@@ -40,6 +40,9 @@ pub struct StoredState {
     pub history: Vec<HistoryEntry>,
     /// Every allocated client file.
     pub client_files: Vec<ClientFileRecord>,
+    /// The flexible-sync view of each client file that has one (see
+    /// [`crate::server::view::FileView::encode`]).
+    pub views: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// A storage failure; the engine stops acknowledging anything until storage works again.
@@ -68,6 +71,8 @@ pub trait ServerStorage {
     fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError>;
     /// Records a newly allocated client file.
     fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError>;
+    /// Replaces the stored view of a client file.
+    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError>;
     /// Makes every earlier call durable.
     fn flush(&mut self) -> Result<(), StorageError>;
 }
@@ -80,6 +85,7 @@ pub struct MemoryStorage {
     buffered_history: Vec<HistoryEntry>,
     buffered_files: Vec<ClientFileRecord>,
     buffered_salt: Option<u64>,
+    buffered_views: std::collections::BTreeMap<u64, Vec<u8>>,
     /// How many flushes happened (for tests of group commit).
     pub flushes: u64,
 }
@@ -95,6 +101,7 @@ impl MemoryStorage {
         self.buffered_history.clear();
         self.buffered_files.clear();
         self.buffered_salt = None;
+        self.buffered_views.clear();
     }
 
     /// The durable history.
@@ -133,12 +140,18 @@ impl ServerStorage for MemoryStorage {
         Ok(())
     }
 
+    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError> {
+        self.buffered_views.insert(file_ident, view.to_vec());
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         if let Some(salt) = self.buffered_salt.take() {
             self.durable.history_salt = salt;
         }
         self.durable.history.append(&mut self.buffered_history);
         self.durable.client_files.append(&mut self.buffered_files);
+        self.durable.views.append(&mut self.buffered_views);
         self.flushes += 1;
         Ok(())
     }

@@ -22,6 +22,7 @@ use crate::protocol::{
     Subscription, SubscriptionSet,
 };
 use crate::schema::Schema;
+use crate::server::view::{all_objects, Matcher};
 use crate::server::{
     snapshot_instructions, AuthError, AuthenticatedUser, Authenticator, ConnectionId,
     MemoryStorage, ServerConfig, ServerEngine, ServerEvent,
@@ -753,11 +754,13 @@ impl Simulation {
             .filter_map(|(i, c)| {
                 let s = c.conn.session(SESSION)?;
                 Some(format!(
-                    "client {i}: active={} pending={} cursor={} closed={} last error: {}",
+                    "client {i}: active={} pending={} cursor={} closed={} subscriptions={:?} view settled={} last error: {}",
                     s.is_active(),
                     s.pending().len(),
                     s.meta().download.server_version,
                     s.is_closed(),
+                    s.subscription_state(),
+                    s.view_settled(),
                     c.last_error.as_deref().unwrap_or("none")
                 ))
             })
@@ -782,6 +785,12 @@ impl Simulation {
                     s.is_active()
                         && s.pending().is_empty()
                         && s.meta().download.server_version == latest
+                        && s.view_settled()
+                        && matches!(
+                            s.subscription_state(),
+                            crate::client::SubscriptionState::Complete
+                                | crate::client::SubscriptionState::Error(_)
+                        )
                 })
         })
     }
@@ -790,18 +799,17 @@ impl Simulation {
         let Some(server) = self.server.as_ref() else {
             return Err(self.failure("no server"));
         };
-        let expected = server.store();
         for (i, client) in self.clients.iter().enumerate() {
             let Some(session) = client.conn.session(SESSION) else {
                 continue;
             };
+            let expected = &restricted(server.store(), &session.meta().subscriptions);
             if session.store() != expected {
                 return Err(self.failure(format!(
-                    "client {i} diverged from the server: client digest {:x}, server digest {:x}\nclient: {:?}\nserver: {:?}",
+                    "client {i} diverged from the server's store restricted to its view: client digest {:x}, server digest {:x}\n{}",
                     session.store().digest(),
                     expected.digest(),
-                    session.store(),
-                    expected
+                    store_differences(session.store(), expected)
                 )));
             }
         }
@@ -817,6 +825,7 @@ impl Simulation {
                 lost.1, lost.0
             )));
         }
+        let expected = server.store();
         self.report.server_versions = server.latest_version();
         self.report.objects = expected.collections().map(|c| expected.len(c)).sum();
         self.report.item_properties = expected
@@ -825,6 +834,45 @@ impl Simulation {
             .map_or(0, |c| c.properties.len());
         Ok(())
     }
+}
+
+/// The objects (and schema) two stores disagree on, one line each.
+fn store_differences(client: &Store, server: &Store) -> String {
+    let mut lines = Vec::new();
+    if client.schema() != server.schema() {
+        lines.push(format!(
+            "schema: client {:?}\n        server {:?}",
+            client.schema(),
+            server.schema()
+        ));
+    }
+    let mut objects = all_objects(client);
+    objects.extend(all_objects(server));
+    for (collection, key) in objects {
+        let (c, s) = (client.get(&collection, &key), server.get(&collection, &key));
+        if c != s {
+            lines.push(format!(
+                "{collection}[{key:?}]: client {c:?}\n        server {s:?}"
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// The server's store restricted to the view of a subscription set: what a settled client holds.
+fn restricted(store: &Store, subscriptions: &SubscriptionSet) -> Store {
+    let matcher = Matcher::new(subscriptions);
+    if matcher.selects_everything() {
+        return store.clone();
+    }
+    let mut out = store.clone();
+    let mut changes = crate::store::Changes::default();
+    for (collection, key) in all_objects(store) {
+        if !matcher.selects(store, &collection, &key) {
+            out.evict(&collection, &key, &mut changes);
+        }
+    }
+    out
 }
 
 fn session_config(schema: &Schema, index: usize, seed: u64) -> SessionConfig {
