@@ -62,6 +62,8 @@ pub struct Config {
     pub auth: AuthProviders,
     /// Connection limits.
     pub limits: Limits,
+    /// Read and write permissions per collection (none: everyone reads and writes everything).
+    pub roles: eddy_core::server::view::Roles,
 }
 
 impl Config {
@@ -76,6 +78,7 @@ impl Config {
             admin_key: None,
             auth: AuthProviders::default(),
             limits: Limits::default(),
+            roles: eddy_core::server::view::Roles::default(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl AppState {
         engine_config.idle_timeout_ms = config.limits.idle_timeout_ms;
         engine_config.max_sessions_per_connection = config.limits.max_sessions_per_connection;
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
+        engine_config.roles = config.roles.clone();
         let limits = engine_config.message_limits.clone();
         let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
         let sync = SyncHandle::start(engine, limits)?;

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub record_merge_decisions: bool,
     /// Seed for client file idents and salts (drivers pass OS randomness).
     pub seed: u64,
+    /// Read and write permissions per collection (none: everyone reads and writes everything).
+    pub roles: view::Roles,
 }
 
 impl ServerConfig {
@@ -82,6 +84,7 @@ impl ServerConfig {
             changeset_limits: DecodeLimits::default(),
             record_merge_decisions: false,
             seed,
+            roles: view::Roles::default(),
         }
     }
 }
@@ -262,14 +265,21 @@ pub struct ServerEngine<S, A> {
     dirty_views: BTreeSet<u64>,
 }
 
-/// What [`ServerEngine::settle_view`] adds to a DOWNLOAD.
+/// What the view adds to a DOWNLOAD.
 #[derive(Default)]
 struct ViewUpdate {
     resets: Vec<u8>,
     leaving: Vec<u8>,
     more_to_come: bool,
-    refused: Vec<ObjectKey>,
+    refused: Vec<(ObjectKey, String)>,
 }
+
+/// Why a write to an object the client does not hold was refused.
+const REFUSED_OUTSIDE_VIEW: &str = "the object is outside this client's view (not subscribed or \
+     not readable, or written before the client received it); the write was not integrated";
+/// Why a write the user's role does not allow was refused.
+const REFUSED_BY_ROLE: &str =
+    "the user's role does not allow this write (the collection's write filter); the write was not integrated";
 
 impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// Starts the engine on `storage`, rebuilding the current state from the stored history.
@@ -826,7 +836,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         if !self.views.contains_key(&file_ident) {
             // A file that starts empty and subscribes narrows from the start; any other file
             // (one that never subscribed, or one opened from a full STATE) holds everything.
-            let view = if download.server_version == 0 && subscriptions.version > 0 {
+            let narrow = !view::Matcher::new(&subscriptions)
+                .with_reads(&self.config.roles, &user_id)
+                .selects_everything(self.store.schema());
+            let view = if download.server_version == 0 && narrow {
                 FileView::empty()
             } else {
                 FileView::default()
@@ -840,8 +853,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             cursor: download,
         };
         session.needs_download = true;
+        let matcher = view::Matcher::default().with_reads(&self.config.roles, &user_id);
+        let session = self.session_mut(connection, ident)?;
         session.view = SessionView {
             recheck_all: true,
+            matcher,
             ..SessionView::default()
         };
         let user = session.user.id.clone();
@@ -894,8 +910,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 return Ok(());
             }
         }
+        let user_id = self.session_mut(connection, ident)?.user.id.clone();
+        let matcher = view::Matcher::new(&subscriptions).with_reads(&self.config.roles, &user_id);
         let session = self.session_mut(connection, ident)?;
-        session.view.matcher = view::Matcher::new(&subscriptions);
+        session.view.matcher = matcher;
         session.view.recheck_all = true;
         session.subscriptions = subscriptions;
         session.needs_download = true;
@@ -1161,6 +1179,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let instructions = decode_changeset(&changeset.body, &self.config.changeset_limits)
             .map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
         self.check_schema_changes(&instructions)?;
+        let user_id = self.session_mut(connection, ident)?.user.id.clone();
         let objects: BTreeSet<(&str, &crate::value::PrimaryKey)> = instructions
             .iter()
             .filter_map(Instruction::object)
@@ -1174,12 +1193,12 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 None => true,
             })
         });
-        let refused = self.refused_objects(file_ident, base, &instructions);
-        let result = if let Some((collection, key)) = refused.first() {
+        let refused = self.refused_objects(file_ident, &user_id, base, &instructions);
+        let result = if let Some(((collection, key), why)) = refused.first() {
             TransactResult::Rejected {
                 code: ErrorCode::WriteNotAllowed,
                 reason: format!(
-                    "the transaction writes {collection} {key:?}, which is outside this file's view; nothing was integrated"
+                    "the transaction writes {collection} {key:?}: {why}; nothing was integrated"
                 ),
             }
         } else if let Some(c) = conflict {
@@ -1242,12 +1261,24 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 "STATE_REQUEST for a version this server does not have",
             ));
         }
+        let restricted = !self.config.roles.reads_everything();
+        if restricted {
+            // With read rules a STATE carries only the schema; the objects the user may read
+            // arrive as resets once the file is identified, so its view starts empty.
+            if let Phase::Bound { file: Some(file) } = self.session_mut(connection, ident)?.phase {
+                if !self.views.contains_key(&file) {
+                    self.save_view(file, FileView::empty());
+                }
+            }
+        }
         let cached = self.state_cache.as_ref().is_some_and(|(v, _)| *v == latest);
         if !cached {
-            self.state_cache = Some((
-                latest,
-                encode_changeset(&snapshot_instructions(&self.store)),
-            ));
+            let snapshot = if restricted {
+                snapshot_instructions(&Store::new(self.store.schema().clone()))
+            } else {
+                snapshot_instructions(&self.store)
+            };
+            self.state_cache = Some((latest, encode_changeset(&snapshot)));
         }
         let Some((version, bytes)) = self.state_cache.as_ref() else {
             return Ok(());
@@ -1570,7 +1601,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         };
         let store = &self.store;
         let mut changed = false;
-        if fv.held.is_none() && !sv.matcher.selects_everything() {
+        if fv.held.is_none() && !sv.matcher.selects_everything(store.schema()) {
             // A file that held everything narrows: it holds exactly what exists now (and, should
             // this DOWNLOAD be lost, what it did not see erased; see `resend_lost_resets`).
             fv.held = Some(view::all_objects(store));
@@ -1670,9 +1701,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.needs_flush = true;
     }
 
-    /// Refuses the writes of an upload (based on `base`) to objects the file may not write, so
-    /// they are not integrated, and owes the file a reset of each. Returns the objects the file
-    /// now holds because it created them.
+    /// Refuses the writes of an upload (based on `base`) to objects the file may not write
+    /// (outside its view, or not allowed by the user's role), so they are not integrated, and
+    /// owes the file a reset of each. Returns the objects the file now holds because it created
+    /// them.
     fn admit_writes(
         &mut self,
         connection: ConnectionId,
@@ -1681,66 +1713,104 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         base: u64,
         changesets: &mut [Changeset],
     ) -> BTreeSet<ObjectKey> {
-        let Some(fv) = self.views.get_mut(&file_ident) else {
+        let Ok(session) = self.session_mut(connection, ident) else {
             return BTreeSet::new();
         };
-        if fv.held.is_none() && fv.pending_resets.is_empty() && fv.last_reset.is_empty() {
+        let user = view::user_context(&session.user.id);
+        let roles = &self.config.roles;
+        let checks_writes = roles.collections.values().any(|r| !r.write.is_true());
+        let unnarrowed = self.views.get(&file_ident).is_none_or(|fv| {
+            fv.held.is_none() && fv.pending_resets.is_empty() && fv.last_reset.is_empty()
+        });
+        if unnarrowed && !checks_writes {
             return BTreeSet::new();
         }
+        let fv = self.views.entry(file_ident).or_default();
         let store = &self.store;
-        let touches = &self.touches;
-        let mut decisions: BTreeMap<ObjectKey, bool> = BTreeMap::new();
-        for changeset in changesets.iter_mut() {
-            changeset.instructions.retain(|i| {
-                let Some((collection, key)) = i.object() else {
-                    return true;
-                };
-                if !view::viewable(store.schema(), collection) {
-                    return true;
+        let mut per_object: BTreeMap<ObjectKey, Vec<Instruction>> = BTreeMap::new();
+        for instruction in changesets.iter().flat_map(|c| &c.instructions) {
+            if let Some((collection, key)) = instruction.object() {
+                if view::viewable(store.schema(), collection) {
+                    per_object
+                        .entry((collection.to_owned(), key.clone()))
+                        .or_default()
+                        .push(instruction.clone());
                 }
-                *decisions
-                    .entry((collection.to_owned(), key.clone()))
-                    .or_insert_with(|| fv.accepts(store, touches, base, collection, key))
-            });
+            }
         }
         let mut fresh = BTreeSet::new();
         let mut refused = Vec::new();
-        for (object, accepted) in decisions {
-            if !accepted {
-                fv.pending_resets.insert(object.clone());
-                refused.push(object);
-            } else if !fv.holds(&object.0, &object.1) {
-                fresh.insert(object);
+        for (object, instructions) in &per_object {
+            let (collection, key) = (object.0.as_str(), &object.1);
+            if !fv.accepts(store, &self.touches, base, collection, key) {
+                refused.push((object.clone(), REFUSED_OUTSIDE_VIEW.to_owned()));
+            } else if !roles.may_write(store, &user, (collection, key), instructions) {
+                refused.push((object.clone(), REFUSED_BY_ROLE.to_owned()));
+            } else if !fv.holds(collection, key) {
+                fresh.insert(object.clone());
             }
         }
-        if !refused.is_empty() {
-            self.dirty_views.insert(file_ident);
-            self.needs_flush = true;
-            if let Ok(session) = self.session_mut(connection, ident) {
-                session.view.refused.extend(refused);
-            }
+        if refused.is_empty() {
+            return fresh;
+        }
+        let refused_keys: BTreeSet<&ObjectKey> = refused.iter().map(|(o, _)| o).collect();
+        for changeset in changesets.iter_mut() {
+            changeset.instructions.retain(|i| {
+                i.object()
+                    .is_none_or(|(c, k)| !refused_keys.contains(&(c.to_owned(), k.clone())))
+            });
+        }
+        fv.pending_resets
+            .extend(refused.iter().map(|(o, _)| o.clone()));
+        self.dirty_views.insert(file_ident);
+        self.needs_flush = true;
+        if let Ok(session) = self.session_mut(connection, ident) {
+            session.view.refused.extend(refused);
         }
         fresh
     }
 
-    /// The objects of a TRANSACT (based on `base`) the file may not write.
+    /// The objects of a TRANSACT (based on `base`) the file may not write, with why.
     fn refused_objects(
         &self,
         file_ident: u64,
+        user_id: &str,
         base: u64,
         instructions: &[Instruction],
-    ) -> Vec<ObjectKey> {
-        let Some(fv) = self.views.get(&file_ident) else {
-            return Vec::new();
-        };
+    ) -> Vec<(ObjectKey, &'static str)> {
         let schema = self.store.schema();
-        instructions
-            .iter()
-            .filter_map(Instruction::object)
-            .filter(|(c, k)| {
-                view::viewable(schema, c) && !fv.accepts(&self.store, &self.touches, base, c, k)
+        let user = view::user_context(user_id);
+        let mut per_object: BTreeMap<ObjectKey, Vec<Instruction>> = BTreeMap::new();
+        for instruction in instructions {
+            if let Some((c, k)) = instruction.object() {
+                if view::viewable(schema, c) {
+                    per_object
+                        .entry((c.to_owned(), k.clone()))
+                        .or_default()
+                        .push(instruction.clone());
+                }
+            }
+        }
+        per_object
+            .into_iter()
+            .filter_map(|(object, instructions)| {
+                let (c, k) = (object.0.as_str(), &object.1);
+                let outside = self
+                    .views
+                    .get(&file_ident)
+                    .is_some_and(|fv| !fv.accepts(&self.store, &self.touches, base, c, k));
+                if outside {
+                    Some((object, REFUSED_OUTSIDE_VIEW))
+                } else if !self
+                    .config
+                    .roles
+                    .may_write(&self.store, &user, (c, k), &instructions)
+                {
+                    Some((object, REFUSED_BY_ROLE))
+                } else {
+                    None
+                }
             })
-            .map(|(c, k)| (c.to_owned(), k.clone()))
             .collect()
     }
 
@@ -1852,16 +1922,14 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         connection: ConnectionId,
         ident: SessionIdent,
         server_version: u64,
-        refused: Vec<ObjectKey>,
+        refused: Vec<(ObjectKey, String)>,
     ) {
         let rejected: Vec<RejectedWrite> = refused
             .into_iter()
-            .map(|(collection, key)| RejectedWrite {
+            .map(|((collection, key), reason)| RejectedWrite {
                 key: Value::from(key).to_ejson(EjsonMode::Canonical).to_string(),
                 collection,
-                reason: "the object is outside this client's view (not subscribed, or written \
-                         before it entered the view); the write was not integrated"
-                    .into(),
+                reason,
             })
             .collect();
         let message = format!(

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
 use crate::protocol::SubscriptionSet;
-use crate::query::{self, ObjectSource, Query};
+use crate::query::{self, DocumentFilter, ObjectSource, Query, UserContext};
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
 use crate::store::Store;
 use crate::value::{Document, PrimaryKey, Value};
@@ -69,11 +69,89 @@ pub fn viewable(schema: &Schema, collection: &str) -> bool {
         .is_some_and(|c| c.kind == CollectionKind::TopLevel)
 }
 
-/// Decides which objects a subscription set selects.
+/// The permission rules of one collection: which documents a user may read and write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionRules {
+    /// Documents the user may read; others never reach the user's clients.
+    pub read: DocumentFilter,
+    /// Documents the user may write: the document before the write (if it existed) and after
+    /// it (unless erased) must both pass.
+    pub write: DocumentFilter,
+}
+
+/// Role-based permissions: rules per collection. A collection without rules may be read and
+/// written by every user.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Roles {
+    /// The rules, by collection name.
+    pub collections: BTreeMap<String, CollectionRules>,
+}
+
+impl Roles {
+    /// Whether `user` may read every document of every collection.
+    pub fn reads_everything(&self) -> bool {
+        self.collections.values().all(|r| r.read.is_true())
+    }
+
+    /// Whether `user` may read the document.
+    pub fn may_read(&self, collection: &str, doc: &Document, user: &UserContext) -> bool {
+        self.collections
+            .get(collection)
+            .is_none_or(|r| r.read.matches(doc, user))
+    }
+
+    /// Whether `user` may apply `instructions` (all on one object) to the object as it is in
+    /// `store`: the document before must pass the write filter, and so must the document after,
+    /// unless the instructions erase it.
+    pub fn may_write(
+        &self,
+        store: &Store,
+        user: &UserContext,
+        (collection, key): (&str, &PrimaryKey),
+        instructions: &[Instruction],
+    ) -> bool {
+        let Some(rules) = self.collections.get(collection) else {
+            return true;
+        };
+        if rules.write.is_true() {
+            return true;
+        }
+        if let Some(before) = store.get(collection, key) {
+            if !rules.write.matches(before, user) {
+                return false;
+            }
+        }
+        let mut scratch = Store::new(store.schema().clone());
+        let mut changes = crate::store::Changes::default();
+        let rebuilt = reset_instructions(store, collection, key, true);
+        if scratch.apply(&rebuilt, &mut changes).is_err()
+            || scratch.apply(instructions, &mut changes).is_err()
+        {
+            // Writes that do not apply are refused by the integration itself.
+            return true;
+        }
+        scratch
+            .get(collection, key)
+            .is_none_or(|after| rules.write.matches(after, user))
+    }
+}
+
+/// The permission context of a user (only `%%user.id` is known to the sync engine).
+pub fn user_context(id: &str) -> UserContext {
+    UserContext {
+        id: id.to_owned(),
+        ..UserContext::default()
+    }
+}
+
+/// Decides which objects belong in a session's view: those its subscription set selects that
+/// its user may read.
 #[derive(Clone, Debug, Default)]
 pub struct Matcher {
     /// `None`: the set has version 0 and selects every object.
     queries: Option<Vec<(String, Query)>>,
+    /// The read rules and the user they are checked for (`None`: everything is readable).
+    reads: Option<(Roles, UserContext)>,
 }
 
 impl Matcher {
@@ -81,7 +159,7 @@ impl Matcher {
     /// refuses such sets before they take effect).
     pub fn new(set: &SubscriptionSet) -> Self {
         if set.version == 0 {
-            return Matcher { queries: None };
+            return Matcher::default();
         }
         Matcher {
             queries: Some(
@@ -90,12 +168,35 @@ impl Matcher {
                     .filter_map(|s| Some((s.collection.clone(), query::parse(&s.query).ok()?)))
                     .collect(),
             ),
+            reads: None,
         }
     }
 
-    /// Whether every object is selected.
-    pub fn selects_everything(&self) -> bool {
-        self.queries.is_none()
+    /// Restricts the matcher to what `user` may read under `roles`.
+    pub fn with_reads(mut self, roles: &Roles, user: &str) -> Self {
+        if !roles.reads_everything() {
+            self.reads = Some((roles.clone(), user_context(user)));
+        }
+        self
+    }
+
+    /// Whether every object of `schema` is selected: no read rules restrict the user, and the
+    /// set has version 0 or a `TRUEPREDICATE` subscription on every top-level collection.
+    pub fn selects_everything(&self, schema: &Schema) -> bool {
+        if self.reads.is_some() {
+            return false;
+        }
+        let Some(queries) = &self.queries else {
+            return true;
+        };
+        let Ok(everything) = query::parse("TRUEPREDICATE") else {
+            return false;
+        };
+        schema
+            .collections
+            .keys()
+            .filter(|c| viewable(schema, c))
+            .all(|c| queries.iter().any(|(qc, q)| qc == c && *q == everything))
     }
 
     /// Whether the object exists in `store` and belongs in the view.
@@ -106,6 +207,11 @@ impl Matcher {
         let Some(doc) = store.get(collection, key) else {
             return false;
         };
+        if let Some((roles, user)) = &self.reads {
+            if !roles.may_read(collection, doc, user) {
+                return false;
+            }
+        }
         match &self.queries {
             None => true,
             Some(queries) => queries
@@ -337,8 +443,8 @@ pub struct SessionView {
     pub hinted: BTreeSet<ObjectKey>,
     /// The subscription set version whose view has been fully sent.
     pub complete_version: u64,
-    /// Objects whose writes were refused, for the next compensating-write error.
-    pub refused: Vec<ObjectKey>,
+    /// Objects whose writes were refused, and why, for the next compensating-write error.
+    pub refused: Vec<(ObjectKey, String)>,
     /// A bootstrap of resets is being sent in several DOWNLOADs.
     pub in_batch: bool,
 }

@@ -862,7 +862,7 @@ fn store_differences(client: &Store, server: &Store) -> String {
 /// The server's store restricted to the view of a subscription set: what a settled client holds.
 fn restricted(store: &Store, subscriptions: &SubscriptionSet) -> Store {
     let matcher = Matcher::new(subscriptions);
-    if matcher.selects_everything() {
+    if matcher.selects_everything(store.schema()) {
         return store.clone();
     }
     let mut out = store.clone();
