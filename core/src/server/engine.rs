@@ -839,7 +839,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             let narrow = !view::Matcher::new(&subscriptions)
                 .with_reads(&self.config.roles, &user_id)
                 .selects_everything(self.store.schema());
-            let view = if download.server_version == 0 && narrow {
+            // With read rules every STATE carries only the schema, so a new file opened from
+            // one holds nothing either.
+            let view = if (download.server_version == 0 && narrow)
+                || !self.config.roles.reads_everything()
+            {
                 FileView::empty()
             } else {
                 FileView::default()
@@ -1261,16 +1265,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 "STATE_REQUEST for a version this server does not have",
             ));
         }
+        // With read rules a STATE carries only the schema; the objects the user may read arrive
+        // as resets once the file is identified (its view starts empty, see `on_ident`).
         let restricted = !self.config.roles.reads_everything();
-        if restricted {
-            // With read rules a STATE carries only the schema; the objects the user may read
-            // arrive as resets once the file is identified, so its view starts empty.
-            if let Phase::Bound { file: Some(file) } = self.session_mut(connection, ident)?.phase {
-                if !self.views.contains_key(&file) {
-                    self.save_view(file, FileView::empty());
-                }
-            }
-        }
         let cached = self.state_cache.as_ref().is_some_and(|(v, _)| *v == latest);
         if !cached {
             let snapshot = if restricted {

@@ -488,3 +488,108 @@ pub fn filter_instructions(
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Subscription;
+    use crate::sim::sim_schema;
+
+    fn item(n: i64) -> Vec<Instruction> {
+        vec![
+            Instruction::CreateObject {
+                collection: "Item".into(),
+                key: PrimaryKey::Int(n),
+            },
+            Instruction::Set {
+                path: Path::field("Item", PrimaryKey::Int(n), "n"),
+                value: Value::Int(n),
+            },
+        ]
+    }
+
+    fn store_with(items: &[i64]) -> Store {
+        let mut store = Store::new(sim_schema());
+        let mut changes = crate::store::Changes::default();
+        for n in items {
+            store.apply(&item(*n), &mut changes).unwrap();
+        }
+        store
+    }
+
+    fn subscribe(query: &str) -> SubscriptionSet {
+        SubscriptionSet {
+            version: 1,
+            subscriptions: vec![Subscription {
+                name: "s".into(),
+                collection: "Item".into(),
+                query: query.into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_view_survives_storage() {
+        let mut view = FileView::empty();
+        let held = view.held.as_mut().unwrap();
+        held.insert(("Item".into(), PrimaryKey::Int(1)));
+        held.insert(("Item".into(), PrimaryKey::String("x".into())));
+        view.pending_resets
+            .insert(("Item".into(), PrimaryKey::Int(2)));
+        view.last_reset
+            .insert(("Item".into(), PrimaryKey::Int(3)), 42);
+        view.narrowed_at = 7;
+        assert_eq!(FileView::decode(&view.encode()).unwrap(), view);
+        let everything = FileView::default();
+        assert_eq!(FileView::decode(&everything.encode()).unwrap(), everything);
+        assert!(FileView::decode(&[1, 200]).is_err());
+    }
+
+    #[test]
+    fn a_matcher_selects_by_query_and_read_filter() {
+        let store = store_with(&[5, 50]);
+        let schema = store.schema().clone();
+        assert!(Matcher::new(&SubscriptionSet::default()).selects_everything(&schema));
+        assert!(Matcher::new(&subscribe("TRUEPREDICATE")).selects_everything(&schema));
+        let narrow = Matcher::new(&subscribe("n > 10"));
+        assert!(!narrow.selects_everything(&schema));
+        assert!(!narrow.selects(&store, "Item", &PrimaryKey::Int(5)));
+        assert!(narrow.selects(&store, "Item", &PrimaryKey::Int(50)));
+        assert!(!narrow.selects(&store, "Item", &PrimaryKey::Int(6)));
+
+        let roles = crate::sim::sim_roles().unwrap();
+        let readable = Matcher::new(&subscribe("TRUEPREDICATE")).with_reads(&roles, "u0");
+        assert!(!readable.selects_everything(&schema));
+        let store = store_with(&[5, 95]);
+        assert!(readable.selects(&store, "Item", &PrimaryKey::Int(5)));
+        assert!(!readable.selects(&store, "Item", &PrimaryKey::Int(95)));
+    }
+
+    #[test]
+    fn a_write_filter_checks_the_object_before_and_after() {
+        let roles = crate::sim::sim_roles().unwrap();
+        let user = user_context("u0");
+        let store = store_with(&[5, 85]);
+        let set = |key: i64, n: i64| {
+            vec![Instruction::Set {
+                path: Path::field("Item", PrimaryKey::Int(key), "n"),
+                value: Value::Int(n),
+            }]
+        };
+        let object = |key: i64| ("Item", PrimaryKey::Int(key));
+        let may = |key: i64, instructions: &[Instruction]| {
+            let (c, k) = object(key);
+            roles.may_write(&store, &user, (c, &k), instructions)
+        };
+        assert!(may(5, &set(5, 6)));
+        assert!(!may(5, &set(5, 80)), "the result fails the filter");
+        assert!(!may(85, &set(85, 1)), "the object failed it before");
+        assert!(may(7, &item(7)), "a new object that passes");
+        assert!(!may(81, &item(81)), "a new object that does not");
+        let erase = [Instruction::EraseObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(5),
+        }];
+        assert!(may(5, &erase));
+    }
+}

@@ -30,7 +30,7 @@ use crate::server::{
 use crate::store::{Changes, Store};
 use crate::value::{Document, PrimaryKey};
 
-pub use workload::sim_schema;
+pub use workload::{sim_roles, sim_schema};
 
 /// The session ident every simulated client uses on its connection.
 const SESSION: u64 = 1;
@@ -61,6 +61,9 @@ pub struct SimConfig {
     pub settle_budget_ms: u64,
     /// Record every delivered message (decoded) and print the trace in a failure.
     pub trace: bool,
+    /// Whether the server enforces [`workload::sim_roles`] (objects with a high `n` are
+    /// unreadable, and writes that leave one at `n >= 80` are refused and compensated).
+    pub roles: bool,
 }
 
 impl SimConfig {
@@ -78,6 +81,7 @@ impl SimConfig {
             backup_restore_per_mille: 1,
             settle_budget_ms: 10 * 60 * 1000,
             trace: false,
+            roles: seed % 3 == 0,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct SimReport {
     pub marks: u64,
     /// Subscription sets completed, and refused by the server.
     pub subscriptions: (u64, u64),
+    /// Writes the server refused and undid: outside the writer's view, and refused by a role.
+    pub compensated: (u64, u64),
     /// Connection drops.
     pub disconnects: u64,
     /// Messages delivered.
@@ -207,6 +213,12 @@ impl Simulation {
         let mut server_config = ServerConfig::new(schema.clone(), rng.next_u64());
         server_config.state_segment_bytes = 512;
         server_config.development_mode = true;
+        if config.roles {
+            server_config.roles = sim_roles().map_err(|e| SimFailure {
+                seed: config.seed,
+                reason: format!("the simulation's roles do not compile: {e}"),
+            })?;
+        }
         let server = ServerEngine::new(server_config.clone(), MemoryStorage::new(), SimAuth)
             .map_err(|e| SimFailure {
                 seed: config.seed,
@@ -685,6 +697,13 @@ impl Simulation {
                 _ => {}
             },
             SessionEvent::Error(error) => {
+                for rejected in error.compensating.iter().flat_map(|c| &c.rejected) {
+                    if rejected.reason.contains("role") {
+                        self.report.compensated.1 += 1;
+                    } else {
+                        self.report.compensated.0 += 1;
+                    }
+                }
                 client.last_error = Some(format!(
                     "{} at t={}: {}",
                     error.code, self.now, error.message
@@ -803,7 +822,9 @@ impl Simulation {
             let Some(session) = client.conn.session(SESSION) else {
                 continue;
             };
-            let expected = &restricted(server.store(), &session.meta().subscriptions);
+            let matcher = Matcher::new(&session.meta().subscriptions)
+                .with_reads(&self.server_config.roles, &format!("u{i}"));
+            let expected = &restricted(server.store(), &matcher);
             if session.store() != expected {
                 return Err(self.failure(format!(
                     "client {i} diverged from the server's store restricted to its view: client digest {:x}, server digest {:x}\n{}",
@@ -859,9 +880,8 @@ fn store_differences(client: &Store, server: &Store) -> String {
     lines.join("\n")
 }
 
-/// The server's store restricted to the view of a subscription set: what a settled client holds.
-fn restricted(store: &Store, subscriptions: &SubscriptionSet) -> Store {
-    let matcher = Matcher::new(subscriptions);
+/// The server's store restricted to a view: what a settled client holds.
+fn restricted(store: &Store, matcher: &Matcher) -> Store {
     if matcher.selects_everything(store.schema()) {
         return store.clone();
     }
