@@ -152,6 +152,8 @@ pub struct Matcher {
     queries: Option<Vec<(String, Query)>>,
     /// The read rules and the user they are checked for (`None`: everything is readable).
     reads: Option<(Roles, UserContext)>,
+    /// The collections a `TRUEPREDICATE` subscription selects whole (`None` with `queries`).
+    everything_in: Option<BTreeSet<String>>,
 }
 
 impl Matcher {
@@ -161,14 +163,21 @@ impl Matcher {
         if set.version == 0 {
             return Matcher::default();
         }
+        let queries: Vec<(String, Query)> = set
+            .subscriptions
+            .iter()
+            .filter_map(|s| Some((s.collection.clone(), query::parse(&s.query).ok()?)))
+            .collect();
+        let everything = query::parse("TRUEPREDICATE").ok();
+        let everything_in = queries
+            .iter()
+            .filter(|(_, q)| Some(q) == everything.as_ref())
+            .map(|(c, _)| c.clone())
+            .collect();
         Matcher {
-            queries: Some(
-                set.subscriptions
-                    .iter()
-                    .filter_map(|s| Some((s.collection.clone(), query::parse(&s.query).ok()?)))
-                    .collect(),
-            ),
+            queries: Some(queries),
             reads: None,
+            everything_in: Some(everything_in),
         }
     }
 
@@ -186,17 +195,14 @@ impl Matcher {
         if self.reads.is_some() {
             return false;
         }
-        let Some(queries) = &self.queries else {
-            return true;
-        };
-        let Ok(everything) = query::parse("TRUEPREDICATE") else {
-            return false;
-        };
-        schema
-            .collections
-            .keys()
-            .filter(|c| viewable(schema, c))
-            .all(|c| queries.iter().any(|(qc, q)| qc == c && *q == everything))
+        match &self.everything_in {
+            None => true,
+            Some(collections) => schema
+                .collections
+                .keys()
+                .filter(|c| viewable(schema, c))
+                .all(|c| collections.contains(c)),
+        }
     }
 
     /// Whether the object exists in `store` and belongs in the view.
@@ -477,6 +483,17 @@ pub fn filter_instructions(
     schema: &Schema,
     instructions: &[Instruction],
 ) -> Option<Vec<Instruction>> {
+    let asymmetric = || {
+        schema
+            .collections
+            .values()
+            .any(|c| c.kind == CollectionKind::Asymmetric)
+    };
+    if view.held.is_none() && view.pending_resets.is_empty() && !asymmetric() {
+        // Holds everything: only instructions on unknown collections would be left out, and
+        // the history has none.
+        return None;
+    }
     if instructions.iter().all(|i| view.sends(schema, i)) {
         return None;
     }
