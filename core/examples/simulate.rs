@@ -109,6 +109,8 @@ fn main() -> ExitCode {
                             t.marks += report.marks;
                             t.subscriptions.0 += report.subscriptions.0;
                             t.subscriptions.1 += report.subscriptions.1;
+                            t.compensated.0 += report.compensated.0;
+                            t.compensated.1 += report.compensated.1;
                         }
                     }
                     Err(failure) => {
@@ -133,7 +135,7 @@ fn main() -> ExitCode {
     let totals = totals.into_inner().unwrap_or_default();
     let converged = args.seeds - failures.len() as u64;
     println!(
-        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} subscription sets completed / {} refused; in {:.1?}",
+        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} subscription sets completed / {} refused, {} writes compensated (outside the view) / {} (refused by a role); in {:.1?}",
         totals.writes,
         totals.ingested,
         totals.ingested_stored,
@@ -149,6 +151,8 @@ fn main() -> ExitCode {
         totals.marks,
         totals.subscriptions.0,
         totals.subscriptions.1,
+        totals.compensated.0,
+        totals.compensated.1,
         started.elapsed()
     );
     println!("converged {converged}/{} seeds", args.seeds);

@@ -59,6 +59,8 @@ fn download(version: u64, lirv: u64, changesets: Vec<DownloadChangeset>) -> Serv
         batch_state: BatchState::SteadyState,
         query_version: 0,
         changesets,
+        resets: Vec::new(),
+        leaving: Vec::new(),
     }
 }
 

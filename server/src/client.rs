@@ -304,6 +304,19 @@ impl Client {
             .ingest_queue())
     }
 
+    /// Replaces the subscription set (its version is assigned here); the server sends the objects
+    /// that enter the view and the client releases those that leave it, without reconnecting.
+    /// Returns the new set's version.
+    pub fn update_subscriptions(&self, set: SubscriptionSet) -> Result<u64, ClientError> {
+        let version = {
+            let mut conn = self.shared.lock();
+            let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+            session.update_subscriptions(set)
+        };
+        self.shared.wake.notify_one();
+        Ok(version)
+    }
+
     /// Runs `f` as a serialized transaction: the server integrates it only if nothing concurrent
     /// touched the same objects, and it changes the local state only once accepted. It first
     /// waits (within `timeout`) until the session is bound and every local write is uploaded,

@@ -1,13 +1,15 @@
 //! The app configuration file (`eddy serve --config app.toml`): reads the TOML, refuses unknown
-//! keys and the not-yet-supported `[roles]` section with the file and line, and resolves the
-//! schema (a path relative to the file, or an inline table). `server/app.example.toml` documents
+//! keys with the file and line, resolves the schema (a path relative to the file, or an inline
+//! table) and compiles the `[roles]` permission filters. `server/app.example.toml` documents
 //! every key.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use eddy_core::query::DocumentFilter;
 use eddy_core::schema::Schema;
+use eddy_core::server::view::{CollectionRules, Roles};
 use serde::Deserialize;
 
 /// Why a configuration file could not be used.
@@ -30,12 +32,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// The file has a `[roles]` section, which this version cannot enforce.
-    RolesUnsupported {
+    /// A `[roles]` entry is not a valid permission rule.
+    Roles {
         /// The file.
         file: PathBuf,
-        /// The line of the section, from 1.
+        /// The line of the entry, from 1.
         line: usize,
+        /// What is wrong and how to fix it.
+        message: String,
     },
     /// The schema (file or inline) is not valid.
     Schema {
@@ -75,12 +79,11 @@ impl fmt::Display for ConfigError {
                 line: None,
                 message,
             } => write!(f, "{}: {message}", file.display()),
-            ConfigError::RolesUnsupported { file, line } => write!(
-                f,
-                "{}:{line}: the [roles] section is not supported: permissions (roles and \
-                 read/write filters) are not enforced by this version of eddy; remove the section",
-                file.display()
-            ),
+            ConfigError::Roles {
+                file,
+                line,
+                message,
+            } => write!(f, "{}:{line}: [roles]: {message}", file.display()),
             ConfigError::Schema {
                 file,
                 source,
@@ -156,6 +159,8 @@ pub struct FileConfig {
     pub auth: AuthProviders,
     /// Connection limits.
     pub limits: Limits,
+    /// Read and write permissions per collection.
+    pub roles: Roles,
 }
 
 #[derive(Deserialize)]
@@ -170,7 +175,15 @@ struct RawFile {
     auth: RawAuth,
     #[serde(default)]
     limits: RawLimits,
-    roles: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    roles: std::collections::BTreeMap<String, toml::Spanned<RawRules>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    read: toml::Value,
+    write: toml::Value,
 }
 
 #[derive(Default, Deserialize)]
@@ -235,12 +248,6 @@ impl FileConfig {
             line: e.span().map(|span| line_of(text, span.start)),
             message: e.message().to_string(),
         })?;
-        if let Some(roles) = raw.roles {
-            return Err(ConfigError::RolesUnsupported {
-                file: file.to_path_buf(),
-                line: line_of(text, roles.span().start),
-            });
-        }
         let invalid = |message: String| ConfigError::Invalid {
             file: file.to_path_buf(),
             message,
@@ -285,6 +292,37 @@ impl FileConfig {
             }
             limits.idle_timeout_ms = secs.saturating_mul(1000);
         }
+        let mut roles = Roles::default();
+        for (collection, spanned) in raw.roles {
+            let roles_error = |message: String| ConfigError::Roles {
+                file: file.to_path_buf(),
+                line: line_of(text, spanned.span().start),
+                message,
+            };
+            if schema
+                .as_ref()
+                .is_some_and(|s| s.collection(&collection).is_none())
+            {
+                return Err(roles_error(format!(
+                    "{collection} is not a collection of the schema; name one of its collections"
+                )));
+            }
+            let rules = spanned.get_ref();
+            let filter = |which: &str, value: &toml::Value| {
+                DocumentFilter::from_json(&toml_to_json(value)).map_err(|e| {
+                    roles_error(format!(
+                        "{collection}.{which}: {e}; write a filter such as {{ owner = \"%%user.id\" }} or true"
+                    ))
+                })
+            };
+            roles.collections.insert(
+                collection.clone(),
+                CollectionRules {
+                    read: filter("read", &rules.read)?,
+                    write: filter("write", &rules.write)?,
+                },
+            );
+        }
         if raw.auth.access_token_ttl_secs == Some(0) {
             return Err(invalid(
                 "auth.access_token_ttl_secs = 0 makes every token expired; use at least 1".into(),
@@ -302,6 +340,7 @@ impl FileConfig {
                 email_password: raw.auth.email_password.unwrap_or(true),
             },
             limits,
+            roles,
         })
     }
 
@@ -413,13 +452,29 @@ idle_timeout_secs = 30
     }
 
     #[test]
-    fn roles_are_refused_not_ignored() {
-        let err = parse("app_id = \"a\"\n[roles]\nowner = \"x\"\n").unwrap_err();
-        assert!(
-            matches!(err, ConfigError::RolesUnsupported { line: 2, .. }),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("not supported"), "{err}");
+    fn roles_compile_to_filters() {
+        let config =
+            parse("[roles.Task]\nread = { owner = \"%%user.id\" }\nwrite = true\n").unwrap();
+        let rules = &config.roles.collections["Task"];
+        assert!(rules.write.is_true());
+        let mine = [("owner".to_owned(), eddy_core::value::Value::from("ann"))]
+            .into_iter()
+            .collect();
+        let ann = eddy_core::server::view::user_context("ann");
+        let bob = eddy_core::server::view::user_context("bob");
+        assert!(rules.read.matches(&mine, &ann));
+        assert!(!rules.read.matches(&mine, &bob));
+    }
+
+    #[test]
+    fn bad_roles_name_their_line() {
+        let err = parse(
+            "app_id = \"a\"\n[roles.Task]\nread = { a = { \"$bogus\" = 1 } }\nwrite = true\n",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Roles { line: 2, .. }), "{err}");
+        let err = parse("[roles.Task]\nread = true\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where the built dev console is, served at `/console`.
     pub console_dir: PathBuf,
+    /// Read and write permissions per collection (none: everyone reads and writes everything).
+    pub roles: eddy_core::server::view::Roles,
 }
 
 impl Config {
@@ -84,6 +86,7 @@ impl Config {
             auth: AuthProviders::default(),
             limits: Limits::default(),
             console_dir: PathBuf::from(console::DEFAULT_CONSOLE_DIR),
+            roles: eddy_core::server::view::Roles::default(),
         }
     }
 }
@@ -147,6 +150,7 @@ impl AppState {
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
         // The console's changeset timeline shows instructions and merge decisions.
         engine_config.record_merge_decisions = true;
+        engine_config.roles = config.roles.clone();
         let limits = engine_config.message_limits.clone();
         let engine = ServerEngine::new(engine_config, storage, jwt.clone())?;
         let feed = Feed::start(limits.clone()).map_err(|e| {
@@ -400,7 +404,7 @@ mod tests {
         let (status, body) =
             call(app, Request::get("/api/sync").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["message"].as_str().unwrap().contains("eddy-sync/1"));
+        assert!(body["message"].as_str().unwrap().contains("eddy-sync/2"));
 
         state.sync().stop().await;
         state.sync().join().await.unwrap();

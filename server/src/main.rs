@@ -95,6 +95,7 @@ fn resolve(flags: ServeFlags) -> anyhow::Result<(Config, SocketAddr, Option<Stri
     let mut config = Config::new(data_dir);
     config.schema = schema_from_flag.or(file.schema);
     config.development_mode = file.development_mode.unwrap_or(config.schema.is_none());
+    config.roles = file.roles;
     let ttl = flags
         .access_token_ttl_secs
         .or(file.access_token_ttl_secs)

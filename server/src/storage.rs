@@ -54,6 +54,11 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (collection, pk)
      );
      CREATE INDEX ingested_by_origin ON ingested (origin_file_ident);",
+    // Flexible-sync views: which objects each client file holds (eddy-core's `FileView`).
+    "CREATE TABLE client_views (
+         ident INTEGER PRIMARY KEY,
+         view BLOB NOT NULL
+     );",
 ];
 
 /// How long a connection waits for another one's write lock before failing.
@@ -234,10 +239,20 @@ impl ServerStorage for SqliteStorage {
             .map_err(storage_error)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(storage_error)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ident, view FROM client_views")
+            .map_err(storage_error)?;
+        let views = stmt
+            .query_map([], |r| Ok((from_sql(r.get(0)?), r.get::<_, Vec<u8>>(1)?)))
+            .map_err(storage_error)?
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
         Ok(StoredState {
             history_salt: salt.map_or(0, from_sql),
             history,
             client_files,
+            views,
         })
     }
 
@@ -305,6 +320,15 @@ impl ServerStorage for SqliteStorage {
                 "INSERT INTO client_files (ident, salt, user_id) VALUES (?1, ?2, ?3)",
                 params![to_sql(record.ident), to_sql(record.salt), record.user_id],
             )
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO client_views (ident, view) VALUES (?1, ?2)")
+            .and_then(|mut stmt| stmt.execute(params![to_sql(file_ident), view]))
             .map_err(storage_error)?;
         Ok(())
     }

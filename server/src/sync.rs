@@ -36,7 +36,7 @@ use crate::storage::SqliteStorage;
 use crate::{now_ms, AppState};
 
 /// The only protocol version this server speaks, as a WebSocket subprotocol.
-pub const PROTOCOL: &str = "eddy-sync/1";
+pub const PROTOCOL: &str = eddy_core::protocol::SUBPROTOCOL;
 /// How many inputs wait for the engine before connection tasks are slowed down.
 const ENGINE_QUEUE: usize = 4096;
 /// How many outgoing frames one connection may have queued before it is closed as too slow.
@@ -397,7 +397,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
         .any(|p| p.trim() == PROTOCOL)
 }
 
-/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/1`.
+/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/2`.
 pub async fn sync_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -475,7 +475,7 @@ async fn connection(state: AppState, socket: WebSocket, peer: Option<SocketAddr>
                     Some(Ok(Message::Text(_))) => EngineInput::Violation {
                         id,
                         code: ErrorCode::BadSyntax,
-                        message: "text frames are not part of eddy-sync/1; send binary frames".into(),
+                        message: "text frames are not part of eddy-sync; send binary frames".into(),
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => break,
@@ -524,6 +524,12 @@ mod tests {
         headers.insert(
             SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("eddy-sync/10"),
+        );
+        assert!(!offers_protocol(&headers));
+        // Version 1 had no flexible-sync views; its clients are refused.
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("eddy-sync/1"),
         );
         assert!(!offers_protocol(&headers));
     }

@@ -115,7 +115,7 @@ idle_timeout_secs = 60
 }
 
 #[test]
-fn unknown_keys_and_roles_in_a_config_file_are_refused() {
+fn unknown_keys_and_bad_roles_in_a_config_file_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("app.toml");
     let data = dir.path().join("data");
@@ -135,11 +135,13 @@ fn unknown_keys_and_roles_in_a_config_file_are_refused() {
     assert!(!ok);
     assert!(err.contains("app.toml:3"), "{err}");
     assert!(err.contains("anonymus"), "{err}");
-    let (ok, _, err) = serve("app_id = \"x\"\n\n[roles.owner]\nread = true\n");
+    let (ok, _, err) = serve(
+        "app_id = \"x\"\n\n[roles.Task]\nread = { owner = { \"$bogus\" = 1 } }\nwrite = true\n",
+    );
     assert!(!ok);
     assert!(err.contains("app.toml:3"), "{err}");
-    assert!(err.contains("permissions"), "{err}");
-    assert!(err.contains("not supported"), "{err}");
+    assert!(err.contains("[roles]"), "{err}");
+    assert!(err.contains("Task.read"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

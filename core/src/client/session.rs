@@ -7,7 +7,7 @@
 //! [`ClientSession::poll_transmit`] (messages) and [`ClientSession::poll_event`] (storage writes,
 //! changes, state changes, errors).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
@@ -19,6 +19,7 @@ use crate::protocol::{
     UploadChangeset, UploadCursor,
 };
 use crate::schema::{CollectionKind, Schema};
+use crate::server::view::{encode_object_keys, object_keys, ObjectKey};
 use crate::store::{Changes, Store, WriteTransaction};
 use crate::transform::transform;
 
@@ -274,6 +275,10 @@ pub struct ClientSession {
     outbox: VecDeque<ClientMessage>,
     events: VecDeque<SessionEvent>,
     limits: DecodeLimits,
+    /// Objects the server said left the view, not yet released (a pending change touches them).
+    leaving: BTreeSet<ObjectKey>,
+    /// Objects released with RELEASE, kept until the server's reset removes them.
+    released: BTreeSet<ObjectKey>,
 }
 
 impl ClientSession {
@@ -313,7 +318,15 @@ impl ClientSession {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             limits: DecodeLimits::default(),
+            leaving: BTreeSet::new(),
+            released: BTreeSet::new(),
         }
+    }
+
+    /// Whether no object is waiting to leave the view (the server re-sends its leaving list on
+    /// every new session, so this starts true after a reconnect).
+    pub fn view_settled(&self) -> bool {
+        self.leaving.is_empty() && self.released.is_empty()
     }
 
     /// The session ident on its connection.
@@ -520,6 +533,8 @@ impl ClientSession {
         }
         self.in_flight = 0;
         self.outbox.clear();
+        self.leaving.clear();
+        self.released.clear();
         if self
             .state_transfer
             .as_ref()
@@ -619,8 +634,16 @@ impl ClientSession {
                 batch_state,
                 query_version,
                 changesets,
+                resets,
+                leaving,
                 ..
-            } => self.on_download(progress, batch_state, query_version, changesets),
+            } => self.on_download(
+                progress,
+                batch_state,
+                query_version,
+                changesets,
+                (&resets, &leaving),
+            ),
             // Answers an UNBIND this side sent after an error or on `unbind`; nothing to do.
             ServerMessage::Unbound { .. } => Ok(()),
             ServerMessage::Transact {
@@ -713,6 +736,7 @@ impl ClientSession {
         batch_state: BatchState,
         query_version: u64,
         changesets: Vec<DownloadChangeset>,
+        (resets, leaving): (&[u8], &[u8]),
     ) -> Result<(), SyncError> {
         if !matches!(self.phase, Phase::Identified | Phase::Active) {
             return Err(protocol_error(
@@ -809,6 +833,13 @@ impl ClientSession {
                 "upload progress names a client version never made",
             ));
         }
+        self.apply_resets(resets, &mut changes, &mut touched)?;
+        if !leaving.is_empty() {
+            let instructions = decode_changeset(leaving, &self.limits).map_err(|e| {
+                protocol_error(ErrorCode::BadChangeset, &format!("leaving list: {e}"))
+            })?;
+            self.leaving.extend(object_keys(&instructions));
+        }
         self.meta.download = progress.download;
         self.meta.latest_server_version = progress.latest_server_version;
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
@@ -849,8 +880,83 @@ impl ClientSession {
             self.phase = Phase::Active;
             self.send_query_if_needed();
         }
+        self.maybe_release();
         self.maybe_upload();
         Ok(())
+    }
+
+    /// Applies the server's object resets (see [`crate::server::view`]): each replaces the local
+    /// copy of an object outside transformation and drops every pending local write to it (the
+    /// server refuses those writes, as their base is older than the reset).
+    fn apply_resets(
+        &mut self,
+        resets: &[u8],
+        changes: &mut Changes,
+        touched: &mut Vec<ObjectKey>,
+    ) -> Result<(), SyncError> {
+        if resets.is_empty() {
+            return Ok(());
+        }
+        let instructions = decode_changeset(resets, &self.limits)
+            .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("resets: {e}")))?;
+        for instruction in instructions {
+            if let Instruction::EraseObject { collection, key } = &instruction {
+                for changeset in &mut self.pending {
+                    changeset
+                        .instructions
+                        .retain(|i| i.object() != Some((collection.as_str(), key)));
+                }
+                self.store.evict(collection, key, changes);
+                let object = (collection.clone(), key.clone());
+                self.leaving.remove(&object);
+                self.released.remove(&object);
+                touched.push(object);
+                continue;
+            }
+            self.store
+                .apply(std::slice::from_ref(&instruction), changes)
+                .map_err(|e| {
+                    protocol_error(
+                        ErrorCode::BadChangeset,
+                        &format!("cannot apply an object reset: {e}"),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Releases the objects that left the view and that no pending change touches.
+    fn maybe_release(&mut self) {
+        // An object erased meanwhile has nothing left to release.
+        let store = &self.store;
+        self.leaving.retain(|(c, k)| store.get(c, k).is_some());
+        self.released.retain(|(c, k)| store.get(c, k).is_some());
+        if self.phase != Phase::Active || self.leaving.is_empty() {
+            return;
+        }
+        let pending = &self.pending;
+        let transaction = self.meta.transaction.as_ref();
+        let free: Vec<ObjectKey> = self
+            .leaving
+            .iter()
+            .filter(|(collection, key)| {
+                let touches = |i: &Instruction| i.object() == Some((collection.as_str(), key));
+                !pending.iter().any(|c| c.instructions.iter().any(touches))
+                    && !transaction.is_some_and(|t| t.instructions.iter().any(touches))
+            })
+            .cloned()
+            .collect();
+        if free.is_empty() {
+            return;
+        }
+        for object in &free {
+            self.leaving.remove(object);
+            self.released.insert(object.clone());
+        }
+        self.outbox.push_back(ClientMessage::Release {
+            session: self.ident,
+            objects: encode_object_keys(&free),
+        });
     }
 
     fn on_transact(

@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::wire::{write_bytes, write_str, write_u64, Reader, WireError};
 
-/// Type bytes of client → server messages (`0x01`–`0x0b`).
+/// Type bytes of client → server messages (`0x01`–`0x0c`).
 mod client_type {
     pub const BIND: u8 = 0x01;
     pub const IDENT: u8 = 0x02;
@@ -29,6 +29,7 @@ mod client_type {
     pub const CLIENT_VERSION_REQUEST: u8 = 0x09;
     pub const PING: u8 = 0x0a;
     pub const QUERY: u8 = 0x0b;
+    pub const RELEASE: u8 = 0x0c;
 }
 
 /// Type bytes of server → client messages (`0x81`–`0x8a`), disjoint from the client's so that a
@@ -325,6 +326,11 @@ pub fn encode_client_message(msg: &ClientMessage) -> Vec<u8> {
             write_u64(&mut out, *session);
             write_subscription_set(&mut out, subscriptions);
         }
+        ClientMessage::Release { session, objects } => {
+            out.push(client_type::RELEASE);
+            write_u64(&mut out, *session);
+            write_bytes(&mut out, objects);
+        }
     }
     out
 }
@@ -350,6 +356,8 @@ pub fn encode_server_message(msg: &ServerMessage) -> Vec<u8> {
             batch_state,
             query_version,
             changesets,
+            resets,
+            leaving,
         } => {
             out.push(server_type::DOWNLOAD);
             write_u64(&mut out, *session);
@@ -374,6 +382,8 @@ pub fn encode_server_message(msg: &ServerMessage) -> Vec<u8> {
                 write_u64(&mut out, changeset.original_size);
                 write_bytes(&mut out, &changeset.body);
             }
+            write_bytes(&mut out, resets);
+            write_bytes(&mut out, leaving);
         }
         ServerMessage::Unbound { session } => {
             out.push(server_type::UNBOUND);
@@ -547,6 +557,10 @@ pub fn decode_client_message(
             session: d.u64("session")?,
             subscriptions: d.subscription_set()?,
         },
+        client_type::RELEASE => ClientMessage::Release {
+            session: d.u64("session")?,
+            objects: d.body()?,
+        },
         byte => return Err(DecodeError::UnknownMessageType { byte }),
     };
     d.finish()?;
@@ -602,6 +616,8 @@ pub fn decode_server_message(
                     body: d.body()?,
                 });
             }
+            let resets = d.body()?;
+            let leaving = d.body()?;
             ServerMessage::Download {
                 session,
                 progress,
@@ -609,6 +625,8 @@ pub fn decode_server_message(
                 batch_state,
                 query_version,
                 changesets,
+                resets,
+                leaving,
             }
         }
         server_type::UNBOUND => ServerMessage::Unbound {
@@ -728,6 +746,7 @@ fn client_size_hint(msg: &ClientMessage) -> usize {
                 changesets.iter().map(|c| c.body.len() + 50).sum::<usize>()
             }
             ClientMessage::Transact { changeset, .. } => changeset.body.len(),
+            ClientMessage::Release { objects, .. } => objects.len(),
             ClientMessage::Refresh { access_token, .. } => access_token.len(),
             ClientMessage::Unbind { .. }
             | ClientMessage::Mark { .. }
@@ -742,8 +761,15 @@ fn server_size_hint(msg: &ServerMessage) -> usize {
     const FIXED: usize = 128;
     FIXED
         + match msg {
-            ServerMessage::Download { changesets, .. } => {
+            ServerMessage::Download {
+                changesets,
+                resets,
+                leaving,
+                ..
+            } => {
                 changesets.iter().map(|c| c.body.len() + 60).sum::<usize>()
+                    + resets.len()
+                    + leaving.len()
             }
             ServerMessage::Transact {
                 result: TransactResult::Rejected { reason, .. },

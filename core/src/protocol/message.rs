@@ -202,6 +202,13 @@ pub enum ClientMessage {
         /// The new subscription set.
         subscriptions: SubscriptionSet,
     },
+    /// Gives up objects the server said left the view and that no pending changeset touches.
+    Release {
+        /// The session.
+        session: SessionIdent,
+        /// A changeset body of `EraseObject` instructions naming the objects.
+        objects: Vec<u8>,
+    },
 }
 
 /// The server's answer to a TRANSACT.
@@ -269,6 +276,16 @@ pub enum ServerMessage {
         query_version: u64,
         /// The changesets, in increasing server version.
         changesets: Vec<DownloadChangeset>,
+        /// Objects whose local copy the client replaces, after the changesets and outside
+        /// transformation: a changeset body (empty for none) holding, per object, `EraseObject`
+        /// (drop the local copy and every pending local write to it), then `CreateObject` and
+        /// one `Set` per field when the object is in the client's view. See
+        /// [`crate::server::view`].
+        resets: Vec<u8>,
+        /// Objects that left the client's view: a changeset body (empty for none) of `EraseObject`
+        /// instructions naming them. The client removes nothing yet; it sends RELEASE for each
+        /// once none of its pending changesets touches it.
+        leaving: Vec<u8>,
     },
     /// The session ended after an UNBIND (or an error).
     Unbound {
@@ -359,6 +376,7 @@ impl ClientMessage {
             ClientMessage::ClientVersionRequest { .. } => "CLIENT_VERSION_REQUEST",
             ClientMessage::Ping { .. } => "PING",
             ClientMessage::Query { .. } => "QUERY",
+            ClientMessage::Release { .. } => "RELEASE",
         }
     }
 
@@ -375,7 +393,8 @@ impl ClientMessage {
             | ClientMessage::Refresh { session, .. }
             | ClientMessage::StateRequest { session, .. }
             | ClientMessage::ClientVersionRequest { session, .. }
-            | ClientMessage::Query { session, .. } => Some(*session),
+            | ClientMessage::Query { session, .. }
+            | ClientMessage::Release { session, .. } => Some(*session),
         }
     }
 }

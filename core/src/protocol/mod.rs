@@ -16,10 +16,10 @@ pub use message::*;
 
 /// The protocol version this build speaks, as negotiated in the WebSocket subprotocol
 /// (`eddy-sync/<version>`).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The WebSocket subprotocol name for [`PROTOCOL_VERSION`].
-pub const SUBPROTOCOL: &str = "eddy-sync/1";
+pub const SUBPROTOCOL: &str = "eddy-sync/2";
 
 /// The prefix every Eddy subprotocol name starts with.
 pub const SUBPROTOCOL_PREFIX: &str = "eddy-sync/";

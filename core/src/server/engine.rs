@@ -23,9 +23,10 @@ use crate::changeset::{
 use crate::client::SplitMix64;
 use crate::ingest::{IngestError, Splitter};
 use crate::protocol::{
-    decode_client_message, BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode,
-    MessageLimits, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
-    UploadChangeset, UploadCursor, MAX_DOWNLOAD_BYTES,
+    decode_client_message, BatchState, ClientMessage, CompensatingWrite, DownloadChangeset,
+    DownloadCursor, ErrorCode, MessageLimits, RejectedWrite, ServerMessage, SessionIdent,
+    SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
+    MAX_DOWNLOAD_BYTES,
 };
 use crate::query;
 use crate::schema::Schema;
@@ -33,8 +34,10 @@ use crate::server::state::snapshot_instructions;
 use crate::server::storage::{
     ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError,
 };
+use crate::server::view::{self, FileView, ObjectKey, SessionView, Touches};
 use crate::store::{ApplyError, Changes, Store};
 use crate::transform::{transform, MergeDecision};
+use crate::value::{EjsonMode, Value};
 
 /// Identifies one client connection (chosen by the driver).
 pub type ConnectionId = u64;
@@ -66,6 +69,8 @@ pub struct ServerConfig {
     pub record_merge_decisions: bool,
     /// Seed for client file idents and salts (drivers pass OS randomness).
     pub seed: u64,
+    /// Read and write permissions per collection (none: everyone reads and writes everything).
+    pub roles: view::Roles,
 }
 
 impl ServerConfig {
@@ -82,6 +87,7 @@ impl ServerConfig {
             changeset_limits: DecodeLimits::default(),
             record_merge_decisions: false,
             seed,
+            roles: view::Roles::default(),
         }
     }
 }
@@ -227,6 +233,7 @@ struct Session {
     subscriptions: SubscriptionSet,
     marks: Vec<(u64, u64)>,
     needs_download: bool,
+    view: SessionView,
 }
 
 #[derive(Debug, Default)]
@@ -261,6 +268,8 @@ pub struct ServerEngine<S, A> {
     decoded: Vec<Changeset>,
     history_salt: u64,
     rng: SplitMix64,
+    /// The latest time the driver passed in (server-made history entries carry it).
+    clock_ms: u64,
     files: HashMap<u64, FileState>,
     connections: BTreeMap<ConnectionId, Connection>,
     needs_flush: bool,
@@ -269,7 +278,29 @@ pub struct ServerEngine<S, A> {
     outbox: VecDeque<(ConnectionId, ServerMessage)>,
     events: VecDeque<ServerEvent>,
     state_cache: Option<(u64, Vec<u8>)>,
+    /// The flexible-sync view of each client file that has one (see [`crate::server::view`]).
+    views: HashMap<u64, FileView>,
+    /// The last server version that touched each object.
+    touches: Touches,
+    /// Files whose view changed since the last flush.
+    dirty_views: BTreeSet<u64>,
 }
+
+/// What the view adds to a DOWNLOAD.
+#[derive(Default)]
+struct ViewUpdate {
+    resets: Vec<u8>,
+    leaving: Vec<u8>,
+    more_to_come: bool,
+    refused: Vec<(ObjectKey, String)>,
+}
+
+/// Why a write to an object the client does not hold was refused.
+const REFUSED_OUTSIDE_VIEW: &str = "the object is outside this client's view (not subscribed or \
+     not readable, or written before the client received it); the write was not integrated";
+/// Why a write the user's role does not allow was refused.
+const REFUSED_BY_ROLE: &str =
+    "the user's role does not allow this write (the collection's write filter); the write was not integrated";
 
 impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// Starts the engine on `storage`, rebuilding the current state from the stored history.
@@ -301,6 +332,16 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             })
             .collect();
         let mut scratch = Changes::default();
+        let mut touches = Touches::default();
+        let mut views = HashMap::new();
+        for (file, bytes) in &stored.views {
+            let view = FileView::decode(bytes).map_err(|e| {
+                StorageError(format!(
+                    "the view of client file {file} does not decode: {e}"
+                ))
+            })?;
+            views.insert(*file, view);
+        }
         for (i, entry) in stored.history.iter().enumerate() {
             if entry.server_version != i as u64 + 1 {
                 return Err(StorageError(format!(
@@ -323,6 +364,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 ))
             })?;
             scratch = Changes::default();
+            touches.record(&instructions, entry.server_version);
             if let Some(file) = files.get_mut(&entry.origin_file_ident) {
                 file.integrations
                     .push((entry.server_version, entry.client_version));
@@ -349,6 +391,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             decoded,
             history_salt,
             rng,
+            clock_ms: 0,
             files,
             connections: BTreeMap::new(),
             needs_flush,
@@ -356,6 +399,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             state_cache: None,
+            views,
+            touches,
+            dirty_views: BTreeSet::new(),
         })
     }
 
@@ -386,6 +432,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// A new connection.
     pub fn handle_connect(&mut self, connection: ConnectionId, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         self.connections.insert(
             connection,
             Connection {
@@ -423,6 +470,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             return;
         };
         conn.last_seen_ms = now_ms;
+        self.clock_ms = self.clock_ms.max(now_ms);
         let ident = match msg.session() {
             None => {
                 if let ClientMessage::Ping { timestamp, .. } = msg {
@@ -607,6 +655,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 }
                 self.set_subscriptions(connection, ident, subscriptions)
             }
+            ClientMessage::Release { objects, .. } => self.on_release(connection, ident, &objects),
             ClientMessage::Bind { .. } => Err(fail(
                 ErrorCode::ReuseOfSessionIdent,
                 "BIND for a session that is already bound",
@@ -706,6 +755,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             subscriptions: SubscriptionSet::default(),
             marks: Vec::new(),
             needs_download: false,
+            view: SessionView::default(),
         };
         if let Some(conn) = self.connections.get_mut(&connection) {
             conn.sessions.insert(ident, session);
@@ -807,12 +857,37 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         if let Some(f) = self.files.get_mut(&file_ident) {
             f.bound = Some((connection, ident));
         }
+        if !self.views.contains_key(&file_ident) {
+            // A file that starts empty and subscribes narrows from the start; any other file
+            // (one that never subscribed, or one opened from a full STATE) holds everything.
+            let narrow = !view::Matcher::new(&subscriptions)
+                .with_reads(&self.config.roles, &user_id)
+                .selects_everything(self.store.schema());
+            // With read rules every STATE carries only the schema, so a new file opened from
+            // one holds nothing either.
+            let view = if (download.server_version == 0 && narrow)
+                || !self.config.roles.reads_everything()
+            {
+                FileView::empty()
+            } else {
+                FileView::default()
+            };
+            self.save_view(file_ident, view);
+        }
+        self.resend_lost_resets(file_ident, download.server_version);
         let session = self.session_mut(connection, ident)?;
         session.phase = Phase::Identified {
             file: file_ident,
             cursor: download,
         };
         session.needs_download = true;
+        let matcher = view::Matcher::default().with_reads(&self.config.roles, &user_id);
+        let session = self.session_mut(connection, ident)?;
+        session.view = SessionView {
+            recheck_all: true,
+            matcher,
+            ..SessionView::default()
+        };
         let user = session.user.id.clone();
         self.dirty.insert((connection, ident));
         self.events.push_back(ServerEvent::SessionIdentified {
@@ -839,6 +914,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     "subscription {:?}: unknown collection {:?}",
                     sub.name, sub.collection
                 ))
+            } else if !view::viewable(self.store.schema(), &sub.collection) {
+                Some(format!(
+                    "subscription {:?}: {} is not a top-level collection (asymmetric and embedded objects are never synced to clients); subscribe to top-level collections only",
+                    sub.name, sub.collection
+                ))
             } else {
                 query::parse(&sub.query)
                     .and_then(|q| q.validate(self.store.schema(), &sub.collection))
@@ -858,7 +938,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 return Ok(());
             }
         }
+        let user_id = self.session_mut(connection, ident)?.user.id.clone();
+        let matcher = view::Matcher::new(&subscriptions).with_reads(&self.config.roles, &user_id);
         let session = self.session_mut(connection, ident)?;
+        session.view.matcher = matcher;
+        session.view.recheck_all = true;
         session.subscriptions = subscriptions;
         session.needs_download = true;
         self.dirty.insert((connection, ident));
@@ -965,6 +1049,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 instructions,
             });
         }
+        let fresh_objects = self.admit_writes(connection, ident, file_ident, base, &mut ours);
         let mut theirs: Vec<Changeset> = self
             .decoded
             .iter()
@@ -1019,6 +1104,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.report_ingest(&records, &shares);
         }
         let decisions_per_entry = std::mem::take(&mut decisions);
+        self.hold(file_ident, fresh_objects);
         self.append(entries, decisions_per_entry)
     }
 
@@ -1064,6 +1150,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.needs_flush = true;
         self.state_cache = None;
         for (entry, instructions) in stored.into_iter().zip(instructions) {
+            self.touches.record(&instructions, entry.server_version);
             if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
                 file.integrations
                     .push((entry.server_version, entry.client_version));
@@ -1180,6 +1267,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let instructions = decode_changeset(&changeset.body, &self.config.changeset_limits)
             .map_err(|e| fail(ErrorCode::BadChangeset, e.to_string()))?;
         self.check_schema_changes(&instructions)?;
+        let user_id = self.session_mut(connection, ident)?.user.id.clone();
         let objects: BTreeSet<(&str, &crate::value::PrimaryKey)> = instructions
             .iter()
             .filter_map(Instruction::object)
@@ -1193,7 +1281,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 None => true,
             })
         });
-        let result = if let Some(c) = conflict {
+        let refused = self.refused_objects(file_ident, &user_id, base, &instructions);
+        let result = if let Some(((collection, key), why)) = refused.first() {
+            TransactResult::Rejected {
+                code: ErrorCode::WriteNotAllowed,
+                reason: format!(
+                    "the transaction writes {collection} {key:?}: {why}; nothing was integrated"
+                ),
+            }
+        } else if let Some(c) = conflict {
             TransactResult::Rejected {
                 code: ErrorCode::TransactConflict,
                 reason: format!(
@@ -1221,6 +1317,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                         original_size: changeset.body.len() as u64,
                         body: changeset.body,
                     };
+                    let fresh = view::touched(self.store.schema(), &instructions);
+                    self.hold(file_ident, fresh);
                     self.append(vec![(entry, instructions)], Vec::new())?;
                     TransactResult::Accepted { server_version }
                 }
@@ -1254,12 +1352,17 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 "STATE_REQUEST for a version this server does not have",
             ));
         }
+        // With read rules a STATE carries only the schema; the objects the user may read arrive
+        // as resets once the file is identified (its view starts empty, see `on_ident`).
+        let restricted = !self.config.roles.reads_everything();
         let cached = self.state_cache.as_ref().is_some_and(|(v, _)| *v == latest);
         if !cached {
-            self.state_cache = Some((
-                latest,
-                encode_changeset(&snapshot_instructions(&self.store)),
-            ));
+            let snapshot = if restricted {
+                snapshot_instructions(&Store::new(self.store.schema().clone()))
+            } else {
+                snapshot_instructions(&self.store)
+            };
+            self.state_cache = Some((latest, encode_changeset(&snapshot)));
         }
         let Some((version, bytes)) = self.state_cache.as_ref() else {
             return Ok(());
@@ -1299,6 +1402,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// Time passed: close idle connections and end sessions whose token expired.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let idle: Vec<ConnectionId> = self
             .connections
             .iter()
@@ -1356,12 +1460,18 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// The next message to send. Flushes storage first when anything changed since the last
     /// flush, so nothing is acknowledged before it is durable.
     pub fn poll_transmit(&mut self) -> Result<Option<(ConnectionId, ServerMessage)>, EngineError> {
+        if self.outbox.is_empty() {
+            self.build_next_download();
+        }
+        // After building: a DOWNLOAD that changed a view goes out only once the view is durable.
+        while let Some(file) = self.dirty_views.pop_first() {
+            if let Some(view) = self.views.get(&file) {
+                self.storage.save_view(file, &view.encode())?;
+            }
+        }
         if self.needs_flush {
             self.storage.flush()?;
             self.needs_flush = false;
-        }
-        if self.outbox.is_empty() {
-            self.build_next_download();
         }
         Ok(self.outbox.pop_front())
     }
@@ -1383,8 +1493,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let Some((connection, ident)) = target else {
             return;
         };
-        let latest = self.latest_version();
-        let latest_salt = self.version_salt(latest);
+        let mut latest = self.latest_version();
         let Some(session) = self
             .connections
             .get_mut(&connection)
@@ -1403,6 +1512,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let Some(file) = self.files.get(&file_ident) else {
             return;
         };
+        let everything = FileView::default();
+        let file_view = self.views.get(&file_ident).unwrap_or(&everything);
+        let schema = self.store.schema();
         let mut changesets = Vec::new();
         let mut bytes = 0;
         let mut version = cursor.server_version;
@@ -1414,20 +1526,55 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             if bytes + entry.body.len() > self.config.max_download_bytes && !changesets.is_empty() {
                 break;
             }
+            let decoded = self.decoded.get(version as usize);
+            let filtered =
+                decoded.and_then(|c| view::filter_instructions(file_view, schema, &c.instructions));
             version += 1;
-            if entry.origin_file_ident == file_ident {
+            if entry.origin_file_ident == file_ident
+                || decoded.is_some_and(|c| c.instructions.is_empty())
+            {
                 continue;
             }
-            bytes += entry.body.len();
+            // Changes to objects outside the file's view are left out.
+            let body = match filtered {
+                None => entry.body.clone(),
+                Some(kept) if kept.is_empty() => continue,
+                Some(kept) => encode_changeset(&kept),
+            };
+            bytes += body.len();
             changesets.push(DownloadChangeset {
                 server_version: entry.server_version,
                 last_integrated_client_version: file.client_version_at(entry.server_version),
                 origin_timestamp: entry.origin_timestamp,
                 origin_file_ident: entry.origin_file_ident,
                 original_size: entry.original_size,
-                body: entry.body.clone(),
+                body,
             });
         }
+        let mut update = ViewUpdate::default();
+        if version == latest {
+            update.leaving =
+                self.recheck_view(connection, ident, file_ident, cursor.server_version);
+            if self
+                .views
+                .get(&file_ident)
+                .is_some_and(|v| !v.pending_resets.is_empty())
+                && self.append_reset_version().is_ok()
+            {
+                latest = self.latest_version();
+                version = latest;
+                self.emit_resets(connection, ident, file_ident, latest, &mut update);
+            }
+        }
+        let latest_salt = self.version_salt(latest);
+        let (Some(file), Some(session)) = (
+            self.files.get(&file_ident),
+            self.connections
+                .get_mut(&connection)
+                .and_then(|c| c.sessions.get_mut(&ident)),
+        ) else {
+            return;
+        };
         let (upload_sv, upload_cv) = file.last_integration();
         let new_cursor = DownloadCursor {
             server_version: version,
@@ -1444,7 +1591,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             file: file_ident,
             cursor: new_cursor,
         };
-        if version < latest {
+        if version == latest && !update.more_to_come {
+            session.view.complete_version = session.subscriptions.version;
+        }
+        update
+            .refused
+            .extend(std::mem::take(&mut session.view.refused));
+        if version < latest || update.more_to_come {
             session.needs_download = true;
             self.dirty.insert((connection, ident));
         }
@@ -1457,19 +1610,29 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             latest_server_version: latest,
             latest_server_version_salt: latest_salt,
         };
+        let batch_state = if update.more_to_come {
+            session.view.in_batch = true;
+            BatchState::MoreToCome
+        } else if std::mem::take(&mut session.view.in_batch) {
+            BatchState::LastInBatch
+        } else {
+            BatchState::SteadyState
+        };
         let msg = ServerMessage::Download {
             session: ident,
             progress,
             downloadable_bytes,
-            batch_state: BatchState::SteadyState,
-            query_version: session.subscriptions.version,
+            batch_state,
+            query_version: session.view.complete_version,
             changesets,
+            resets: update.resets,
+            leaving: update.leaving,
         };
         self.outbox.push_back((connection, msg));
         let (reached, waiting): (Vec<_>, Vec<_>) = session
             .marks
             .drain(..)
-            .partition(|(_, target)| *target <= version);
+            .partition(|(_, target)| *target <= version && !update.more_to_come);
         session.marks = waiting;
         for (request, _) in reached {
             self.outbox.push_back((
@@ -1480,6 +1643,404 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 },
             ));
         }
+        if !update.refused.is_empty() {
+            self.send_compensating_write(connection, ident, latest, update.refused);
+        }
+    }
+
+    /// Resets get a server version of their own: an empty changeset from the server. A client
+    /// upload based before it was made before the client saw the resets (and is refused where it
+    /// touches them); one based on it or later was made after. It carries the time it was made:
+    /// its salt derives from its content, and two empty entries at the same version, one lost with
+    /// a restore from backup and one made after it, must not share a salt.
+    fn append_reset_version(&mut self) -> Result<(), SessionFailure> {
+        let entry = HistoryEntry {
+            server_version: self.latest_version() + 1,
+            origin_file_ident: 0,
+            client_version: 0,
+            origin_timestamp: self.clock_ms,
+            original_size: 0,
+            body: encode_changeset(&[]),
+        };
+        self.append(vec![(entry, Vec::new())], Vec::new())
+    }
+
+    /// At a DOWNLOAD that brings a session to the latest version: checks which objects entered
+    /// its view (owing the file a reset) and left it (returned as the `leaving` list) since
+    /// `from_version`, or among every object after IDENT and QUERY.
+    fn recheck_view(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        file_ident: u64,
+        from_version: u64,
+    ) -> Vec<u8> {
+        let Some(session) = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|c| c.sessions.get_mut(&ident))
+        else {
+            return Vec::new();
+        };
+        let sv = &mut session.view;
+        let Some(fv) = self.views.get_mut(&file_ident) else {
+            return Vec::new();
+        };
+        let store = &self.store;
+        let mut changed = false;
+        if fv.held.is_none() && !sv.matcher.selects_everything(store.schema()) {
+            // A file that held everything narrows: it holds exactly what exists now (and, should
+            // this DOWNLOAD be lost, what it did not see erased; see `resend_lost_resets`).
+            fv.held = Some(view::all_objects(store));
+            fv.narrowed_at = self.history.len() as u64;
+            sv.recheck_all = true;
+            changed = true;
+        }
+        let mut leaving = Vec::new();
+        if let Some(held) = fv.held.as_mut() {
+            let candidates: BTreeSet<ObjectKey> = if sv.recheck_all {
+                let mut all = view::all_objects(store);
+                all.extend(held.iter().cloned());
+                all
+            } else {
+                self.decoded
+                    .iter()
+                    .skip(from_version as usize)
+                    .flat_map(|c| view::touched(store.schema(), &c.instructions))
+                    .collect()
+            };
+            sv.recheck_all = false;
+            for object in candidates {
+                let (collection, key) = (&object.0, &object.1);
+                let wanted = sv.matcher.selects(store, collection, key);
+                let holds = held.contains(&object);
+                if wanted {
+                    sv.hinted.remove(&object);
+                    if !holds && fv.pending_resets.insert(object) {
+                        changed = true;
+                    }
+                } else if holds {
+                    if store.get(collection, key).is_none() {
+                        // An erased object stays held: its erase reaches the client as an
+                        // instruction, and so does a re-creation, which is hinted again.
+                        sv.hinted.remove(&object);
+                    } else if sv.hinted.insert(object.clone()) {
+                        leaving.push(object);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.dirty_views.insert(file_ident);
+            self.needs_flush = true;
+        }
+        view::encode_object_keys(&leaving)
+    }
+
+    /// Takes the resets owed to a file, within the DOWNLOAD size limit, positioned at `version`.
+    fn emit_resets(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        file_ident: u64,
+        version: u64,
+        update: &mut ViewUpdate,
+    ) {
+        let Some(session) = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|c| c.sessions.get_mut(&ident))
+        else {
+            return;
+        };
+        let sv = &mut session.view;
+        let Some(fv) = self.views.get_mut(&file_ident) else {
+            return;
+        };
+        let store = &self.store;
+        let mut resets = Vec::new();
+        let mut bytes = 0;
+        while let Some(object) = fv.pending_resets.pop_first() {
+            if bytes >= self.config.max_download_bytes {
+                fv.pending_resets.insert(object);
+                update.more_to_come = true;
+                break;
+            }
+            let (collection, key) = (&object.0, &object.1);
+            let present = sv.matcher.selects(store, collection, key);
+            let instructions = view::reset_instructions(store, collection, key, present);
+            bytes += encode_changeset(&instructions).len();
+            resets.extend(instructions);
+            if let Some(held) = fv.held.as_mut() {
+                if present {
+                    held.insert(object.clone());
+                } else {
+                    held.remove(&object);
+                    sv.hinted.remove(&object);
+                }
+            }
+            fv.last_reset.insert(object, version);
+        }
+        if !resets.is_empty() {
+            update.resets = encode_changeset(&resets);
+        }
+        self.dirty_views.insert(file_ident);
+        self.needs_flush = true;
+    }
+
+    /// Refuses the writes of an upload (based on `base`) to objects the file may not write
+    /// (outside its view, or not allowed by the user's role), so they are not integrated, and
+    /// owes the file a reset of each. Returns the objects the file now holds because it created
+    /// them.
+    fn admit_writes(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        file_ident: u64,
+        base: u64,
+        changesets: &mut [Changeset],
+    ) -> BTreeSet<ObjectKey> {
+        let Ok(session) = self.session_mut(connection, ident) else {
+            return BTreeSet::new();
+        };
+        let user = view::user_context(&session.user.id);
+        let roles = &self.config.roles;
+        let checks_writes = roles.collections.values().any(|r| !r.write.is_true());
+        let unnarrowed = self.views.get(&file_ident).is_none_or(|fv| {
+            fv.held.is_none() && fv.pending_resets.is_empty() && fv.last_reset.is_empty()
+        });
+        if unnarrowed && !checks_writes {
+            return BTreeSet::new();
+        }
+        let fv = self.views.entry(file_ident).or_default();
+        let store = &self.store;
+        let mut per_object: BTreeMap<ObjectKey, Vec<Instruction>> = BTreeMap::new();
+        for instruction in changesets.iter().flat_map(|c| &c.instructions) {
+            if let Some((collection, key)) = instruction.object() {
+                if view::viewable(store.schema(), collection) {
+                    per_object
+                        .entry((collection.to_owned(), key.clone()))
+                        .or_default()
+                        .push(instruction.clone());
+                }
+            }
+        }
+        let mut fresh = BTreeSet::new();
+        let mut refused = Vec::new();
+        for (object, instructions) in &per_object {
+            let (collection, key) = (object.0.as_str(), &object.1);
+            if !fv.accepts(store, &self.touches, base, collection, key) {
+                refused.push((object.clone(), REFUSED_OUTSIDE_VIEW.to_owned()));
+            } else if !roles.may_write(store, &user, (collection, key), instructions) {
+                refused.push((object.clone(), REFUSED_BY_ROLE.to_owned()));
+            } else if !fv.holds(collection, key) {
+                fresh.insert(object.clone());
+            }
+        }
+        if refused.is_empty() {
+            return fresh;
+        }
+        let refused_keys: BTreeSet<&ObjectKey> = refused.iter().map(|(o, _)| o).collect();
+        for changeset in changesets.iter_mut() {
+            changeset.instructions.retain(|i| {
+                i.object()
+                    .is_none_or(|(c, k)| !refused_keys.contains(&(c.to_owned(), k.clone())))
+            });
+        }
+        fv.pending_resets
+            .extend(refused.iter().map(|(o, _)| o.clone()));
+        self.dirty_views.insert(file_ident);
+        self.needs_flush = true;
+        if let Ok(session) = self.session_mut(connection, ident) {
+            session.view.refused.extend(refused);
+        }
+        fresh
+    }
+
+    /// The objects of a TRANSACT (based on `base`) the file may not write, with why.
+    fn refused_objects(
+        &self,
+        file_ident: u64,
+        user_id: &str,
+        base: u64,
+        instructions: &[Instruction],
+    ) -> Vec<(ObjectKey, &'static str)> {
+        let schema = self.store.schema();
+        let user = view::user_context(user_id);
+        let mut per_object: BTreeMap<ObjectKey, Vec<Instruction>> = BTreeMap::new();
+        for instruction in instructions {
+            if let Some((c, k)) = instruction.object() {
+                if view::viewable(schema, c) {
+                    per_object
+                        .entry((c.to_owned(), k.clone()))
+                        .or_default()
+                        .push(instruction.clone());
+                }
+            }
+        }
+        per_object
+            .into_iter()
+            .filter_map(|(object, instructions)| {
+                let (c, k) = (object.0.as_str(), &object.1);
+                let outside = self
+                    .views
+                    .get(&file_ident)
+                    .is_some_and(|fv| !fv.accepts(&self.store, &self.touches, base, c, k));
+                if outside {
+                    Some((object, REFUSED_OUTSIDE_VIEW))
+                } else if !self
+                    .config
+                    .roles
+                    .may_write(&self.store, &user, (c, k), &instructions)
+                {
+                    Some((object, REFUSED_BY_ROLE))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Records that a file holds objects it created.
+    fn hold(&mut self, file_ident: u64, objects: BTreeSet<ObjectKey>) {
+        let schema = self.store.schema();
+        let Some(held) = self
+            .views
+            .get_mut(&file_ident)
+            .and_then(|v| v.held.as_mut())
+        else {
+            return;
+        };
+        let before = held.len();
+        held.extend(
+            objects
+                .into_iter()
+                .filter(|(c, _)| view::viewable(schema, c)),
+        );
+        if held.len() != before {
+            self.dirty_views.insert(file_ident);
+            self.needs_flush = true;
+        }
+    }
+
+    /// A reset goes out in the DOWNLOAD that reaches its version; a client whose download cursor
+    /// is not past that version may have lost it with its connection, so it is owed again.
+    fn resend_lost_resets(&mut self, file_ident: u64, cursor: u64) {
+        let Some(fv) = self.views.get_mut(&file_ident) else {
+            return;
+        };
+        if cursor < fv.narrowed_at {
+            // The DOWNLOAD that narrowed the view was lost: the client may still hold objects
+            // erased since its cursor, which must keep receiving instructions.
+            if let Some(held) = fv.held.as_mut() {
+                let schema = self.store.schema();
+                for changeset in self
+                    .decoded
+                    .iter()
+                    .skip(cursor as usize)
+                    .take((fv.narrowed_at - cursor) as usize)
+                {
+                    held.extend(view::touched(schema, &changeset.instructions));
+                }
+            }
+            fv.narrowed_at = cursor;
+            self.dirty_views.insert(file_ident);
+            self.needs_flush = true;
+        }
+        let lost: Vec<ObjectKey> = fv
+            .last_reset
+            .iter()
+            .filter(|(_, version)| **version >= cursor)
+            .map(|(object, _)| object.clone())
+            .collect();
+        if !lost.is_empty() {
+            fv.pending_resets.extend(lost);
+            self.dirty_views.insert(file_ident);
+            self.needs_flush = true;
+        }
+    }
+
+    /// Stores a new file's view.
+    fn save_view(&mut self, file_ident: u64, view: FileView) {
+        self.views.insert(file_ident, view);
+        self.dirty_views.insert(file_ident);
+        self.needs_flush = true;
+    }
+
+    /// RELEASE: the client gives up objects that left its view; a reset confirms each.
+    fn on_release(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        objects: &[u8],
+    ) -> Result<(), SessionFailure> {
+        let instructions = decode_changeset(objects, &self.config.changeset_limits)
+            .map_err(|e| fail(ErrorCode::BadChangeset, format!("RELEASE: {e}")))?;
+        let session = self.session_mut(connection, ident)?;
+        let Phase::Identified { file, .. } = session.phase else {
+            return Err(fail(ErrorCode::BadMessageOrder, "RELEASE before IDENT"));
+        };
+        let keys = view::object_keys(&instructions);
+        for key in &keys {
+            session.view.hinted.remove(key);
+        }
+        session.needs_download = true;
+        self.dirty.insert((connection, ident));
+        let Some(fv) = self.views.get_mut(&file) else {
+            return Ok(());
+        };
+        let Some(held) = fv.held.as_mut() else {
+            return Ok(());
+        };
+        for key in keys {
+            if held.remove(&key) {
+                fv.pending_resets.insert(key);
+            }
+        }
+        self.dirty_views.insert(file);
+        self.needs_flush = true;
+        Ok(())
+    }
+
+    /// Tells a client which of its writes were refused; the resets that undo them went out in the
+    /// DOWNLOAD that reached `server_version`.
+    fn send_compensating_write(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        server_version: u64,
+        refused: Vec<(ObjectKey, String)>,
+    ) {
+        let rejected: Vec<RejectedWrite> = refused
+            .into_iter()
+            .map(|((collection, key), reason)| RejectedWrite {
+                key: Value::from(key).to_ejson(EjsonMode::Canonical).to_string(),
+                collection,
+                reason,
+            })
+            .collect();
+        let message = format!(
+            "{} write(s) were refused and undone locally by server version {server_version}",
+            rejected.len()
+        );
+        self.events.push_back(ServerEvent::ErrorSent {
+            connection,
+            session: ident,
+            code: ErrorCode::CompensatingWrite,
+            message: message.clone(),
+        });
+        self.outbox.push_back((
+            connection,
+            ServerMessage::Error {
+                session: ident,
+                code: ErrorCode::CompensatingWrite,
+                message,
+                compensating: Some(CompensatingWrite {
+                    server_version,
+                    rejected,
+                }),
+            },
+        ));
     }
 
     /// The salt of a server version: derived from the history's salt and the entry itself, so a
@@ -1586,6 +2147,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 subscriptions: SubscriptionSet::default(),
                 marks: Vec::new(),
                 needs_download: false,
+                view: SessionView::default(),
             };
             let Some(conn) = self.connections.get_mut(&connection) else {
                 return;

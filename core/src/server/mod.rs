@@ -4,6 +4,7 @@
 mod engine;
 mod state;
 mod storage;
+pub mod view;
 
 pub use engine::{
     AuthError, AuthenticatedUser, Authenticator, ConnectionId, EngineError, ServerConfig,

@@ -57,6 +57,9 @@ pub struct StoredState {
     pub history: Vec<HistoryEntry>,
     /// Every allocated client file.
     pub client_files: Vec<ClientFileRecord>,
+    /// The flexible-sync view of each client file that has one (see
+    /// [`crate::server::view::FileView::encode`]).
+    pub views: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// A storage failure; the engine stops acknowledging anything until storage works again.
@@ -89,6 +92,8 @@ pub trait ServerStorage {
     fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError>;
     /// Records a newly allocated client file.
     fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError>;
+    /// Replaces the stored view of a client file.
+    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError>;
     /// Makes every earlier call durable.
     fn flush(&mut self) -> Result<(), StorageError>;
 }
@@ -104,6 +109,7 @@ pub struct MemoryStorage {
     ingested: Vec<IngestRecord>,
     ingested_keys: BTreeSet<(String, PrimaryKey)>,
     buffered_ingested: Vec<IngestRecord>,
+    buffered_views: std::collections::BTreeMap<u64, Vec<u8>>,
     /// How many flushes happened (for tests of group commit).
     pub flushes: u64,
 }
@@ -120,6 +126,7 @@ impl MemoryStorage {
         self.buffered_files.clear();
         self.buffered_salt = None;
         self.buffered_ingested.clear();
+        self.buffered_views.clear();
     }
 
     /// The durable ingested objects, in the order they were stored.
@@ -174,6 +181,11 @@ impl ServerStorage for MemoryStorage {
         Ok(())
     }
 
+    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError> {
+        self.buffered_views.insert(file_ident, view.to_vec());
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         if let Some(salt) = self.buffered_salt.take() {
             self.durable.history_salt = salt;
@@ -186,6 +198,7 @@ impl ServerStorage for MemoryStorage {
                 self.ingested.push(record);
             }
         }
+        self.durable.views.append(&mut self.buffered_views);
         self.flushes += 1;
         Ok(())
     }

@@ -22,6 +22,7 @@ use crate::protocol::{
     Subscription, SubscriptionSet,
 };
 use crate::schema::Schema;
+use crate::server::view::{all_objects, Matcher};
 use crate::server::{
     snapshot_instructions, AuthError, AuthenticatedUser, Authenticator, ConnectionId,
     MemoryStorage, ServerConfig, ServerEngine, ServerEvent,
@@ -29,7 +30,7 @@ use crate::server::{
 use crate::store::{Changes, Store};
 use crate::value::{Document, PrimaryKey};
 
-pub use workload::sim_schema;
+pub use workload::{sim_roles, sim_schema};
 
 /// The session ident every simulated client uses on its connection.
 const SESSION: u64 = 1;
@@ -60,6 +61,9 @@ pub struct SimConfig {
     pub settle_budget_ms: u64,
     /// Record every delivered message (decoded) and print the trace in a failure.
     pub trace: bool,
+    /// Whether the server enforces [`workload::sim_roles`] (objects with a high `n` are
+    /// unreadable, and writes that leave one at `n >= 80` are refused and compensated).
+    pub roles: bool,
 }
 
 impl SimConfig {
@@ -77,6 +81,7 @@ impl SimConfig {
             backup_restore_per_mille: 1,
             settle_budget_ms: 10 * 60 * 1000,
             trace: false,
+            roles: seed % 3 == 0,
         }
     }
 }
@@ -124,6 +129,8 @@ pub struct SimReport {
     pub marks: u64,
     /// Subscription sets completed, and refused by the server.
     pub subscriptions: (u64, u64),
+    /// Writes the server refused and undid: outside the writer's view, and refused by a role.
+    pub compensated: (u64, u64),
     /// Connection drops.
     pub disconnects: u64,
     /// Messages delivered.
@@ -215,6 +222,12 @@ impl Simulation {
         let mut server_config = ServerConfig::new(schema.clone(), rng.next_u64());
         server_config.state_segment_bytes = 512;
         server_config.development_mode = true;
+        if config.roles {
+            server_config.roles = sim_roles().map_err(|e| SimFailure {
+                seed: config.seed,
+                reason: format!("the simulation's roles do not compile: {e}"),
+            })?;
+        }
         let server = ServerEngine::new(server_config.clone(), MemoryStorage::new(), SimAuth)
             .map_err(|e| SimFailure {
                 seed: config.seed,
@@ -712,6 +725,13 @@ impl Simulation {
                 _ => {}
             },
             SessionEvent::Error(error) => {
+                for rejected in error.compensating.iter().flat_map(|c| &c.rejected) {
+                    if rejected.reason.contains("role") {
+                        self.report.compensated.1 += 1;
+                    } else {
+                        self.report.compensated.0 += 1;
+                    }
+                }
                 client.last_error = Some(format!(
                     "{} at t={}: {}",
                     error.code, self.now, error.message
@@ -781,11 +801,13 @@ impl Simulation {
             .filter_map(|(i, c)| {
                 let s = c.conn.session(SESSION)?;
                 Some(format!(
-                    "client {i}: active={} pending={} cursor={} closed={} last error: {}",
+                    "client {i}: active={} pending={} cursor={} closed={} subscriptions={:?} view settled={} last error: {}",
                     s.is_active(),
                     s.pending().len(),
                     s.meta().download.server_version,
                     s.is_closed(),
+                    s.subscription_state(),
+                    s.view_settled(),
                     c.last_error.as_deref().unwrap_or("none")
                 ))
             })
@@ -810,6 +832,12 @@ impl Simulation {
                     s.is_active()
                         && s.pending().is_empty()
                         && s.meta().download.server_version == latest
+                        && s.view_settled()
+                        && matches!(
+                            s.subscription_state(),
+                            crate::client::SubscriptionState::Complete
+                                | crate::client::SubscriptionState::Error(_)
+                        )
                 })
         })
     }
@@ -818,18 +846,19 @@ impl Simulation {
         let Some(server) = self.server.as_ref() else {
             return Err(self.failure("no server"));
         };
-        let expected = server.store();
         for (i, client) in self.clients.iter().enumerate() {
             let Some(session) = client.conn.session(SESSION) else {
                 continue;
             };
+            let matcher = Matcher::new(&session.meta().subscriptions)
+                .with_reads(&self.server_config.roles, &format!("u{i}"));
+            let expected = &restricted(server.store(), &matcher);
             if session.store() != expected {
                 return Err(self.failure(format!(
-                    "client {i} diverged from the server: client digest {:x}, server digest {:x}\nclient: {:?}\nserver: {:?}",
+                    "client {i} diverged from the server's store restricted to its view: client digest {:x}, server digest {:x}\n{}",
                     session.store().digest(),
                     expected.digest(),
-                    session.store(),
-                    expected
+                    store_differences(session.store(), expected)
                 )));
             }
         }
@@ -879,6 +908,7 @@ impl Simulation {
                 lost.1, lost.0
             )));
         }
+        let expected = server.store();
         self.report.server_versions = server.latest_version();
         self.report.objects = expected.collections().map(|c| expected.len(c)).sum();
         self.report.item_properties = expected
@@ -887,6 +917,44 @@ impl Simulation {
             .map_or(0, |c| c.properties.len());
         Ok(())
     }
+}
+
+/// The objects (and schema) two stores disagree on, one line each.
+fn store_differences(client: &Store, server: &Store) -> String {
+    let mut lines = Vec::new();
+    if client.schema() != server.schema() {
+        lines.push(format!(
+            "schema: client {:?}\n        server {:?}",
+            client.schema(),
+            server.schema()
+        ));
+    }
+    let mut objects = all_objects(client);
+    objects.extend(all_objects(server));
+    for (collection, key) in objects {
+        let (c, s) = (client.get(&collection, &key), server.get(&collection, &key));
+        if c != s {
+            lines.push(format!(
+                "{collection}[{key:?}]: client {c:?}\n        server {s:?}"
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// The server's store restricted to a view: what a settled client holds.
+fn restricted(store: &Store, matcher: &Matcher) -> Store {
+    if matcher.selects_everything(store.schema()) {
+        return store.clone();
+    }
+    let mut out = store.clone();
+    let mut changes = crate::store::Changes::default();
+    for (collection, key) in all_objects(store) {
+        if !matcher.selects(store, &collection, &key) {
+            out.evict(&collection, &key, &mut changes);
+        }
+    }
+    out
 }
 
 fn session_config(schema: &Schema, index: usize, seed: u64) -> SessionConfig {

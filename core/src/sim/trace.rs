@@ -30,6 +30,7 @@ pub fn client_message(msg: &ClientMessage) -> String {
                 .collect();
             format!("UPLOAD {}", parts.join(" "))
         }
+        ClientMessage::Release { objects, .. } => format!("RELEASE {}", body(objects)),
         other => format!("{other:?}"),
     }
 }
@@ -40,6 +41,10 @@ pub fn server_message(msg: &ServerMessage) -> String {
         ServerMessage::Download {
             progress,
             changesets,
+            resets,
+            leaving,
+            batch_state,
+            query_version,
             ..
         } => {
             let parts: Vec<String> = changesets
@@ -55,7 +60,17 @@ pub fn server_message(msg: &ServerMessage) -> String {
                     )
                 })
                 .collect();
-            format!("DOWNLOAD {progress:?} {}", parts.join(" "))
+            let mut line = format!(
+                "DOWNLOAD {progress:?} {batch_state:?} query {query_version} {}",
+                parts.join(" ")
+            );
+            if !resets.is_empty() {
+                line.push_str(&format!(" resets {}", body(resets)));
+            }
+            if !leaving.is_empty() {
+                line.push_str(&format!(" leaving {}", body(leaving)));
+            }
+            line
         }
         other => format!("{other:?}"),
     }

@@ -3,9 +3,11 @@
 use crate::changeset::{Path, PathElement};
 use crate::client::SplitMix64;
 use crate::protocol::{Subscription, SubscriptionSet};
+use crate::query::{DocumentFilter, FilterError};
 use crate::schema::{
     CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema,
 };
+use crate::server::view::{CollectionRules, Roles};
 use crate::store::{ApplyError, WriteTransaction};
 use crate::value::{Document, Link, PrimaryKey, Value};
 
@@ -217,6 +219,23 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
             tx.set(field("link"), target)
         }
     }
+}
+
+/// The permissions of simulations that enforce roles: every user may read `Item`s with `n`
+/// below 90 (or none) and write those with `n` below 80, before and after the write.
+pub fn sim_roles() -> Result<Roles, FilterError> {
+    let below = |limit: i64| {
+        DocumentFilter::from_json(&serde_json::json!({"n": {"$not": {"$gte": limit}}}))
+    };
+    let mut roles = Roles::default();
+    roles.collections.insert(
+        ITEM.into(),
+        CollectionRules {
+            read: below(90)?,
+            write: below(80)?,
+        },
+    );
+    Ok(roles)
 }
 
 /// A random subscription set over `Item` (valid queries; versions are assigned by the session).

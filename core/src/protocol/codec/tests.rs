@@ -204,6 +204,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             session,
             subscriptions
         }),
+        (num(), vec(any::<u8>(), 0..8))
+            .prop_map(|(session, objects)| ClientMessage::Release { session, objects }),
     ]
 }
 
@@ -271,7 +273,9 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             num(),
             batch_state(),
             num(),
-            vec(download_changeset(), 0..4)
+            vec(download_changeset(), 0..4),
+            vec(any::<u8>(), 0..8),
+            vec(any::<u8>(), 0..8),
         )
             .prop_map(
                 |(
@@ -281,6 +285,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     batch_state,
                     query_version,
                     changesets,
+                    resets,
+                    leaving,
                 )| {
                     ServerMessage::Download {
                         session,
@@ -289,6 +295,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                         batch_state,
                         query_version,
                         changesets,
+                        resets,
+                        leaving,
                     }
                 }
             ),
@@ -379,6 +387,7 @@ fn usage(msg: &Msg) -> Vec<(&'static str, usize)> {
                 bodies.extend(c.iter().map(|c| c.body.len()));
             }
             ClientMessage::Transact { changeset, .. } => bodies.push(changeset.body.len()),
+            ClientMessage::Release { objects, .. } => bodies.push(objects.len()),
             ClientMessage::Refresh { access_token, .. } => tokens.push(access_token.len()),
             ClientMessage::Unbind { .. }
             | ClientMessage::Mark { .. }
@@ -387,9 +396,15 @@ fn usage(msg: &Msg) -> Vec<(&'static str, usize)> {
             | ClientMessage::Ping { .. } => {}
         },
         Msg::Server(m) => match m {
-            ServerMessage::Download { changesets: c, .. } => {
+            ServerMessage::Download {
+                changesets: c,
+                resets,
+                leaving,
+                ..
+            } => {
                 changesets.push(c.len());
                 bodies.extend(c.iter().map(|c| c.body.len()));
+                bodies.extend([resets.len(), leaving.len()]);
             }
             ServerMessage::Transact {
                 result: TransactResult::Rejected { reason, .. },
@@ -935,6 +950,13 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
             }),
         ),
         (
+            "client RELEASE",
+            Msg::Client(C::Release {
+                session: 1,
+                objects: body_bytes(),
+            }),
+        ),
+        (
             "server IDENT",
             Msg::Server(S::Ident {
                 session: 1,
@@ -969,6 +991,8 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
                     original_size: 4,
                     body: body_bytes(),
                 }],
+                resets: vec![],
+                leaving: vec![],
             }),
         ),
         (
@@ -988,6 +1012,8 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
                 batch_state: BatchState::MoreToCome,
                 query_version: 1,
                 changesets: vec![],
+                resets: body_bytes(),
+                leaving: vec![],
             }),
         ),
         (
@@ -1007,6 +1033,8 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
                 batch_state: BatchState::LastInBatch,
                 query_version: 1,
                 changesets: vec![],
+                resets: vec![],
+                leaving: body_bytes(),
             }),
         ),
         ("server UNBOUND", Msg::Server(S::Unbound { session: 1 })),
@@ -1221,6 +1249,7 @@ fn spec_vectors_cover_every_message_type() {
         "CLIENT_VERSION_REQUEST",
         "PING",
         "QUERY",
+        "RELEASE",
     ]
     .iter()
     .map(|n| format!("client {n}"))

@@ -1,0 +1,612 @@
+//! Flexible-sync views: which objects each client file holds, which objects it should hold, and
+//! the messages that move the one towards the other.
+//!
+//! # The model
+//! For every client file the server keeps the set of objects the file *holds* ([`FileView`]):
+//! objects whose every change since the file got them reached it as ordinary downloaded
+//! instructions. A DOWNLOAD carries only instructions on held objects (plus schema changes).
+//!
+//! The objects a file *should* hold are those of its subscription set ([`Matcher`]): top-level,
+//! not asymmetric, and matched by one of the set's queries on that collection (a file that never
+//! subscribed, set version 0, should hold everything).
+//!
+//! The two converge through three things:
+//! - **Resets.** The server replaces the client's copy of an object, outside transformation:
+//!   with its whole current state (the object entered the view) or with nothing (the client
+//!   released it, or wrote to an object it does not hold). The client drops every pending local
+//!   write to that object when it applies the reset, and the server refuses every write of that
+//!   client to the object whose base version is older than the reset ([`FileView::last_reset`]),
+//!   so both sides agree on exactly which writes survive. Resets go out only in a DOWNLOAD that
+//!   brings the client to the latest server version, and instructions on an object with a
+//!   pending reset are not sent meanwhile, so a reset is always positioned after everything it
+//!   contains.
+//! - **Leaving hints.** An object that no longer matches is not removed by the server: it tells
+//!   the client, which releases the object (RELEASE) once none of its pending changesets touches
+//!   it. Until the server processes the RELEASE the object stays held and its changes keep
+//!   flowing, so unacknowledged writes are never lost to an eviction; the reset that follows
+//!   the RELEASE removes the object.
+//! - **Write acceptance.** A write of the client to object `X` in an upload based on server
+//!   version `b` is integrated only if no reset of `X` was sent after `b`, no reset is pending,
+//!   and either the client holds `X`, or `X` does not exist and nothing touched it after `b` (a
+//!   fresh create, which makes the client hold it). Anything else is refused and answered with
+//!   a reset, because the client's transformation could not have seen the history the server
+//!   would transform it against.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
+use crate::protocol::SubscriptionSet;
+use crate::query::{self, DocumentFilter, ObjectSource, Query, UserContext};
+use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
+use crate::store::Store;
+use crate::value::{Document, PrimaryKey, Value};
+use crate::wire::{write_bytes, Reader};
+
+/// A top-level object: its collection and primary key.
+pub type ObjectKey = (String, PrimaryKey);
+
+impl ObjectSource for Store {
+    fn schema(&self) -> &Schema {
+        Store::schema(self)
+    }
+
+    fn get(&self, collection: &str, key: &PrimaryKey) -> Option<&Document> {
+        Store::get(self, collection, key)
+    }
+
+    fn objects<'a>(
+        &'a self,
+        collection: &str,
+    ) -> Box<dyn Iterator<Item = (&'a PrimaryKey, &'a Document)> + 'a> {
+        Box::new(Store::objects(self, collection))
+    }
+}
+
+/// Whether a collection can be in a view (top-level and not asymmetric).
+pub fn viewable(schema: &Schema, collection: &str) -> bool {
+    schema
+        .collection(collection)
+        .is_some_and(|c| c.kind == CollectionKind::TopLevel)
+}
+
+/// The permission rules of one collection: which documents a user may read and write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionRules {
+    /// Documents the user may read; others never reach the user's clients.
+    pub read: DocumentFilter,
+    /// Documents the user may write: the document before the write (if it existed) and after
+    /// it (unless erased) must both pass.
+    pub write: DocumentFilter,
+}
+
+/// Role-based permissions: rules per collection. A collection without rules may be read and
+/// written by every user.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Roles {
+    /// The rules, by collection name.
+    pub collections: BTreeMap<String, CollectionRules>,
+}
+
+impl Roles {
+    /// Whether `user` may read every document of every collection.
+    pub fn reads_everything(&self) -> bool {
+        self.collections.values().all(|r| r.read.is_true())
+    }
+
+    /// Whether `user` may read the document.
+    pub fn may_read(&self, collection: &str, doc: &Document, user: &UserContext) -> bool {
+        self.collections
+            .get(collection)
+            .is_none_or(|r| r.read.matches(doc, user))
+    }
+
+    /// Whether `user` may apply `instructions` (all on one object) to the object as it is in
+    /// `store`: the document before must pass the write filter, and so must the document after,
+    /// unless the instructions erase it.
+    pub fn may_write(
+        &self,
+        store: &Store,
+        user: &UserContext,
+        (collection, key): (&str, &PrimaryKey),
+        instructions: &[Instruction],
+    ) -> bool {
+        let Some(rules) = self.collections.get(collection) else {
+            return true;
+        };
+        if rules.write.is_true() {
+            return true;
+        }
+        if let Some(before) = store.get(collection, key) {
+            if !rules.write.matches(before, user) {
+                return false;
+            }
+        }
+        let mut scratch = Store::new(store.schema().clone());
+        let mut changes = crate::store::Changes::default();
+        let rebuilt = reset_instructions(store, collection, key, true);
+        if scratch.apply(&rebuilt, &mut changes).is_err()
+            || scratch.apply(instructions, &mut changes).is_err()
+        {
+            // Writes that do not apply are refused by the integration itself.
+            return true;
+        }
+        scratch
+            .get(collection, key)
+            .is_none_or(|after| rules.write.matches(after, user))
+    }
+}
+
+/// The permission context of a user (only `%%user.id` is known to the sync engine).
+pub fn user_context(id: &str) -> UserContext {
+    UserContext {
+        id: id.to_owned(),
+        ..UserContext::default()
+    }
+}
+
+/// Decides which objects belong in a session's view: those its subscription set selects that
+/// its user may read.
+#[derive(Clone, Debug, Default)]
+pub struct Matcher {
+    /// `None`: the set has version 0 and selects every object.
+    queries: Option<Vec<(String, Query)>>,
+    /// The read rules and the user they are checked for (`None`: everything is readable).
+    reads: Option<(Roles, UserContext)>,
+    /// The collections a `TRUEPREDICATE` subscription selects whole (`None` with `queries`).
+    everything_in: Option<BTreeSet<String>>,
+}
+
+impl Matcher {
+    /// The matcher of a subscription set; queries that do not parse select nothing (the engine
+    /// refuses such sets before they take effect).
+    pub fn new(set: &SubscriptionSet) -> Self {
+        if set.version == 0 {
+            return Matcher::default();
+        }
+        let queries: Vec<(String, Query)> = set
+            .subscriptions
+            .iter()
+            .filter_map(|s| Some((s.collection.clone(), query::parse(&s.query).ok()?)))
+            .collect();
+        let everything = query::parse("TRUEPREDICATE").ok();
+        let everything_in = queries
+            .iter()
+            .filter(|(_, q)| Some(q) == everything.as_ref())
+            .map(|(c, _)| c.clone())
+            .collect();
+        Matcher {
+            queries: Some(queries),
+            reads: None,
+            everything_in: Some(everything_in),
+        }
+    }
+
+    /// Restricts the matcher to what `user` may read under `roles`.
+    pub fn with_reads(mut self, roles: &Roles, user: &str) -> Self {
+        if !roles.reads_everything() {
+            self.reads = Some((roles.clone(), user_context(user)));
+        }
+        self
+    }
+
+    /// Whether every object of `schema` is selected: no read rules restrict the user, and the
+    /// set has version 0 or a `TRUEPREDICATE` subscription on every top-level collection.
+    pub fn selects_everything(&self, schema: &Schema) -> bool {
+        if self.reads.is_some() {
+            return false;
+        }
+        match &self.everything_in {
+            None => true,
+            Some(collections) => schema
+                .collections
+                .keys()
+                .filter(|c| viewable(schema, c))
+                .all(|c| collections.contains(c)),
+        }
+    }
+
+    /// Whether the object exists in `store` and belongs in the view.
+    pub fn selects(&self, store: &Store, collection: &str, key: &PrimaryKey) -> bool {
+        if !viewable(store.schema(), collection) {
+            return false;
+        }
+        let Some(doc) = store.get(collection, key) else {
+            return false;
+        };
+        if let Some((roles, user)) = &self.reads {
+            if !roles.may_read(collection, doc, user) {
+                return false;
+            }
+        }
+        match &self.queries {
+            None => true,
+            Some(queries) => queries
+                .iter()
+                .filter(|(c, _)| c == collection)
+                .any(|(_, q)| q.matches(doc, store, &[]).unwrap_or(false)),
+        }
+    }
+}
+
+/// The objects a client file holds, and the resets owed to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileView {
+    /// The objects held; `None` when the file holds every object (a file that never narrowed
+    /// its view, or one opened from a full STATE snapshot).
+    pub held: Option<BTreeSet<ObjectKey>>,
+    /// For each object, the server version of the last reset sent for it.
+    pub last_reset: BTreeMap<ObjectKey, u64>,
+    /// Objects owed a reset in the next DOWNLOAD that reaches the latest version.
+    pub pending_resets: BTreeSet<ObjectKey>,
+    /// The server version at which a file that held everything narrowed to the objects that
+    /// existed then (0 if it never did).
+    pub narrowed_at: u64,
+}
+
+impl FileView {
+    /// A view holding nothing.
+    pub fn empty() -> Self {
+        FileView {
+            held: Some(BTreeSet::new()),
+            ..FileView::default()
+        }
+    }
+
+    /// Whether the file holds the object.
+    pub fn holds(&self, collection: &str, key: &PrimaryKey) -> bool {
+        match &self.held {
+            None => true,
+            Some(held) => held.contains(&(collection.to_owned(), key.clone())),
+        }
+    }
+
+    /// Whether an instruction reaches this file in a DOWNLOAD.
+    pub fn sends(&self, schema: &Schema, instruction: &Instruction) -> bool {
+        match instruction.object() {
+            None => true,
+            Some((collection, key)) => {
+                viewable(schema, collection)
+                    && self.holds(collection, key)
+                    && (self.pending_resets.is_empty()
+                        || !self
+                            .pending_resets
+                            .contains(&(collection.to_owned(), key.clone())))
+            }
+        }
+    }
+
+    /// Whether the file's write to an object, in an upload based on server version `base`, can
+    /// be integrated (see the module documentation).
+    pub fn accepts(
+        &self,
+        store: &Store,
+        touches: &Touches,
+        base: u64,
+        collection: &str,
+        key: &PrimaryKey,
+    ) -> bool {
+        let object = (collection.to_owned(), key.clone());
+        if self.last_reset.get(&object).is_some_and(|v| *v > base)
+            || self.pending_resets.contains(&object)
+        {
+            return false;
+        }
+        self.holds(collection, key)
+            || (store.get(collection, key).is_none() && touches.last(&object) <= base)
+    }
+
+    /// Serialises the view for storage.
+    pub fn encode(&self) -> Vec<u8> {
+        let erase = |keys: &mut dyn Iterator<Item = &ObjectKey>| {
+            keys.map(|(collection, key)| Instruction::EraseObject {
+                collection: collection.clone(),
+                key: key.clone(),
+            })
+            .collect::<Vec<_>>()
+        };
+        let mut out = vec![u8::from(self.held.is_some())];
+        let held = self.held.iter().flatten();
+        write_bytes(&mut out, &encode_changeset(&erase(&mut held.into_iter())));
+        write_bytes(
+            &mut out,
+            &encode_changeset(&erase(&mut self.pending_resets.iter())),
+        );
+        let resets: Vec<Instruction> = self
+            .last_reset
+            .iter()
+            .map(|((collection, key), version)| Instruction::Set {
+                path: Path::field(collection.clone(), key.clone(), PRIMARY_KEY),
+                value: Value::Int(i64::try_from(*version).unwrap_or(i64::MAX)),
+            })
+            .collect();
+        write_bytes(&mut out, &encode_changeset(&resets));
+        crate::wire::write_u64(&mut out, self.narrowed_at);
+        out
+    }
+
+    /// Reads a view written by [`FileView::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let limits = DecodeLimits::default();
+        let mut r = Reader::new(bytes);
+        let wire = |e: crate::wire::WireError| format!("stored view: {e}");
+        let narrowed = r.u8("held flag").map_err(wire)? != 0;
+        let body = |r: &mut Reader<'_>| -> Result<Vec<Instruction>, String> {
+            let bytes = r.bytes("view part", usize::MAX).map_err(wire)?;
+            decode_changeset(bytes, &limits).map_err(|e| format!("stored view: {e}"))
+        };
+        let held: BTreeSet<ObjectKey> = object_keys(&body(&mut r)?).into_iter().collect();
+        let pending_resets = object_keys(&body(&mut r)?).into_iter().collect();
+        let last_reset = body(&mut r)?
+            .into_iter()
+            .filter_map(|i| match i {
+                Instruction::Set {
+                    path,
+                    value: Value::Int(v),
+                } => Some(((path.collection, path.key), u64::try_from(v).unwrap_or(0))),
+                _ => None,
+            })
+            .collect();
+        let narrowed_at = r.u64("narrowed_at").map_err(wire)?;
+        Ok(FileView {
+            held: narrowed.then_some(held),
+            last_reset,
+            pending_resets,
+            narrowed_at,
+        })
+    }
+}
+
+/// The objects named by `EraseObject` instructions, in order (the form of RELEASE, of the
+/// `leaving` list of a DOWNLOAD and of the first instruction of each reset).
+pub fn object_keys(instructions: &[Instruction]) -> Vec<ObjectKey> {
+    instructions
+        .iter()
+        .filter_map(|i| match i {
+            Instruction::EraseObject { collection, key } => Some((collection.clone(), key.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Encodes a list of objects as a changeset body of `EraseObject` instructions (empty for none).
+pub fn encode_object_keys(keys: &[ObjectKey]) -> Vec<u8> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let instructions: Vec<Instruction> = keys
+        .iter()
+        .map(|(collection, key)| Instruction::EraseObject {
+            collection: collection.clone(),
+            key: key.clone(),
+        })
+        .collect();
+    encode_changeset(&instructions)
+}
+
+/// The instructions of one reset: drop the local copy, then rebuild it when it exists in
+/// `store` and belongs in the view.
+pub fn reset_instructions(
+    store: &Store,
+    collection: &str,
+    key: &PrimaryKey,
+    present: bool,
+) -> Vec<Instruction> {
+    let mut out = vec![Instruction::EraseObject {
+        collection: collection.to_owned(),
+        key: key.clone(),
+    }];
+    if let Some(doc) = store.get(collection, key).filter(|_| present) {
+        out.push(Instruction::CreateObject {
+            collection: collection.to_owned(),
+            key: key.clone(),
+        });
+        for (field, value) in doc.iter().filter(|(f, _)| f.as_str() != PRIMARY_KEY) {
+            out.push(Instruction::Set {
+                path: Path::field(collection.to_owned(), key.clone(), field.clone()),
+                value: value.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The last server version that touched each object (what write acceptance needs to know
+/// whether anything happened to an object after an upload's base).
+#[derive(Clone, Debug, Default)]
+pub struct Touches {
+    last: HashMap<ObjectKey, u64>,
+}
+
+impl Touches {
+    /// Records the objects `instructions` (integrated at `version`) touch.
+    pub fn record(&mut self, instructions: &[Instruction], version: u64) {
+        for (collection, key) in instructions.iter().filter_map(Instruction::object) {
+            match self.last.get_mut(&(collection.to_owned(), key.clone())) {
+                Some(v) => *v = version,
+                None => {
+                    self.last
+                        .insert((collection.to_owned(), key.clone()), version);
+                }
+            }
+        }
+    }
+
+    /// The last version that touched the object (0 if none).
+    pub fn last(&self, object: &ObjectKey) -> u64 {
+        self.last.get(object).copied().unwrap_or(0)
+    }
+}
+
+/// What one session of a file knows about its view beyond the file's [`FileView`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionView {
+    /// The subscription set's matcher.
+    pub matcher: Matcher,
+    /// Every object must be checked against the matcher at the next DOWNLOAD that reaches the
+    /// latest version (after IDENT and QUERY).
+    pub recheck_all: bool,
+    /// Objects this session was told are leaving (sent once per session).
+    pub hinted: BTreeSet<ObjectKey>,
+    /// The subscription set version whose view has been fully sent.
+    pub complete_version: u64,
+    /// Objects whose writes were refused, and why, for the next compensating-write error.
+    pub refused: Vec<(ObjectKey, String)>,
+    /// A bootstrap of resets is being sent in several DOWNLOADs.
+    pub in_batch: bool,
+}
+
+/// Objects touched by `instructions` that can be in a view.
+pub fn touched(schema: &Schema, instructions: &[Instruction]) -> BTreeSet<ObjectKey> {
+    instructions
+        .iter()
+        .filter_map(Instruction::object)
+        .filter(|(c, _)| viewable(schema, c))
+        .map(|(c, k)| (c.to_owned(), k.clone()))
+        .collect()
+}
+
+/// Every object of every viewable collection of `store`.
+pub fn all_objects(store: &Store) -> BTreeSet<ObjectKey> {
+    let schema = store.schema();
+    schema
+        .collections
+        .keys()
+        .filter(|c| viewable(schema, c))
+        .flat_map(|c| store.objects(c).map(move |(k, _)| (c.clone(), k.clone())))
+        .collect()
+}
+
+/// Objects touched by a downloaded `instructions` list that the client should skip, and the
+/// instructions it keeps.
+pub fn filter_instructions(
+    view: &FileView,
+    schema: &Schema,
+    instructions: &[Instruction],
+) -> Option<Vec<Instruction>> {
+    let asymmetric = || {
+        schema
+            .collections
+            .values()
+            .any(|c| c.kind == CollectionKind::Asymmetric)
+    };
+    if view.held.is_none() && view.pending_resets.is_empty() && !asymmetric() {
+        // Holds everything: only instructions on unknown collections would be left out, and
+        // the history has none.
+        return None;
+    }
+    if instructions.iter().all(|i| view.sends(schema, i)) {
+        return None;
+    }
+    Some(
+        instructions
+            .iter()
+            .filter(|i| view.sends(schema, i))
+            .cloned()
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Subscription;
+    use crate::sim::sim_schema;
+
+    fn item(n: i64) -> Vec<Instruction> {
+        vec![
+            Instruction::CreateObject {
+                collection: "Item".into(),
+                key: PrimaryKey::Int(n),
+            },
+            Instruction::Set {
+                path: Path::field("Item", PrimaryKey::Int(n), "n"),
+                value: Value::Int(n),
+            },
+        ]
+    }
+
+    fn store_with(items: &[i64]) -> Store {
+        let mut store = Store::new(sim_schema());
+        let mut changes = crate::store::Changes::default();
+        for n in items {
+            store.apply(&item(*n), &mut changes).unwrap();
+        }
+        store
+    }
+
+    fn subscribe(query: &str) -> SubscriptionSet {
+        SubscriptionSet {
+            version: 1,
+            subscriptions: vec![Subscription {
+                name: "s".into(),
+                collection: "Item".into(),
+                query: query.into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_view_survives_storage() {
+        let mut view = FileView::empty();
+        let held = view.held.as_mut().unwrap();
+        held.insert(("Item".into(), PrimaryKey::Int(1)));
+        held.insert(("Item".into(), PrimaryKey::String("x".into())));
+        view.pending_resets
+            .insert(("Item".into(), PrimaryKey::Int(2)));
+        view.last_reset
+            .insert(("Item".into(), PrimaryKey::Int(3)), 42);
+        view.narrowed_at = 7;
+        assert_eq!(FileView::decode(&view.encode()).unwrap(), view);
+        let everything = FileView::default();
+        assert_eq!(FileView::decode(&everything.encode()).unwrap(), everything);
+        assert!(FileView::decode(&[1, 200]).is_err());
+    }
+
+    #[test]
+    fn a_matcher_selects_by_query_and_read_filter() {
+        let store = store_with(&[5, 50]);
+        let schema = store.schema().clone();
+        assert!(Matcher::new(&SubscriptionSet::default()).selects_everything(&schema));
+        assert!(Matcher::new(&subscribe("TRUEPREDICATE")).selects_everything(&schema));
+        let narrow = Matcher::new(&subscribe("n > 10"));
+        assert!(!narrow.selects_everything(&schema));
+        assert!(!narrow.selects(&store, "Item", &PrimaryKey::Int(5)));
+        assert!(narrow.selects(&store, "Item", &PrimaryKey::Int(50)));
+        assert!(!narrow.selects(&store, "Item", &PrimaryKey::Int(6)));
+
+        let roles = crate::sim::sim_roles().unwrap();
+        let readable = Matcher::new(&subscribe("TRUEPREDICATE")).with_reads(&roles, "u0");
+        assert!(!readable.selects_everything(&schema));
+        let store = store_with(&[5, 95]);
+        assert!(readable.selects(&store, "Item", &PrimaryKey::Int(5)));
+        assert!(!readable.selects(&store, "Item", &PrimaryKey::Int(95)));
+    }
+
+    #[test]
+    fn a_write_filter_checks_the_object_before_and_after() {
+        let roles = crate::sim::sim_roles().unwrap();
+        let user = user_context("u0");
+        let store = store_with(&[5, 85]);
+        let set = |key: i64, n: i64| {
+            vec![Instruction::Set {
+                path: Path::field("Item", PrimaryKey::Int(key), "n"),
+                value: Value::Int(n),
+            }]
+        };
+        let object = |key: i64| ("Item", PrimaryKey::Int(key));
+        let may = |key: i64, instructions: &[Instruction]| {
+            let (c, k) = object(key);
+            roles.may_write(&store, &user, (c, &k), instructions)
+        };
+        assert!(may(5, &set(5, 6)));
+        assert!(!may(5, &set(5, 80)), "the result fails the filter");
+        assert!(!may(85, &set(85, 1)), "the object failed it before");
+        assert!(may(7, &item(7)), "a new object that passes");
+        assert!(!may(81, &item(81)), "a new object that does not");
+        let erase = [Instruction::EraseObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(5),
+        }];
+        assert!(may(5, &erase));
+    }
+}
