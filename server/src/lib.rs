@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod storage;
 pub mod sync;
+pub mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ pub struct Config {
     pub auth: AuthProviders,
     /// Connection limits.
     pub limits: Limits,
+    /// Static files served at `/` (the demo page), if any.
+    pub www_dir: Option<PathBuf>,
+    /// The built `eddy-sync` package, served at `/pkg/`, if any.
+    pub pkg_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -76,6 +81,8 @@ impl Config {
             admin_key: None,
             auth: AuthProviders::default(),
             limits: Limits::default(),
+            www_dir: None,
+            pkg_dir: None,
         }
     }
 }
@@ -87,6 +94,8 @@ struct Inner {
     admin_key: String,
     providers: AuthProviders,
     replica: Arc<std::sync::Mutex<Replica>>,
+    www_dir: Option<PathBuf>,
+    pkg_dir: Option<PathBuf>,
 }
 
 /// Everything the handlers share; cheap to clone.
@@ -146,6 +155,8 @@ impl AppState {
                 admin_key,
                 providers: config.auth,
                 replica: Arc::new(std::sync::Mutex::new(replica)),
+                www_dir: config.www_dir,
+                pkg_dir: config.pkg_dir,
             }),
         })
     }
@@ -211,18 +222,24 @@ async fn providers_enabled(
     }
 }
 
-/// The HTTP routes: health, auth, admin and the sync WebSocket.
+/// The HTTP routes: health, auth, admin, the sync WebSocket and the static directories.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/health", get(health))
-        .route("/api/sync", get(sync::sync_endpoint))
-        .merge(admin::routes())
         .merge(auth::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            providers_enabled,
-        ))
-        .with_state(state)
+        .layer(web::cors())
+        .route("/api/sync", get(sync::sync_endpoint))
+        .merge(admin::routes());
+    web::static_files(
+        router,
+        state.inner.www_dir.as_deref(),
+        state.inner.pkg_dir.as_deref(),
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        providers_enabled,
+    ))
+    .with_state(state)
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops the engine (which flushes

@@ -43,6 +43,12 @@ enum Command {
         /// The key for /api/admin/* (generated and printed when absent).
         #[arg(long, env = "EDDY_ADMIN_KEY")]
         admin_key: Option<String>,
+        /// Static files to serve at / (the demo page) [default: ./www when it exists].
+        #[arg(long)]
+        www_dir: Option<PathBuf>,
+        /// The built eddy-sync package to serve at /pkg/ [default: ./wasm/pkg when it exists].
+        #[arg(long)]
+        pkg_dir: Option<PathBuf>,
     },
     /// Prints every document of a data directory as JSON lines ({"collection", "document"} in
     /// relaxed EJSON), reading the database directly; works while the server is stopped.
@@ -64,6 +70,13 @@ struct ServeFlags {
     schema: Option<PathBuf>,
     access_token_ttl_secs: Option<u64>,
     admin_key: Option<String>,
+    www_dir: Option<PathBuf>,
+    pkg_dir: Option<PathBuf>,
+}
+
+/// The directory given, or `default` when it exists.
+fn static_dir(given: Option<PathBuf>, default: &str) -> Option<PathBuf> {
+    given.or_else(|| Some(PathBuf::from(default)).filter(|p| p.is_dir()))
 }
 
 /// The server config and address from the config file (if any) overridden by the flags.
@@ -102,6 +115,8 @@ fn resolve(flags: ServeFlags) -> anyhow::Result<(Config, SocketAddr, Option<Stri
     config.admin_key = flags.admin_key;
     config.auth = file.auth;
     config.limits = file.limits;
+    config.www_dir = static_dir(flags.www_dir, "www");
+    config.pkg_dir = static_dir(flags.pkg_dir, "wasm/pkg");
     let listen = flags
         .listen
         .or(file.listen)
@@ -147,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
             schema,
             access_token_ttl_secs,
             admin_key,
+            www_dir,
+            pkg_dir,
         } => {
             serve(ServeFlags {
                 config,
@@ -155,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
                 schema,
                 access_token_ttl_secs,
                 admin_key,
+                www_dir,
+                pkg_dir,
             })
             .await
         }

@@ -31,6 +31,9 @@ use crate::{now_ms, AppState};
 
 /// The only protocol version this server speaks, as a WebSocket subprotocol.
 pub const PROTOCOL: &str = "eddy-sync/1";
+/// The same protocol under the name browsers can offer: their WebSocket API accepts only RFC 6455
+/// tokens as subprotocols, and `/` is not a token character.
+pub const BROWSER_PROTOCOL: &str = "eddy-sync.1";
 /// How many inputs wait for the engine before connection tasks are slowed down.
 const ENGINE_QUEUE: usize = 4096;
 /// How many outgoing frames one connection may have queued before it is closed as too slow.
@@ -317,7 +320,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == PROTOCOL)
+        .any(|p| p.trim() == PROTOCOL || p.trim() == BROWSER_PROTOCOL)
 }
 
 /// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/1`.
@@ -344,7 +347,7 @@ pub async fn sync_endpoint(
     };
     let max = state.sync().limits.max_message_bytes;
     upgrade
-        .protocols([PROTOCOL])
+        .protocols([PROTOCOL, BROWSER_PROTOCOL])
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
