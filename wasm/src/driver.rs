@@ -583,7 +583,10 @@ fn check_waiters(st: &mut State, calls: &mut Vec<Call>) -> bool {
                     }
                     (Some(s), None)
                         if s.is_active()
-                            && *s.subscription_state() == SubscriptionState::Complete =>
+                            && !matches!(
+                                s.subscription_state(),
+                                SubscriptionState::Pending | SubscriptionState::Bootstrapping
+                            ) =>
                     {
                         *request = Some(s.request_download_completion());
                         *connects = connects_now;

@@ -12,10 +12,12 @@ use std::rc::Rc;
 
 use eddy_core::changeset::Path;
 use eddy_core::client::{
-    ClientConnection, ClientSession, ConnectionConfig, ResetMode, SessionConfig,
+    ClientConnection, ClientSession, ConnectionConfig, FileMeta, PersistedState, ResetMode,
+    SessionConfig,
 };
 use eddy_core::schema::{CollectionKind, Container, Schema, PRIMARY_KEY};
 use eddy_core::schema_json::schema_from_json_value;
+use eddy_core::store::Store;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
@@ -218,6 +220,66 @@ impl Eddy {
     }
 }
 
+/// Adds the collections and properties of `schema` the file lacks, in one local write (an
+/// additive migration, synced like any change); a different kind, key or property type is an
+/// error.
+/// Returns the client version of that write, if one was needed.
+fn add_schema(session: &mut ClientSession, schema: &Schema) -> Result<Option<u64>, JsValue> {
+    let mismatch = |what: String| {
+        errors::usage(format!(
+            "the schema differs from the stored one ({what}); only new collections and properties can be added"
+        ))
+    };
+    let current = session.store().schema().clone();
+    for (name, declared) in &schema.collections {
+        if let Some(existing) = current.collection(name) {
+            if existing.kind != declared.kind || existing.primary_key != declared.primary_key {
+                return Err(mismatch(format!("collection {name}")));
+            }
+            for (prop, property) in &declared.properties {
+                if existing.properties.get(prop).is_some_and(|p| p != property) {
+                    return Err(mismatch(format!("{name}.{prop}")));
+                }
+            }
+        }
+    }
+    let missing_collections = schema
+        .collections
+        .keys()
+        .any(|n| current.collection(n).is_none());
+    let missing_properties = schema.collections.values().any(|c| {
+        c.properties.keys().any(|p| {
+            current
+                .collection(&c.name)
+                .is_none_or(|e| !e.properties.contains_key(p))
+        })
+    });
+    if !missing_collections && !missing_properties {
+        return Ok(None);
+    }
+    session
+        .write(now_ms(), |tx| {
+            for declared in schema.collections.values() {
+                if current.collection(&declared.name).is_none() {
+                    tx.add_collection(&declared.name, declared.kind, declared.primary_key)?;
+                }
+            }
+            for declared in schema.collections.values() {
+                for property in declared.properties.values() {
+                    let known = current
+                        .collection(&declared.name)
+                        .is_some_and(|e| e.properties.contains_key(&property.name));
+                    if !known {
+                        tx.add_property(&declared.name, property.clone())?;
+                    }
+                }
+            }
+            Ok::<(), eddy_core::store::ApplyError>(())
+        })
+        .map_err(|e| errors::usage(format!("cannot add the schema: {e}")))?;
+    Ok(Some(session.meta().last_client_version))
+}
+
 fn apply(tx: &mut eddy_core::store::WriteTransaction<'_>, op: Op) -> Result<(), String> {
     match op {
         Op::Create {
@@ -332,7 +394,14 @@ impl Eddy {
         let fresh = persisted
             .as_ref()
             .is_none_or(|p| p.meta.subscriptions.version == 0);
-        let session = ClientSession::new(
+        // A new file starts with an empty schema; the declared one is added by a write below, so
+        // a server in development mode learns it from this client.
+        let persisted = persisted.unwrap_or_else(|| PersistedState {
+            meta: FileMeta::default(),
+            store: Store::new(Schema::default()),
+            pending: Vec::new(),
+        });
+        let mut session = ClientSession::new(
             SESSION,
             SessionConfig {
                 path: "flx".into(),
@@ -341,8 +410,9 @@ impl Eddy {
                 reset_mode: ResetMode::Recover,
                 async_open: false,
             },
-            persisted,
+            Some(persisted),
         );
+        let schema_write = add_schema(&mut session, &schema)?;
         let seed = (js_sys::Math::random() * 9.0e15) as u64;
         let mut conn = ClientConnection::new(
             ConnectionConfig {
@@ -377,7 +447,23 @@ impl Eddy {
                         inner: Rc::clone(&inner),
                     }),
                 )?;
-                set.commit()?;
+                match schema_write {
+                    None => {
+                        set.commit()?;
+                    }
+                    Some(version) => {
+                        // The server checks subscriptions against its schema: send them once it
+                        // has integrated the collections this client added.
+                        let added = wait(&inner, Until::Uploaded(version), JsValue::UNDEFINED);
+                        wasm_bindgen_futures::spawn_local(async move {
+                            if wasm_bindgen_futures::JsFuture::from(added).await.is_ok() {
+                                if let Err(e) = set.commit() {
+                                    web_sys::console::warn_2(&"eddy-sync:".into(), &e);
+                                }
+                            }
+                        });
+                    }
+                }
             }
         }
         inner.listen_to_network();
