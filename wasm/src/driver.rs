@@ -303,6 +303,9 @@ fn open_socket(inner: &Rc<Inner>, st: &mut State) -> Result<(), JsValue> {
     ws.set_binary_type(BinaryType::Arraybuffer);
     st.socket_generation += 1;
     let generation = st.socket_generation;
+    // Frames still waiting for durability were meant for the previous connection; the session
+    // sends what it needs again after binding on this one.
+    st.outbox.clear();
     let current = move |weak: &Weak<Inner>| -> Option<Rc<Inner>> {
         let inner = weak.upgrade()?;
         let same = inner.state.borrow().socket_generation == generation;

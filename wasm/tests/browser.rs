@@ -342,3 +342,41 @@ async fn writes_outside_write_and_bad_values_are_errors() {
     );
     close(&db).await;
 }
+
+#[wasm_bindgen_test]
+async fn a_remote_delete_reaches_an_object_listener() {
+    let t = tag("delete");
+    let (a, b) = (
+        open(&log_in().await, "a").await,
+        open(&log_in().await, "b").await,
+    );
+    let title = format!("{t} doomed");
+    write(&a, move |db| {
+        add_task(db, &title);
+    })
+    .await;
+    settle(&a).await;
+    settle(&b).await;
+    let on_b = tasks_tagged(&b, &t).at(0).unwrap();
+    assert!(
+        !on_b.is_undefined(),
+        "B must have the task before it is deleted"
+    );
+    let deleted = Promise::new(&mut |resolve, _| {
+        let listener =
+            Closure::<dyn FnMut(JsValue, JsValue)>::new(move |_: JsValue, change: JsValue| {
+                if get(&change, "deleted") == JsValue::TRUE {
+                    resolve.call0(&JsValue::UNDEFINED).unwrap();
+                }
+            });
+        let add: Function = get(&on_b, "addListener").unchecked_into();
+        add.call1(&on_b, &listener.into_js_value()).unwrap();
+    });
+    let on_a = tasks_tagged(&a, &t).at(0).unwrap();
+    write(&a, move |db| db.delete(on_a).unwrap()).await;
+    settle(&a).await;
+    within("B's object listener to see the deletion", deleted).await;
+    assert_eq!(tasks_tagged(&b, &t).length().unwrap(), 0);
+    close(&a).await;
+    close(&b).await;
+}
