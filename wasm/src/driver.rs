@@ -156,6 +156,9 @@ pub(crate) struct Inner {
     pub(crate) defaults: Vec<Default>,
     window_listeners: RefCell<Vec<WindowListener>>,
     pub(crate) lock_release: RefCell<Option<Function>>,
+    /// One JavaScript `Eddy` handle shared by every live object of this database (made on first
+    /// use, dropped by `close`).
+    pub(crate) handle: RefCell<Option<JsValue>>,
 }
 
 /// A `window` event listener: the event name and the closure.
@@ -246,6 +249,7 @@ impl Inner {
             defaults,
             window_listeners: RefCell::new(Vec::new()),
             lock_release: RefCell::new(None),
+            handle: RefCell::new(None),
         })
     }
 
@@ -292,6 +296,7 @@ impl Inner {
         st.timer = None;
         st.socket = None;
         st.conn.pause();
+        self.handle.borrow_mut().take();
         if let Some(release) = self.lock_release.borrow_mut().take() {
             let _ = release.call0(&JsValue::UNDEFINED);
         }

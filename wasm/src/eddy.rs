@@ -121,9 +121,15 @@ pub(crate) fn managed_object(
     key: &PrimaryKey,
     doc: &Document,
 ) -> JsValue {
-    let db = JsValue::from(Eddy {
-        inner: Rc::clone(inner),
-    });
+    let db = inner
+        .handle
+        .borrow_mut()
+        .get_or_insert_with(|| {
+            JsValue::from(Eddy {
+                inner: Rc::clone(inner),
+            })
+        })
+        .clone();
     glue_managed_object(
         &db,
         collection,
