@@ -249,13 +249,25 @@ impl Results {
 
     /// The object at `index` (negative counts from the end), or `undefined`.
     pub fn at(&self, index: i32) -> Result<JsValue, JsValue> {
-        let all = self.objects(true)?;
-        let len = all.length() as i32;
-        let i = if index < 0 { len + index } else { index };
-        Ok(if (0..len).contains(&i) {
-            all.get(i as u32)
+        let keys = self.keys()?;
+        let len = keys.len() as i64;
+        let i = if index < 0 {
+            len + i64::from(index)
         } else {
-            JsValue::UNDEFINED
+            i64::from(index)
+        };
+        let Some(key) = usize::try_from(i).ok().and_then(|i| keys.get(i)) else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        let doc = {
+            let st = self.inner.state.borrow();
+            st.store()
+                .and_then(|s| s.get(&self.query.collection, key))
+                .cloned()
+        };
+        Ok(match doc {
+            Some(doc) => managed_object(&self.inner, &self.query.collection, key, &doc),
+            None => JsValue::UNDEFINED,
         })
     }
 
