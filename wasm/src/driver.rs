@@ -105,10 +105,9 @@ impl Drop for Socket {
     }
 }
 
-/// Counters the waiters and progress listeners look at.
+/// Counters the download waiters look at.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
-    pub(crate) uploaded: u64,
     pub(crate) marks_completed: u64,
     pub(crate) connects: u64,
 }
@@ -516,8 +515,7 @@ fn drain_events(st: &mut State, calls: &mut Vec<Call>, refresh: &mut bool) -> bo
                 st.persist_seq += 1;
             }
             SessionEvent::Changes(changes) => st.changed(changes),
-            SessionEvent::UploadAcknowledged { client_version } => {
-                st.progress.uploaded = st.progress.uploaded.max(client_version);
+            SessionEvent::UploadAcknowledged { .. } => {
                 for (upload, listener) in &st.progress_listeners {
                     if *upload {
                         calls.push((listener.clone(), vec![JsValue::from_f64(1.0)]));
