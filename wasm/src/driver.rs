@@ -252,7 +252,8 @@ impl Inner {
         })
     }
 
-    /// Starts reacting to `online`/`offline`.
+    /// Starts reacting to `online`/`offline`: offline drops the connection and stops retrying,
+    /// online retries at once (unless the application paused sync).
     pub(crate) fn listen_to_network(self: &Rc<Self>) {
         let Some(window) = web_sys::window() else {
             return;
@@ -269,9 +270,10 @@ impl Inner {
                         if online {
                             // Retry at once instead of waiting out the backoff.
                             st.conn.resume(now_ms());
-                        } else if st.socket.is_some() {
+                        } else {
+                            // No attempts while the browser knows there is no network.
                             st.socket = None;
-                            st.conn.handle_disconnected(now_ms());
+                            st.conn.pause();
                         }
                     }
                     pump(&inner);

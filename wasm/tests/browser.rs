@@ -380,3 +380,50 @@ async fn a_remote_delete_reaches_an_object_listener() {
     close(&a).await;
     close(&b).await;
 }
+
+/// Dispatches a window event such as `online` or `offline`.
+fn network_event(name: &str) {
+    let event = web_sys::Event::new(name).unwrap();
+    web_sys::window().unwrap().dispatch_event(&event).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn offline_and_online_events_drop_and_restore_the_connection() {
+    let t = tag("network");
+    let (a, b) = (
+        open(&log_in().await, "a").await,
+        open(&log_in().await, "b").await,
+    );
+    settle(&a).await;
+    settle(&b).await;
+    let reconnected = Promise::new(&mut |resolve, _| {
+        let listener =
+            Closure::<dyn FnMut(JsValue, JsValue)>::new(move |state: JsValue, _: JsValue| {
+                if state == "connected" {
+                    resolve.call0(&JsValue::UNDEFINED).unwrap();
+                }
+            });
+        a.sync_session()
+            .add_connection_notification(listener.into_js_value().unchecked_into());
+    });
+    network_event("offline");
+    assert_ne!(a.sync_session().connection_state(), "connected");
+    let title = format!("{t} while offline");
+    write(&a, move |db| {
+        add_task(db, &title);
+    })
+    .await;
+    // Both databases live in this window, so both went offline; offline means no retries, so
+    // only the online event can bring A back.
+    assert_eq!(a.sync_session().connection_state(), "disconnected");
+    network_event("online");
+    within("reconnecting after the online event", reconnected).await;
+    settle(&a).await;
+    settle(&b).await;
+    assert_eq!(
+        titles(&tasks_tagged(&b, &t)),
+        vec![format!("{t} while offline")]
+    );
+    close(&a).await;
+    close(&b).await;
+}
