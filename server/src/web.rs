@@ -34,3 +34,60 @@ pub fn static_files(
         None => router,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::{app, AppState, Config};
+
+    #[tokio::test]
+    async fn auth_allows_other_origins_and_static_dirs_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        let pkg = dir.path().join("pkg");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(www.join("index.html"), "<h1>demo</h1>").unwrap();
+        std::fs::write(pkg.join("eddy_sync.js"), "export {};").unwrap();
+        let mut config = Config::new(dir.path().join("data"));
+        config.www_dir = Some(www);
+        config.pkg_dir = Some(pkg);
+        let state = AppState::open(config).unwrap();
+        let router = app(state.clone());
+
+        let preflight = Request::builder()
+            .method("OPTIONS")
+            .uri("/api/auth/login")
+            .header("origin", "http://localhost:9000")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(preflight).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "*",
+            "browser apps on other origins must be able to sign in"
+        );
+
+        for (uri, body) in [("/", "<h1>demo</h1>"), ("/pkg/eddy_sync.js", "export {};")] {
+            let request = Request::get(uri).body(Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            assert_eq!(bytes, body.as_bytes(), "{uri}");
+        }
+        let missing = Request::get("/nothing-here").body(Body::empty()).unwrap();
+        let response = router.oneshot(missing).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+        state.sync().stop().await;
+        state.sync().join().await.unwrap();
+    }
+}
