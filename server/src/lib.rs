@@ -14,6 +14,7 @@ pub mod feed;
 pub mod ingest;
 pub mod storage;
 pub mod sync;
+pub mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -71,6 +72,10 @@ pub struct Config {
     pub console_dir: PathBuf,
     /// Read and write permissions per collection (none: everyone reads and writes everything).
     pub roles: eddy_core::server::view::Roles,
+    /// Static files served at `/` (the demo page), if any.
+    pub www_dir: Option<PathBuf>,
+    /// The built `eddy-sync` package, served at `/pkg/`, if any.
+    pub pkg_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -87,6 +92,8 @@ impl Config {
             limits: Limits::default(),
             console_dir: PathBuf::from(console::DEFAULT_CONSOLE_DIR),
             roles: eddy_core::server::view::Roles::default(),
+            www_dir: None,
+            pkg_dir: None,
         }
     }
 }
@@ -102,6 +109,8 @@ struct Inner {
     providers: AuthProviders,
     replica: Arc<std::sync::Mutex<Replica>>,
     ingest: Arc<IngestStats>,
+    www_dir: Option<PathBuf>,
+    pkg_dir: Option<PathBuf>,
 }
 
 /// Everything the handlers share; cheap to clone.
@@ -173,6 +182,8 @@ impl AppState {
                 providers: config.auth,
                 replica: Arc::new(std::sync::Mutex::new(replica)),
                 ingest,
+                www_dir: config.www_dir,
+                pkg_dir: config.pkg_dir,
             }),
         })
     }
@@ -262,20 +273,26 @@ async fn providers_enabled(
     }
 }
 
-/// The HTTP routes: health, auth, admin and the sync WebSocket.
+/// The HTTP routes: health, auth, admin, the sync WebSocket and the static directories.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/health", get(health))
-        .route("/api/sync", get(sync::sync_endpoint))
         .route("/api/admin/events", get(feed::events_endpoint))
-        .merge(admin::routes())
         .merge(console::routes(&state.inner.console_dir))
         .merge(auth::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            providers_enabled,
-        ))
-        .with_state(state)
+        .layer(web::cors())
+        .route("/api/sync", get(sync::sync_endpoint))
+        .merge(admin::routes());
+    web::static_files(
+        router,
+        state.inner.www_dir.as_deref(),
+        state.inner.pkg_dir.as_deref(),
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        providers_enabled,
+    ))
+    .with_state(state)
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops the engine (which flushes

@@ -46,6 +46,12 @@ enum Command {
         /// The built dev console, served at /console [default: console/dist].
         #[arg(long)]
         console_dir: Option<PathBuf>,
+        /// Static files to serve at / (the demo page) [default: ./www when it exists].
+        #[arg(long)]
+        www_dir: Option<PathBuf>,
+        /// The built eddy-sync package to serve at /pkg/ [default: ./wasm/pkg when it exists].
+        #[arg(long)]
+        pkg_dir: Option<PathBuf>,
     },
     /// Prints every document of a data directory as JSON lines ({"collection", "document"} in
     /// relaxed EJSON), reading the database directly; works while the server is stopped.
@@ -68,6 +74,13 @@ struct ServeFlags {
     access_token_ttl_secs: Option<u64>,
     admin_key: Option<String>,
     console_dir: Option<PathBuf>,
+    www_dir: Option<PathBuf>,
+    pkg_dir: Option<PathBuf>,
+}
+
+/// The directory given, or `default` when it exists.
+fn static_dir(given: Option<PathBuf>, default: &str) -> Option<PathBuf> {
+    given.or_else(|| Some(PathBuf::from(default)).filter(|p| p.is_dir()))
 }
 
 /// The server config and address from the config file (if any) overridden by the flags.
@@ -110,6 +123,8 @@ fn resolve(flags: ServeFlags) -> anyhow::Result<(Config, SocketAddr, Option<Stri
     }
     config.auth = file.auth;
     config.limits = file.limits;
+    config.www_dir = static_dir(flags.www_dir, "www");
+    config.pkg_dir = static_dir(flags.pkg_dir, "wasm/pkg");
     let listen = flags
         .listen
         .or(file.listen)
@@ -156,6 +171,8 @@ async fn main() -> anyhow::Result<()> {
             access_token_ttl_secs,
             admin_key,
             console_dir,
+            www_dir,
+            pkg_dir,
         } => {
             serve(ServeFlags {
                 config,
@@ -165,6 +182,8 @@ async fn main() -> anyhow::Result<()> {
                 access_token_ttl_secs,
                 admin_key,
                 console_dir,
+                www_dir,
+                pkg_dir,
             })
             .await
         }

@@ -37,6 +37,9 @@ use crate::{now_ms, AppState};
 
 /// The only protocol version this server speaks, as a WebSocket subprotocol.
 pub const PROTOCOL: &str = eddy_core::protocol::SUBPROTOCOL;
+/// The same protocol under the name browsers can offer: their WebSocket API accepts only RFC 6455
+/// tokens as subprotocols, and `/` is not a token character.
+pub const BROWSER_PROTOCOL: &str = eddy_core::protocol::BROWSER_SUBPROTOCOL;
 /// How many inputs wait for the engine before connection tasks are slowed down.
 const ENGINE_QUEUE: usize = 4096;
 /// How many outgoing frames one connection may have queued before it is closed as too slow.
@@ -394,7 +397,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == PROTOCOL)
+        .any(|p| p.trim() == PROTOCOL || p.trim() == BROWSER_PROTOCOL)
 }
 
 /// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/2`.
@@ -423,7 +426,7 @@ pub async fn sync_endpoint(
     let max = state.sync().limits.max_message_bytes;
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     upgrade
-        .protocols([PROTOCOL])
+        .protocols([PROTOCOL, BROWSER_PROTOCOL])
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)

@@ -141,7 +141,7 @@ async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() 
     })
     .await;
     assert!(opened["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
-    assert_eq!(opened["protocol"], "eddy-sync/1");
+    assert_eq!(opened["protocol"], eddy_core::protocol::SUBPROTOCOL);
     let session = wait_for(&mut feed, "A's session", |e| {
         e["kind"] == "session" && e["event"] == "identified" && e["client"] == a_ident
     })

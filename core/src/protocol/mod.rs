@@ -21,6 +21,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The WebSocket subprotocol name for [`PROTOCOL_VERSION`].
 pub const SUBPROTOCOL: &str = "eddy-sync/2";
 
+/// The same subprotocol under the name browsers can offer: their WebSocket API accepts only RFC
+/// 6455 tokens, and `/` is not a token character.
+pub const BROWSER_SUBPROTOCOL: &str = "eddy-sync.2";
+
 /// The prefix every Eddy subprotocol name starts with.
 pub const SUBPROTOCOL_PREFIX: &str = "eddy-sync/";
 
