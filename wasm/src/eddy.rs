@@ -92,6 +92,11 @@ pub(crate) enum Op {
         collection: String,
         key: PrimaryKey,
     },
+    Ingest {
+        collection: String,
+        key: PrimaryKey,
+        doc: Document,
+    },
 }
 
 /// An open, synced database.
@@ -331,6 +336,11 @@ fn apply(tx: &mut eddy_core::store::WriteTransaction<'_>, op: Op) -> Result<(), 
             }
             tx.erase(&collection, key).map_err(|e| e.to_string())
         }
+        Op::Ingest {
+            collection,
+            key,
+            doc,
+        } => tx.ingest(&collection, key, doc).map_err(|e| e.to_string()),
     }
 }
 
@@ -547,6 +557,11 @@ impl Eddy {
                     "{name:?} is not a top-level collection of the schema"
                 ))
             })?;
+        if collection.kind == CollectionKind::Asymmetric {
+            return Err(errors::usage(format!(
+                "{name:?} is asymmetric: insert its objects with db.ingest"
+            )));
+        }
         let mut doc = convert::to_document(&self.inner.schema, collection, &values, true)
             .map_err(errors::usage)?;
         let update = matches!(mode.as_deref(), Some("modified" | "all"));
@@ -596,6 +611,58 @@ impl Eddy {
         Ok(object)
     }
 
+    /// Queues an object of an asymmetric collection for Data Ingest, inside or outside `write`.
+    /// It is never readable on this device: it waits in the IndexedDB upload queue until the
+    /// server acknowledges it (see `syncSession.ingestQueue`). Outside `write` it returns a promise
+    /// that resolves once the object is durable in the queue; inside, it joins the transaction.
+    pub fn ingest(&self, name: String, values: JsValue) -> Result<JsValue, JsValue> {
+        self.state_check()?;
+        let collection = self
+            .inner
+            .schema
+            .collection(&name)
+            .filter(|c| c.kind == CollectionKind::Asymmetric)
+            .ok_or_else(|| {
+                errors::usage(format!(
+                    "{name:?} is not an asymmetric collection of the schema; declare it with asymmetric: true, or use create"
+                ))
+            })?;
+        let mut doc = convert::to_document(&self.inner.schema, collection, &values, true)
+            .map_err(errors::usage)?;
+        let pk = collection
+            .primary_key
+            .ok_or_else(|| errors::usage(format!("{name} has no primary key")))?;
+        let key = match doc.remove(PRIMARY_KEY) {
+            Some(v) => PrimaryKey::try_from(v).map_err(|_| errors::usage("bad _id"))?,
+            None => convert::generated_key(pk).ok_or_else(|| {
+                errors::usage(format!(
+                    "ingest {name}: give an _id (int and string keys are not generated)"
+                ))
+            })?,
+        };
+        let op = Op::Ingest {
+            collection: name,
+            key,
+            doc,
+        };
+        if self.inner.in_write.get() {
+            self.record(op);
+            return Ok(JsValue::UNDEFINED);
+        }
+        let seq = {
+            let mut st = self.inner.state.borrow_mut();
+            let session = st
+                .conn
+                .session_mut(SESSION)
+                .ok_or_else(|| errors::usage("the database is closed"))?;
+            session
+                .write(now_ms(), |tx| apply(tx, op))
+                .map_err(|e| errors::usage(format!("the ingest failed: {e}")))?;
+            st.persist_seq
+        };
+        Ok(wait(&self.inner, Until::Durable(seq), JsValue::UNDEFINED).into())
+    }
+
     /// Deletes an object, an array of objects or a `Results` (inside `write`).
     pub fn delete(&self, target: JsValue) -> Result<(), JsValue> {
         self.require_write("delete")?;
@@ -624,6 +691,9 @@ impl Eddy {
             Some(c) if c.kind == CollectionKind::TopLevel => {
                 Ok(Results::all(Rc::clone(&self.inner), name))
             }
+            Some(c) if c.kind == CollectionKind::Asymmetric => Err(errors::usage(format!(
+                "{name:?} is asymmetric: its objects go to the server with db.ingest and are never readable on a device"
+            ))),
             _ => Err(errors::usage(format!(
                 "{name:?} is not a top-level collection of the schema"
             ))),

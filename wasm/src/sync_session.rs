@@ -53,6 +53,32 @@ impl SyncSession {
         st.conn.session(SESSION).is_some_and(|s| s.is_active())
     }
 
+    /// The Data Ingest upload queue: `{ objects, bytes, oldestPendingAgeMs }` for the asymmetric
+    /// objects not yet acknowledged by the server (`oldestPendingAgeMs` is null when empty).
+    #[wasm_bindgen(getter, js_name = ingestQueue)]
+    pub fn ingest_queue(&self) -> Object {
+        let st = self.inner.state.borrow();
+        let queue = st
+            .conn
+            .session(SESSION)
+            .map(|s| s.ingest_queue())
+            .unwrap_or_default();
+        let out = Object::new();
+        let set = |name: &str, value: JsValue| {
+            // Setting a property on a fresh plain object cannot fail.
+            let _ = js_sys::Reflect::set(&out, &JsValue::from_str(name), &value);
+        };
+        set("objects", JsValue::from_f64(queue.objects as f64));
+        set("bytes", JsValue::from_f64(queue.bytes as f64));
+        set(
+            "oldestPendingAgeMs",
+            queue.oldest_timestamp.map_or(JsValue::NULL, |t| {
+                JsValue::from_f64(now_ms().saturating_sub(t) as f64)
+            }),
+        );
+        out
+    }
+
     /// Disconnects and stops reconnecting; local writes keep working and wait for `resume`.
     pub fn pause(&self) {
         {

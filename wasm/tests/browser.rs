@@ -1,7 +1,8 @@
 //! End-to-end tests in headless Chromium against a live `eddy serve` (started by `./dev test`,
 //! whose URL is compiled in as `EDDY_TEST_URL`): two clients converge, a reopened database keeps
 //! committed and pending writes, writes made while paused sync after `resume`, subscription
-//! updates complete, and a second tab is refused.
+//! updates complete, a second tab is refused, and objects ingested offline survive a reopen and
+//! reach the server (`./dev test` then checks the server holds exactly 10,000 of them).
 
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -84,7 +85,20 @@ fn schema() -> JsValue {
             ]),
         ),
     ]);
-    Array::of1(&task).into()
+    let reading = obj(&[
+        ("name", "Reading".into()),
+        ("primaryKey", "_id".into()),
+        ("asymmetric", true.into()),
+        (
+            "properties",
+            obj(&[
+                ("_id", "objectId".into()),
+                ("sensor", "string".into()),
+                ("celsius", "double".into()),
+            ]),
+        ),
+    ]);
+    Array::of2(&task, &reading).into()
 }
 
 async fn log_in() -> User {
@@ -426,4 +440,62 @@ async fn offline_and_online_events_drop_and_restore_the_connection() {
     );
     close(&a).await;
     close(&b).await;
+}
+
+fn queued(db: &Eddy) -> f64 {
+    get(&db.sync_session().ingest_queue().into(), "objects")
+        .as_f64()
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn objects_ingested_offline_survive_a_reopen_and_reach_the_server() {
+    const READINGS: u32 = 10_000;
+    let user = log_in().await;
+    let db = open(&user, "ingest").await;
+    db.sync_session().pause();
+    write(&db, |db| {
+        for i in 0..READINGS {
+            let reading = obj(&[
+                ("sensor", format!("greenhouse-{}", i % 7).into()),
+                ("celsius", (18.0 + f64::from(i % 100) / 10.0).into()),
+            ]);
+            assert!(db.ingest("Reading".into(), reading).unwrap().is_undefined());
+        }
+    })
+    .await;
+    // Outside a write, ingest resolves once the object is durable in the queue.
+    let single = db
+        .ingest(
+            "Reading".into(),
+            obj(&[("sensor", "door".into()), ("celsius", 4.5.into())]),
+        )
+        .unwrap();
+    within("a durable ingest", single.unchecked_into()).await;
+    assert_eq!(queued(&db), f64::from(READINGS + 1));
+    close(&db).await;
+
+    let db = open(&user, "ingest").await;
+    db.sync_session().pause();
+    assert_eq!(
+        queued(&db),
+        f64::from(READINGS + 1),
+        "the queue survives a reopen"
+    );
+    let refused = db.objects("Reading".into()).unwrap_err();
+    assert!(
+        get(&refused, "message")
+            .as_string()
+            .unwrap()
+            .contains("asymmetric"),
+        "{refused:?}"
+    );
+    db.sync_session().resume();
+    within(
+        "the ingest upload",
+        db.sync_session().upload_all_local_changes(),
+    )
+    .await;
+    assert_eq!(queued(&db), 0.0, "acknowledged objects leave the queue");
+    close(&db).await;
 }
