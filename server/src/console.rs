@@ -58,7 +58,7 @@ pub struct SchemaInfo {
     pub schema: serde_json::Value,
     /// Whether clients may add collections and properties.
     pub development_mode: bool,
-    /// Roles and permission rules; none are enforced by this server version.
+    /// The role permissions enforced: `{ collection, read, write }` with the filters as written.
     pub roles: Vec<serde_json::Value>,
     /// A note on what `roles` means.
     pub roles_note: &'static str,
@@ -157,14 +157,31 @@ async fn get_schema(
 ) -> Result<Json<SchemaInfo>, ServerError> {
     check_admin_key(&headers, state.admin_key())?;
     let development_mode = state.development_mode();
+    let roles: Vec<serde_json::Value> = state
+        .roles()
+        .collections
+        .iter()
+        .map(|(collection, rules)| {
+            serde_json::json!({
+                "collection": collection,
+                "read": rules.read.to_json(),
+                "write": rules.write.to_json(),
+            })
+        })
+        .collect();
+    let roles_note = if roles.is_empty() {
+        "no [roles] in the app config: every signed-in user may read and write every object"
+    } else {
+        "read filters decide which objects reach each user's devices; a write outside the write \
+         filter is undone on the writer (error 232); collections without rules are open to all"
+    };
     state
         .with_replica(move |store| {
             Ok(SchemaInfo {
                 schema: eddy_core::schema_json::schema_to_json(store.schema()),
                 development_mode,
-                roles: Vec::new(),
-                roles_note: "this server version enforces no roles or permission rules: every \
-                             signed-in user may read and write every object",
+                roles,
+                roles_note,
             })
         })
         .await

@@ -104,6 +104,7 @@ struct Inner {
     sync: SyncHandle,
     feed: Feed,
     development_mode: bool,
+    roles: eddy_core::server::view::Roles,
     console_dir: PathBuf,
     admin_key: String,
     providers: AuthProviders,
@@ -177,6 +178,7 @@ impl AppState {
                 sync,
                 feed,
                 development_mode,
+                roles: config.roles.clone(),
                 console_dir: config.console_dir,
                 admin_key,
                 providers: config.auth,
@@ -206,6 +208,11 @@ impl AppState {
     /// Whether clients may add collections and properties.
     pub fn development_mode(&self) -> bool {
         self.inner.development_mode
+    }
+
+    /// The role permissions the server enforces.
+    pub fn roles(&self) -> &eddy_core::server::view::Roles {
+        &self.inner.roles
     }
 
     /// The admin event feed.

@@ -115,6 +115,11 @@ async fn until(client: &Client, what: &str, done: impl Fn(&Store) -> bool) {
 async fn a_user_never_receives_another_users_private_objects() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_roles(dir.path());
+    // The console shows the rules the server enforces, as written.
+    let (status, schema) = server.admin("/api/admin/schema").await;
+    assert_eq!(status, 200, "{schema}");
+    assert_eq!(schema["roles"][0]["collection"], "Note");
+    assert_eq!(schema["roles"][0]["write"]["owner"], "%%user.id");
     let (a_token, a_id) = sign_in(server.addr).await;
     let (b_token, b_id) = sign_in(server.addr).await;
     let b = Client::connect(&server.sync_url(), &b_token, note_schema()).unwrap();

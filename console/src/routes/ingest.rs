@@ -1,39 +1,65 @@
-//! Ingest: asymmetric collections and what clients sent to them. Data Ingest (client-reported
-//! queue depth, lag) is being built separately; until it lands this page shows what the server
-//! knows: asymmetric collections, their committed objects, and the changesets to them the feed saw.
+//! Ingest: the server's Data Ingest figures per asymmetric collection and per client file
+//! (objects and bytes stored, objects/s over the last 10 s, lag from the device's timestamp to
+//! durable), from `GET /api/admin/ingest`, beside each asymmetric collection's stored count.
 
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
+use serde::Deserialize;
 
-use crate::model::Event;
 use crate::routes::data::CollectionInfo;
 use crate::widgets::{clock, load, show_load};
 use crate::{api, console};
 
-/// Per (collection, client): changesets, objects written and the last one's time.
-pub fn per_client(
-    changesets: &[Event],
-    asymmetric: &[String],
-) -> BTreeMap<(String, u64), (u64, u64, u64)> {
-    let mut out: BTreeMap<(String, u64), (u64, u64, u64)> = BTreeMap::new();
-    for event in changesets {
-        for collection in event.collections.iter().filter(|c| asymmetric.contains(c)) {
-            let prefix = format!("{collection}/");
-            let objects = event
-                .objects
-                .iter()
-                .filter(|o| o.starts_with(&prefix))
-                .count() as u64;
-            let entry = out
-                .entry((collection.clone(), event.client.unwrap_or(0)))
-                .or_default();
-            entry.0 += 1;
-            entry.1 += objects;
-            entry.2 = entry.2.max(event.at);
-        }
+/// One series of `/api/admin/ingest`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Figures {
+    /// Objects stored.
+    pub objects: u64,
+    /// Bytes of uploaded changeset bodies they took.
+    pub bytes: u64,
+    /// Objects per second over the last 10 seconds.
+    pub objects_per_sec: f64,
+    /// Lag of the latest batch, device timestamp to durable.
+    pub last_lag_ms: u64,
+    /// The largest lag seen.
+    pub max_lag_ms: u64,
+    /// When the latest batch became durable.
+    pub last_stored_ms: u64,
+}
+
+/// `GET /api/admin/ingest`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Report {
+    /// Per collection.
+    pub collections: BTreeMap<String, Figures>,
+    /// Per client file ident, then per collection.
+    pub clients: BTreeMap<String, BTreeMap<String, Figures>>,
+}
+
+/// The per-client rows, busiest first: (collection, client, figures).
+pub fn client_rows(report: &Report) -> Vec<(String, String, Figures)> {
+    let mut rows: Vec<(String, String, Figures)> = report
+        .clients
+        .iter()
+        .flat_map(|(client, per)| {
+            per.iter()
+                .map(|(collection, f)| (collection.clone(), client.clone(), f.clone()))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.objects.cmp(&a.2.objects).then(a.0.cmp(&b.0)));
+    rows
+}
+
+fn figure_cells(f: &Figures) -> impl IntoView {
+    view! {
+        <td>{f.objects}</td>
+        <td>{f.bytes}</td>
+        <td>{format!("{:.1}", f.objects_per_sec)}</td>
+        <td>{format!("{} ms", f.last_lag_ms)}</td>
+        <td>{format!("{} ms", f.max_lag_ms)}</td>
+        <td>{clock(f.last_stored_ms)}</td>
     }
-    out
 }
 
 /// Asymmetric collections and ingest per client.
@@ -41,15 +67,18 @@ pub fn per_client(
 pub fn Ingest() -> impl IntoView {
     let c = console();
     let admin = c.key_text();
+    let figures_key = admin.clone();
     let collections = load(async move {
         api::get_json::<Vec<CollectionInfo>>("/api/admin/collections", &admin).await
     });
+    let report =
+        load(async move { api::get_json::<Report>("/api/admin/ingest", &figures_key).await });
     view! {
         <section data-testid="page-ingest">
             <h1>"Ingest"</h1>
             <p class="note" data-testid="ingest-note">
-                "Data Ingest is not part of this server yet: clients report no queue depth, rate or lag. "
-                "Shown here is what the server knows: its asymmetric collections and the changesets clients sent to them."
+                "Figures since the server started, as of opening this page: objects stored, their bytes, objects/s over the last 10 s, and the lag from the device's timestamp to durable storage. "
+                "Devices do not report their upload queues to the server yet."
             </p>
             {show_load(collections, move |list: Vec<CollectionInfo>| {
                 let asymmetric: Vec<CollectionInfo> =
@@ -62,19 +91,9 @@ pub fn Ingest() -> impl IntoView {
                     }
                         .into_any();
                 }
-                let names: Vec<String> = asymmetric.iter().map(|c| c.name.clone()).collect();
-                let rows = move || {
-                    let changesets = c.model.with(|m| m.changesets.iter().cloned().collect::<Vec<_>>());
-                    per_client(&changesets, &names)
-                        .into_iter()
-                        .map(|((collection, client), (count, objects, last))| {
-                            view! { <tr><td>{collection}</td><td>{client}</td><td>{count}</td><td>{objects}</td><td>{clock(last)}</td></tr> }
-                        })
-                        .collect_view()
-                };
                 view! {
                     <table class="table" data-testid="ingest-collections">
-                        <thead><tr><th>"asymmetric collection"</th><th>"objects committed"</th></tr></thead>
+                        <thead><tr><th>"asymmetric collection"</th><th>"objects stored"</th></tr></thead>
                         <tbody>
                             {asymmetric
                                 .into_iter()
@@ -82,13 +101,33 @@ pub fn Ingest() -> impl IntoView {
                                 .collect_view()}
                         </tbody>
                     </table>
-                    <h2>"Per client (changesets the feed saw)"</h2>
-                    <table class="table" data-testid="ingest-clients">
-                        <thead><tr><th>"collection"</th><th>"client"</th><th>"changesets"</th><th>"objects"</th><th>"last"</th></tr></thead>
-                        <tbody>{rows}</tbody>
-                    </table>
                 }
                     .into_any()
+            })}
+            {show_load(report, move |report: Report| {
+                let per_collection = report
+                    .collections
+                    .iter()
+                    .map(|(name, f)| view! { <tr><td>{name.clone()}</td>{figure_cells(f)}</tr> })
+                    .collect_view();
+                let per_client = client_rows(&report)
+                    .into_iter()
+                    .map(|(collection, client, f)| {
+                        view! { <tr><td>{collection}</td><td>{client}</td>{figure_cells(&f)}</tr> }
+                    })
+                    .collect_view();
+                view! {
+                    <h2>"Per collection"</h2>
+                    <table class="table" data-testid="ingest-figures">
+                        <thead><tr><th>"collection"</th><th>"objects"</th><th>"bytes"</th><th>"objects/s"</th><th>"last lag"</th><th>"max lag"</th><th>"last stored"</th></tr></thead>
+                        <tbody>{per_collection}</tbody>
+                    </table>
+                    <h2>"Per client"</h2>
+                    <table class="table" data-testid="ingest-clients">
+                        <thead><tr><th>"collection"</th><th>"client"</th><th>"objects"</th><th>"bytes"</th><th>"objects/s"</th><th>"last lag"</th><th>"max lag"</th><th>"last stored"</th></tr></thead>
+                        <tbody>{per_client}</tbody>
+                    </table>
+                }
             })}
         </section>
     }
@@ -99,24 +138,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_asymmetric_collections_are_counted_per_client() {
-        let events = vec![
-            Event {
-                collections: vec!["Log".into(), "Item".into()],
-                objects: vec!["Log/1".into(), "Log/2".into(), "Item/1".into()],
-                client: Some(3),
-                at: 5,
-                ..Event::default()
-            },
-            Event {
-                collections: vec!["Item".into()],
-                objects: vec!["Item/2".into()],
-                client: Some(3),
-                ..Event::default()
-            },
-        ];
-        let rows = per_client(&events, &["Log".to_owned()]);
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[&("Log".to_owned(), 3)], (1, 2, 5));
+    fn the_report_parses_and_clients_are_listed_busiest_first() {
+        let report: Report = serde_json::from_str(
+            r#"{"collections": {"Reading": {"objects": 30, "bytes": 900, "objects_per_sec": 3.0,
+                "last_lag_ms": 12, "max_lag_ms": 40, "last_stored_ms": 5}},
+               "clients": {"7": {"Reading": {"objects": 10, "bytes": 300, "objects_per_sec": 1.0,
+                "last_lag_ms": 12, "max_lag_ms": 12, "last_stored_ms": 5}},
+                "8": {"Reading": {"objects": 20, "bytes": 600, "objects_per_sec": 2.0,
+                "last_lag_ms": 40, "max_lag_ms": 40, "last_stored_ms": 4}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(report.collections["Reading"].objects, 30);
+        let rows = client_rows(&report);
+        assert_eq!(
+            rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+            vec!["8", "7"]
+        );
     }
 }

@@ -13,7 +13,7 @@ pub struct SchemaInfo {
     pub schema: serde_json::Value,
     /// Whether clients may add collections and properties.
     pub development_mode: bool,
-    /// Roles (none are enforced yet).
+    /// The role permissions the server enforces, per collection.
     pub roles: Vec<serde_json::Value>,
     /// What the roles list means.
     pub roles_note: String,

@@ -36,6 +36,8 @@ pub struct UserContext {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DocumentFilter {
     root: Node,
+    /// The JSON it was compiled from, for display.
+    source: serde_json::Value,
 }
 
 /// A filter over a whole document.
@@ -244,7 +246,13 @@ impl DocumentFilter {
     pub fn from_json(json: &serde_json::Value) -> Result<Self, FilterError> {
         Ok(DocumentFilter {
             root: filter(json, 0)?,
+            source: json.clone(),
         })
+    }
+
+    /// The JSON the filter was compiled from.
+    pub fn to_json(&self) -> &serde_json::Value {
+        &self.source
     }
 
     /// Whether `doc` passes the filter for `user`.
