@@ -5,12 +5,13 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use eddy_core::changeset::Path;
+use eddy_core::changeset::{decode_changeset, DecodeLimits, Path};
 use eddy_core::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
 use eddy_core::protocol::{
     BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, ServerMessage,
     SyncProgress,
 };
+use eddy_core::server::view::{encode_object_keys, object_keys};
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{PrimaryKey, Value};
 
@@ -228,4 +229,54 @@ fn ingested_objects_wait_in_the_queue_until_acknowledged_and_are_never_readable(
     }
     assert_eq!(uploaded, 4);
     assert!(s.pending().is_empty());
+}
+
+#[test]
+fn a_leaving_object_erased_and_recreated_locally_is_still_released() {
+    let item = || ("Item".to_owned(), PrimaryKey::Int(1));
+    let mut s = active();
+    write_one(&mut s);
+    while s.poll_transmit().is_some() {}
+    s.handle_message(0, download(1, 1, vec![]));
+    s.write(2, |tx| {
+        tx.add_integer(Path::field("Item", PrimaryKey::Int(1), "c"), 1)
+    })
+    .unwrap();
+    while s.poll_transmit().is_some() {}
+    // The object leaves the view while a pending write touches it: it is not released yet.
+    let mut leaving = download(2, 1, vec![]);
+    if let ServerMessage::Download { leaving: l, .. } = &mut leaving {
+        *l = encode_object_keys(&[item()]);
+    }
+    s.handle_message(0, leaving);
+    s.write(3, |tx| tx.erase("Item", PrimaryKey::Int(1)))
+        .unwrap();
+    // A DOWNLOAD arrives while the object is erased locally: it must stay leaving, because the
+    // server hints it only once per session and never saw it erased.
+    s.handle_message(0, download(3, 2, vec![]));
+    s.write(4, |tx| {
+        tx.create("Item", PrimaryKey::Int(1))?;
+        tx.set(Path::field("Item", PrimaryKey::Int(1), "n"), Value::Int(4))
+    })
+    .unwrap();
+    let mut sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    s.handle_message(0, download(4, 3, vec![]));
+    sent.extend(std::iter::from_fn(|| s.poll_transmit()));
+    s.handle_message(0, download(5, 4, vec![]));
+    sent.extend(std::iter::from_fn(|| s.poll_transmit()));
+    let released: Vec<_> = sent
+        .iter()
+        .filter_map(|m| match m {
+            ClientMessage::Release { objects, .. } => Some(object_keys(
+                &decode_changeset(objects, &DecodeLimits::default()).unwrap(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        released,
+        vec![vec![item()]],
+        "released once its writes were acknowledged"
+    );
+    assert!(!s.view_settled(), "waiting for the server's reset");
 }

@@ -927,9 +927,11 @@ impl ClientSession {
 
     /// Releases the objects that left the view and that no pending change touches.
     fn maybe_release(&mut self) {
-        // An object erased meanwhile has nothing left to release.
+        // A leaving object stays leaving while it is absent: the server hints it once per
+        // session and forgets the hint only when it sees the object erased at a view check, so
+        // an object erased and re-created between two checks (locally or by others) is never
+        // hinted again. Releasing an erased object costs one reset that erases nothing.
         let store = &self.store;
-        self.leaving.retain(|(c, k)| store.get(c, k).is_some());
         self.released.retain(|(c, k)| store.get(c, k).is_some());
         if self.phase != Phase::Active || self.leaving.is_empty() {
             return;
