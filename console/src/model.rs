@@ -180,7 +180,7 @@ pub struct Rates {
     pub changesets: VecDeque<u64>,
     /// Connected sessions.
     pub sessions: VecDeque<u64>,
-    /// Ingested objects per second (always zero until the server reports ingest).
+    /// Ingested objects per second (always zero until the feed carries ingest batches).
     pub ingest: VecDeque<u64>,
     last: Totals,
 }

@@ -61,7 +61,7 @@ pub fn Overview() -> impl IntoView {
                     title="ingest objects/s"
                     testid="chart-ingest"
                     values=series(|r| r.ingest.iter().copied().collect())
-                    note="Always zero for now: Data Ingest is not part of this server yet, so nothing reports ingested objects."
+                    note="Always zero for now: the event feed does not carry ingest batches yet; the Ingest page shows the server's figures."
                 />
             </div>
             <h2>"Recent errors"</h2>
