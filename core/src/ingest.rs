@@ -71,29 +71,84 @@ pub struct Split {
 
 /// Splits the changesets of one upload into their synced part and their ingested objects. One
 /// splitter serves consecutive changesets, so that a collection added by one of them is known to
-/// the next.
+/// the next. Uploads without asymmetric objects cost no more than a scan of their instructions.
 #[derive(Debug)]
-pub struct Splitter {
-    /// Builds the ingested documents: the same schema, with asymmetric collections stored as
-    /// ordinary ones (the documents are taken out after each changeset).
-    scratch: Store,
+pub struct Splitter<'a> {
+    schema: &'a Schema,
+    /// Builds the ingested documents, made at the first asymmetric instruction: the same schema,
+    /// with asymmetric collections stored as ordinary ones (the documents are taken out after
+    /// each changeset).
+    scratch: Option<Store>,
+    /// Schema instructions seen before the scratch store was made, applied when it is.
+    schema_changes: Vec<Instruction>,
     asymmetric: BTreeSet<String>,
 }
 
-impl Splitter {
+/// Asymmetric collections are stored as ordinary ones in the scratch store.
+fn scratch_instruction(instruction: &Instruction) -> Instruction {
+    match instruction {
+        Instruction::AddCollection {
+            name,
+            kind: CollectionKind::Asymmetric,
+            primary_key,
+        } => Instruction::AddCollection {
+            name: name.clone(),
+            kind: CollectionKind::TopLevel,
+            primary_key: *primary_key,
+        },
+        other => other.clone(),
+    }
+}
+
+impl<'a> Splitter<'a> {
     /// A splitter for changesets made against `schema`.
-    pub fn new(schema: &Schema) -> Self {
-        let mut scratch_schema = schema.clone();
-        let mut asymmetric = BTreeSet::new();
-        for collection in scratch_schema.collections.values_mut() {
-            if collection.kind == CollectionKind::Asymmetric {
-                asymmetric.insert(collection.name.clone());
-                collection.kind = CollectionKind::TopLevel;
-            }
-        }
+    pub fn new(schema: &'a Schema) -> Self {
+        let asymmetric = schema
+            .collections
+            .values()
+            .filter(|c| c.kind == CollectionKind::Asymmetric)
+            .map(|c| c.name.clone())
+            .collect();
         Splitter {
-            scratch: Store::new(scratch_schema),
+            schema,
+            scratch: None,
+            schema_changes: Vec::new(),
             asymmetric,
+        }
+    }
+
+    /// The scratch store, made on first use.
+    fn scratch(&mut self) -> Result<&mut Store, IngestError> {
+        let store = match self.scratch.take() {
+            Some(store) => store,
+            None => {
+                let mut schema = self.schema.clone();
+                for collection in schema.collections.values_mut() {
+                    if collection.kind == CollectionKind::Asymmetric {
+                        collection.kind = CollectionKind::TopLevel;
+                    }
+                }
+                let mut store = Store::new(schema);
+                store
+                    .apply(&self.schema_changes, &mut Changes::new())
+                    .map_err(IngestError::Invalid)?;
+                store
+            }
+        };
+        Ok(self.scratch.insert(store))
+    }
+
+    /// Applies a schema instruction to the scratch store, or keeps it for when one is made.
+    fn schema_change(&mut self, instruction: &Instruction) -> Result<(), IngestError> {
+        let instruction = scratch_instruction(instruction);
+        match self.scratch.as_mut() {
+            Some(store) => store
+                .apply(std::slice::from_ref(&instruction), &mut Changes::new())
+                .map_err(IngestError::Invalid),
+            None => {
+                self.schema_changes.push(instruction);
+                Ok(())
+            }
         }
     }
 
@@ -106,34 +161,17 @@ impl Splitter {
         let mut changes = Changes::new();
         for instruction in instructions {
             match &instruction {
-                Instruction::AddCollection {
-                    name,
-                    kind,
-                    primary_key,
-                } => {
-                    let scratch_kind = if *kind == CollectionKind::Asymmetric {
+                Instruction::AddCollection { name, kind, .. } => {
+                    if *kind == CollectionKind::Asymmetric {
                         self.asymmetric.insert(name.clone());
-                        CollectionKind::TopLevel
                     } else {
                         self.asymmetric.remove(name);
-                        *kind
-                    };
-                    self.scratch
-                        .apply(
-                            &[Instruction::AddCollection {
-                                name: name.clone(),
-                                kind: scratch_kind,
-                                primary_key: *primary_key,
-                            }],
-                            &mut changes,
-                        )
-                        .map_err(IngestError::Invalid)?;
+                    }
+                    self.schema_change(&instruction)?;
                     split.synced.push(instruction);
                 }
                 Instruction::AddProperty { .. } => {
-                    self.scratch
-                        .apply(std::slice::from_ref(&instruction), &mut changes)
-                        .map_err(IngestError::Invalid)?;
+                    self.schema_change(&instruction)?;
                     split.synced.push(instruction);
                 }
                 _ => {
@@ -159,7 +197,7 @@ impl Splitter {
                         _ if !known => return Err(not_insert_only(object, "update")),
                         _ => {}
                     }
-                    self.scratch
+                    self.scratch()?
                         .apply(std::slice::from_ref(&instruction), &mut changes)
                         .map_err(IngestError::Invalid)?;
                     split.ingested_instructions += 1;
@@ -167,12 +205,9 @@ impl Splitter {
             }
         }
         for (collection, key) in created {
-            let document = self
-                .scratch
-                .get(&collection, &key)
-                .cloned()
-                .unwrap_or_default();
-            self.scratch.evict(&collection, &key, &mut changes);
+            let scratch = self.scratch()?;
+            let document = scratch.get(&collection, &key).cloned().unwrap_or_default();
+            scratch.evict(&collection, &key, &mut changes);
             split.ingested.push(IngestedObject {
                 collection,
                 key,
@@ -290,7 +325,8 @@ mod tests {
 
     #[test]
     fn inserts_are_split_out_and_built_into_documents() {
-        let mut splitter = Splitter::new(&schema());
+        let schema = schema();
+        let mut splitter = Splitter::new(&schema);
         let task = Instruction::CreateObject {
             collection: "Task".into(),
             key: PrimaryKey::Int(1),
@@ -313,7 +349,8 @@ mod tests {
 
     #[test]
     fn updates_and_erases_are_refused() {
-        let mut splitter = Splitter::new(&schema());
+        let schema = schema();
+        let mut splitter = Splitter::new(&schema);
         let update = vec![Instruction::Set {
             path: Path::field("Reading", PrimaryKey::Int(7), "celsius"),
             value: Value::Double(0.0),
@@ -343,7 +380,8 @@ mod tests {
 
     #[test]
     fn objects_that_break_the_schema_are_refused() {
-        let mut splitter = Splitter::new(&schema());
+        let schema = schema();
+        let mut splitter = Splitter::new(&schema);
         let mut doc = Document::new();
         doc.insert("celsius".into(), Value::String("warm".into()));
         let err = splitter
@@ -354,7 +392,8 @@ mod tests {
 
     #[test]
     fn a_collection_added_by_an_earlier_changeset_is_known() {
-        let mut splitter = Splitter::new(&Schema::default());
+        let empty = Schema::default();
+        let mut splitter = Splitter::new(&empty);
         let add = vec![
             Instruction::AddCollection {
                 name: "Reading".into(),
