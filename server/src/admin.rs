@@ -171,6 +171,29 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// The page size a query asks for, checked.
+fn page_limit(query: &PageQuery) -> Result<usize, ServerError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ServerError::BadRequest(format!(
+            "limit={limit} is out of range; use 1 to {MAX_PAGE}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// The primary key an `after` parameter names.
+fn after_key(text: &str) -> Result<PrimaryKey, ServerError> {
+    parse_ejson(text)
+        .ok()
+        .and_then(|v| PrimaryKey::try_from(v).ok())
+        .ok_or_else(|| {
+            ServerError::BadRequest(format!(
+                "after=\"{text}\" is not a primary key in EJSON; pass the next value of the previous page"
+            ))
+        })
+}
+
 /// A page of `collection` in `store`.
 pub fn page(store: &Store, collection: &str, query: &PageQuery) -> Result<Page, ServerError> {
     if !store.schema().collections.contains_key(collection) {
@@ -178,25 +201,8 @@ pub fn page(store: &Store, collection: &str, query: &PageQuery) -> Result<Page, 
             "there is no collection \"{collection}\"; GET /api/admin/collections lists them"
         )));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ServerError::BadRequest(format!(
-            "limit={limit} is out of range; use 1 to {MAX_PAGE}"
-        )));
-    }
-    let after = match &query.after {
-        None => None,
-        Some(text) => Some(
-            parse_ejson(text)
-                .ok()
-                .and_then(|v| PrimaryKey::try_from(v).ok())
-                .ok_or_else(|| {
-                    ServerError::BadRequest(format!(
-                        "after=\"{text}\" is not a primary key in EJSON; pass the next value of the previous page"
-                    ))
-                })?,
-        ),
-    };
+    let limit = page_limit(query)?;
+    let after = query.after.as_deref().map(after_key).transpose()?;
     let mut documents = Vec::new();
     let mut last = None;
     let mut more = false;
@@ -297,23 +303,11 @@ pub fn ingested_page(
     collection: &str,
     query: &PageQuery,
 ) -> Result<Page, ServerError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ServerError::BadRequest(format!(
-            "limit={limit} is out of range; use 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query)?;
     let after_rowid: i64 = match &query.after {
         None => 0,
         Some(text) => {
-            let key = parse_ejson(text)
-                .ok()
-                .and_then(|v| PrimaryKey::try_from(v).ok())
-                .ok_or_else(|| {
-                    ServerError::BadRequest(format!(
-                        "after=\"{text}\" is not a primary key in EJSON; pass the next value of the previous page"
-                    ))
-                })?;
+            let key = after_key(text)?;
             conn.query_row(
                 "SELECT rowid FROM ingested WHERE collection = ?1 AND pk = ?2",
                 params![collection, primary_key_text(&key)],
