@@ -155,29 +155,47 @@ pub fn transform(
     theirs: &mut [Changeset],
     mut log: Option<&mut Vec<MergeDecision>>,
 ) -> Result<(), TransformError> {
-    let mut our_cells: Vec<Vec<Cell>> = ours.iter().map(cells).collect();
-    let mut their_cells: BTreeMap<usize, Vec<Cell>> = BTreeMap::new();
-    {
+    // Which of ours each of their changesets must be transformed against; computed before any
+    // cell is built so that the index's borrows of `theirs` end here.
+    let columns = {
         let index = Index::new(theirs);
-        for ((a_index, a), a_cells) in ours.iter().enumerate().zip(&mut our_cells) {
-            for b_index in index.relevant(&a.instructions) {
-                let Some(b) = theirs.get(b_index) else {
-                    continue;
-                };
-                let b_cells = their_cells.entry(b_index).or_insert_with(|| cells(b));
-                let grid = Grid {
-                    ours: (a_index, a),
-                    theirs: (b_index, b),
-                };
-                grid.run(a_cells, b_cells, log.as_deref_mut())?;
-            }
+        Columns::new(
+            ours.iter().map(|a| index.relevant(&a.instructions)),
+            theirs.len(),
+        )
+    };
+    let mut our_cells: Vec<Option<Vec<Cell>>> = vec![None; ours.len()];
+    let mut their_cells: Vec<Option<Vec<Cell>>> = vec![None; theirs.len()];
+    // The grid is walked column by column: one of their changesets against each relevant one of
+    // ours, in order. Any order that reaches cell (i, j) after (i-1, j) and (i, j-1) gives the
+    // same result; this one visits each of their changesets (usually many: a download) once,
+    // while ours (usually few: the pending uploads) stay in cache.
+    for (b_index, a_indices) in columns.iter() {
+        let (Some(b), Some(b_cells)) = (theirs.get(b_index), their_cells.get_mut(b_index)) else {
+            continue;
+        };
+        let b_cells = b_cells.get_or_insert_with(|| cells(b));
+        for &a_index in a_indices {
+            let (Some(a), Some(a_cells)) = (ours.get(a_index), our_cells.get_mut(a_index)) else {
+                continue;
+            };
+            let a_cells = a_cells.get_or_insert_with(|| cells(a));
+            let grid = Grid {
+                ours: (a_index, a),
+                theirs: (b_index, b),
+            };
+            grid.run(a_cells, b_cells, log.as_deref_mut())?;
         }
     }
+    // Only now, with every pair transformed, are the changesets rewritten: on error they are
+    // untouched.
     for (changeset, cells) in ours.iter_mut().zip(our_cells) {
-        changeset.instructions = cells.into_iter().flatten().collect();
+        if let Some(cells) = cells {
+            changeset.instructions = cells.into_iter().flatten().collect();
+        }
     }
-    for (b_index, cells) in their_cells {
-        if let Some(changeset) = theirs.get_mut(b_index) {
+    for (changeset, cells) in theirs.iter_mut().zip(their_cells) {
+        if let Some(cells) = cells {
             changeset.instructions = cells.into_iter().flatten().collect();
         }
     }
@@ -253,6 +271,57 @@ fn outcome(before: &Cell, after: &Cell) -> Outcome {
         None => Outcome::Discarded,
         Some(instruction) if before.as_ref() == Some(instruction) => Outcome::Kept,
         Some(instruction) => Outcome::Rewritten(instruction.clone()),
+    }
+}
+
+/// For each of their changesets, the ones of ours that may interact with it, in order: the
+/// relevance lists of ours regrouped by theirs (a counting sort, one allocation).
+struct Columns {
+    /// Where each of their changesets' entries start in `ours`; one more than there are of theirs.
+    starts: Vec<usize>,
+    /// Indices of ours, grouped by theirs.
+    ours: Vec<usize>,
+}
+
+impl Columns {
+    fn new(relevant: impl Iterator<Item = Vec<usize>>, theirs: usize) -> Self {
+        let relevant: Vec<Vec<usize>> = relevant.collect();
+        let mut starts = vec![0; theirs + 1];
+        for b in relevant.iter().flatten() {
+            if let Some(count) = starts.get_mut(b + 1) {
+                *count += 1;
+            }
+        }
+        for b in 0..theirs {
+            let before = starts.get(b).copied().unwrap_or(0);
+            if let Some(start) = starts.get_mut(b + 1) {
+                *start += before;
+            }
+        }
+        let mut next = starts.clone();
+        let mut ours = vec![0; starts.last().copied().unwrap_or(0)];
+        for (a, bs) in relevant.iter().enumerate() {
+            for &b in bs {
+                if let Some(slot) = next.get_mut(b) {
+                    if let Some(entry) = ours.get_mut(*slot) {
+                        *entry = a;
+                    }
+                    *slot += 1;
+                }
+            }
+        }
+        Columns { starts, ours }
+    }
+
+    /// Each of their changesets that some of ours may interact with, with those of ours.
+    fn iter(&self) -> impl Iterator<Item = (usize, &[usize])> + '_ {
+        self.starts
+            .windows(2)
+            .enumerate()
+            .filter_map(|(b, range)| match range {
+                [start, end] if start < end => self.ours.get(*start..*end).map(|ours| (b, ours)),
+                _ => None,
+            })
     }
 }
 
