@@ -828,7 +828,7 @@ mod tests {
             ("votes".to_owned(), Value::Int(3)),
             (
                 "extra".to_owned(),
-                Value::List(vec![Value::Int(1), Value::Null]),
+                Value::List(vec![Value::Int(1), Value::Null].into()),
             ),
         ]
         .into()
@@ -856,11 +856,11 @@ mod tests {
             Err(SchemaError::TypeMismatch { property, .. }) if property == "_id"
         ));
         assert!(matches!(
-            with("tags", Value::List(vec![Value::Null])),
+            with("tags", Value::List(vec![Value::Null].into())),
             Err(SchemaError::TypeMismatch { .. })
         ));
         assert!(matches!(
-            with("scores", Value::List(vec![])),
+            with("scores", Value::List(vec![].into())),
             Err(SchemaError::TypeMismatch { .. })
         ));
         assert!(with(

@@ -35,7 +35,7 @@ pub(crate) fn to_property(
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(match property.container {
                 Container::Set => Value::set_from(values),
-                _ => Value::List(values),
+                _ => Value::List(values.into()),
             })
         }
         Container::Dictionary => {
@@ -60,8 +60,8 @@ pub(crate) fn to_property(
 
 fn empty_container(container: Container) -> Value {
     match container {
-        Container::Set => Value::Set(Vec::new()),
-        _ => Value::List(Vec::new()),
+        Container::Set => Value::Set(Default::default()),
+        _ => Value::List(Default::default()),
     }
 }
 

@@ -382,7 +382,7 @@ fn arg_value(schema: &Schema, js: &JsValue) -> Result<Value, JsValue> {
             .iter()
             .map(|v| arg_value(schema, &v))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Value::List(items));
+        return Ok(Value::List(items.into()));
     }
     if let Some(key) = crate::eddy::object_key_of(schema, js) {
         return Ok(Value::from(key));

@@ -68,7 +68,7 @@ pub fn scalar() -> impl Strategy<Value = Value> {
 pub fn value() -> impl Strategy<Value = Value> {
     scalar().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
-            vec(inner.clone(), 0..6).prop_map(Value::List),
+            vec(inner.clone(), 0..6).prop_map(|items| Value::List(items.into())),
             vec(inner.clone(), 0..6).prop_map(Value::set_from),
             btree_map(name(), inner.clone(), 0..6).prop_map(Value::Dict),
             btree_map(name(), inner, 0..6).prop_map(Value::Object),

@@ -1087,9 +1087,9 @@ impl<'a, 'l> Decoder<'a, 'l> {
                     items.push(self.value(depth + 1)?);
                 }
                 if t == vtag::LIST {
-                    Value::List(items)
+                    Value::List(items.into())
                 } else if items.windows(2).all(|w| w[0] < w[1]) {
-                    Value::Set(items)
+                    Value::Set(items.into())
                 } else {
                     return Err(CodecError::UnsortedSet {
                         offset: count_offset,
@@ -1388,7 +1388,7 @@ mod tests {
         let nested = |levels: usize| {
             let mut v = Value::Int(1);
             for _ in 0..levels {
-                v = Value::List(vec![v]);
+                v = Value::List(vec![v].into());
             }
             encode_changeset(&[Instruction::Set {
                 path: key_path("n"),

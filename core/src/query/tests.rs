@@ -135,7 +135,7 @@ fn store() -> Store {
                 ])),
             ),
             ("owner", link(2)),
-            ("friends", Value::List(vec![link(2), link(3)])),
+            ("friends", Value::List(vec![link(2), link(3)].into())),
             (
                 "address",
                 Value::Object(object(vec![
@@ -158,7 +158,7 @@ fn store() -> Store {
                 Value::Dict(object(vec![("eur", Value::Double(5.0))])),
             ),
             ("owner", link(99)),
-            ("friends", Value::List(vec![link(1)])),
+            ("friends", Value::List(vec![link(1)].into())),
             (
                 "address",
                 Value::Object(object(vec![
@@ -173,13 +173,13 @@ fn store() -> Store {
             ("tags", strings(&[])),
             ("scores", ints(&[10])),
             ("owner", link(1)),
-            ("friends", Value::List(vec![])),
+            ("friends", Value::List(vec![].into())),
         ]),
         object(vec![
             ("name", "dave".into()),
             ("tags", strings(&["red"])),
             ("scores", ints(&[5, 5])),
-            ("friends", Value::List(vec![])),
+            ("friends", Value::List(vec![].into())),
         ]),
     ];
     let mut store = Store {
@@ -457,7 +457,7 @@ fn bind_produces_self_contained_text() {
     assert!(err.expected.contains("owner._id == $0"), "{err}");
     assert!(parse("x IN $0")
         .unwrap()
-        .bind(&[Value::List(vec![link(1)])])
+        .bind(&[Value::List(vec![link(1)].into())])
         .is_err());
     assert!(parse("x == $0").unwrap().bind(&[ints(&[1])]).is_err());
     assert!(parse("x == $1").unwrap().bind(&[Value::Int(1)]).is_err());

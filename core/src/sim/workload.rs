@@ -186,7 +186,7 @@ pub fn random_op(tx: &mut WriteTransaction<'_>, rng: &mut SplitMix64) -> Result<
         16 => {
             let mut sub = Document::new();
             sub.insert("x".into(), Value::Int(small(rng)));
-            sub.insert("ys".into(), Value::List(Vec::new()));
+            sub.insert("ys".into(), Value::List(Vec::new().into()));
             tx.set(field("sub"), Value::Object(sub))
         }
         17 => match doc.get("sub") {

@@ -282,9 +282,10 @@ impl Store {
             }
             Undo::ListMove { path, from, to } => {
                 if let Some(Value::List(list)) = self.value_mut(&path) {
-                    if from < list.len() && to < list.len() {
-                        let value = list.remove(from);
-                        list.insert(to, value);
+                    if to < list.len() {
+                        if let Some(value) = list.remove(from) {
+                            list.insert(to, value);
+                        }
                     }
                 }
             }
@@ -683,18 +684,28 @@ impl Store {
                 }
             }
             ListEdit::Move(from, to) => {
-                let (from, to) = (in_range(from, len)?, in_range(to, len)?);
-                let value = list.remove(from);
-                list.insert(to, value);
+                let (from_at, to_at) = (in_range(from, len)?, in_range(to, len)?);
+                let value = list
+                    .remove(from_at)
+                    .ok_or_else(|| ApplyError::IndexOutOfRange {
+                        path: path.clone(),
+                        index: from,
+                        len,
+                    })?;
+                list.insert(to_at, value);
                 Undo::ListMove {
                     path: path.clone(),
-                    from: to,
-                    to: from,
+                    from: to_at,
+                    to: from_at,
                 }
             }
             ListEdit::Erase(index) => {
                 let at = in_range(index, len)?;
-                let value = list.remove(at);
+                let value = list.remove(at).ok_or_else(|| ApplyError::IndexOutOfRange {
+                    path: path.clone(),
+                    index,
+                    len,
+                })?;
                 Undo::ListInsert {
                     path: path.clone(),
                     index: at,

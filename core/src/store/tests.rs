@@ -107,7 +107,7 @@ fn containers_are_created_on_first_touch() {
     assert_eq!(s.value_at(&item(1, "list")), Some(&ints(&[9, 0])));
     assert_eq!(
         s.value_at(&item(1, "tags")),
-        Some(&Value::Set(vec![Value::from("a"), Value::from("b")]))
+        Some(&Value::Set(vec![Value::from("a"), Value::from("b")].into()))
     );
     assert_eq!(s.value_at(&key(item(1, "dict"), "k")), Some(&Value::Int(3)));
     assert_eq!(s.value_at(&key(item(1, "dict"), "j")), None);
@@ -121,7 +121,10 @@ fn containers_are_created_on_first_touch() {
     txn.clear(item(1, "tags")).unwrap();
     txn.commit();
     assert_eq!(s.value_at(&item(1, "list")), Some(&ints(&[])));
-    assert_eq!(s.value_at(&item(1, "tags")), Some(&Value::Set(vec![])));
+    assert_eq!(
+        s.value_at(&item(1, "tags")),
+        Some(&Value::Set(vec![].into()))
+    );
 }
 
 #[test]

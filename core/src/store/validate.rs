@@ -282,8 +282,7 @@ pub(crate) fn normalize(value: &mut Value) {
     match value {
         Value::Set(items) => {
             items.iter_mut().for_each(normalize);
-            items.sort();
-            items.dedup();
+            items.sort_dedup();
         }
         Value::List(items) => items.iter_mut().for_each(normalize),
         Value::Dict(entries) | Value::Object(entries) => entries.values_mut().for_each(normalize),

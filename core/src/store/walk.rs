@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::changeset::{Path, PathElement};
 use crate::schema::Container;
-use crate::value::{Document, Value, ValueKind};
+use crate::value::{Document, Elements, Value, ValueKind};
 
 use super::ApplyError;
 
@@ -16,7 +16,7 @@ pub(crate) enum Leaf<'a> {
     /// The entry `.1` of a map (present or not).
     Map(&'a mut BTreeMap<String, Value>, &'a str),
     /// The element `.1` of a list (in range or not).
-    List(&'a mut Vec<Value>, usize),
+    List(&'a mut Elements, usize),
 }
 
 impl<'a> Leaf<'a> {
@@ -82,8 +82,8 @@ pub(crate) fn leaf_mut<'a>(doc: &'a mut Document, path: &'a Path) -> Result<Leaf
 /// An empty container of the given kind.
 pub(crate) fn empty(container: Container) -> Value {
     match container {
-        Container::List => Value::List(Vec::new()),
-        Container::Set => Value::Set(Vec::new()),
+        Container::List => Value::List(Elements::new()),
+        Container::Set => Value::Set(Elements::new()),
         _ => Value::Dict(BTreeMap::new()),
     }
 }

@@ -704,7 +704,7 @@ fn run(txn: &mut WriteTransaction<'_>, op: &Op) {
         15 => txn.set(sub_x(), Value::Int(v)),
         16 => txn.add_integer(sub_x(), v),
         17 if b % 2 == 0 => txn.set(item(k, "list"), ints(&[v, v + 1])),
-        17 => txn.set(item(k, "subs"), Value::List(vec![sub(v)])),
+        17 => txn.set(item(k, "subs"), Value::List(vec![sub(v)].into())),
         18 => txn.set(
             item(k, "m"),
             if v % 2 == 0 {

@@ -323,7 +323,7 @@ impl<'j> Parser<'j> {
                 None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
             }),
             Json::String(s) => Ok(Value::String(s.clone())),
-            Json::Array(items) => self.list(items).map(Value::List),
+            Json::Array(items) => self.list(items).map(|items| Value::List(items.into())),
             Json::Object(map) => {
                 if map.keys().any(|k| k.starts_with('$')) {
                     self.operator(json, map)
@@ -804,7 +804,7 @@ mod tests {
         assert_eq!(Value::from_ejson(&odd.to_ejson(r)).unwrap(), odd);
         assert_eq!(
             parse_ejson(r#"{"$set": [3, 1, 3]}"#).unwrap(),
-            Value::Set(vec![Value::Int(1), Value::Int(3)])
+            Value::Set(vec![Value::Int(1), Value::Int(3)].into())
         );
     }
 
@@ -839,11 +839,14 @@ mod tests {
             Value::Object(
                 [(
                     "a".to_owned(),
-                    Value::List(vec![
-                        Value::Bool(true),
-                        Value::Null,
-                        Value::ObjectId(ObjectId::parse("5f1b2c3d4e5f6a7b8c9d0e1f").unwrap()),
-                    ])
+                    Value::List(
+                        vec![
+                            Value::Bool(true),
+                            Value::Null,
+                            Value::ObjectId(ObjectId::parse("5f1b2c3d4e5f6a7b8c9d0e1f").unwrap()),
+                        ]
+                        .into()
+                    )
                 )]
                 .into()
             )

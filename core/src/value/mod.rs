@@ -2,9 +2,11 @@
 //! embedded objects) that nest them, with the one total order every part of Eddy agrees on.
 
 mod ejson;
+mod elements;
 pub use ejson::{
     document_from_ejson, document_to_ejson, parse_ejson, EjsonError, EjsonMode, MAX_EJSON_DEPTH,
 };
+pub use elements::{Elements, Iter as ElementsIter, MAX_CHUNK};
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -82,9 +84,9 @@ pub enum Value {
     /// A link to a top-level object.
     Link(Link),
     /// An ordered list.
-    List(Vec<Value>),
+    List(Elements),
     /// A set, kept sorted in the total order of `Value` and free of duplicates.
-    Set(Vec<Value>),
+    Set(Elements),
     /// A dictionary from string keys to values.
     Dict(BTreeMap<String, Value>),
     /// An embedded object.
@@ -181,7 +183,7 @@ impl Value {
     pub fn set_from(mut items: Vec<Value>) -> Value {
         items.sort();
         items.dedup();
-        Value::Set(items)
+        Value::Set(items.into())
     }
 
     /// The value as a number, if it is an int, a double or a decimal.
@@ -556,7 +558,7 @@ mod tests {
     #[test]
     fn sets_are_sorted_and_deduplicated() {
         let set = Value::set_from(vec![Value::Int(3), Value::Int(1), Value::Int(3)]);
-        assert_eq!(set, Value::Set(vec![Value::Int(1), Value::Int(3)]));
+        assert_eq!(set, Value::Set(vec![Value::Int(1), Value::Int(3)].into()));
     }
 
     #[test]
