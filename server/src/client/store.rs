@@ -257,7 +257,7 @@ impl Durability {
 }
 
 enum Job {
-    Write(u64, StorageWrite),
+    Write(u64, Box<StorageWrite>),
     Stop,
 }
 
@@ -271,7 +271,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Hands a storage write to the writer thread.
     pub(crate) fn submit(&self, seq: u64, write: StorageWrite) {
-        if self.jobs.send(Job::Write(seq, write)).is_err() {
+        if self.jobs.send(Job::Write(seq, Box::new(write))).is_err() {
             self.durability.update(|p| {
                 p.error
                     .get_or_insert_with(|| "the client's storage closed".to_string());
@@ -342,7 +342,7 @@ fn write_loop(
         for job in std::iter::once(first).chain(rx.try_iter()) {
             match job {
                 Job::Write(seq, write) => {
-                    batch.add(write);
+                    batch.add(*write);
                     last = Some(seq);
                 }
                 Job::Stop => {
