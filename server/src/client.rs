@@ -461,14 +461,16 @@ impl Client {
 
     /// Replaces the subscription set (its version is assigned here); the server sends the objects
     /// that enter the view and the client releases those that leave it, without reconnecting.
-    /// Returns the new set's version.
+    /// Returns the new set's version, once the set is durable (with a client file).
     pub fn update_subscriptions(&self, set: SubscriptionSet) -> Result<u64, ClientError> {
-        let version = {
+        let (version, seq) = {
             let mut local = self.shared.lock();
-            let session = local.session_mut()?;
-            session.update_subscriptions(set)
+            let version = local.session_mut()?.update_subscriptions(set);
+            local.collect();
+            (version, local.persist_seq)
         };
         self.shared.wake.notify_one();
+        self.wait_durable(seq)?;
         Ok(version)
     }
 

@@ -72,9 +72,8 @@ async fn a_reopened_file_keeps_objects_pending_uploads_ingest_queue_and_subscrip
         client
             .write(|tx| tx.erase("Item", PrimaryKey::Int(5)))
             .unwrap();
-        client.update_subscriptions(subscriptions.clone()).unwrap();
-        // A write after the subscription change makes sure it is durable too.
         write_item(&client, 6);
+        client.update_subscriptions(subscriptions.clone()).unwrap();
         (client.store().unwrap(), client.ingest_queue().unwrap())
     };
     assert_eq!(before.1.objects, 6);
