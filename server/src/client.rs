@@ -294,6 +294,28 @@ pub fn subscribe_to_everything(schema: &Schema) -> SubscriptionSet {
     }
 }
 
+/// Adds the collections and properties of `declared` that a reopened file's stored schema lacks,
+/// locally, as a new file starts from the declared schema; definitions already stored stay.
+fn add_missing_schema(store: &mut Store, declared: &Schema) -> Result<(), ClientError> {
+    let stored = store.schema().clone();
+    let mut tx = store.write();
+    for collection in declared.collections.values() {
+        let known = stored.collection(&collection.name);
+        if known.is_none() {
+            tx.add_collection(&collection.name, collection.kind, collection.primary_key)
+                .map_err(|e| ClientError::Write(e.to_string()))?;
+        }
+        for property in collection.properties.values() {
+            if known.is_none_or(|c| !c.properties.contains_key(&property.name)) {
+                tx.add_property(&collection.name, property.clone())
+                    .map_err(|e| ClientError::Write(e.to_string()))?;
+            }
+        }
+    }
+    tx.commit();
+    Ok(())
+}
+
 impl Client {
     /// Opens (creating if needed) the durable client file at `path` and starts syncing it with
     /// the server at `url` (`ws://host:port/api/sync`) as the user of `token`: what the file
@@ -348,7 +370,11 @@ impl Client {
         let (file, state) = match &options.storage {
             ClientStorage::Memory => (None, None),
             ClientStorage::File(path) => {
-                let (file, state) = FileStore::open(path, &schema).map_err(ClientError::Storage)?;
+                let (file, mut state) =
+                    FileStore::open(path, &schema).map_err(ClientError::Storage)?;
+                if let Some(state) = &mut state {
+                    add_missing_schema(&mut state.store, &schema)?;
+                }
                 (Some(file), state)
             }
         };

@@ -13,6 +13,7 @@ mod support;
 
 use eddy_core::changeset::Path as FieldPath;
 use eddy_core::protocol::{Subscription, SubscriptionSet};
+use eddy_core::schema::{CollectionKind, PrimaryKeyType};
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use eddy_server::client::{Client, ClientError};
@@ -109,6 +110,35 @@ async fn a_reopened_file_keeps_objects_pending_uploads_ingest_queue_and_subscrip
     })
     .await;
     assert!(waited.is_ok(), "the local objects stayed {:?}", keys());
+}
+
+#[tokio::test]
+async fn a_reopened_file_gains_what_the_declared_schema_added_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("schema.eddy");
+    let mut first = sim_schema();
+    first.collections.remove("Reading");
+    {
+        let client = Client::open(&file, NOWHERE, "t", first).unwrap();
+        // A schema change made locally is stored with the file.
+        client
+            .write(|tx| {
+                tx.add_collection(
+                    "Note",
+                    CollectionKind::TopLevel,
+                    Some(PrimaryKeyType::String),
+                )
+            })
+            .unwrap();
+    }
+    let client = Client::open(&file, NOWHERE, "t", sim_schema()).unwrap();
+    let schema = client.read(|s| s.schema().clone()).unwrap();
+    assert!(
+        schema.collection("Note").is_some(),
+        "the stored schema stays"
+    );
+    write_item(&client, 1);
+    assert_eq!(client.ingest_queue().unwrap().objects, 1);
 }
 
 /// `durable_writer`, built next to this test (`target/<profile>/examples/`).
