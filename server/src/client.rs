@@ -1,11 +1,19 @@
 //! A native Rust sync client: one `ClientConnection` carrying one `ClientSession` (flexible sync
 //! subscribed to every top-level collection), driven on a tokio task over tokio-tungstenite, with
-//! reconnects paced by the core's backoff. State lives in memory only. Besides plain writes it
-//! runs serialized transactions (TRANSACT), opens new files from a state snapshot (async open)
-//! and hands fresh access tokens to the session (REFRESH).
+//! reconnects paced by the core's backoff. Besides plain writes it runs serialized transactions
+//! (TRANSACT), opens new files from a state snapshot (async open) and hands fresh access tokens to
+//! the session (REFRESH).
+//!
+//! State lives in a durable SQLite client file ([`Client::open`], see `store`) or in memory only
+//! ([`Client::connect`], for tests and benchmarks). With a file, a write returns once it is
+//! durable, and a frame goes out only once every storage write emitted before it is durable, so
+//! the server never sees a change (or acknowledges a download) the client could still lose.
 
-use std::collections::BTreeMap;
+mod store;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +30,7 @@ use eddy_core::schema::{CollectionKind, Schema};
 use eddy_core::store::{Store, WriteTransaction};
 use eddy_core::value::{Document, PrimaryKey};
 use futures_util::{SinkExt, StreamExt};
+use store::{Durability, FileStore, Writer, WriterThread};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -53,6 +62,8 @@ pub enum ClientError {
     Write(String),
     /// The client's task stopped.
     Stopped,
+    /// The client file could not be opened, read or written (the message says which and why).
+    Storage(String),
     /// A transaction could not start before its timeout: the session was not bound, or local
     /// writes (or an earlier transaction) were still waiting for the server.
     NotSettled {
@@ -81,6 +92,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::Write(e) => write!(f, "the write failed: {e}"),
             ClientError::Stopped => f.write_str("the client stopped"),
+            ClientError::Storage(e) => f.write_str(e),
             ClientError::NotSettled { reason, progress } => write!(
                 f,
                 "the transaction could not start: \"{reason}\"; make sure the server is reachable and allow more time (progress: {progress:?})"
@@ -118,6 +130,20 @@ pub struct Progress {
     pub transactions: u64,
     /// The last error the server reported.
     pub last_error: Option<SyncError>,
+    /// Why the client file stopped accepting writes, if it did (nothing is sent after that).
+    pub storage_error: Option<String>,
+}
+
+/// Where a [`Client`] keeps its objects, pending uploads, ingest queue and subscriptions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientStorage {
+    /// In memory only: everything not uploaded is lost with the client (tests, benchmarks).
+    #[default]
+    Memory,
+    /// A durable SQLite client file (created if missing; one client at a time): a write returns
+    /// once it is on disk, and a client reopened after a crash resumes and uploads what is left.
+    File(PathBuf),
 }
 
 /// How a [`Client`] connects and opens its file.
@@ -128,10 +154,13 @@ pub struct ClientOptions {
     /// Whether a new file downloads a snapshot of the server's state (STATE) instead of the
     /// whole history.
     pub async_open: bool,
+    /// Where the state lives ([`Client::open`] sets a file).
+    pub storage: ClientStorage,
 }
 
 impl Default for ClientOptions {
-    /// Backoff from 100 ms to 5 s, a 10 s connect timeout, a random seed, async open off.
+    /// Backoff from 100 ms to 5 s, a 10 s connect timeout, a random seed, async open off, state in
+    /// memory.
     fn default() -> Self {
         ClientOptions {
             connection: ConnectionConfig {
@@ -142,23 +171,80 @@ impl Default for ClientOptions {
                 ..ConnectionConfig::default()
             },
             async_open: false,
+            storage: ClientStorage::Memory,
+        }
+    }
+}
+
+/// The sans-IO connection and what was taken out of it but not handled yet.
+#[derive(Debug)]
+struct Local {
+    conn: ClientConnection,
+    /// How many storage writes went to the writer (their sequence numbers are 1..=this).
+    persist_seq: u64,
+    /// Session events for the driver (storage writes already taken out).
+    events: VecDeque<SessionEvent>,
+    /// Encoded frames, each with the storage write that must be durable before it is sent.
+    outbox: VecDeque<(u64, Vec<u8>)>,
+    /// The client file's writer; `None` keeps state in memory.
+    writer: Option<Writer>,
+}
+
+impl Local {
+    fn session(&self) -> Result<&ClientSession, ClientError> {
+        self.conn.session(SESSION).ok_or(ClientError::Stopped)
+    }
+
+    fn session_mut(&mut self) -> Result<&mut ClientSession, ClientError> {
+        self.conn.session_mut(SESSION).ok_or(ClientError::Stopped)
+    }
+
+    /// Takes the session's events and the connection's frames: storage writes go to the writer
+    /// in order, frames are tagged with the last storage write emitted before them.
+    fn collect(&mut self) {
+        if let Some(session) = self.conn.session_mut(SESSION) {
+            while let Some(event) = session.poll_event() {
+                match event {
+                    SessionEvent::Persist(write) => {
+                        if let Some(writer) = &self.writer {
+                            self.persist_seq += 1;
+                            writer.submit(self.persist_seq, write);
+                        }
+                    }
+                    other => self.events.push_back(other),
+                }
+            }
+        }
+        while let Some(message) = self.conn.poll_transmit() {
+            self.outbox
+                .push_back((self.persist_seq, encode_client_message(&message)));
         }
     }
 }
 
 #[derive(Debug)]
 struct Shared {
-    conn: Mutex<ClientConnection>,
-    wake: Notify,
+    local: Mutex<Local>,
+    wake: Arc<Notify>,
+    /// The writer's progress; `None` in memory.
+    durability: Option<Arc<Durability>>,
     /// Transaction outcomes by client version, until their caller collects them.
     outcomes: Mutex<BTreeMap<u64, TransactResult>>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ClientConnection> {
+    fn lock(&self) -> MutexGuard<'_, Local> {
         // A panic while holding the lock cannot leave the sans-IO state half-updated in a way
         // that matters more than losing the client, so keep using it.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Storage writes up to this sequence number are durable (all of them in memory).
+    fn durable(&self) -> Result<u64, String> {
+        match &self.durability {
+            Some(d) => d.durable(),
+            None => Ok(u64::MAX),
+        }
     }
 
     fn outcomes(&self) -> MutexGuard<'_, BTreeMap<u64, TransactResult>> {
@@ -181,6 +267,8 @@ pub struct Client {
     shared: Arc<Shared>,
     progress: watch::Receiver<Progress>,
     task: JoinHandle<()>,
+    /// Ends the client file's writer (after its last write) when the client is dropped.
+    _writer: Option<WriterThread>,
 }
 
 impl Drop for Client {
@@ -206,9 +294,50 @@ pub fn subscribe_to_everything(schema: &Schema) -> SubscriptionSet {
     }
 }
 
+/// Adds the collections and properties of `declared` that a reopened file's stored schema lacks,
+/// locally, as a new file starts from the declared schema; definitions already stored stay.
+fn add_missing_schema(store: &mut Store, declared: &Schema) -> Result<(), ClientError> {
+    let stored = store.schema().clone();
+    let mut tx = store.write();
+    for collection in declared.collections.values() {
+        let known = stored.collection(&collection.name);
+        if known.is_none() {
+            tx.add_collection(&collection.name, collection.kind, collection.primary_key)
+                .map_err(|e| ClientError::Write(e.to_string()))?;
+        }
+        for property in collection.properties.values() {
+            if known.is_none_or(|c| !c.properties.contains_key(&property.name)) {
+                tx.add_property(&collection.name, property.clone())
+                    .map_err(|e| ClientError::Write(e.to_string()))?;
+            }
+        }
+    }
+    tx.commit();
+    Ok(())
+}
+
 impl Client {
+    /// Opens (creating if needed) the durable client file at `path` and starts syncing it with
+    /// the server at `url` (`ws://host:port/api/sync`) as the user of `token`: what the file
+    /// holds (objects, pending uploads, the ingest queue, subscriptions) is restored and what
+    /// was not uploaded yet is uploaded. Writes return once durable. One client per file; the
+    /// file belongs to one user. `schema` is used for a new file.
+    pub fn open(
+        path: impl AsRef<Path>,
+        url: &str,
+        token: &str,
+        schema: Schema,
+    ) -> Result<Client, ClientError> {
+        let options = ClientOptions {
+            storage: ClientStorage::File(path.as_ref().to_path_buf()),
+            ..ClientOptions::default()
+        };
+        Self::connect_with_options(url, token, schema, options)
+    }
+
     /// Starts a client syncing `schema` with the server at `url` (`ws://host:port/api/sync`) as
-    /// the user of `token`. It connects in the background and reconnects with backoff.
+    /// the user of `token`, keeping its state in memory only (see [`Client::open`] for a durable
+    /// one). It connects in the background and reconnects with backoff.
     pub fn connect(url: &str, token: &str, schema: Schema) -> Result<Client, ClientError> {
         Self::connect_with_options(url, token, schema, ClientOptions::default())
     }
@@ -222,12 +351,12 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let options = ClientOptions {
             connection: config,
-            async_open: false,
+            ..ClientOptions::default()
         };
         Self::connect_with_options(url, token, schema, options)
     }
 
-    /// Like [`Client::connect`], with explicit options (connection timing, async open).
+    /// Like [`Client::connect`], with explicit options (connection timing, async open, storage).
     pub fn connect_with_options(
         url: &str,
         token: &str,
@@ -238,6 +367,17 @@ impl Client {
             return Err(ClientError::BadUrl(url.to_string()));
         }
         let subscriptions = subscribe_to_everything(&schema);
+        let (file, state) = match &options.storage {
+            ClientStorage::Memory => (None, None),
+            ClientStorage::File(path) => {
+                let (file, mut state) =
+                    FileStore::open(path, &schema).map_err(ClientError::Storage)?;
+                if let Some(state) = &mut state {
+                    add_missing_schema(&mut state.store, &schema)?;
+                }
+                (Some(file), state)
+            }
+        };
         let mut session = ClientSession::new(
             SESSION,
             SessionConfig {
@@ -247,39 +387,84 @@ impl Client {
                 reset_mode: ResetMode::Recover,
                 async_open: options.async_open,
             },
-            None,
+            state,
         );
-        session.update_subscriptions(subscriptions);
+        // A reopened file keeps the subscriptions it had (changed ones included).
+        if session.meta().subscriptions.version == 0 {
+            session.update_subscriptions(subscriptions);
+        }
+        // What a reopened file holds was acknowledged up to its first pending changeset.
+        let uploaded = session.pending().first().map_or_else(
+            || session.meta().last_client_version,
+            |c| c.meta.version.saturating_sub(1),
+        );
+        let wake = Arc::new(Notify::new());
+        let (writer, writer_thread) = match file {
+            Some(file) => {
+                let wake = Arc::clone(&wake);
+                let (writer, thread) = store::spawn_writer(file, move || wake.notify_one())
+                    .map_err(ClientError::Storage)?;
+                (Some(writer), Some(thread))
+            }
+            None => (None, None),
+        };
+        let durability = writer.as_ref().map(|w| Arc::clone(w.durability()));
         let mut conn = ClientConnection::new(options.connection, now_ms());
         conn.add_session(session);
         let shared = Arc::new(Shared {
-            conn: Mutex::new(conn),
-            wake: Notify::new(),
+            local: Mutex::new(Local {
+                conn,
+                persist_seq: 0,
+                events: VecDeque::new(),
+                outbox: VecDeque::new(),
+                writer,
+            }),
+            wake,
+            durability,
             outcomes: Mutex::new(BTreeMap::new()),
         });
-        let (tx, progress) = watch::channel(Progress::default());
-        let task = tokio::spawn(Driver::new(Arc::clone(&shared), url.to_string(), tx).run());
+        let initial = Progress {
+            uploaded,
+            ..Progress::default()
+        };
+        let (tx, progress) = watch::channel(initial.clone());
+        let task =
+            tokio::spawn(Driver::new(Arc::clone(&shared), url.to_string(), tx, initial).run());
         Ok(Client {
             shared,
             progress,
             task,
+            _writer: writer_thread,
         })
     }
 
-    /// Runs `f` in a local write transaction; its changes are uploaded in the background.
+    /// Blocks until storage writes up to `seq` are durable (at once in memory).
+    fn wait_durable(&self, seq: u64) -> Result<(), ClientError> {
+        match &self.shared.durability {
+            Some(d) => d.wait_for(seq).map_err(ClientError::Storage),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` in a local write transaction; its changes are uploaded in the background. With
+    /// a client file it returns once the write is durable, blocking the calling thread meanwhile
+    /// (concurrent writes share one disk commit).
     pub fn write<R, E: fmt::Display>(
         &self,
         f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<R, E>,
     ) -> Result<R, ClientError> {
-        let result = {
-            let mut conn = self.shared.lock();
-            let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
-            session
+        let (result, seq) = {
+            let mut local = self.shared.lock();
+            let result = local
+                .session_mut()?
                 .write(now_ms(), f)
                 .map_err(|e| ClientError::Write(e.to_string()))?
-                .0
+                .0;
+            local.collect();
+            (result, local.persist_seq)
         };
         self.shared.wake.notify_one();
+        self.wait_durable(seq)?;
         Ok(result)
     }
 
@@ -297,23 +482,21 @@ impl Client {
 
     /// The asymmetric objects not yet acknowledged by the server.
     pub fn ingest_queue(&self) -> Result<IngestQueue, ClientError> {
-        let conn = self.shared.lock();
-        Ok(conn
-            .session(SESSION)
-            .ok_or(ClientError::Stopped)?
-            .ingest_queue())
+        Ok(self.shared.lock().session()?.ingest_queue())
     }
 
     /// Replaces the subscription set (its version is assigned here); the server sends the objects
     /// that enter the view and the client releases those that leave it, without reconnecting.
-    /// Returns the new set's version.
+    /// Returns the new set's version, once the set is durable (with a client file).
     pub fn update_subscriptions(&self, set: SubscriptionSet) -> Result<u64, ClientError> {
-        let version = {
-            let mut conn = self.shared.lock();
-            let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
-            session.update_subscriptions(set)
+        let (version, seq) = {
+            let mut local = self.shared.lock();
+            let version = local.session_mut()?.update_subscriptions(set);
+            local.collect();
+            (version, local.persist_seq)
         };
         self.shared.wake.notify_one();
+        self.wait_durable(seq)?;
         Ok(version)
     }
 
@@ -333,8 +516,8 @@ impl Client {
         let version = loop {
             rx.borrow_and_update();
             let attempt = {
-                let mut conn = self.shared.lock();
-                let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+                let mut local = self.shared.lock();
+                let session = local.session_mut()?;
                 let mut failed = None;
                 let started = session.transact(now_ms(), |tx| {
                     let f = f
@@ -389,8 +572,8 @@ impl Client {
     /// bind again after the server ended the session because the old token expired.
     pub fn refresh_token(&self, token: &str) -> Result<(), ClientError> {
         {
-            let mut conn = self.shared.lock();
-            let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+            let mut local = self.shared.lock();
+            let session = local.session_mut()?;
             session.refresh(token.to_string());
         }
         self.shared.wake.notify_one();
@@ -399,11 +582,7 @@ impl Client {
 
     /// Reads the local state.
     pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> Result<R, ClientError> {
-        let conn = self.shared.lock();
-        Ok(f(conn
-            .session(SESSION)
-            .ok_or(ClientError::Stopped)?
-            .store()))
+        Ok(f(self.shared.lock().session()?.store()))
     }
 
     /// A snapshot of the local state.
@@ -413,12 +592,7 @@ impl Client {
 
     /// The client file ident the server allocated (0 until then).
     pub fn client_file_ident(&self) -> Result<u64, ClientError> {
-        let conn = self.shared.lock();
-        Ok(conn
-            .session(SESSION)
-            .ok_or(ClientError::Stopped)?
-            .meta()
-            .client_file_ident)
+        Ok(self.shared.lock().session()?.meta().client_file_ident)
     }
 
     /// The current progress.
@@ -456,13 +630,7 @@ impl Client {
     /// Waits until the server acknowledged every local write made so far; returns the client
     /// version acknowledged.
     pub async fn wait_for_upload(&self, timeout: Duration) -> Result<u64, ClientError> {
-        let target = {
-            let conn = self.shared.lock();
-            conn.session(SESSION)
-                .ok_or(ClientError::Stopped)?
-                .meta()
-                .last_client_version
-        };
+        let target = self.shared.lock().session()?.meta().last_client_version;
         self.wait_until(timeout, "upload acknowledgement", |p| p.uploaded >= target)
             .await
             .map(|p| p.uploaded)
@@ -480,8 +648,8 @@ impl Client {
                 })
                 .await?;
             let request = {
-                let mut conn = self.shared.lock();
-                let session = conn.session_mut(SESSION).ok_or(ClientError::Stopped)?;
+                let mut local = self.shared.lock();
+                let session = local.session_mut()?;
                 session
                     .is_active()
                     .then(|| session.request_download_completion())
@@ -521,14 +689,19 @@ enum Wake {
 }
 
 impl Driver {
-    fn new(shared: Arc<Shared>, url: String, progress: watch::Sender<Progress>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        url: String,
+        progress: watch::Sender<Progress>,
+        state: Progress,
+    ) -> Self {
         Driver {
             shared,
             url,
             progress,
             socket: None,
             limits: MessageLimits::default(),
-            state: Progress::default(),
+            state,
         }
     }
 
@@ -551,27 +724,31 @@ impl Driver {
         Ok(socket)
     }
 
+    /// Drops the socket; frames meant for it are dropped too (a new connection binds afresh).
     fn disconnected(&mut self) {
         self.socket = None;
-        self.shared.lock().handle_disconnected(now_ms());
+        let mut local = self.shared.lock();
+        local.outbox.clear();
+        local.conn.handle_disconnected(now_ms());
     }
 
     /// Runs the socket actions and sends queued messages; true when anything happened.
     async fn step(&mut self) -> bool {
         let actions: Vec<ConnectionAction> = {
-            let mut conn = self.shared.lock();
-            std::iter::from_fn(|| conn.poll_action()).collect()
+            let mut local = self.shared.lock();
+            std::iter::from_fn(|| local.conn.poll_action()).collect()
         };
         let mut busy = !actions.is_empty();
         for action in actions {
             match action {
                 ConnectionAction::Connect => {
                     self.socket = None;
+                    self.shared.lock().outbox.clear();
                     match self.open().await {
                         Ok(socket) => {
                             self.socket = Some(socket);
                             self.state.connects += 1;
-                            self.shared.lock().handle_connected(now_ms());
+                            self.shared.lock().conn.handle_connected(now_ms());
                         }
                         Err(e) => {
                             tracing::debug!(url = %self.url, error = %e, "cannot connect");
@@ -579,19 +756,31 @@ impl Driver {
                         }
                     }
                 }
-                ConnectionAction::Close => self.socket = None,
+                ConnectionAction::Close => {
+                    self.socket = None;
+                    self.shared.lock().outbox.clear();
+                }
                 _ => {}
             }
         }
         let (frames, reconnect) = {
-            let mut conn = self.shared.lock();
-            let frames: Vec<Vec<u8>> = std::iter::from_fn(|| conn.poll_transmit())
-                .map(|m| encode_client_message(&m))
-                .collect();
+            let mut local = self.shared.lock();
+            local.collect();
+            let events: Vec<SessionEvent> = local.events.drain(..).collect();
+            busy |= !events.is_empty();
+            let mut frames = Vec::new();
+            match self.shared.durable() {
+                Ok(durable) => {
+                    while local.outbox.front().is_some_and(|(seq, _)| *seq <= durable) {
+                        frames.extend(local.outbox.pop_front().map(|(_, frame)| frame));
+                    }
+                }
+                Err(e) => self.state.storage_error = Some(e),
+            }
             let mut reconnect = false;
-            self.state.connected = conn.state() == ConnectionState::Connected;
-            if let Some(session) = conn.session_mut(SESSION) {
-                while let Some(event) = session.poll_event() {
+            self.state.connected = local.conn.state() == ConnectionState::Connected;
+            if let Some(session) = local.conn.session_mut(SESSION) {
+                for event in events {
                     match event {
                         SessionEvent::UploadAcknowledged { client_version } => {
                             self.state.uploaded = self.state.uploaded.max(client_version);
@@ -653,6 +842,7 @@ impl Driver {
             let wait = self
                 .shared
                 .lock()
+                .conn
                 .poll_timeout()
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             let wake = {
@@ -678,7 +868,7 @@ impl Driver {
                 Wake::Read(Some(Ok(Message::Binary(bytes)))) => {
                     self.state.messages = self.state.messages.wrapping_add(1);
                     match decode_server_message(&bytes, &self.limits) {
-                        Ok(msg) => self.shared.lock().handle_message(now_ms(), msg),
+                        Ok(msg) => self.shared.lock().conn.handle_message(now_ms(), msg),
                         Err(e) => {
                             tracing::warn!(error = %e, "undecodable frame from the server");
                             self.disconnected();
@@ -689,7 +879,7 @@ impl Driver {
                     self.disconnected();
                 }
                 Wake::Read(Some(Ok(_))) | Wake::Notified => {}
-                Wake::Timeout => self.shared.lock().handle_timeout(now_ms()),
+                Wake::Timeout => self.shared.lock().conn.handle_timeout(now_ms()),
             }
         }
     }

@@ -1,8 +1,10 @@
 //! The sans-IO sync client: a [`ClientConnection`] (connect, reconnect, keepalive) carrying
-//! [`ClientSession`]s (one per synced file).
+//! [`ClientSession`]s (one per synced file), and the stored form of a client file
+//! ([`persist`]) that every driver shares.
 
 mod backoff;
 mod connection;
+pub mod persist;
 mod session;
 
 pub use backoff::{Backoff, SplitMix64};

@@ -1,0 +1,503 @@
+//! Round trips of every record kind, group-commit merging, a whole session persisted and restored,
+//! and damaged records giving errors instead of panics.
+
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+
+use super::*;
+use crate::changeset::arbitrary::{
+    instruction, name, primary_key, primary_key_type, property, value,
+};
+use crate::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
+use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
+
+fn limits() -> DecodeLimits {
+    DecodeLimits::default()
+}
+
+fn subscription() -> impl Strategy<Value = Subscription> {
+    (name(), name(), "\\PC{0,24}").prop_map(|(name, collection, query)| Subscription {
+        name,
+        collection,
+        query,
+    })
+}
+
+fn file_meta() -> impl Strategy<Value = FileMeta> {
+    let transaction = prop::option::of(
+        (any::<u64>(), any::<u64>(), vec(instruction(), 0..6)).prop_map(
+            |(client_version, origin_timestamp, instructions)| OutstandingTransaction {
+                client_version,
+                origin_timestamp,
+                instructions,
+            },
+        ),
+    );
+    (any::<[u64; 8]>(), vec(subscription(), 0..5), transaction).prop_map(
+        |(n, subscriptions, transaction)| FileMeta {
+            client_file_ident: n[0],
+            client_file_ident_salt: n[1],
+            download: DownloadCursor {
+                server_version: n[2],
+                last_integrated_client_version: n[3],
+            },
+            latest_server_version: n[4],
+            latest_server_version_salt: n[5],
+            last_client_version: n[6],
+            subscriptions: SubscriptionSet {
+                version: n[7],
+                subscriptions,
+            },
+            transaction,
+        },
+    )
+}
+
+fn changeset() -> impl Strategy<Value = Changeset> {
+    (any::<[u64; 4]>(), vec(instruction(), 0..8)).prop_map(|(n, instructions)| Changeset {
+        meta: ChangesetMeta {
+            version: n[0],
+            last_integrated_remote_version: n[1],
+            origin_timestamp: n[2],
+            origin_file_ident: n[3],
+        },
+        instructions,
+    })
+}
+
+fn document() -> impl Strategy<Value = Document> {
+    btree_map(name(), value(), 0..6).prop_map(|mut doc| {
+        doc.remove(PRIMARY_KEY);
+        doc
+    })
+}
+
+fn schema() -> impl Strategy<Value = Schema> {
+    let kind = prop::sample::select(vec![
+        CollectionKind::TopLevel,
+        CollectionKind::Embedded,
+        CollectionKind::Asymmetric,
+    ]);
+    let collection = (
+        name(),
+        kind,
+        prop::option::of(primary_key_type()),
+        vec(property(), 0..5),
+    )
+        .prop_map(|(name, kind, primary_key, properties)| CollectionSchema {
+            name,
+            kind,
+            primary_key,
+            properties: properties
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+        });
+    vec(collection, 0..5).prop_map(|collections| {
+        let mut schema = Schema::default();
+        for c in collections {
+            schema.insert(c);
+        }
+        schema
+    })
+}
+
+/// Every record kind, encoded.
+fn any_record() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        file_meta().prop_map(|m| encode_file_meta(&m)),
+        changeset().prop_map(|c| encode_pending(&c)),
+        (name(), primary_key(), document()).prop_map(|(c, k, d)| encode_object(&c, &k, &d)),
+        schema().prop_map(|s| encode_schema(&s)),
+    ]
+}
+
+/// Decodes `bytes` as every record kind; none may panic.
+fn decode_all(bytes: &[u8]) -> [bool; 4] {
+    [
+        decode_file_meta(bytes, &limits()).is_ok(),
+        decode_pending(bytes, &limits()).is_ok(),
+        decode_object(bytes, &limits()).is_ok(),
+        decode_schema(bytes, &limits()).is_ok(),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn file_meta_round_trips(meta in file_meta()) {
+        prop_assert_eq!(decode_file_meta(&encode_file_meta(&meta), &limits())?, meta);
+    }
+
+    #[test]
+    fn pending_changesets_round_trip(changeset in changeset()) {
+        prop_assert_eq!(decode_pending(&encode_pending(&changeset), &limits())?, changeset);
+    }
+
+    #[test]
+    fn objects_round_trip(collection in name(), key in primary_key(), document in document()) {
+        let stored = decode_object(&encode_object(&collection, &key, &document), &limits())?;
+        prop_assert_eq!(stored, StoredObject { collection, key, document });
+    }
+
+    #[test]
+    fn schemas_round_trip(schema in schema()) {
+        prop_assert_eq!(decode_schema(&encode_schema(&schema), &limits())?, schema);
+    }
+
+    #[test]
+    fn object_record_keys_are_unambiguous(
+        a in (name(), primary_key()),
+        b in (name(), primary_key()),
+    ) {
+        prop_assert_eq!(object_record_key(&a.0, &a.1) == object_record_key(&b.0, &b.1), a == b);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error(record in any_record(), cut in any::<prop::sample::Index>()) {
+        let cut = cut.index(record.len());
+        prop_assert_eq!(decode_all(&record[..cut]), [false; 4]);
+    }
+
+    #[test]
+    fn corrupted_records_never_panic(
+        record in any_record(),
+        flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = record;
+        for (at, byte) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= byte | 1;
+        }
+        decode_all(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..200)) {
+        decode_all(&bytes);
+        let mut headed = vec![FORMAT_VERSION, 1];
+        headed.extend_from_slice(&bytes);
+        decode_all(&headed);
+    }
+}
+
+#[test]
+fn each_record_is_read_only_as_its_own_kind() {
+    let records = [
+        encode_file_meta(&FileMeta::default()),
+        encode_schema(&Schema::default()),
+        encode_object("Item", &PrimaryKey::Int(1), &Document::new()),
+        encode_pending(&Changeset {
+            meta: ChangesetMeta::default(),
+            instructions: Vec::new(),
+        }),
+    ];
+    let expected = [
+        [true, false, false, false],
+        [false, false, false, true],
+        [false, false, true, false],
+        [false, true, false, false],
+    ];
+    for (record, expected) in records.iter().zip(expected) {
+        assert_eq!(decode_all(record), expected);
+    }
+    let err = decode_pending(&records[0], &limits()).unwrap_err();
+    assert!(matches!(err, PersistError::WrongKind { .. }), "{err:?}");
+}
+
+#[test]
+fn another_format_version_is_refused_with_advice() {
+    let mut record = encode_file_meta(&FileMeta::default());
+    record[0] = FORMAT_VERSION + 1;
+    let err = decode_file_meta(&record, &limits()).unwrap_err();
+    assert_eq!(
+        err,
+        PersistError::UnsupportedVersion {
+            record: "file metadata",
+            version: FORMAT_VERSION + 1
+        }
+    );
+    let text = err.to_string();
+    assert!(text.contains("format version 2"), "{text}");
+    assert!(text.contains("delete it"), "{text}");
+}
+
+#[test]
+fn trailing_bytes_and_bad_flags_are_errors() {
+    let mut record = encode_file_meta(&FileMeta::default());
+    record.push(0);
+    assert!(matches!(
+        decode_file_meta(&record, &limits()),
+        Err(PersistError::Invalid { .. })
+    ));
+    let mut record = encode_file_meta(&FileMeta::default());
+    if let Some(flag) = record.last_mut() {
+        *flag = 7;
+    }
+    let err = decode_file_meta(&record, &limits()).unwrap_err();
+    assert!(err.to_string().contains("transaction flag 7"), "{err}");
+}
+
+#[test]
+fn oversized_records_are_refused_before_decoding() {
+    let small = DecodeLimits {
+        max_body_bytes: 16,
+        ..DecodeLimits::default()
+    };
+    let mut doc = Document::new();
+    doc.insert("text".into(), Value::String("x".repeat(200)));
+    let record = encode_object("Item", &PrimaryKey::Int(1), &doc);
+    assert!(matches!(
+        decode_object(&record, &small),
+        Err(PersistError::Wire { .. })
+    ));
+}
+
+#[test]
+fn an_object_record_holding_another_objects_field_is_refused() {
+    let instructions = vec![
+        Instruction::CreateObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(1),
+        },
+        Instruction::Set {
+            path: Path::field("Item", PrimaryKey::Int(2), "n"),
+            value: Value::Int(1),
+        },
+    ];
+    let mut record = vec![FORMAT_VERSION, kind::OBJECT];
+    record.extend_from_slice(&encode_changeset(&instructions));
+    let err = decode_object(&record, &limits()).unwrap_err();
+    assert!(err.to_string().contains("more than one object"), "{err}");
+}
+
+fn item_schema() -> Schema {
+    let mut schema = Schema::default();
+    schema.insert(
+        CollectionSchema::top_level("Item", PrimaryKeyType::Int)
+            .with(Property::new("n", ScalarType::Int))
+            .with(Property {
+                container: Container::List,
+                ..Property::new("tags", ScalarType::String)
+            }),
+    );
+    schema.insert(CollectionSchema {
+        name: "Reading".into(),
+        kind: CollectionKind::Asymmetric,
+        primary_key: Some(PrimaryKeyType::Int),
+        properties: [("v".to_string(), Property::new("v", ScalarType::Int))].into(),
+    });
+    schema
+}
+
+fn session(schema: Schema, state: Option<PersistedState>) -> ClientSession {
+    let config = SessionConfig {
+        path: "flx".into(),
+        access_token: "t".into(),
+        schema,
+        reset_mode: ResetMode::Recover,
+        async_open: false,
+    };
+    ClientSession::new(1, config, state)
+}
+
+/// A storage medium as simple as possible: the records in maps, as IndexedDB or SQLite hold them.
+#[derive(Default)]
+struct Medium {
+    meta: Option<Vec<u8>>,
+    schema: Option<Vec<u8>>,
+    objects: BTreeMap<String, Vec<u8>>,
+    pending: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Medium {
+    fn commit(&mut self, batch: PersistBatch) {
+        for (key, record) in batch.objects {
+            match record {
+                Some(r) => self.objects.insert(key, r),
+                None => self.objects.remove(&key),
+            };
+        }
+        if batch.clear_pending {
+            self.pending.clear();
+        }
+        self.pending.extend(batch.pending);
+        if batch.meta.is_some() {
+            self.meta = batch.meta;
+        }
+        if batch.schema.is_some() {
+            self.schema = batch.schema;
+        }
+    }
+
+    /// Commits every storage write the session emitted so far, in one batch.
+    fn flush(&mut self, s: &mut ClientSession) {
+        let writes: Vec<StorageWrite> = std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                SessionEvent::Persist(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        self.commit(PersistBatch::from_writes(writes));
+    }
+
+    fn restore(&self, declared: &Schema) -> Result<PersistedState, PersistError> {
+        restore(
+            self.meta.as_deref().unwrap(),
+            self.schema.as_deref(),
+            self.objects.values(),
+            self.pending.values().rev(),
+            declared,
+            &limits(),
+        )
+    }
+}
+
+#[test]
+fn a_session_restored_from_its_records_has_its_objects_queue_and_subscriptions() {
+    let schema = item_schema();
+    let mut s = session(schema.clone(), None);
+    let mut medium = Medium::default();
+    s.update_subscriptions(SubscriptionSet {
+        version: 0,
+        subscriptions: vec![Subscription {
+            name: "all".into(),
+            collection: "Item".into(),
+            query: "TRUEPREDICATE".into(),
+        }],
+    });
+    for i in 0..5 {
+        s.write(10 + i as u64, |tx| {
+            tx.create("Item", PrimaryKey::Int(i))?;
+            tx.set(
+                Path::field("Item", PrimaryKey::Int(i), "n"),
+                Value::Int(i * 10),
+            )?;
+            tx.list_push(
+                Path::field("Item", PrimaryKey::Int(i), "tags"),
+                Value::String(format!("t{i}")),
+            )?;
+            let mut reading = Document::new();
+            reading.insert("v".into(), Value::Int(i));
+            tx.ingest("Reading", PrimaryKey::Int(i), reading)
+        })
+        .unwrap();
+        if i % 2 == 0 {
+            medium.flush(&mut s);
+        }
+    }
+    s.write(20, |tx| tx.erase("Item", PrimaryKey::Int(3)))
+        .unwrap();
+    medium.flush(&mut s);
+
+    let restored = medium.restore(&schema).unwrap();
+    assert_eq!(restored.meta, *s.meta());
+    assert_eq!(restored.pending, s.pending());
+    assert_eq!(restored.store.digest(), s.store().digest());
+    assert_eq!(restored.store.len("Item"), 4);
+    let again = session(schema, Some(restored));
+    assert_eq!(again.ingest_queue(), s.ingest_queue());
+    assert_eq!(again.ingest_queue().objects, 5);
+    assert_eq!(again.meta().subscriptions.subscriptions.len(), 1);
+}
+
+#[test]
+fn a_changed_schema_is_stored_and_restored_instead_of_the_declared_one() {
+    let mut s = session(Schema::default(), None);
+    let mut medium = Medium::default();
+    s.write(1, |tx| {
+        tx.add_collection("Item", CollectionKind::TopLevel, Some(PrimaryKeyType::Int))?;
+        tx.add_property("Item", Property::new("n", ScalarType::Int))?;
+        tx.create("Item", PrimaryKey::Int(1))
+    })
+    .unwrap();
+    medium.flush(&mut s);
+    assert!(medium.schema.is_some());
+    let restored = medium.restore(&Schema::default()).unwrap();
+    assert_eq!(restored.store.schema(), s.store().schema());
+    assert_eq!(restored.store.len("Item"), 1);
+}
+
+#[test]
+fn a_replaced_pending_list_drops_what_was_appended_before_it() {
+    let changeset = |version| Changeset {
+        meta: ChangesetMeta {
+            version,
+            ..ChangesetMeta::default()
+        },
+        instructions: Vec::new(),
+    };
+    let write = |pending| StorageWrite {
+        meta: FileMeta::default(),
+        objects: Vec::new(),
+        pending,
+        schema: None,
+    };
+    let batch = PersistBatch::from_writes([
+        write(PendingUpdate::Appended(changeset(1))),
+        write(PendingUpdate::Replaced(vec![changeset(2)])),
+        write(PendingUpdate::Appended(changeset(3))),
+        write(PendingUpdate::Unchanged),
+    ]);
+    assert!(batch.clear_pending);
+    assert_eq!(batch.pending.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    assert!(!batch.is_empty());
+    assert!(PersistBatch::new().is_empty());
+}
+
+#[test]
+fn restoring_damaged_files_gives_errors() {
+    let schema = item_schema();
+    let mut s = session(schema.clone(), None);
+    let mut medium = Medium::default();
+    s.write(1, |tx| {
+        tx.create("Item", PrimaryKey::Int(1))?;
+        tx.set(Path::field("Item", PrimaryKey::Int(1), "n"), Value::Int(1))
+    })
+    .unwrap();
+    medium.flush(&mut s);
+
+    let mut twice = medium.pending.clone();
+    let first = twice.values().next().cloned().unwrap();
+    twice.insert(99, first);
+    let err = restore(
+        medium.meta.as_deref().unwrap(),
+        None,
+        medium.objects.values(),
+        twice.values(),
+        &schema,
+        &limits(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("stored twice"), "{err}");
+
+    let err = medium.restore(&Schema::default()).unwrap_err();
+    assert!(err.to_string().contains("does not fit the schema"), "{err}");
+
+    let mut doc = Document::new();
+    doc.insert("n".into(), Value::String("not a number".into()));
+    let misfit = encode_object("Item", &PrimaryKey::Int(2), &doc);
+    let err = restore(
+        medium.meta.as_deref().unwrap(),
+        None,
+        [misfit],
+        medium.pending.values(),
+        &schema,
+        &limits(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PersistError::Invalid {
+                record: "object",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
