@@ -5,8 +5,8 @@
 //! committed and pending writes, writes made while paused sync after `resume`, subscription
 //! changes bring objects in and remove others, a refused write is undone and reported as a
 //! compensating write, an expired token is refreshed without losing pending writes, a revoked
-//! one is reported, a failed IndexedDB transaction rejects the write and is reported, a second tab
-//! is refused, and objects ingested offline survive a reopen and reach the server (`./dev test`
+//! one is reported, a failed IndexedDB transaction and a quota error reject the write and are
+//! reported (both provoked through a patched `IDBObjectStore.put`), a second tab is refused, and objects ingested offline survive a reopen and reach the server (`./dev test`
 //! then checks the server holds exactly 10,001 of them).
 
 #![cfg(target_arch = "wasm32")]
@@ -971,31 +971,53 @@ fn rejection_of(promise: &Promise) -> Promise {
         .unchecked_into()
 }
 
-/// Makes the next read-write IndexedDB transaction abort right after its first `put`, as the
-/// browser aborts one that runs out of quota; returns a function that undoes it.
-fn abort_next_transaction() -> Function {
-    let install = Function::new_no_args(
+/// How [`break_next_put`] makes IndexedDB fail.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// The transaction aborts right after its first `put`, as the browser aborts one it cannot
+    /// commit.
+    Abort,
+    /// The first `put` throws a `QuotaExceededError`, as when the origin's quota is used up.
+    Quota,
+}
+
+/// Makes the next `IDBObjectStore.put` fail as `failure` says; returns a function that undoes
+/// it (the first `put` undoes it too).
+fn break_next_put(failure: Failure) -> Function {
+    let install = Function::new_with_args(
+        "failure",
         r#"
         const proto = IDBObjectStore.prototype;
         const put = proto.put;
         proto.put = function (...args) {
-          const request = put.apply(this, args);
           proto.put = put;
+          if (failure === "quota") {
+            throw new DOMException("the origin's storage quota is used up", "QuotaExceededError");
+          }
+          const request = put.apply(this, args);
           this.transaction.abort();
           return request;
         };
         return () => { proto.put = put; };
         "#,
     );
-    install.call0(&JsValue::UNDEFINED).unwrap().unchecked_into()
+    let failure = match failure {
+        Failure::Abort => "abort",
+        Failure::Quota => "quota",
+    };
+    install
+        .call1(&JsValue::UNDEFINED, &failure.into())
+        .unwrap()
+        .unchecked_into()
 }
 
-#[wasm_bindgen_test]
-async fn a_failed_indexeddb_transaction_reaches_the_app_as_a_storage_error() {
+/// Writes a task while the next `put` fails as `failure` says; returns the write's rejection
+/// and the error `onError` got.
+async fn failed_write(failure: Failure) -> (JsValue, JsValue) {
     let errors = ErrorLog::default();
     let db = open_with(&log_in().await, "broken-storage", Some(&errors.callback())).await;
     settle(&db).await;
-    let restore = abort_next_transaction();
+    let restore = break_next_put(failure);
     let handle = db.clone();
     let add = Closure::once_into_js(move || add_task(&handle, "never durable"));
     let durable = db.write(add.unchecked_ref()).unwrap();
@@ -1005,20 +1027,45 @@ async fn a_failed_indexeddb_transaction_reaches_the_app_as_a_storage_error() {
         outcome, "resolved",
         "a write that was not stored must not resolve"
     );
-    assert_eq!(class_name(&outcome), "StorageError");
-    assert_eq!(get(&outcome, "code"), "storage");
     let reported = within(
         "the storage error to reach onError",
         errors.with("name", "StorageError".into()),
     )
     .await;
-    assert!(reported.is_instance_of::<js_sys::Error>());
-    assert!(
-        get(&reported, "message")
-            .as_string()
-            .unwrap()
-            .starts_with("IndexedDB failed"),
-        "{reported:?}"
-    );
     close(&db).await;
+    (outcome, reported)
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_indexeddb_transaction_reaches_the_app_as_a_storage_error() {
+    let (outcome, reported) = failed_write(Failure::Abort).await;
+    for error in [&outcome, &reported] {
+        assert!(error.is_instance_of::<js_sys::Error>());
+        assert_eq!(class_name(error), "StorageError");
+        assert_eq!(get(error, "code"), "storage");
+        assert!(
+            get(error, "message")
+                .as_string()
+                .unwrap()
+                .starts_with("IndexedDB failed"),
+            "{error:?}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_quota_error_reaches_the_app_as_storage_quota() {
+    let (outcome, reported) = failed_write(Failure::Quota).await;
+    for error in [&outcome, &reported] {
+        assert_eq!(class_name(error), "StorageError");
+        assert_eq!(get(error, "code"), "storage-quota", "{error:?}");
+        assert_eq!(get(error, "action"), "warning");
+        assert!(
+            get(error, "message")
+                .as_string()
+                .unwrap()
+                .contains("quota exceeded"),
+            "{error:?}"
+        );
+    }
 }
