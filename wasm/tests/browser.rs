@@ -6,16 +6,17 @@
 //! changes bring objects in and remove others, a refused write is undone and reported as a
 //! compensating write, an expired token is refreshed without losing pending writes, a revoked
 //! one is reported, a failed IndexedDB transaction and a quota error reject the write and are
-//! reported (both provoked through a patched `IDBObjectStore.put`), a second tab is refused, and objects ingested offline survive a reopen and reach the server (`./dev test`
-//! then checks the server holds exactly 10,001 of them).
+//! reported (both provoked through a patched `IDBObjectStore.put`), a second tab is refused, and
+//! objects ingested offline survive a reopen and reach the server (`./dev test` then checks the
+//! server holds exactly 10,001 of them).
 
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use eddy_wasm::{App, Credentials, Eddy, Results, User};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use eddy_wasm::{App, Credentials, Eddy, Results, User};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -805,16 +806,15 @@ async fn a_refused_write_is_undone_and_reported_as_a_compensating_write() {
     let key = get(&note, "_id");
 
     // B is not the owner: the server refuses both the edit and a note B claims for someone else.
-    let forged = format!("{t} forged");
-    let (b_forged, t_other) = (forged.clone(), format!("{t} not mine"));
+    let (forged, not_mine) = (format!("{t} forged"), format!("{t} not mine"));
     let refused = errors.with("code", 232.into());
     write(&b, move |db| {
-        Reflect::set(&note, &"text".into(), &b_forged.as_str().into()).unwrap();
+        Reflect::set(&note, &"text".into(), &forged.as_str().into()).unwrap();
         db.create(
             "Note".into(),
             obj(&[
                 ("owner", "someone-else".into()),
-                ("text", t_other.as_str().into()),
+                ("text", not_mine.as_str().into()),
             ]),
             None,
         )
@@ -886,7 +886,7 @@ async fn an_expired_token_is_refreshed_without_losing_pending_writes() {
             let Some(db) = slot.borrow().clone() else {
                 return;
             };
-            let title = title.clone();
+            let (handle, title) = (db.clone(), title.clone());
             let add = Closure::once_into_js(move || {
                 db.create(
                     "Task".into(),
@@ -895,7 +895,6 @@ async fn an_expired_token_is_refreshed_without_losing_pending_writes() {
                 )
                 .unwrap()
             });
-            let handle = slot.borrow().clone().unwrap();
             *done.borrow_mut() = Some(handle.write(add.unchecked_ref()).unwrap());
             if let Some(resolve) = &on_expiry {
                 resolve.call1(&JsValue::UNDEFINED, &error).unwrap();
