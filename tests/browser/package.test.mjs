@@ -9,24 +9,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-
-const CHROMIUM_FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--no-first-run", "--disable-quic",
-];
-const STEP_TIMEOUT_MS = 20_000;
-
-function required(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run this test through ./dev test`);
-  return value;
-}
+import {
+  CHROMIUM_FLAGS, STEP_TIMEOUT_MS, required, installPackedPackage, startServer, openPage,
+} from "./support.mjs";
 
 const PAGE = `<!doctype html>
 <meta charset="utf-8">
@@ -96,37 +85,13 @@ window.ready = (async () => {
 </script>
 `;
 
-async function startServer(eddy, dir, site) {
-  const server = spawn(eddy, ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"),
-    "--www-dir", site], { stdio: ["ignore", "pipe", "pipe"] });
-  let stderr = "";
-  server.stderr.on("data", (d) => { stderr += d; });
-  const url = await new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`eddy did not start: ${stderr}`)), STEP_TIMEOUT_MS);
-    server.stdout.on("data", (d) => {
-      out += d;
-      const match = out.match(/^eddy listening on (\S+)$/m);
-      if (match) { clearTimeout(timer); resolve(match[1]); }
-    });
-    server.on("exit", (code) => reject(new Error(`eddy exited with ${code}: ${stderr}`)));
-  });
-  return { server, url };
-}
-
 test("the packed package syncs two pages through the server", async (t) => {
   const eddy = required("EDDY_BIN");
   const pkgDir = required("EDDY_PKG_DIR");
   const dir = mkdtempSync(join(tmpdir(), "eddy-package-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const packed = execFileSync("npm", ["pack", "--silent", "--pack-destination", dir], { cwd: pkgDir })
-    .toString().trim().split("\n").pop();
-  assert.match(packed, /^eddy-sync-.*\.tgz$/, "the packed package must be named eddy-sync");
-  const site = join(dir, "site");
-  mkdirSync(site);
-  writeFileSync(join(site, "package.json"), JSON.stringify({ private: true }));
-  execFileSync("npm", ["install", "--silent", "--no-audit", "--no-fund", join(dir, packed)], { cwd: site });
+  const site = installPackedPackage(pkgDir, dir);
   writeFileSync(join(site, "index.html"), PAGE);
 
   const { server, url } = await startServer(eddy, dir, site);
@@ -135,14 +100,7 @@ test("the packed package syncs two pages through the server", async (t) => {
   t.after(() => browser.close());
 
   const pages = [];
-  for (let i = 0; i < 2; i++) {
-    const page = await (await browser.newContext()).newPage();
-    page.on("pageerror", (e) => console.error(`page ${i}: ${e.message}`));
-    page.on("console", (m) => { if (m.type() !== "log" && m.type() !== "info") console.error(`page ${i}: ${m.text()}`); });
-    await page.goto(`${url}/index.html`);
-    await page.evaluate(() => window.ready);
-    pages.push(page);
-  }
+  for (let i = 0; i < 2; i++) pages.push(await openPage(browser, `${url}/index.html`, `page ${i}`));
   const [a, b] = pages;
 
   await a.evaluate(() => window.addTask("first"));

@@ -49,8 +49,10 @@ pub(crate) fn now_ms() -> u64 {
 /// What a pending promise waits for.
 #[derive(Debug)]
 pub(crate) enum Until {
-    /// Storage writes up to this sequence number are durable.
-    Durable(u64),
+    /// The storage writes emitted up to the waiter's first check are durable (the number is
+    /// set then: `pump` drains the session's events before checking, so a write that creates
+    /// this waiter counts its own storage write).
+    Durable(Option<u64>),
     /// Every local changeset up to this client version is acknowledged by the server.
     Uploaded(u64),
     /// A MARK round trip completed (`request` is set once the MARK is sent, on connection
@@ -567,7 +569,7 @@ fn check_waiters(st: &mut State, calls: &mut Vec<Call>) -> bool {
         let done: Option<Result<(), JsValue>> = match &mut waiter.until {
             Until::Durable(seq) => match &st.storage_error {
                 Some(e) => Some(Err(errors::storage(e))),
-                None => (st.durable_seq >= *seq).then_some(Ok(())),
+                None => (st.durable_seq >= *seq.get_or_insert(st.persist_seq)).then_some(Ok(())),
             },
             Until::Flushed => {
                 (st.durable_seq >= st.persist_seq || st.storage_error.is_some()).then_some(Ok(()))

@@ -505,7 +505,7 @@ impl Eddy {
         self.inner.in_write.set(false);
         let ops = self.inner.ops.borrow_mut().take().unwrap_or_default();
         let value = result?;
-        let seq = {
+        {
             let mut st = self.inner.state.borrow_mut();
             let session = st
                 .conn
@@ -520,9 +520,8 @@ impl Eddy {
                 })
                 .map_err(|e| errors::usage(format!("the write failed and changed nothing: {e}")))?;
             st.changed(changes);
-            st.persist_seq
-        };
-        Ok(wait(&self.inner, Until::Durable(seq), value))
+        }
+        Ok(wait(&self.inner, Until::Durable(None), value))
     }
 
     /// Whether a `write` callback is running.
@@ -649,7 +648,7 @@ impl Eddy {
             self.record(op);
             return Ok(JsValue::UNDEFINED);
         }
-        let seq = {
+        {
             let mut st = self.inner.state.borrow_mut();
             let session = st
                 .conn
@@ -658,9 +657,8 @@ impl Eddy {
             session
                 .write(now_ms(), |tx| apply(tx, op))
                 .map_err(|e| errors::usage(format!("the ingest failed: {e}")))?;
-            st.persist_seq
-        };
-        Ok(wait(&self.inner, Until::Durable(seq), JsValue::UNDEFINED).into())
+        }
+        Ok(wait(&self.inner, Until::Durable(None), JsValue::UNDEFINED).into())
     }
 
     /// Deletes an object, an array of objects or a `Results` (inside `write`).

@@ -1,11 +1,20 @@
-//! End-to-end tests in headless Chromium against a live `eddy serve` (started by `./dev test`,
-//! whose URL is compiled in as `EDDY_TEST_URL`): two clients converge, a reopened database keeps
+//! End-to-end tests in headless Chromium against two live `eddy serve`s started by `./dev test`
+//! with `wasm/tests/app.toml` (whose roles let only a note's owner write it): the main one at
+//! `EDDY_TEST_URL`, and one whose access tokens expire after 2 to 3 seconds at
+//! `EDDY_TEST_SHORT_TOKEN_URL` (both compiled in). Two clients converge, a reopened database keeps
 //! committed and pending writes, writes made while paused sync after `resume`, subscription
-//! updates complete, a second tab is refused, and objects ingested offline survive a reopen and
-//! reach the server (`./dev test` then checks the server holds exactly 10,000 of them).
+//! changes bring objects in and remove others, a refused write is undone and reported as a
+//! compensating write, an expired token is refreshed without losing pending writes, a revoked
+//! one is reported, a failed IndexedDB transaction and a quota error reject the write and are
+//! reported (both provoked through a patched `IDBObjectStore.put`), a second tab is refused, and
+//! objects ingested offline survive a reopen and reach the server (`./dev test` then checks the
+//! server holds exactly 10,001 of them).
 
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use eddy_wasm::{App, Credentials, Eddy, Results, User};
 use js_sys::{Array, Function, Object, Promise, Reflect};
@@ -18,6 +27,16 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 /// How long any awaited sync step may take before the test fails.
 const STEP_TIMEOUT_MS: u32 = 15_000;
+
+/// The second server, whose access tokens expire after 2 to 3 seconds.
+fn short_token_server_url() -> &'static str {
+    match option_env!("EDDY_TEST_SHORT_TOKEN_URL") {
+        Some(url) => url,
+        None => panic!(
+            "EDDY_TEST_SHORT_TOKEN_URL is not set: run these tests with ./dev test, which starts a server with short-lived tokens"
+        ),
+    }
+}
 
 fn server_url() -> &'static str {
     match option_env!("EDDY_TEST_URL") {
@@ -98,31 +117,46 @@ fn schema() -> JsValue {
             ]),
         ),
     ]);
-    Array::of2(&task, &reading).into()
-}
-
-async fn log_in() -> User {
-    let app = App::new(obj(&[
-        ("id", "tests".into()),
-        ("baseUrl", server_url().into()),
-    ]))
-    .unwrap();
-    app.log_in(&Credentials::anonymous()).await.unwrap()
-}
-
-async fn open(user: &User, path: &str) -> Eddy {
-    let config = obj(&[
-        ("schema", schema()),
-        ("path", path.into()),
+    // Only its owner may write a note (wasm/tests/app.toml).
+    let note = obj(&[
+        ("name", "Note".into()),
+        ("primaryKey", "_id".into()),
         (
-            "sync",
+            "properties",
             obj(&[
-                ("user", JsValue::from(user.clone())),
-                ("flexible", true.into()),
+                ("_id", "objectId".into()),
+                ("owner", "string".into()),
+                ("text", "string".into()),
             ]),
         ),
     ]);
+    Array::of3(&task, &note, &reading).into()
+}
+
+async fn log_in_at(url: &str) -> User {
+    let app = App::new(obj(&[("id", "tests".into()), ("baseUrl", url.into())])).unwrap();
+    app.log_in(&Credentials::anonymous()).await.unwrap()
+}
+
+async fn log_in() -> User {
+    log_in_at(server_url()).await
+}
+
+/// Opens `path` for `user`, handing sync and storage errors to `on_error` when given.
+async fn open_with(user: &User, path: &str, on_error: Option<&Function>) -> Eddy {
+    let sync = obj(&[
+        ("user", JsValue::from(user.clone())),
+        ("flexible", true.into()),
+    ]);
+    if let Some(on_error) = on_error {
+        Reflect::set(&sync, &"onError".into(), on_error).unwrap();
+    }
+    let config = obj(&[("schema", schema()), ("path", path.into()), ("sync", sync)]);
     Eddy::open(config).await.unwrap()
+}
+
+async fn open(user: &User, path: &str) -> Eddy {
+    open_with(user, path, None).await
 }
 
 /// Runs `f` inside `db.write` and waits until it is durable.
@@ -498,4 +532,539 @@ async fn objects_ingested_offline_survive_a_reopen_and_reach_the_server() {
     .await;
     assert_eq!(queued(&db), 0.0, "acknowledged objects leave the queue");
     close(&db).await;
+}
+
+/// The titles a [`Watch`] waits for, and the promise's `resolve`.
+type TitlesWaiter = (Vec<String>, Function);
+
+/// The field and value an [`ErrorLog`] waits for, and the promise's `resolve`.
+type ErrorWaiter = (&'static str, JsValue, Function);
+
+/// What a results listener has reported: the titles it saw last and how many insertions and
+/// deletions it was told about.
+#[derive(Clone, Default)]
+struct Watch {
+    titles: Rc<RefCell<Vec<String>>>,
+    insertions: Rc<Cell<u32>>,
+    deletions: Rc<Cell<u32>>,
+    waiting: Rc<RefCell<Option<TitlesWaiter>>>,
+}
+
+impl Watch {
+    /// Adds a listener to `results` that keeps this watch up to date.
+    fn new(results: &Results) -> Watch {
+        let watch = Watch::default();
+        let w = watch.clone();
+        let listener = Closure::<dyn FnMut(JsValue, JsValue)>::new(
+            move |results: JsValue, changes: JsValue| {
+                let count = |name: &str| Array::from(&get(&changes, name)).length();
+                w.insertions.set(w.insertions.get() + count("insertions"));
+                w.deletions.set(w.deletions.get() + count("deletions"));
+                // The listener gets the JavaScript `Results`; read it through `toJSON` as an app
+                // would (taking a Rust `Results` by value would take it away from JavaScript).
+                let to_json: Function = get(&results, "toJSON").unchecked_into();
+                *w.titles.borrow_mut() = Array::from(&to_json.call0(&results).unwrap())
+                    .iter()
+                    .map(|t| get(&t, "title").as_string().unwrap())
+                    .collect();
+                w.check();
+            },
+        );
+        results
+            .add_listener(listener.into_js_value().unchecked_into())
+            .unwrap();
+        watch
+    }
+
+    fn check(&self) {
+        let done = matches!(&*self.waiting.borrow(), Some((expected, _)) if *expected == *self.titles.borrow());
+        if done {
+            if let Some((_, resolve)) = self.waiting.borrow_mut().take() {
+                resolve.call0(&JsValue::UNDEFINED).unwrap();
+            }
+        }
+    }
+
+    /// Waits until the listener has seen exactly `expected` (sorted titles); on a timeout,
+    /// fails with what it saw instead.
+    async fn until(&self, what: &str, expected: Vec<String>) {
+        let marker = JsValue::from_str("__timeout__");
+        let promise = Promise::new(&mut |resolve, _| {
+            *self.waiting.borrow_mut() = Some((expected.clone(), resolve));
+        });
+        self.check();
+        let timed = Promise::new(&mut |resolve, _| {
+            web_sys::window()
+                .unwrap()
+                .set_timeout_with_callback_and_timeout_and_arguments_1(
+                    &resolve,
+                    STEP_TIMEOUT_MS as i32,
+                    &marker,
+                )
+                .unwrap();
+        });
+        let winner = JsFuture::from(Promise::race(&Array::of2(&promise, &timed)))
+            .await
+            .unwrap();
+        assert!(
+            winner != marker,
+            "timed out after {STEP_TIMEOUT_MS} ms waiting for {what}: the listener last saw {:?} \
+             ({} insertions, {} deletions so far), not {expected:?}",
+            self.titles.borrow(),
+            self.insertions.get(),
+            self.deletions.get(),
+        );
+    }
+}
+
+/// Subscribes `db` to exactly the tasks whose titles begin with `prefix`.
+async fn subscribe_to_prefix(db: &Eddy, prefix: &str) {
+    let query = tasks_tagged(db, prefix);
+    let update = Closure::once_into_js(move |subs: JsValue| {
+        let remove_all: Function = get(&subs, "removeAll").unchecked_into();
+        remove_all.call0(&subs).unwrap();
+        let add: Function = get(&subs, "add").unchecked_into();
+        add.call2(
+            &subs,
+            &JsValue::from(query),
+            &obj(&[("name", "prefix".into())]),
+        )
+        .unwrap();
+    });
+    within(
+        "the subscription update",
+        db.subscriptions().update(update.unchecked_ref()).unwrap(),
+    )
+    .await;
+    assert_eq!(db.subscriptions().state(), "complete");
+}
+
+#[wasm_bindgen_test]
+async fn a_subscription_change_brings_objects_in_and_removes_others() {
+    let t = tag("narrow");
+    let (a, b) = (
+        open(&log_in().await, "narrow-a").await,
+        open(&log_in().await, "narrow-b").await,
+    );
+    subscribe_to_prefix(&b, &format!("{t} a")).await;
+    let on_b = Watch::new(&tasks_tagged(&b, &t));
+    let tt = t.clone();
+    write(&a, move |db| {
+        for title in ["a1", "a2", "b1"] {
+            add_task(db, &format!("{tt} {title}"));
+        }
+    })
+    .await;
+    settle(&a).await;
+    let only_a = vec![format!("{t} a1"), format!("{t} a2")];
+    on_b.until("B to receive the tasks it subscribed to", only_a.clone())
+        .await;
+    settle(&b).await;
+    assert_eq!(
+        titles(&tasks_tagged(&b, &t)),
+        only_a,
+        "B holds only what it subscribed to"
+    );
+    assert_eq!(on_b.insertions.get(), 2);
+
+    // Without reconnecting, B switches to the other prefix: b1 comes in, a1 and a2 leave.
+    let connects = Rc::new(Cell::new(0));
+    let counter = Rc::clone(&connects);
+    let listener =
+        Closure::<dyn FnMut(JsValue, JsValue)>::new(move |state: JsValue, _: JsValue| {
+            if state == "connected" {
+                counter.set(counter.get() + 1);
+            }
+        });
+    b.sync_session()
+        .add_connection_notification(listener.into_js_value().unchecked_into());
+    subscribe_to_prefix(&b, &format!("{t} b")).await;
+    on_b.until(
+        "B's listener to see the new subscription's objects only",
+        vec![format!("{t} b1")],
+    )
+    .await;
+    assert_eq!(on_b.insertions.get(), 3, "b1 was reported as an insertion");
+    assert_eq!(
+        on_b.deletions.get(),
+        2,
+        "a1 and a2 were reported as deletions"
+    );
+    assert_eq!(connects.get(), 0, "the change needed no reconnect");
+    assert_eq!(
+        titles(&tasks_tagged(&a, &t)).len(),
+        3,
+        "leaving B's view deleted nothing on the server"
+    );
+    close(&a).await;
+    close(&b).await;
+}
+
+/// Collects what a database hands to `sync.onError`, and waits for errors by a field's value.
+#[derive(Clone, Default)]
+struct ErrorLog {
+    seen: Rc<RefCell<Vec<JsValue>>>,
+    waiting: Rc<RefCell<Vec<ErrorWaiter>>>,
+}
+
+impl ErrorLog {
+    /// The `onError` callback to open a database with.
+    fn callback(&self) -> Function {
+        let log = self.clone();
+        Closure::<dyn FnMut(JsValue, JsValue)>::new(move |_: JsValue, error: JsValue| {
+            log.seen.borrow_mut().push(error.clone());
+            let mut ready = Vec::new();
+            log.waiting.borrow_mut().retain(|(field, wanted, resolve)| {
+                if get(&error, field) == *wanted {
+                    ready.push(resolve.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            for resolve in ready {
+                resolve.call1(&JsValue::UNDEFINED, &error).unwrap();
+            }
+        })
+        .into_js_value()
+        .unchecked_into()
+    }
+
+    /// Resolves with the first error whose `field` is `value`, reported already or later.
+    fn with(&self, field: &'static str, value: JsValue) -> Promise {
+        let seen = self
+            .seen
+            .borrow()
+            .iter()
+            .find(|e| get(e, field) == value)
+            .cloned();
+        Promise::new(&mut |resolve, _| match &seen {
+            Some(error) => {
+                resolve.call1(&JsValue::UNDEFINED, error).unwrap();
+            }
+            None => self
+                .waiting
+                .borrow_mut()
+                .push((field, value.clone(), resolve)),
+        })
+    }
+}
+
+fn json_text(value: &JsValue) -> String {
+    js_sys::JSON::stringify(value).unwrap().into()
+}
+
+fn class_name(error: &JsValue) -> String {
+    get(error, "name").as_string().unwrap_or_default()
+}
+
+#[wasm_bindgen_test]
+async fn a_refused_write_is_undone_and_reported_as_a_compensating_write() {
+    let t = tag("refused");
+    let owner = log_in().await;
+    let a = open(&owner, "refused-a").await;
+    let owner_id = owner.id();
+    let text = format!("{t} by its owner");
+    write(&a, move |db| {
+        db.create(
+            "Note".into(),
+            obj(&[
+                ("owner", owner_id.as_str().into()),
+                ("text", text.as_str().into()),
+            ]),
+            None,
+        )
+        .unwrap();
+    })
+    .await;
+    settle(&a).await;
+
+    let errors = ErrorLog::default();
+    let b = open_with(&log_in().await, "refused-b", Some(&errors.callback())).await;
+    settle(&b).await;
+    let notes = |db: &Eddy| {
+        db.objects("Note".into())
+            .unwrap()
+            .filtered(
+                "text BEGINSWITH $0".into(),
+                t.as_str().into(),
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+            )
+            .unwrap()
+    };
+    let note = notes(&b).at(0).unwrap();
+    assert!(
+        !note.is_undefined(),
+        "B must have the note before it forges it"
+    );
+    let key = get(&note, "_id");
+
+    // B is not the owner: the server refuses both the edit and a note B claims for someone else.
+    let (forged, not_mine) = (format!("{t} forged"), format!("{t} not mine"));
+    let refused = errors.with("code", 232.into());
+    write(&b, move |db| {
+        Reflect::set(&note, &"text".into(), &forged.as_str().into()).unwrap();
+        db.create(
+            "Note".into(),
+            obj(&[
+                ("owner", "someone-else".into()),
+                ("text", not_mine.as_str().into()),
+            ]),
+            None,
+        )
+        .unwrap();
+    })
+    .await;
+    assert_eq!(
+        notes(&b).length().unwrap(),
+        2,
+        "the writes apply locally first"
+    );
+    let error = within("the compensating-write error", refused).await;
+    assert!(error.is_instance_of::<js_sys::Error>());
+    assert_eq!(class_name(&error), "CompensatingWriteError");
+    assert_eq!(get(&error, "action"), "warning");
+    let writes = Array::from(&get(&error, "writes"));
+    assert!(writes.length() >= 1, "the error lists the refused writes");
+    assert!(writes.iter().all(|w| get(&w, "objectName") == "Note"));
+
+    // The server restores B's copy: the edit is undone and the claimed note is gone.
+    settle(&b).await;
+    let json = notes(&b).to_json().unwrap();
+    assert_eq!(json.length(), 1, "{:?}", json);
+    let restored = json.get(0);
+    assert_eq!(json_text(&get(&restored, "_id")), json_text(&key));
+    assert_eq!(
+        get(&restored, "text").as_string().unwrap(),
+        format!("{t} by its owner")
+    );
+    settle(&a).await;
+    assert_eq!(
+        titles_of_notes(&notes(&a)),
+        vec![format!("{t} by its owner")]
+    );
+    close(&a).await;
+    close(&b).await;
+}
+
+fn titles_of_notes(results: &Results) -> Vec<String> {
+    results
+        .to_json()
+        .unwrap()
+        .iter()
+        .map(|n| get(&n, "text").as_string().unwrap())
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn an_expired_token_is_refreshed_without_losing_pending_writes() {
+    let t = tag("token");
+    let user = log_in_at(short_token_server_url()).await;
+    let first_token = user.access_token();
+    // When the server ends the session because the token expired, the app writes at once: that
+    // write is pending while the client fetches a new token and binds again.
+    let db_slot: Rc<RefCell<Option<Eddy>>> = Rc::default();
+    let written: Rc<RefCell<Option<Promise>>> = Rc::default();
+    let mut on_expiry = None;
+    let expired = Promise::new(&mut |resolve, _| on_expiry = Some(resolve));
+    let (slot, done, title) = (
+        Rc::clone(&db_slot),
+        Rc::clone(&written),
+        format!("{t} pending"),
+    );
+    let on_error =
+        Closure::<dyn FnMut(JsValue, JsValue)>::new(move |_: JsValue, error: JsValue| {
+            if get(&error, "code") != 202 || done.borrow().is_some() {
+                return;
+            }
+            let Some(db) = slot.borrow().clone() else {
+                return;
+            };
+            let (handle, title) = (db.clone(), title.clone());
+            let add = Closure::once_into_js(move || {
+                db.create(
+                    "Task".into(),
+                    obj(&[("title", title.as_str().into())]),
+                    None,
+                )
+                .unwrap()
+            });
+            *done.borrow_mut() = Some(handle.write(add.unchecked_ref()).unwrap());
+            if let Some(resolve) = &on_expiry {
+                resolve.call1(&JsValue::UNDEFINED, &error).unwrap();
+            }
+        })
+        .into_js_value();
+    let db = open_with(&user, "token", Some(on_error.unchecked_ref())).await;
+    *db_slot.borrow_mut() = Some(db.clone());
+    settle(&db).await;
+    let error = within("the token-expired error (tokens live 3 s at most)", expired).await;
+    assert!(error.is_instance_of::<js_sys::Error>());
+    assert_eq!(class_name(&error), "SyncError");
+    assert_eq!(get(&error, "action"), "refreshToken");
+    let pending = written.borrow_mut().take().unwrap();
+    within("the write made while the token was expired", pending).await;
+    settle(&db).await;
+    assert_ne!(
+        user.access_token(),
+        first_token,
+        "the client fetched a new token"
+    );
+
+    let other = open(&log_in_at(short_token_server_url()).await, "token-check").await;
+    settle(&other).await;
+    assert_eq!(
+        titles(&tasks_tagged(&other, &t)),
+        vec![format!("{t} pending")]
+    );
+    *db_slot.borrow_mut() = None;
+    close(&db).await;
+    close(&other).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_revoked_refresh_token_reaches_the_app_as_an_auth_error() {
+    let user = log_in_at(short_token_server_url()).await;
+    let errors = ErrorLog::default();
+    let db = open_with(&user, "revoked", Some(&errors.callback())).await;
+    settle(&db).await;
+    let signed_out = user.clone();
+    within(
+        "logging out",
+        wasm_bindgen_futures::future_to_promise(async move {
+            signed_out.log_out().await?;
+            Ok(JsValue::UNDEFINED)
+        }),
+    )
+    .await;
+    // The access token still works until it expires; then the refresh is refused.
+    let error = within(
+        "the refused refresh (tokens live 3 s at most)",
+        errors.with("name", "AuthError".into()),
+    )
+    .await;
+    assert!(error.is_instance_of::<js_sys::Error>());
+    assert_eq!(get(&error, "code"), 401);
+    assert_eq!(get(&error, "action"), "logOut");
+    assert!(
+        get(&error, "message")
+            .as_string()
+            .unwrap()
+            .contains("log in again"),
+        "{error:?}"
+    );
+    close(&db).await;
+}
+
+/// A promise that resolves to `promise`'s rejection, or to `"resolved"` if it resolves.
+fn rejection_of(promise: &Promise) -> Promise {
+    Function::new_with_args("p", "return p.then(() => 'resolved', (e) => e);")
+        .call1(&JsValue::UNDEFINED, promise)
+        .unwrap()
+        .unchecked_into()
+}
+
+/// How [`break_next_put`] makes IndexedDB fail.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// The transaction aborts right after its first `put`, as the browser aborts one it cannot
+    /// commit.
+    Abort,
+    /// The first `put` throws a `QuotaExceededError`, as when the origin's quota is used up.
+    Quota,
+}
+
+/// Makes the next `IDBObjectStore.put` fail as `failure` says; returns a function that undoes
+/// it (the first `put` undoes it too).
+fn break_next_put(failure: Failure) -> Function {
+    let install = Function::new_with_args(
+        "failure",
+        r#"
+        const proto = IDBObjectStore.prototype;
+        const put = proto.put;
+        proto.put = function (...args) {
+          proto.put = put;
+          if (failure === "quota") {
+            throw new DOMException("the origin's storage quota is used up", "QuotaExceededError");
+          }
+          const request = put.apply(this, args);
+          this.transaction.abort();
+          return request;
+        };
+        return () => { proto.put = put; };
+        "#,
+    );
+    let failure = match failure {
+        Failure::Abort => "abort",
+        Failure::Quota => "quota",
+    };
+    install
+        .call1(&JsValue::UNDEFINED, &failure.into())
+        .unwrap()
+        .unchecked_into()
+}
+
+/// Writes a task while the next `put` fails as `failure` says; returns the write's rejection
+/// and the error `onError` got.
+async fn failed_write(failure: Failure) -> (JsValue, JsValue) {
+    let errors = ErrorLog::default();
+    let db = open_with(&log_in().await, "broken-storage", Some(&errors.callback())).await;
+    settle(&db).await;
+    let restore = break_next_put(failure);
+    let handle = db.clone();
+    let add = Closure::once_into_js(move || add_task(&handle, "never durable"));
+    let durable = db.write(add.unchecked_ref()).unwrap();
+    let outcome = within("the write's promise to settle", rejection_of(&durable)).await;
+    restore.call0(&JsValue::UNDEFINED).unwrap();
+    assert_ne!(
+        outcome, "resolved",
+        "a write that was not stored must not resolve"
+    );
+    let reported = within(
+        "the storage error to reach onError",
+        errors.with("name", "StorageError".into()),
+    )
+    .await;
+    close(&db).await;
+    (outcome, reported)
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_indexeddb_transaction_reaches_the_app_as_a_storage_error() {
+    let (outcome, reported) = failed_write(Failure::Abort).await;
+    for error in [&outcome, &reported] {
+        assert!(error.is_instance_of::<js_sys::Error>());
+        assert_eq!(class_name(error), "StorageError");
+        assert_eq!(get(error, "code"), "storage");
+        assert!(
+            get(error, "message")
+                .as_string()
+                .unwrap()
+                .starts_with("IndexedDB failed"),
+            "{error:?}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_quota_error_reaches_the_app_as_storage_quota() {
+    let (outcome, reported) = failed_write(Failure::Quota).await;
+    for error in [&outcome, &reported] {
+        assert_eq!(class_name(error), "StorageError");
+        assert_eq!(get(error, "code"), "storage-quota", "{error:?}");
+        assert_eq!(get(error, "action"), "warning");
+        assert!(
+            get(error, "message")
+                .as_string()
+                .unwrap()
+                .contains("quota exceeded"),
+            "{error:?}"
+        );
+    }
 }
