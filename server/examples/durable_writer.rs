@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
             tx.set(FieldPath::field("Item", pk.clone(), "n"), Value::Int(key))?;
             let mut reading = Document::new();
             reading.insert("value".into(), Value::Int(key));
-            reading.insert("samples".into(), Value::List(Vec::new()));
+            reading.insert("samples".into(), Value::List(Default::default()));
             tx.ingest("Reading", pk, reading)
         })?;
         writeln!(out, "written {key}")?;

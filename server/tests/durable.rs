@@ -30,7 +30,7 @@ fn write_item(client: &Client, key: i64) {
             tx.set(FieldPath::field("Item", pk.clone(), "n"), Value::Int(key))?;
             let mut reading = Document::new();
             reading.insert("value".into(), Value::Int(key));
-            reading.insert("samples".into(), Value::List(Vec::new()));
+            reading.insert("samples".into(), Value::List(Default::default()));
             tx.ingest("Reading", pk, reading)
         })
         .unwrap();
