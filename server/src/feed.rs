@@ -111,6 +111,9 @@ pub enum Kind {
     Subscription,
     /// The server sent an error.
     Error,
+    /// Data Ingest: a batch of asymmetric objects became durable, or a device reported its
+    /// upload queue.
+    Ingest,
     /// The feed dropped events because it fell behind.
     Gap,
 }
@@ -124,6 +127,7 @@ impl Kind {
             Kind::Changeset => "changeset",
             Kind::Subscription => "subscription",
             Kind::Error => "error",
+            Kind::Ingest => "ingest",
             Kind::Gap => "gap",
         }
     }
@@ -598,6 +602,34 @@ impl FeedState {
                     "message": message,
                 });
                 self.publish(Kind::Error, labels, at, body);
+            }
+            ServerEvent::Ingested {
+                server_version,
+                origin_file_ident,
+                origin_timestamp,
+                collection,
+                objects,
+                bytes,
+            } => {
+                // `at` is when the engine thread saw the event, right after the commit that made
+                // the batch durable: the same end of the lag that `/api/admin/ingest` uses.
+                let labels = Labels {
+                    client: Some(origin_file_ident),
+                    user: self.users.get(&origin_file_ident).cloned(),
+                    collections: BTreeSet::from([collection.clone()]),
+                    ..Labels::default()
+                };
+                let body = json!({
+                    "event": "stored",
+                    "batch": {
+                        "collection": collection,
+                        "server_version": server_version,
+                        "objects": objects,
+                        "bytes": bytes,
+                        "lag_ms": at.saturating_sub(origin_timestamp),
+                    },
+                });
+                self.publish(Kind::Ingest, labels, at, body);
             }
             // Closing is reported by the connection record; other events carry nothing a
             // console shows.
