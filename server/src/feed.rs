@@ -631,6 +631,31 @@ impl FeedState {
                 });
                 self.publish(Kind::Ingest, labels, at, body);
             }
+            ServerEvent::IngestStatus {
+                connection,
+                session,
+                client_file_ident,
+                user,
+                collections,
+            } => {
+                let mut labels = self.session_labels(connection, Some(session));
+                labels.client = Some(client_file_ident);
+                labels.user = Some(user);
+                labels.collections = collections.iter().map(|e| e.collection.clone()).collect();
+                let queue: Vec<Json> = collections
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "collection": e.collection,
+                            "objects": e.objects,
+                            "bytes": e.bytes,
+                            "oldest_age_ms": e.oldest_age_ms,
+                        })
+                    })
+                    .collect();
+                let body = json!({ "event": "queue", "queue": queue });
+                self.publish(Kind::Ingest, labels, at, body);
+            }
             // Closing is reported by the connection record; other events carry nothing a
             // console shows.
             _ => {}

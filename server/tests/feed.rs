@@ -385,8 +385,20 @@ async fn durable_ingest_batches_are_on_the_feed_backfilled_and_filterable() {
     )
     .await;
     assert_eq!(next_event(&mut feed).await["kind"], "hello");
-    let stored = next_event(&mut feed).await;
-    assert_eq!(stored["kind"], "ingest", "{stored}");
+    // The device reported its queue right after IDENT, before the batch was stored.
+    let queue = wait_for(&mut feed, "the device's queue report", |e| {
+        assert_eq!(e["kind"], "ingest", "the kinds filter let through {e}");
+        e["event"] == "queue" && e["client"] == sensor_ident
+    })
+    .await;
+    assert_eq!(queue["collections"], json!(["Reading"]));
+    assert_eq!(queue["queue"][0]["collection"], "Reading");
+    assert!(queue["queue"][0]["objects"].as_u64().unwrap() <= 25);
+    let stored = wait_for(&mut feed, "the stored batch", |e| {
+        assert_eq!(e["kind"], "ingest", "the kinds filter let through {e}");
+        e["event"] == "stored"
+    })
+    .await;
     assert_eq!(stored["event"], "stored");
     assert_eq!(stored["client"], sensor_ident);
     assert!(stored["user"].as_str().unwrap().starts_with("anon-"));
@@ -410,7 +422,7 @@ async fn durable_ingest_batches_are_on_the_feed_backfilled_and_filterable() {
     writer.wait_for_upload(WAIT).await.unwrap();
     let live = wait_for(&mut feed, "the live ingest batch", |e| {
         assert_eq!(e["kind"], "ingest", "the kinds filter let through {e}");
-        e["batch"]["objects"] == 1
+        e["event"] == "stored" && e["batch"]["objects"] == 1
     })
     .await;
     assert_eq!(live["client"], sensor_ident);

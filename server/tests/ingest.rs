@@ -195,3 +195,69 @@ async fn every_object_of_a_large_ingest_arrives_exactly_once_across_kill_9() {
     }
     assert_eq!(seen, TOTAL as usize);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reports_its_offline_queue_to_the_admin_api_then_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let listen = server.addr.to_string();
+    let url = server.sync_url();
+    let token = anonymous_token(server.addr).await;
+    server.kill9();
+
+    // Offline: the readings wait in the device's queue.
+    let sensor = Client::connect(&url, &token, sim_schema()).unwrap();
+    ingest(&sensor, 0..500, 50).unwrap();
+    let queue = sensor.ingest_queue().unwrap();
+    assert_eq!(queue.objects, 500);
+
+    let server = Server::with_schema(dir.path(), &listen);
+    // The device reports its queue right after IDENT, and the next report cannot follow within a
+    // second, so the admin API shows the 500 pending readings for at least that long.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (ident, reported) = loop {
+        let (status, figures) = server.admin("/api/admin/ingest").await;
+        assert_eq!(status, 200, "{figures}");
+        let found = figures["clients"].as_object().and_then(|clients| {
+            clients
+                .iter()
+                .find(|(_, per)| per["Reading"]["pending_objects"] == 500)
+                .map(|(ident, per)| (ident.clone(), per["Reading"].clone()))
+        });
+        if let Some(found) = found {
+            assert_eq!(figures["collections"]["Reading"]["pending_objects"], 500);
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admin API never showed the device's 500 queued readings: {figures}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(reported["pending_bytes"], queue.bytes);
+    assert!(reported["pending_reported_ms"].as_u64().unwrap() > 0);
+    let oldest = reported["oldest_pending_age_ms"].as_u64().unwrap();
+    assert!(oldest < WAIT.as_millis() as u64 * 2, "{reported}");
+
+    // After the upload the device reports an empty queue.
+    sensor.wait_for_upload(WAIT).await.unwrap();
+    assert_eq!(ident, sensor.client_file_ident().unwrap().to_string());
+    assert_eq!(sensor.ingest_queue().unwrap().objects, 0);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, figures) = server.admin("/api/admin/ingest").await;
+        let mine = &figures["clients"][&ident]["Reading"];
+        if mine["pending_objects"] == 0 {
+            assert_eq!(mine["pending_bytes"], 0);
+            assert_eq!(mine["oldest_pending_age_ms"], 0);
+            assert_eq!(mine["objects"], 500, "{figures}");
+            assert_eq!(figures["collections"]["Reading"]["pending_objects"], 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device never reported its emptied queue: {figures}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
