@@ -361,12 +361,19 @@ pub fn ingest_status<'a>(
 }
 
 /// Checks an INGEST_STATUS report against `schema`: every collection asymmetric and named once,
-/// and figures that can be true. The error is the message for the client.
-pub fn check_ingest_status(schema: &Schema, entries: &[IngestStatusEntry]) -> Result<(), String> {
+/// and figures that can be true. With `allow_unknown` (development mode, where a client's upload
+/// may still be about to add the collection) a collection the schema lacks passes. The error is
+/// the message for the client.
+pub fn check_ingest_status(
+    schema: &Schema,
+    entries: &[IngestStatusEntry],
+    allow_unknown: bool,
+) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for e in entries {
         let name = &e.collection;
         match schema.collection(name).map(|c| c.kind) {
+            None if allow_unknown => {}
             None => {
                 return Err(format!(
                     "no collection named \"{name}\" in the server's schema"
@@ -550,7 +557,11 @@ mod tests {
         assert_eq!(status[0].oldest_age_ms, 3_000);
         let queue = IngestQueue::of(&schema, &changesets);
         assert_eq!(status[0].bytes, queue.bytes);
-        assert_eq!(check_ingest_status(&schema, &status), Ok(()));
+        assert_eq!(check_ingest_status(&schema, &status, false), Ok(()));
+        let mut unknown = status.clone();
+        unknown[0].collection = "Later".into();
+        assert!(check_ingest_status(&schema, &unknown, false).is_err());
+        assert_eq!(check_ingest_status(&schema, &unknown, true), Ok(()));
 
         let empty = ingest_status(&schema, &[], 4_000);
         assert_eq!(

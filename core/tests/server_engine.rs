@@ -921,3 +921,22 @@ fn ingest_status_reports_are_kept_per_client_file_and_bad_ones_refused() {
     }
     assert_eq!(h.engine.ingest_status(alice).unwrap()[0].objects, 0);
 }
+
+#[test]
+fn in_development_mode_a_report_may_name_a_collection_an_upload_has_yet_to_add() {
+    let mut config = ServerConfig::new(sim_schema(), 42);
+    config.development_mode = true;
+    let mut h = Harness {
+        engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(),
+        now: 1,
+    };
+    let (alice, _) = h.open(1, "alice");
+    assert!(h.send(1, status("NotYet", 2, 20, 5)).is_empty());
+    assert_eq!(
+        h.engine.ingest_status(alice).unwrap()[0].collection,
+        "NotYet"
+    );
+    // A collection the server has as an ordinary one is still refused.
+    let out = h.send(1, status("Item", 2, 20, 5));
+    assert_eq!(error_code(&out), Some((1, ErrorCode::BadChangeset)));
+}

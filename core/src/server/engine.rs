@@ -2037,8 +2037,12 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             ));
         };
         let user = session.user.id.clone();
-        check_ingest_status(self.store.schema(), &collections)
-            .map_err(|why| fail(ErrorCode::BadChangeset, format!("bad ingest status: {why}")))?;
+        check_ingest_status(
+            self.store.schema(),
+            &collections,
+            self.config.development_mode,
+        )
+        .map_err(|why| fail(ErrorCode::BadChangeset, format!("bad ingest status: {why}")))?;
         self.ingest_status.insert(file, collections.clone());
         self.events.push_back(ServerEvent::IngestStatus {
             connection,
