@@ -31,8 +31,8 @@ pub struct IngestFigures {
     pub max_lag_ms: u64,
     /// When the latest batch became durable (milliseconds since the Unix epoch).
     pub last_stored_ms: u64,
-    /// Objects waiting in the device's upload queue as it last reported (for a collection, the
-    /// sum over devices).
+    /// Objects waiting in the device's upload queue as it last reported, less those stored since
+    /// (for a collection, the sum over devices).
     pub pending_objects: u64,
     /// Their bytes as encoded instructions.
     pub pending_bytes: u64,
@@ -53,6 +53,14 @@ impl IngestFigures {
         self.last_lag_ms = lag_ms;
         self.max_lag_ms = self.max_lag_ms.max(lag_ms);
         self.last_stored_ms = now_ms;
+        // Stored objects have left the device's queue: take them off its last report until the
+        // next one, so a device that disconnects right after its upload does not look stuck.
+        self.pending_objects = self.pending_objects.saturating_sub(objects);
+        self.pending_bytes = if self.pending_objects == 0 {
+            0
+        } else {
+            self.pending_bytes.saturating_sub(bytes)
+        };
         if self.recent.len() == MAX_RECENT {
             self.recent.pop_front();
         }
@@ -246,6 +254,23 @@ mod tests {
         let all = &report.collections["Reading"];
         assert_eq!((all.pending_objects, all.pending_bytes), (14, 1_260));
         assert_eq!(all.oldest_pending_age_ms, 2_300);
+
+        // Objects stored from a device come off its last report until the next one.
+        let batch = |objects| IngestBatch {
+            origin_file_ident: 8,
+            origin_timestamp: 900,
+            collection: "Reading",
+            objects,
+            bytes: objects * 90,
+        };
+        stats.record(1_400, batch(3));
+        let eight = &stats.report(1_400).clients["8"]["Reading"];
+        assert_eq!((eight.pending_objects, eight.pending_bytes), (1, 90));
+        stats.record(1_500, batch(3));
+        let eight = &stats.report(1_500).clients["8"]["Reading"];
+        assert_eq!((eight.pending_objects, eight.pending_bytes), (0, 0));
+        assert_eq!(eight.oldest_pending_age_ms, 0);
+        stats.report_queue(1_600, 8, &[entry(4, 2_000)]);
 
         // An emptied queue replaces the previous report and has no age.
         stats.report_queue(2_000, 7, &[entry(0, 0)]);

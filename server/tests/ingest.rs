@@ -13,7 +13,9 @@ mod support;
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use eddy_server::client::Client;
+use futures_util::{SinkExt, StreamExt};
 use support::{anonymous_token, Server, WAIT};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A sensor reading of about 100 bytes.
 fn reading(n: i64) -> Document {
@@ -197,7 +199,7 @@ async fn every_object_of_a_large_ingest_arrives_exactly_once_across_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_reports_its_offline_queue_to_the_admin_api_then_an_empty_one() {
+async fn a_device_reports_its_offline_queue_then_an_empty_one_to_the_feed_and_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let listen = server.addr.to_string();
@@ -212,52 +214,52 @@ async fn a_device_reports_its_offline_queue_to_the_admin_api_then_an_empty_one()
     assert_eq!(queue.objects, 500);
 
     let server = Server::with_schema(dir.path(), &listen);
-    // The device reports its queue right after IDENT, and the next report cannot follow within a
-    // second, so the admin API shows the 500 pending readings for at least that long.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (ident, reported) = loop {
-        let (status, figures) = server.admin("/api/admin/ingest").await;
-        assert_eq!(status, 200, "{figures}");
-        let found = figures["clients"].as_object().and_then(|clients| {
-            clients
-                .iter()
-                .find(|(_, per)| per["Reading"]["pending_objects"] == 500)
-                .map(|(ident, per)| (ident.clone(), per["Reading"].clone()))
-        });
-        if let Some(found) = found {
-            assert_eq!(figures["collections"]["Reading"]["pending_objects"], 500);
-            break found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the admin API never showed the device's 500 queued readings: {figures}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(reported["pending_bytes"], queue.bytes);
-    assert!(reported["pending_reported_ms"].as_u64().unwrap() > 0);
-    let oldest = reported["oldest_pending_age_ms"].as_u64().unwrap();
-    assert!(oldest < WAIT.as_millis() as u64 * 2, "{reported}");
-
-    // After the upload the device reports an empty queue.
     sensor.wait_for_upload(WAIT).await.unwrap();
-    assert_eq!(ident, sensor.client_file_ident().unwrap().to_string());
     assert_eq!(sensor.ingest_queue().unwrap().objects, 0);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, figures) = server.admin("/api/admin/ingest").await;
-        let mine = &figures["clients"][&ident]["Reading"];
-        if mine["pending_objects"] == 0 {
-            assert_eq!(mine["pending_bytes"], 0);
-            assert_eq!(mine["oldest_pending_age_ms"], 0);
-            assert_eq!(mine["objects"], 500, "{figures}");
-            assert_eq!(figures["collections"]["Reading"]["pending_objects"], 0);
-            break;
+    let ident = sensor.client_file_ident().unwrap();
+
+    // The feed keeps every report since the restart: first the queue as it was right after
+    // IDENT, then, once the upload was acknowledged, an empty one.
+    let url = format!("ws://{}/api/admin/events", server.addr);
+    let (mut feed, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let request = serde_json::json!({
+        "admin_key": server.admin_key,
+        "filter": { "kinds": ["ingest"], "client": ident },
+    });
+    feed.send(Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
+    let mut reports = Vec::new();
+    while reports.last() != Some(&0) {
+        let message = tokio::time::timeout(WAIT, feed.next())
+            .await
+            .expect("the device never reported its emptied queue")
+            .expect("the feed closed")
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        if event["event"] == "queue" {
+            let entry = &event["queue"][0];
+            assert_eq!(entry["collection"], "Reading");
+            if entry["objects"] == 500 {
+                assert_eq!(entry["bytes"], queue.bytes);
+                assert!(entry["oldest_age_ms"].as_u64().unwrap() < WAIT.as_millis() as u64 * 2);
+            }
+            reports.push(entry["objects"].as_u64().unwrap());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the device never reported its emptied queue: {figures}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(reports.first(), Some(&500), "{reports:?}");
+
+    // The admin API has the latest report: nothing pending, everything stored.
+    let (status, figures) = server.admin("/api/admin/ingest").await;
+    assert_eq!(status, 200, "{figures}");
+    let mine = &figures["clients"][ident.to_string()]["Reading"];
+    assert_eq!(mine["pending_objects"], 0, "{figures}");
+    assert_eq!(mine["pending_bytes"], 0);
+    assert_eq!(mine["oldest_pending_age_ms"], 0);
+    assert!(mine["pending_reported_ms"].as_u64().unwrap() > 0);
+    assert_eq!(mine["objects"], 500);
+    assert_eq!(figures["collections"]["Reading"]["pending_objects"], 0);
 }
