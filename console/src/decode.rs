@@ -279,6 +279,17 @@ pub fn client_message(frame: &[u8]) -> Result<MessageView, String> {
         ClientMessage::Query { subscriptions, .. } => {
             view.field("subscriptions", subscriptions_text(subscriptions));
         }
+        ClientMessage::IngestStatus { collections, .. } => {
+            for e in collections {
+                view.field(
+                    &format!("queue {}", e.collection),
+                    format!(
+                        "{} objects, {} bytes, oldest {} ms",
+                        e.objects, e.bytes, e.oldest_age_ms
+                    ),
+                );
+            }
+        }
         _ => {}
     }
     Ok(view)

@@ -63,14 +63,34 @@ pub struct SubscriptionInfo {
     pub query: String,
 }
 
+/// A durable Data Ingest batch, as an `ingest` event with `"event": "stored"` carries it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct IngestBatch {
+    /// The asymmetric collection.
+    #[serde(default)]
+    pub collection: String,
+    /// The server version of the changeset that carried it.
+    #[serde(default)]
+    pub server_version: u64,
+    /// How many objects.
+    #[serde(default)]
+    pub objects: u64,
+    /// Their share of the uploaded changeset body, in bytes.
+    #[serde(default)]
+    pub bytes: u64,
+    /// From the device's timestamp to durable, in milliseconds.
+    #[serde(default)]
+    pub lag_ms: u64,
+}
+
 /// One event of the feed (every kind in one flat shape; absent fields are `None`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct Event {
     /// Its number in the feed.
     #[serde(default)]
     pub seq: u64,
-    /// `hello`, `connection`, `session`, `message`, `changeset`, `subscription`, `error`, `gap`,
-    /// `filter` or `refused`.
+    /// `hello`, `connection`, `session`, `message`, `changeset`, `subscription`, `error`,
+    /// `ingest`, `gap`, `filter` or `refused`.
     #[serde(default)]
     pub kind: String,
     /// When, in milliseconds since the Unix epoch (server clock).
@@ -87,7 +107,7 @@ pub struct Event {
     /// The collections it touches.
     #[serde(default)]
     pub collections: Vec<String>,
-    /// `opened`, `closed`, `identified`, `ended`.
+    /// `opened`, `closed`, `identified`, `ended`; for `ingest`, `stored`.
     pub event: Option<String>,
     /// The peer address.
     pub peer: Option<String>,
@@ -125,6 +145,8 @@ pub struct Event {
     pub code: Option<String>,
     /// An error or refusal message.
     pub message: Option<String>,
+    /// A durable ingest batch.
+    pub batch: Option<IngestBatch>,
     /// How many events a gap lost.
     pub missed: Option<u64>,
     /// Why a gap happened.
@@ -167,6 +189,8 @@ pub struct Totals {
     pub changesets: u64,
     /// Errors sent.
     pub errors: u64,
+    /// Ingested objects that became durable.
+    pub ingested: u64,
     /// Events the feed lost.
     pub missed: u64,
 }
@@ -180,7 +204,7 @@ pub struct Rates {
     pub changesets: VecDeque<u64>,
     /// Connected sessions.
     pub sessions: VecDeque<u64>,
-    /// Ingested objects per second (always zero until the feed carries ingest batches).
+    /// Ingested objects that became durable per second.
     pub ingest: VecDeque<u64>,
     last: Totals,
 }
@@ -315,6 +339,11 @@ impl Model {
                 self.totals.errors += 1;
                 bounded(&mut self.errors, event, MAX_ERRORS);
             }
+            "ingest" => {
+                if let Some(batch) = &event.batch {
+                    self.totals.ingested += batch.objects;
+                }
+            }
             "gap" => self.totals.missed += event.missed.unwrap_or(0),
             _ => {}
         }
@@ -334,7 +363,10 @@ impl Model {
         );
         let open = self.open_sessions() as u64;
         push(&mut self.rates.sessions, open);
-        push(&mut self.rates.ingest, 0);
+        push(
+            &mut self.rates.ingest,
+            now.ingested - last.ingested.min(now.ingested),
+        );
         self.rates.last = now;
     }
 
@@ -370,7 +402,7 @@ mod tests {
         })));
         model.apply(event(serde_json::json!({
             "seq": 1, "kind": "session", "event": "identified", "connection": 1, "session": 2,
-            "user": "u", "client": 7, "peer": "127.0.0.1:5", "protocol": "eddy-sync/2", "at": 10,
+            "user": "u", "client": 7, "peer": "127.0.0.1:5", "protocol": "eddy-sync/3", "at": 10,
         })));
         for direction in ["in", "out", "in"] {
             model.apply(event(serde_json::json!({
@@ -404,10 +436,22 @@ mod tests {
         model.tick();
         assert_eq!(model.rates.changesets, [3, 1]);
         assert_eq!(model.rates.ingest, [0, 0]);
+        for objects in [100, 50] {
+            model.apply(event(serde_json::json!({
+                "kind": "ingest", "seq": 3, "event": "stored", "client": 7,
+                "batch": {"collection": "Reading", "server_version": 4, "objects": objects,
+                          "bytes": objects * 90, "lag_ms": 12},
+            })));
+        }
+        model.tick();
+        model.tick();
+        assert_eq!(model.rates.ingest, [0, 0, 150, 0]);
+        assert_eq!(model.totals.ingested, 150);
         for _ in 0..SAMPLES {
             model.tick();
         }
         assert_eq!(model.rates.changesets.len(), SAMPLES);
+        assert_eq!(model.rates.ingest.len(), SAMPLES);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! splits them out of each uploaded changeset ([`Splitter`]), checks that they are pure inserts,
 //! and hands them to storage as whole documents instead of integrating them into the history.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::changeset::{encode_changeset, Changeset, Instruction, Path};
+use crate::protocol::IngestStatusEntry;
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
 use crate::store::{ApplyError, Changes, Store};
 use crate::value::{Document, PrimaryKey};
@@ -297,6 +298,117 @@ impl IngestQueue {
     }
 }
 
+/// The most objects an INGEST_STATUS entry may report (2^40).
+pub const MAX_REPORTED_OBJECTS: u64 = 1 << 40;
+/// The most bytes an INGEST_STATUS entry may report (2^50).
+pub const MAX_REPORTED_BYTES: u64 = 1 << 50;
+/// The oldest pending age an INGEST_STATUS entry may report: ten years, in milliseconds.
+pub const MAX_REPORTED_AGE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// What an INGEST_STATUS reports for each asymmetric collection of `schema`: the objects, bytes
+/// and oldest pending age (at `now_ms`) that `changesets` (a client's pending uploads) hold,
+/// with zeros for a collection nothing is pending for. Empty when `schema` has no asymmetric
+/// collection.
+pub fn ingest_status<'a>(
+    schema: &Schema,
+    changesets: impl IntoIterator<Item = &'a Changeset>,
+    now_ms: u64,
+) -> Vec<IngestStatusEntry> {
+    let mut per: BTreeMap<&str, (IngestQueue, Vec<Instruction>)> = schema
+        .collections
+        .values()
+        .filter(|c| c.kind == CollectionKind::Asymmetric)
+        .map(|c| (c.name.as_str(), Default::default()))
+        .collect();
+    if per.is_empty() {
+        return Vec::new();
+    }
+    for changeset in changesets {
+        for (_, instructions) in per.values_mut() {
+            instructions.clear();
+        }
+        for instruction in &changeset.instructions {
+            let Some((collection, _)) = instruction.object() else {
+                continue;
+            };
+            if let Some((queue, instructions)) = per.get_mut(collection) {
+                if matches!(instruction, Instruction::CreateObject { .. }) {
+                    queue.objects += 1;
+                }
+                instructions.push(instruction.clone());
+            }
+        }
+        let t = changeset.meta.origin_timestamp;
+        for (queue, instructions) in per.values_mut() {
+            if instructions.is_empty() {
+                continue;
+            }
+            queue.bytes += encode_changeset(instructions).len() as u64;
+            queue.oldest_timestamp = Some(queue.oldest_timestamp.map_or(t, |o| o.min(t)));
+        }
+    }
+    per.into_iter()
+        .map(|(collection, (queue, _))| IngestStatusEntry {
+            collection: collection.to_owned(),
+            objects: queue.objects,
+            bytes: if queue.objects == 0 { 0 } else { queue.bytes },
+            oldest_age_ms: match queue.oldest_timestamp {
+                Some(t) if queue.objects > 0 => now_ms.saturating_sub(t).min(MAX_REPORTED_AGE_MS),
+                _ => 0,
+            },
+        })
+        .collect()
+}
+
+/// Checks an INGEST_STATUS report against `schema`: every collection asymmetric and named once,
+/// and figures that can be true. With `allow_unknown` (development mode, where a client's upload
+/// may still be about to add the collection) a collection the schema lacks passes. The error is
+/// the message for the client.
+pub fn check_ingest_status(
+    schema: &Schema,
+    entries: &[IngestStatusEntry],
+    allow_unknown: bool,
+) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for e in entries {
+        let name = &e.collection;
+        match schema.collection(name).map(|c| c.kind) {
+            None if allow_unknown => {}
+            None => {
+                return Err(format!(
+                    "no collection named \"{name}\" in the server's schema"
+                ))
+            }
+            Some(CollectionKind::Asymmetric) => {}
+            Some(_) => {
+                return Err(format!(
+                    "\"{name}\" is not an asymmetric collection; report only Data Ingest queues"
+                ))
+            }
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(format!("\"{name}\" is reported twice"));
+        }
+        let why = if e.objects > MAX_REPORTED_OBJECTS {
+            Some("more than 2^40 objects")
+        } else if e.bytes > MAX_REPORTED_BYTES {
+            Some("more than 2^50 bytes")
+        } else if e.oldest_age_ms > MAX_REPORTED_AGE_MS {
+            Some("an oldest pending age over ten years")
+        } else if e.objects == 0 && (e.bytes != 0 || e.oldest_age_ms != 0) {
+            Some("bytes or an age with no objects")
+        } else if e.bytes < e.objects {
+            Some("fewer bytes than objects")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!("\"{name}\" reports {why}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +522,54 @@ mod tests {
         let split = splitter.split(reading(1, 2.0)).unwrap();
         assert!(split.synced.is_empty());
         assert_eq!(split.ingested.len(), 1);
+    }
+
+    fn changeset(version: u64, at: u64, instructions: Vec<Instruction>) -> Changeset {
+        Changeset {
+            meta: crate::changeset::ChangesetMeta {
+                version,
+                last_integrated_remote_version: 0,
+                origin_timestamp: at,
+                origin_file_ident: 1,
+            },
+            instructions,
+        }
+    }
+
+    #[test]
+    fn ingest_status_has_one_entry_per_asymmetric_collection() {
+        let schema = schema();
+        let mut task = Document::new();
+        task.insert("title".into(), Value::String("t".into()));
+        let changesets = [
+            changeset(1, 1_000, reading(1, 20.5)),
+            changeset(
+                2,
+                1_500,
+                insert_instructions("Task", &PrimaryKey::Int(1), &task),
+            ),
+            changeset(3, 2_000, [reading(2, 21.0), reading(3, 22.0)].concat()),
+        ];
+        let status = ingest_status(&schema, &changesets, 4_000);
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].collection, "Reading");
+        assert_eq!(status[0].objects, 3);
+        assert_eq!(status[0].oldest_age_ms, 3_000);
+        let queue = IngestQueue::of(&schema, &changesets);
+        assert_eq!(status[0].bytes, queue.bytes);
+        assert_eq!(check_ingest_status(&schema, &status, false), Ok(()));
+        let mut unknown = status.clone();
+        unknown[0].collection = "Later".into();
+        assert!(check_ingest_status(&schema, &unknown, false).is_err());
+        assert_eq!(check_ingest_status(&schema, &unknown, true), Ok(()));
+
+        let empty = ingest_status(&schema, &[], 4_000);
+        assert_eq!(
+            (empty[0].objects, empty[0].bytes, empty[0].oldest_age_ms),
+            (0, 0, 0)
+        );
+        let mut plain = Schema::default();
+        plain.insert(CollectionSchema::top_level("Task", PrimaryKeyType::Int));
+        assert!(ingest_status(&plain, &changesets, 4_000).is_empty());
     }
 }

@@ -280,3 +280,88 @@ fn a_leaving_object_erased_and_recreated_locally_is_still_released() {
     );
     assert!(!s.view_settled(), "waiting for the server's reset");
 }
+
+/// The (objects, oldest age) of each INGEST_STATUS sent, with the names of all messages sent.
+fn sent(s: &mut ClientSession) -> (Vec<&'static str>, Vec<(u64, u64)>) {
+    let mut names = Vec::new();
+    let mut reports = Vec::new();
+    while let Some(msg) = s.poll_transmit() {
+        names.push(msg.name());
+        if let ClientMessage::IngestStatus { collections, .. } = msg {
+            assert_eq!(collections.len(), 1, "one entry per asymmetric collection");
+            assert_eq!(collections[0].collection, "Reading");
+            reports.push((collections[0].objects, collections[0].oldest_age_ms));
+        }
+    }
+    (names, reports)
+}
+
+#[test]
+fn the_ingest_queue_is_reported_after_ident_and_on_change_at_most_once_a_second() {
+    let mut s = session();
+    let mut doc = eddy_core::value::Document::new();
+    doc.insert("value".into(), Value::Int(7));
+    let reading = |key: i64| {
+        let doc = doc.clone();
+        move |tx: &mut eddy_core::store::WriteTransaction<'_>| {
+            tx.ingest("Reading", PrimaryKey::Int(key), doc)
+        }
+    };
+    // Offline: nothing is reported, and no timer is wanted.
+    s.write(1_000, reading(1)).unwrap();
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_connected();
+    s.handle_message(
+        2_000,
+        ServerMessage::Ident {
+            session: 1,
+            client_file_ident: 5,
+            client_file_ident_salt: 6,
+        },
+    );
+    // Right after IDENT, whatever the queue holds.
+    assert_eq!(
+        sent(&mut s),
+        (vec!["BIND", "IDENT", "INGEST_STATUS"], vec![(1, 1_000)])
+    );
+
+    // The first DOWNLOAD starts the upload; the queue did not change, so nothing more is said.
+    s.handle_message(2_100, download(0, 0, vec![]));
+    assert_eq!(sent(&mut s), (vec!["UPLOAD"], vec![]));
+    assert_eq!(s.poll_timeout(), Some(3_000));
+    s.handle_timeout(3_000);
+    assert_eq!(sent(&mut s), (vec![], vec![]));
+    assert_eq!(s.poll_timeout(), None);
+
+    // A change a second after the last report goes out at once.
+    s.write(3_100, reading(2)).unwrap();
+    assert_eq!(sent(&mut s).1, vec![(2, 2_100)]);
+    // Changes within the second wait for it, and go out as one report.
+    s.write(3_500, reading(3)).unwrap();
+    s.write(3_600, reading(4)).unwrap();
+    assert_eq!(sent(&mut s).1, vec![]);
+    assert_eq!(s.poll_timeout(), Some(4_100));
+    s.handle_timeout(4_000);
+    assert_eq!(sent(&mut s).1, vec![]);
+    s.handle_timeout(4_100);
+    assert_eq!(sent(&mut s).1, vec![(4, 3_100)]);
+
+    // Acknowledged: the emptied queue is reported with no age.
+    s.handle_message(4_200, download(1, 1, vec![]));
+    let (names, _) = sent(&mut s);
+    assert_eq!(names, vec!["UPLOAD"]);
+    s.handle_message(4_300, download(2, 4, vec![]));
+    assert_eq!(s.ingest_queue().objects, 0);
+    s.handle_timeout(s.poll_timeout().unwrap());
+    assert_eq!(sent(&mut s).1, vec![(0, 0)]);
+
+    // A reconnect reports again, even though nothing changed.
+    s.handle_disconnected();
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_connected();
+    s.handle_timeout(s.poll_timeout().unwrap().max(4_400));
+    assert_eq!(
+        sent(&mut s),
+        (vec!["BIND", "IDENT", "INGEST_STATUS"], vec![(0, 0)])
+    );
+}

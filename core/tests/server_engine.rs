@@ -8,8 +8,8 @@
 
 use eddy_core::changeset::{encode_changeset, Instruction, Path};
 use eddy_core::protocol::{
-    encode_client_message, ClientMessage, DownloadCursor, ErrorCode, ServerMessage, Subscription,
-    SubscriptionSet, TransactResult, UploadChangeset,
+    encode_client_message, ClientMessage, DownloadCursor, ErrorCode, IngestStatusEntry,
+    ServerMessage, Subscription, SubscriptionSet, TransactResult, UploadChangeset,
 };
 use eddy_core::server::{
     AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
@@ -822,4 +822,121 @@ fn subscriptions_on_asymmetric_collections_are_refused() {
         }
         other => panic!("expected QUERY_ERROR, got {other:?}"),
     }
+}
+
+fn status(collection: &str, objects: u64, bytes: u64, oldest_age_ms: u64) -> ClientMessage {
+    ClientMessage::IngestStatus {
+        session: 1,
+        collections: vec![IngestStatusEntry {
+            collection: collection.into(),
+            objects,
+            bytes,
+            oldest_age_ms,
+        }],
+    }
+}
+
+#[test]
+fn ingest_status_reports_are_kept_per_client_file_and_bad_ones_refused() {
+    let mut h = Harness::new();
+    h.connect(1);
+    h.send(1, bind(1, "good:alice", true));
+    // Before IDENT the session has no client file to report for.
+    let out = h.send(1, status("Reading", 1, 10, 0));
+    assert_eq!(error_code(&out), Some((0, ErrorCode::BadMessageOrder)));
+
+    let (alice, _) = h.open(2, "alice");
+    std::iter::from_fn(|| h.engine.poll_event()).for_each(drop);
+    assert!(h.send(2, status("Reading", 3, 150, 1_200)).is_empty());
+    assert_eq!(
+        h.engine.ingest_status(alice).unwrap(),
+        [IngestStatusEntry {
+            collection: "Reading".into(),
+            objects: 3,
+            bytes: 150,
+            oldest_age_ms: 1_200,
+        }]
+    );
+    let reported: Vec<(u64, String, u64)> = std::iter::from_fn(|| h.engine.poll_event())
+        .filter_map(|e| match e {
+            ServerEvent::IngestStatus {
+                client_file_ident,
+                user,
+                collections,
+                ..
+            } => Some((client_file_ident, user, collections[0].objects)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, vec![(alice, "alice".to_owned(), 3)]);
+    // The latest report replaces the previous one.
+    assert!(h.send(2, status("Reading", 0, 0, 0)).is_empty());
+    assert_eq!(h.engine.ingest_status(alice).unwrap()[0].objects, 0);
+
+    let bad = [
+        (status("Nope", 1, 10, 0), "no collection named"),
+        (status("Item", 1, 10, 0), "not an asymmetric collection"),
+        (status("Reading", 5, 4, 0), "fewer bytes than objects"),
+        (status("Reading", 0, 4, 0), "with no objects"),
+        (
+            status("Reading", 1 << 41, 1 << 45, 0),
+            "more than 2^40 objects",
+        ),
+        (status("Reading", 1, 1 << 51, 0), "more than 2^50 bytes"),
+        (status("Reading", 1, 10, u64::MAX), "over ten years"),
+        (
+            ClientMessage::IngestStatus {
+                session: 1,
+                collections: vec![
+                    IngestStatusEntry {
+                        collection: "Reading".into(),
+                        objects: 0,
+                        bytes: 0,
+                        oldest_age_ms: 0,
+                    };
+                    2
+                ],
+            },
+            "reported twice",
+        ),
+    ];
+    for (conn, (msg, why)) in (10..).zip(bad) {
+        let (file, _) = h.open(conn, "bob");
+        let out = h.send(conn, msg);
+        let message = out
+            .iter()
+            .find_map(|(_, m)| match m {
+                ServerMessage::Error { code, message, .. } => {
+                    assert_eq!(*code, ErrorCode::BadChangeset, "{message}");
+                    Some(message.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no error for a report with {why}: {out:?}"));
+        assert!(message.starts_with("bad ingest status: "), "{message}");
+        assert!(message.contains(why), "{message} should say {why}");
+        assert!(h.engine.ingest_status(file).is_none());
+        // Only that session ended; the engine goes on.
+        assert!(h.closed().is_empty());
+    }
+    assert_eq!(h.engine.ingest_status(alice).unwrap()[0].objects, 0);
+}
+
+#[test]
+fn in_development_mode_a_report_may_name_a_collection_an_upload_has_yet_to_add() {
+    let mut config = ServerConfig::new(sim_schema(), 42);
+    config.development_mode = true;
+    let mut h = Harness {
+        engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(),
+        now: 1,
+    };
+    let (alice, _) = h.open(1, "alice");
+    assert!(h.send(1, status("NotYet", 2, 20, 5)).is_empty());
+    assert_eq!(
+        h.engine.ingest_status(alice).unwrap()[0].collection,
+        "NotYet"
+    );
+    // A collection the server has as an ordinary one is still refused.
+    let out = h.send(1, status("Item", 2, 20, 5));
+    assert_eq!(error_code(&out), Some((1, ErrorCode::BadChangeset)));
 }

@@ -4,7 +4,8 @@
 //! `console_writer write --addr HOST:PORT --items N` signs in anonymously, connects a native
 //! client, prints `ident <client file ident>` once bound, writes `Item` 1..=N (`n` = key), prints
 //! `acknowledged <ms since the epoch>` when the server has integrated all of it, then keeps the
-//! session open until its standard input closes.
+//! session open until its standard input closes. A line `ingest` on standard input starts a
+//! steady Data Ingest of `Reading`s (20 every 50 ms), so the console's ingest figures move.
 
 // A test driver prints its progress; the clippy bans are for eddy-core.
 #![allow(clippy::disallowed_methods, clippy::print_stdout)]
@@ -96,9 +97,37 @@ async fn write(addr: SocketAddr, items: i64) -> anyhow::Result<()> {
     client.wait_for_upload(WAIT).await?;
     writeln!(out, "acknowledged {}", eddy_server::now_ms())?;
     out.flush()?;
+    let client = std::sync::Arc::new(client);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while stdin.next_line().await?.is_some() {}
+    let mut ingesting = None;
+    while let Some(line) = stdin.next_line().await? {
+        if line.trim() == "ingest" && ingesting.is_none() {
+            ingesting = Some(tokio::spawn(ingest_steadily(std::sync::Arc::clone(
+                &client,
+            ))));
+        }
+    }
+    if let Some(task) = ingesting {
+        task.abort();
+    }
     Ok(())
+}
+
+/// Ingests 20 readings every 50 ms until stopped.
+async fn ingest_steadily(client: std::sync::Arc<Client>) -> anyhow::Result<()> {
+    let mut interval = tokio::time::interval(Duration::from_millis(50));
+    let mut key = 0;
+    loop {
+        interval.tick().await;
+        client.write(|tx| {
+            (key..key + 20).try_for_each(|k| {
+                let mut doc = eddy_core::value::Document::new();
+                doc.insert("value".into(), Value::Int(k));
+                tx.ingest("Reading", PrimaryKey::Int(k), doc)
+            })
+        })?;
+        key += 20;
+    }
 }
 
 #[tokio::main]

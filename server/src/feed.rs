@@ -111,6 +111,9 @@ pub enum Kind {
     Subscription,
     /// The server sent an error.
     Error,
+    /// Data Ingest: a batch of asymmetric objects became durable, or a device reported its
+    /// upload queue.
+    Ingest,
     /// The feed dropped events because it fell behind.
     Gap,
 }
@@ -124,6 +127,7 @@ impl Kind {
             Kind::Changeset => "changeset",
             Kind::Subscription => "subscription",
             Kind::Error => "error",
+            Kind::Ingest => "ingest",
             Kind::Gap => "gap",
         }
     }
@@ -598,6 +602,59 @@ impl FeedState {
                     "message": message,
                 });
                 self.publish(Kind::Error, labels, at, body);
+            }
+            ServerEvent::Ingested {
+                server_version,
+                origin_file_ident,
+                origin_timestamp,
+                collection,
+                objects,
+                bytes,
+            } => {
+                // `at` is when the engine thread saw the event, right after the commit that made
+                // the batch durable: the same end of the lag that `/api/admin/ingest` uses.
+                let labels = Labels {
+                    client: Some(origin_file_ident),
+                    user: self.users.get(&origin_file_ident).cloned(),
+                    collections: BTreeSet::from([collection.clone()]),
+                    ..Labels::default()
+                };
+                let body = json!({
+                    "event": "stored",
+                    "batch": {
+                        "collection": collection,
+                        "server_version": server_version,
+                        "objects": objects,
+                        "bytes": bytes,
+                        "lag_ms": at.saturating_sub(origin_timestamp),
+                    },
+                });
+                self.publish(Kind::Ingest, labels, at, body);
+            }
+            ServerEvent::IngestStatus {
+                connection,
+                session,
+                client_file_ident,
+                user,
+                collections,
+            } => {
+                let mut labels = self.session_labels(connection, Some(session));
+                labels.client = Some(client_file_ident);
+                labels.user = Some(user);
+                labels.collections = collections.iter().map(|e| e.collection.clone()).collect();
+                let queue: Vec<Json> = collections
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "collection": e.collection,
+                            "objects": e.objects,
+                            "bytes": e.bytes,
+                            "oldest_age_ms": e.oldest_age_ms,
+                        })
+                    })
+                    .collect();
+                let body = json!({ "event": "queue", "queue": queue });
+                self.publish(Kind::Ingest, labels, at, body);
             }
             // Closing is reported by the connection record; other events carry nothing a
             // console shows.

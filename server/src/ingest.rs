@@ -1,11 +1,14 @@
 //! Data Ingest figures: objects and bytes stored per asymmetric collection and per client file,
-//! the recent rate, and the lag from the device's timestamp to durable storage. The engine
-//! thread records each batch after the commit that made it durable; `GET /api/admin/ingest`
-//! reads them.
+//! the recent rate, the lag from the device's timestamp to durable storage, and what each
+//! device's upload queue still holds as it last reported (INGEST_STATUS). The engine thread
+//! records each batch after the commit that made it durable, and each report as it arrives;
+//! `GET /api/admin/ingest` reads them. Reports live in memory only: after a restart they come
+//! back as devices reconnect.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
+use eddy_core::protocol::IngestStatusEntry;
 use serde::Serialize;
 
 /// The window over which rates are computed.
@@ -28,6 +31,17 @@ pub struct IngestFigures {
     pub max_lag_ms: u64,
     /// When the latest batch became durable (milliseconds since the Unix epoch).
     pub last_stored_ms: u64,
+    /// Objects waiting in the device's upload queue as it last reported, less those stored since
+    /// (for a collection, the sum over devices).
+    pub pending_objects: u64,
+    /// Their bytes as encoded instructions.
+    pub pending_bytes: u64,
+    /// How long the oldest of them has waited, as of now (for a collection, the oldest over
+    /// devices); 0 when none waits.
+    pub oldest_pending_age_ms: u64,
+    /// When the device last reported its queue (for a collection, the latest report); 0 when it
+    /// never did.
+    pub pending_reported_ms: u64,
     #[serde(skip)]
     recent: VecDeque<(u64, u64)>,
 }
@@ -39,14 +53,35 @@ impl IngestFigures {
         self.last_lag_ms = lag_ms;
         self.max_lag_ms = self.max_lag_ms.max(lag_ms);
         self.last_stored_ms = now_ms;
+        // Stored objects have left the device's queue: take them off its last report until the
+        // next one, so a device that disconnects right after its upload does not look stuck.
+        self.pending_objects = self.pending_objects.saturating_sub(objects);
+        self.pending_bytes = if self.pending_objects == 0 {
+            0
+        } else {
+            self.pending_bytes.saturating_sub(bytes)
+        };
         if self.recent.len() == MAX_RECENT {
             self.recent.pop_front();
         }
         self.recent.push_back((now_ms, objects));
     }
 
+    fn report_queue(&mut self, now_ms: u64, entry: &IngestStatusEntry) {
+        self.pending_objects = entry.objects;
+        self.pending_bytes = entry.bytes;
+        self.oldest_pending_age_ms = entry.oldest_age_ms;
+        self.pending_reported_ms = now_ms;
+    }
+
     fn with_rate(&self, now_ms: u64) -> IngestFigures {
         let since = now_ms.saturating_sub(RATE_WINDOW_MS);
+        // The reported age grows until the next report.
+        let oldest_pending_age_ms = if self.pending_objects == 0 {
+            0
+        } else {
+            self.oldest_pending_age_ms + now_ms.saturating_sub(self.pending_reported_ms)
+        };
         let recent: u64 = self
             .recent
             .iter()
@@ -55,6 +90,7 @@ impl IngestFigures {
             .sum();
         IngestFigures {
             objects_per_sec: recent as f64 * 1000.0 / RATE_WINDOW_MS as f64,
+            oldest_pending_age_ms,
             recent: VecDeque::new(),
             ..self.clone()
         }
@@ -64,6 +100,8 @@ impl IngestFigures {
 /// What `GET /api/admin/ingest` answers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IngestReport {
+    /// When these figures were taken (milliseconds since the Unix epoch, server clock).
+    pub as_of_ms: u64,
     /// Per asymmetric collection.
     pub collections: BTreeMap<String, IngestFigures>,
     /// Per client file ident (decimal), then per collection.
@@ -112,17 +150,46 @@ impl IngestStats {
             .record(now_ms, batch.objects, batch.bytes, lag);
     }
 
+    /// Records what a device's upload queue holds, as it reported at `now_ms`.
+    pub fn report_queue(&self, now_ms: u64, client_file_ident: u64, entries: &[IngestStatusEntry]) {
+        let Ok(mut report) = self.inner.lock() else {
+            return;
+        };
+        let per = report
+            .clients
+            .entry(client_file_ident.to_string())
+            .or_default();
+        for entry in entries {
+            per.entry(entry.collection.clone())
+                .or_default()
+                .report_queue(now_ms, entry);
+        }
+    }
+
     /// The figures at `now_ms`, with rates over the last 10 seconds.
     pub fn report(&self, now_ms: u64) -> IngestReport {
         let Ok(report) = self.inner.lock() else {
             return IngestReport::default();
         };
+        let mut collections: BTreeMap<String, IngestFigures> = report
+            .collections
+            .iter()
+            .map(|(c, f)| (c.clone(), f.with_rate(now_ms)))
+            .collect();
+        for per in report.clients.values() {
+            for (name, f) in per {
+                let device = f.with_rate(now_ms);
+                let all = collections.entry(name.clone()).or_default();
+                all.pending_objects += device.pending_objects;
+                all.pending_bytes += device.pending_bytes;
+                all.oldest_pending_age_ms =
+                    all.oldest_pending_age_ms.max(device.oldest_pending_age_ms);
+                all.pending_reported_ms = all.pending_reported_ms.max(device.pending_reported_ms);
+            }
+        }
         IngestReport {
-            collections: report
-                .collections
-                .iter()
-                .map(|(c, f)| (c.clone(), f.with_rate(now_ms)))
-                .collect(),
+            as_of_ms: now_ms,
+            collections,
             clients: report
                 .clients
                 .iter()
@@ -165,5 +232,51 @@ mod tests {
         assert_eq!(report.clients["7"]["Reading"].objects, 10);
         assert_eq!(report.clients["7"]["Reading"].last_lag_ms, 50);
         assert_eq!(report.clients["8"]["Reading"].objects, 30);
+    }
+
+    #[test]
+    fn device_queues_are_kept_per_client_summed_per_collection_and_age_until_the_next_report() {
+        let stats = IngestStats::default();
+        let entry = |objects, age| IngestStatusEntry {
+            collection: "Reading".into(),
+            objects,
+            bytes: objects * 90,
+            oldest_age_ms: age,
+        };
+        stats.report_queue(1_000, 7, &[entry(10, 500)]);
+        stats.report_queue(1_000, 8, &[entry(4, 2_000)]);
+        let report = stats.report(1_300);
+        let seven = &report.clients["7"]["Reading"];
+        assert_eq!((seven.pending_objects, seven.pending_bytes), (10, 900));
+        assert_eq!(seven.oldest_pending_age_ms, 800);
+        assert_eq!(seven.pending_reported_ms, 1_000);
+        assert_eq!(seven.objects, 0, "nothing stored yet");
+        let all = &report.collections["Reading"];
+        assert_eq!((all.pending_objects, all.pending_bytes), (14, 1_260));
+        assert_eq!(all.oldest_pending_age_ms, 2_300);
+
+        // Objects stored from a device come off its last report until the next one.
+        let batch = |objects| IngestBatch {
+            origin_file_ident: 8,
+            origin_timestamp: 900,
+            collection: "Reading",
+            objects,
+            bytes: objects * 90,
+        };
+        stats.record(1_400, batch(3));
+        let eight = &stats.report(1_400).clients["8"]["Reading"];
+        assert_eq!((eight.pending_objects, eight.pending_bytes), (1, 90));
+        stats.record(1_500, batch(3));
+        let eight = &stats.report(1_500).clients["8"]["Reading"];
+        assert_eq!((eight.pending_objects, eight.pending_bytes), (0, 0));
+        assert_eq!(eight.oldest_pending_age_ms, 0);
+        stats.report_queue(1_600, 8, &[entry(4, 2_000)]);
+
+        // An emptied queue replaces the previous report and has no age.
+        stats.report_queue(2_000, 7, &[entry(0, 0)]);
+        let report = stats.report(9_000);
+        assert_eq!(report.clients["7"]["Reading"].pending_objects, 0);
+        assert_eq!(report.clients["7"]["Reading"].oldest_pending_age_ms, 0);
+        assert_eq!(report.collections["Reading"].pending_objects, 4);
     }
 }

@@ -378,6 +378,13 @@ impl EngineDriver {
                     bytes: *bytes,
                 },
             ),
+            ServerEvent::IngestStatus {
+                client_file_ident,
+                collections,
+                ..
+            } => self
+                .ingest
+                .report_queue(now_ms(), *client_file_ident, collections),
             ServerEvent::ErrorSent {
                 connection,
                 session,
@@ -400,7 +407,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
         .any(|p| p.trim() == PROTOCOL || p.trim() == BROWSER_PROTOCOL)
 }
 
-/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/2`.
+/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/3`.
 pub async fn sync_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -521,7 +528,7 @@ mod tests {
         assert!(!offers_protocol(&headers));
         headers.insert(
             SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("eddy-sync/2, eddy-sync/1"),
+            HeaderValue::from_static("eddy-sync/3, eddy-sync/2"),
         );
         assert!(offers_protocol(&headers));
         headers.insert(
@@ -529,11 +536,11 @@ mod tests {
             HeaderValue::from_static("eddy-sync/10"),
         );
         assert!(!offers_protocol(&headers));
-        // Version 1 had no flexible-sync views; its clients are refused.
-        headers.insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("eddy-sync/1"),
-        );
-        assert!(!offers_protocol(&headers));
+        // Version 1 had no flexible-sync views and version 2 no INGEST_STATUS; their clients
+        // are refused.
+        for old in ["eddy-sync/1", "eddy-sync/2", "eddy-sync.2"] {
+            headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(old));
+            assert!(!offers_protocol(&headers), "{old}");
+        }
     }
 }

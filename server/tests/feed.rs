@@ -343,3 +343,87 @@ async fn the_console_and_its_admin_endpoints_are_served() {
     let (status, _) = http(server.addr, "GET", "/api/admin/schema", &[], None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_ingest_batches_are_on_the_feed_backfilled_and_filterable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let sensor = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    let writer = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        sim_schema(),
+    )
+    .unwrap();
+    sensor
+        .write(|tx| {
+            (0..25).try_for_each(|k| {
+                let mut doc = eddy_core::value::Document::new();
+                doc.insert("value".into(), Value::Int(k));
+                tx.ingest("Reading", PrimaryKey::Int(k), doc)
+            })
+        })
+        .unwrap();
+    sensor.wait_for_upload(WAIT).await.unwrap();
+    writer.write(|tx| set_item(tx, 1, 1)).unwrap();
+    writer.wait_for_upload(WAIT).await.unwrap();
+    let sensor_ident = sensor.client_file_ident().unwrap();
+
+    // Connected after the upload: the batch comes from the backfill, and only ingest events
+    // pass the filter.
+    let mut feed = open_feed(
+        &server,
+        json!({
+            "admin_key": server.admin_key,
+            "filter": { "kinds": ["ingest"], "collection": "Reading" },
+        }),
+    )
+    .await;
+    assert_eq!(next_event(&mut feed).await["kind"], "hello");
+    // The device reported its queue right after IDENT, before the batch was stored.
+    let queue = wait_for(&mut feed, "the device's queue report", |e| {
+        assert_eq!(e["kind"], "ingest", "the kinds filter let through {e}");
+        e["event"] == "queue" && e["client"] == sensor_ident
+    })
+    .await;
+    assert_eq!(queue["collections"], json!(["Reading"]));
+    assert_eq!(queue["queue"][0]["collection"], "Reading");
+    assert!(queue["queue"][0]["objects"].as_u64().unwrap() <= 25);
+    let stored = wait_for(&mut feed, "the stored batch", |e| {
+        assert_eq!(e["kind"], "ingest", "the kinds filter let through {e}");
+        e["event"] == "stored"
+    })
+    .await;
+    assert_eq!(stored["event"], "stored");
+    assert_eq!(stored["client"], sensor_ident);
+    assert!(stored["user"].as_str().unwrap().starts_with("anon-"));
+    assert_eq!(stored["collections"], json!(["Reading"]));
+    let batch = &stored["batch"];
+    assert_eq!(batch["collection"], "Reading");
+    assert_eq!(batch["objects"], 25);
+    assert!(batch["bytes"].as_u64().unwrap() > 0, "{batch}");
+    assert!(batch["server_version"].as_u64().unwrap() > 0);
+    assert!(batch["lag_ms"].as_u64().unwrap() < WAIT.as_millis() as u64);
+
+    // A live batch follows the same way; the other client's changeset never shows.
+    sensor
+        .ingest("Reading", PrimaryKey::Int(100), {
+            let mut doc = eddy_core::value::Document::new();
+            doc.insert("value".into(), Value::Int(100));
+            doc
+        })
+        .unwrap();
+    writer.write(|tx| set_item(tx, 2, 2)).unwrap();
+    writer.wait_for_upload(WAIT).await.unwrap();
+    let live = wait_for(&mut feed, "the live ingest batch", |e| {
+        assert_eq!(e["kind"], "ingest", "the kinds filter let through {e}");
+        e["event"] == "stored" && e["batch"]["objects"] == 1
+    })
+    .await;
+    assert_eq!(live["client"], sensor_ident);
+}

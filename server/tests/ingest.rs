@@ -13,7 +13,9 @@ mod support;
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use eddy_server::client::Client;
+use futures_util::{SinkExt, StreamExt};
 use support::{anonymous_token, Server, WAIT};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A sensor reading of about 100 bytes.
 fn reading(n: i64) -> Document {
@@ -194,4 +196,70 @@ async fn every_object_of_a_large_ingest_arrives_exactly_once_across_kill_9() {
         }
     }
     assert_eq!(seen, TOTAL as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reports_its_offline_queue_then_an_empty_one_to_the_feed_and_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let listen = server.addr.to_string();
+    let url = server.sync_url();
+    let token = anonymous_token(server.addr).await;
+    server.kill9();
+
+    // Offline: the readings wait in the device's queue.
+    let sensor = Client::connect(&url, &token, sim_schema()).unwrap();
+    ingest(&sensor, 0..500, 50).unwrap();
+    let queue = sensor.ingest_queue().unwrap();
+    assert_eq!(queue.objects, 500);
+
+    let server = Server::with_schema(dir.path(), &listen);
+    sensor.wait_for_upload(WAIT).await.unwrap();
+    assert_eq!(sensor.ingest_queue().unwrap().objects, 0);
+    let ident = sensor.client_file_ident().unwrap();
+
+    // The feed keeps every report since the restart: first the queue as it was right after
+    // IDENT, then, once the upload was acknowledged, an empty one.
+    let url = format!("ws://{}/api/admin/events", server.addr);
+    let (mut feed, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let request = serde_json::json!({
+        "admin_key": server.admin_key,
+        "filter": { "kinds": ["ingest"], "client": ident },
+    });
+    feed.send(Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
+    let mut reports = Vec::new();
+    while reports.last() != Some(&0) {
+        let message = tokio::time::timeout(WAIT, feed.next())
+            .await
+            .expect("the device never reported its emptied queue")
+            .expect("the feed closed")
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        if event["event"] == "queue" {
+            let entry = &event["queue"][0];
+            assert_eq!(entry["collection"], "Reading");
+            if entry["objects"] == 500 {
+                assert_eq!(entry["bytes"], queue.bytes);
+                assert!(entry["oldest_age_ms"].as_u64().unwrap() < WAIT.as_millis() as u64 * 2);
+            }
+            reports.push(entry["objects"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(reports.first(), Some(&500), "{reports:?}");
+
+    // The admin API has the latest report: nothing pending, everything stored.
+    let (status, figures) = server.admin("/api/admin/ingest").await;
+    assert_eq!(status, 200, "{figures}");
+    let mine = &figures["clients"][ident.to_string()]["Reading"];
+    assert_eq!(mine["pending_objects"], 0, "{figures}");
+    assert_eq!(mine["pending_bytes"], 0);
+    assert_eq!(mine["oldest_pending_age_ms"], 0);
+    assert!(mine["pending_reported_ms"].as_u64().unwrap() > 0);
+    assert_eq!(mine["objects"], 500);
+    assert_eq!(figures["collections"]["Reading"]["pending_objects"], 0);
 }

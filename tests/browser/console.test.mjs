@@ -143,6 +143,8 @@ test('a native client\'s session, UPLOAD and changeset appear live', async () =>
     await sessions.page.screenshot({ path: join(shots, 'sessions.png'), fullPage: true });
     await changesets.page.screenshot({ path: join(shots, 'changesets.png'), fullPage: true });
     const page = sessions.page;
+    // A steady Data Ingest, so the overview's ingest chart and the Ingest page have figures.
+    writer.stdin.write('ingest\n');
     await page.getByTestId('nav-overview').click();
     // A few one-second samples so the charts have a line.
     await page.waitForFunction(
@@ -158,7 +160,7 @@ test('a native client\'s session, UPLOAD and changeset appear live', async () =>
     await page.getByTestId('schema').waitFor({ timeout: WAIT_MS });
     await page.screenshot({ path: join(shots, 'schema.png'), fullPage: true });
     await page.getByTestId('nav-ingest').click();
-    await page.getByTestId('ingest-note').waitFor({ timeout: WAIT_MS });
+    await page.getByTestId('ingest-client-row').first().waitFor({ timeout: WAIT_MS });
     await page.screenshot({ path: join(shots, 'ingest.png'), fullPage: true });
     const login = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     await login.goto(`${base}/console`);

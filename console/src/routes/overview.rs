@@ -40,6 +40,11 @@ pub fn Overview() -> impl IntoView {
                     Signal::derive(move || c.model.with(|m| m.totals.changesets)),
                 )}
                 {counter(
+                    "objects ingested",
+                    "counter-ingested",
+                    Signal::derive(move || c.model.with(|m| m.totals.ingested)),
+                )}
+                {counter(
                     "errors sent",
                     "counter-errors",
                     Signal::derive(move || c.model.with(|m| m.totals.errors)),
@@ -57,12 +62,7 @@ pub fn Overview() -> impl IntoView {
                 <Chart title="messages/s" testid="chart-messages" values=series(|r| r.messages.iter().copied().collect()) />
                 <Chart title="changesets/s" testid="chart-changesets" values=series(|r| r.changesets.iter().copied().collect()) />
                 <Chart title="connected sessions" testid="chart-sessions" values=series(|r| r.sessions.iter().copied().collect()) />
-                <Chart
-                    title="ingest objects/s"
-                    testid="chart-ingest"
-                    values=series(|r| r.ingest.iter().copied().collect())
-                    note="Always zero for now: the event feed does not carry ingest batches yet; the Ingest page shows the server's figures."
-                />
+                <Chart title="ingest objects/s" testid="chart-ingest" values=series(|r| r.ingest.iter().copied().collect()) />
             </div>
             <h2>"Recent errors"</h2>
             {move || {

@@ -263,6 +263,11 @@ impl ClientConnection {
                         rtt: self.rtt_ms,
                     });
                 }
+                if self.state == ConnectionState::Connected {
+                    for session in self.sessions.values_mut() {
+                        session.handle_timeout(now_ms);
+                    }
+                }
             }
             _ => {}
         }
@@ -275,10 +280,17 @@ impl ClientConnection {
             ConnectionState::Connecting => {
                 Some(self.connecting_since + self.config.connect_timeout_ms)
             }
-            ConnectionState::Connected => Some(match self.ping_sent_at {
-                Some(sent) => sent + self.config.pong_timeout_ms,
-                None => self.next_ping_at,
-            }),
+            ConnectionState::Connected => {
+                let own = match self.ping_sent_at {
+                    Some(sent) => sent + self.config.pong_timeout_ms,
+                    None => self.next_ping_at,
+                };
+                let sessions = self
+                    .sessions
+                    .values()
+                    .filter_map(ClientSession::poll_timeout);
+                sessions.chain([own]).min()
+            }
             ConnectionState::Paused => None,
         }
     }

@@ -12,7 +12,8 @@ use std::collections::{BTreeSet, VecDeque};
 use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
 };
-use crate::ingest::IngestQueue;
+use crate::client::ingest_status::IngestReporter;
+use crate::ingest::{ingest_status, IngestQueue};
 use crate::protocol::{
     BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction,
     ErrorCode, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
@@ -279,6 +280,8 @@ pub struct ClientSession {
     leaving: BTreeSet<ObjectKey>,
     /// Objects released with RELEASE, kept until the server's reset removes them.
     released: BTreeSet<ObjectKey>,
+    /// When to report the Data Ingest queue (INGEST_STATUS).
+    ingest_reporter: IngestReporter,
 }
 
 impl ClientSession {
@@ -320,6 +323,7 @@ impl ClientSession {
             limits: DecodeLimits::default(),
             leaving: BTreeSet::new(),
             released: BTreeSet::new(),
+            ingest_reporter: IngestReporter::default(),
         }
     }
 
@@ -382,6 +386,8 @@ impl ClientSession {
         let (instructions, changes) = tx.commit();
         if !instructions.is_empty() {
             self.commit_local(now_ms, instructions);
+            self.ingest_reporter.touch();
+            self.report_ingest(now_ms);
         }
         Ok((result, changes))
     }
@@ -591,6 +597,7 @@ impl ClientSession {
             subscriptions: self.meta.subscriptions.clone(),
         });
         self.subscriptions_sent = self.meta.subscriptions.version;
+        self.ingest_reporter.identified();
         if self.meta.subscriptions.version > 0
             && self.subscription_state == SubscriptionState::Pending
         {
@@ -697,6 +704,37 @@ impl ClientSession {
         };
         if let Err(error) = result {
             self.fail(error);
+        }
+        self.ingest_reporter.touch();
+        self.report_ingest(now_ms);
+    }
+
+    /// Time passed: sends the Data Ingest queue report if one is due.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.report_ingest(now_ms);
+    }
+
+    /// When [`ClientSession::handle_timeout`] next needs calling, if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        matches!(self.phase, Phase::Identified | Phase::Active)
+            .then(|| self.ingest_reporter.deadline())
+            .flatten()
+    }
+
+    /// Reports the Data Ingest queue (INGEST_STATUS) when the throttle says one is due.
+    fn report_ingest(&mut self, now_ms: u64) {
+        if !matches!(self.phase, Phase::Identified | Phase::Active) {
+            return;
+        }
+        let (schema, pending) = (self.store.schema(), &self.pending);
+        if let Some(collections) = self
+            .ingest_reporter
+            .poll(now_ms, || ingest_status(schema, pending, now_ms))
+        {
+            self.outbox.push_back(ClientMessage::IngestStatus {
+                session: self.ident,
+                collections,
+            });
         }
     }
 

@@ -11,12 +11,12 @@ use std::fmt;
 
 use crate::protocol::{
     BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorCode,
-    RejectedWrite, ServerMessage, Subscription, SubscriptionSet, SyncProgress, TransactResult,
-    UploadChangeset, UploadCursor, MAX_DOWNLOAD_BYTES,
+    IngestStatusEntry, RejectedWrite, ServerMessage, Subscription, SubscriptionSet, SyncProgress,
+    TransactResult, UploadChangeset, UploadCursor, MAX_DOWNLOAD_BYTES,
 };
 use crate::wire::{write_bytes, write_str, write_u64, Reader, WireError};
 
-/// Type bytes of client → server messages (`0x01`–`0x0c`).
+/// Type bytes of client → server messages (`0x01`–`0x0d`).
 mod client_type {
     pub const BIND: u8 = 0x01;
     pub const IDENT: u8 = 0x02;
@@ -30,6 +30,7 @@ mod client_type {
     pub const PING: u8 = 0x0a;
     pub const QUERY: u8 = 0x0b;
     pub const RELEASE: u8 = 0x0c;
+    pub const INGEST_STATUS: u8 = 0x0d;
 }
 
 /// Type bytes of server → client messages (`0x81`–`0x8a`), disjoint from the client's so that a
@@ -61,6 +62,7 @@ const MIN_UPLOAD_CHANGESET_BYTES: usize = 5;
 const MIN_DOWNLOAD_CHANGESET_BYTES: usize = 6;
 const MIN_SUBSCRIPTION_BYTES: usize = 3;
 const MIN_REJECTED_WRITE_BYTES: usize = 3;
+const MIN_INGEST_STATUS_ENTRY_BYTES: usize = 4;
 
 /// Bounds the decoder enforces; anything larger is refused before it is allocated.
 ///
@@ -331,6 +333,20 @@ pub fn encode_client_message(msg: &ClientMessage) -> Vec<u8> {
             write_u64(&mut out, *session);
             write_bytes(&mut out, objects);
         }
+        ClientMessage::IngestStatus {
+            session,
+            collections,
+        } => {
+            out.push(client_type::INGEST_STATUS);
+            write_u64(&mut out, *session);
+            write_u64(&mut out, collections.len() as u64);
+            for entry in collections {
+                write_str(&mut out, &entry.collection);
+                write_u64(&mut out, entry.objects);
+                write_u64(&mut out, entry.bytes);
+                write_u64(&mut out, entry.oldest_age_ms);
+            }
+        }
     }
     out
 }
@@ -561,6 +577,10 @@ pub fn decode_client_message(
             session: d.u64("session")?,
             objects: d.body()?,
         },
+        client_type::INGEST_STATUS => ClientMessage::IngestStatus {
+            session: d.u64("session")?,
+            collections: d.ingest_status_entries()?,
+        },
         byte => return Err(DecodeError::UnknownMessageType { byte }),
     };
     d.finish()?;
@@ -747,6 +767,10 @@ fn client_size_hint(msg: &ClientMessage) -> usize {
             }
             ClientMessage::Transact { changeset, .. } => changeset.body.len(),
             ClientMessage::Release { objects, .. } => objects.len(),
+            ClientMessage::IngestStatus { collections, .. } => collections
+                .iter()
+                .map(|e| e.collection.len() + 30)
+                .sum::<usize>(),
             ClientMessage::Refresh { access_token, .. } => access_token.len(),
             ClientMessage::Unbind { .. }
             | ClientMessage::Mark { .. }
@@ -1016,6 +1040,26 @@ impl<'a, 'l> Decoder<'a, 'l> {
             server_version,
             rejected,
         })
+    }
+
+    fn ingest_status_entries(&mut self) -> Result<Vec<IngestStatusEntry>, DecodeError> {
+        // Like rejected writes, entries have no limit of their own: the frame size bounds them.
+        let count = self.count(
+            "ingest_status.collections",
+            "max_message_bytes",
+            self.limits.max_message_bytes,
+            MIN_INGEST_STATUS_ENTRY_BYTES,
+        )?;
+        let mut entries = Vec::with_capacity(count.capacity);
+        for _ in 0..count.len {
+            entries.push(IngestStatusEntry {
+                collection: self.string("ingest_status.collection")?,
+                objects: self.u64("ingest_status.objects")?,
+                bytes: self.u64("ingest_status.bytes")?,
+                oldest_age_ms: self.u64("ingest_status.oldest_age_ms")?,
+            });
+        }
+        Ok(entries)
     }
 
     fn finish(self) -> Result<(), DecodeError> {

@@ -209,6 +209,26 @@ pub enum ClientMessage {
         /// A changeset body of `EraseObject` instructions naming the objects.
         objects: Vec<u8>,
     },
+    /// Reports what the client's Data Ingest upload queue still holds (since `eddy-sync/3`).
+    IngestStatus {
+        /// The session.
+        session: SessionIdent,
+        /// One entry per asymmetric collection of the client's schema.
+        collections: Vec<IngestStatusEntry>,
+    },
+}
+
+/// What a client's upload queue holds of one asymmetric collection (INGEST_STATUS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestStatusEntry {
+    /// The asymmetric collection.
+    pub collection: String,
+    /// Objects not yet acknowledged by the server.
+    pub objects: u64,
+    /// Their size as encoded instructions.
+    pub bytes: u64,
+    /// How long the oldest of them has waited, in milliseconds (0 when none waits).
+    pub oldest_age_ms: u64,
 }
 
 /// The server's answer to a TRANSACT.
@@ -377,6 +397,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "PING",
             ClientMessage::Query { .. } => "QUERY",
             ClientMessage::Release { .. } => "RELEASE",
+            ClientMessage::IngestStatus { .. } => "INGEST_STATUS",
         }
     }
 
@@ -394,7 +415,8 @@ impl ClientMessage {
             | ClientMessage::StateRequest { session, .. }
             | ClientMessage::ClientVersionRequest { session, .. }
             | ClientMessage::Query { session, .. }
-            | ClientMessage::Release { session, .. } => Some(*session),
+            | ClientMessage::Release { session, .. }
+            | ClientMessage::IngestStatus { session, .. } => Some(*session),
         }
     }
 }

@@ -21,11 +21,11 @@ use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
 };
 use crate::client::SplitMix64;
-use crate::ingest::{IngestError, Splitter};
+use crate::ingest::{check_ingest_status, IngestError, Splitter};
 use crate::protocol::{
     decode_client_message, BatchState, ClientMessage, CompensatingWrite, DownloadChangeset,
-    DownloadCursor, ErrorCode, MessageLimits, RejectedWrite, ServerMessage, SessionIdent,
-    SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
+    DownloadCursor, ErrorCode, IngestStatusEntry, MessageLimits, RejectedWrite, ServerMessage,
+    SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
     MAX_DOWNLOAD_BYTES,
 };
 use crate::query;
@@ -173,6 +173,20 @@ pub enum ServerEvent {
         /// Their share of the uploaded changeset body, in bytes.
         bytes: u64,
     },
+    /// A client reported its Data Ingest upload queue (INGEST_STATUS); the engine keeps the
+    /// latest report per client file ([`ServerEngine::ingest_status`]).
+    IngestStatus {
+        /// The connection.
+        connection: ConnectionId,
+        /// The session.
+        session: SessionIdent,
+        /// The client file.
+        client_file_ident: u64,
+        /// The user.
+        user: String,
+        /// One entry per asymmetric collection of the client's schema.
+        collections: Vec<IngestStatusEntry>,
+    },
     /// An error was sent to a client.
     ErrorSent {
         /// The connection.
@@ -284,6 +298,8 @@ pub struct ServerEngine<S, A> {
     touches: Touches,
     /// Files whose view changed since the last flush.
     dirty_views: BTreeSet<u64>,
+    /// The latest INGEST_STATUS of each client file (in memory only).
+    ingest_status: HashMap<u64, Vec<IngestStatusEntry>>,
 }
 
 /// What the view adds to a DOWNLOAD.
@@ -402,6 +418,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             views,
             touches,
             dirty_views: BTreeSet::new(),
+            ingest_status: HashMap::new(),
         })
     }
 
@@ -656,6 +673,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 self.set_subscriptions(connection, ident, subscriptions)
             }
             ClientMessage::Release { objects, .. } => self.on_release(connection, ident, &objects),
+            ClientMessage::IngestStatus { collections, .. } => {
+                self.on_ingest_status(connection, ident, collections)
+            }
             ClientMessage::Bind { .. } => Err(fail(
                 ErrorCode::ReuseOfSessionIdent,
                 "BIND for a session that is already bound",
@@ -2000,6 +2020,45 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.dirty_views.insert(file);
         self.needs_flush = true;
         Ok(())
+    }
+
+    /// Records a client's report of its Data Ingest queue after checking it against the schema.
+    fn on_ingest_status(
+        &mut self,
+        connection: ConnectionId,
+        ident: SessionIdent,
+        collections: Vec<IngestStatusEntry>,
+    ) -> Result<(), SessionFailure> {
+        let session = self.session_mut(connection, ident)?;
+        let Phase::Identified { file, .. } = session.phase else {
+            return Err(fail(
+                ErrorCode::BadMessageOrder,
+                "INGEST_STATUS before IDENT",
+            ));
+        };
+        let user = session.user.id.clone();
+        check_ingest_status(
+            self.store.schema(),
+            &collections,
+            self.config.development_mode,
+        )
+        .map_err(|why| fail(ErrorCode::BadChangeset, format!("bad ingest status: {why}")))?;
+        self.ingest_status.insert(file, collections.clone());
+        self.events.push_back(ServerEvent::IngestStatus {
+            connection,
+            session: ident,
+            client_file_ident: file,
+            user,
+            collections,
+        });
+        Ok(())
+    }
+
+    /// The latest Data Ingest queue `client_file_ident` reported, if it reported one.
+    pub fn ingest_status(&self, client_file_ident: u64) -> Option<&[IngestStatusEntry]> {
+        self.ingest_status
+            .get(&client_file_ident)
+            .map(Vec::as_slice)
     }
 
     /// Tells a client which of its writes were refused; the resets that undo them went out in the

@@ -31,6 +31,14 @@ pub fn client_message(msg: &ClientMessage) -> String {
             format!("UPLOAD {}", parts.join(" "))
         }
         ClientMessage::Release { objects, .. } => format!("RELEASE {}", body(objects)),
+        ClientMessage::IngestStatus { collections, .. } => format!(
+            "INGEST_STATUS {}",
+            collections
+                .iter()
+                .map(|e| format!("{}:{}/{}B", e.collection, e.objects, e.bytes))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         other => format!("{other:?}"),
     }
 }

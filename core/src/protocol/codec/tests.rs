@@ -206,6 +206,22 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         }),
         (num(), vec(any::<u8>(), 0..8))
             .prop_map(|(session, objects)| ClientMessage::Release { session, objects }),
+        (num(), vec((text(), num(), num(), num()), 0..3)).prop_map(|(session, entries)| {
+            ClientMessage::IngestStatus {
+                session,
+                collections: entries
+                    .into_iter()
+                    .map(
+                        |(collection, objects, bytes, oldest_age_ms)| IngestStatusEntry {
+                            collection,
+                            objects,
+                            bytes,
+                            oldest_age_ms,
+                        },
+                    )
+                    .collect(),
+            }
+        }),
     ]
 }
 
@@ -388,6 +404,9 @@ fn usage(msg: &Msg) -> Vec<(&'static str, usize)> {
             }
             ClientMessage::Transact { changeset, .. } => bodies.push(changeset.body.len()),
             ClientMessage::Release { objects, .. } => bodies.push(objects.len()),
+            ClientMessage::IngestStatus { collections, .. } => {
+                strings.extend(collections.iter().map(|e| e.collection.len()));
+            }
             ClientMessage::Refresh { access_token, .. } => tokens.push(access_token.len()),
             ClientMessage::Unbind { .. }
             | ClientMessage::Mark { .. }
@@ -957,6 +976,18 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
             }),
         ),
         (
+            "client INGEST_STATUS",
+            Msg::Client(C::IngestStatus {
+                session: 1,
+                collections: vec![IngestStatusEntry {
+                    collection: "Reading".into(),
+                    objects: 3,
+                    bytes: 150,
+                    oldest_age_ms: 1200,
+                }],
+            }),
+        ),
+        (
             "server IDENT",
             Msg::Server(S::Ident {
                 session: 1,
@@ -1250,6 +1281,7 @@ fn spec_vectors_cover_every_message_type() {
         "PING",
         "QUERY",
         "RELEASE",
+        "INGEST_STATUS",
     ]
     .iter()
     .map(|n| format!("client {n}"))
