@@ -230,7 +230,7 @@ fn binary(bytes: &[u8], sub_type: &str) -> Json {
 }
 
 /// The `$numberDouble` text of a double: the shortest text that reads back to the same bits.
-fn double_text(d: f64) -> String {
+pub(super) fn double_text(d: f64) -> String {
     if d.is_nan() {
         "NaN".into()
     } else if d == f64::INFINITY {
@@ -238,8 +238,23 @@ fn double_text(d: f64) -> String {
     } else if d == f64::NEG_INFINITY {
         "-Infinity".into()
     } else {
-        format!("{d:?}")
+        finite_double_text(d)
     }
+}
+
+/// The shortest text that reads back to the same bits, for a finite double, always with a `.` or
+/// an exponent so that it reads back as a double rather than an integer.
+///
+/// serde_json's formatter is already in every build that writes JSON, so using it here (rather
+/// than `{:?}`) keeps the standard library's second float formatter out of the browser build.
+pub(crate) fn finite_double_text(d: f64) -> String {
+    let mut text = Number::from_f64(d)
+        .map_or_else(String::new, |n| n.to_string())
+        .replace("e+", "e");
+    if !text.contains(['.', 'e', 'E']) {
+        text.push_str(".0");
+    }
+    text
 }
 
 fn parse_double_text(s: &str) -> Option<f64> {
@@ -692,6 +707,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        #[test]
+        fn finite_double_text_reads_back_as_the_same_double(bits in any::<u64>()) {
+            let d = f64::from_bits(bits);
+            prop_assume!(d.is_finite());
+            let text = finite_double_text(d);
+            prop_assert!(text.contains(['.', 'e', 'E']), "{text} has no . or exponent");
+            let back: f64 = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            prop_assert_eq!(back.to_bits(), bits, "{}", text);
+        }
+    }
+
+    #[test]
+    fn finite_double_text_keeps_integers_and_signed_zero_doubles() {
+        assert_eq!(finite_double_text(1.0), "1.0");
+        assert_eq!(finite_double_text(-0.0), "-0.0");
+        assert_eq!(finite_double_text(0.1), "0.1");
+        assert_eq!(parse_double_text(&finite_double_text(1e300)), Some(1e300));
+    }
 
     /// Replaces every NaN by the one NaN EJSON can express.
     fn canonical_nans(value: Value) -> Value {

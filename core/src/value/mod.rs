@@ -2,6 +2,8 @@
 //! embedded objects) that nest them, with the one total order every part of Eddy agrees on.
 
 mod ejson;
+
+pub(crate) use ejson::finite_double_text;
 pub use ejson::{
     document_from_ejson, document_to_ejson, parse_ejson, EjsonError, EjsonMode, MAX_EJSON_DEPTH,
 };
@@ -273,7 +275,7 @@ impl fmt::Debug for Value {
             Value::Null => f.write_str("null"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
-            Value::Double(d) => write!(f, "{d:?}"),
+            Value::Double(d) => f.write_str(&ejson::double_text(*d)),
             Value::String(s) => write!(f, "{s:?}"),
             Value::Binary(b) => write!(f, "bin{b:02x?}"),
             Value::Date(ms) => write!(f, "date({ms})"),
