@@ -282,7 +282,7 @@ pub(crate) fn normalize(value: &mut Value) {
     match value {
         Value::Set(items) => {
             items.iter_mut().for_each(normalize);
-            items.sort();
+            crate::sort::sort(items);
             items.dedup();
         }
         Value::List(items) => items.iter_mut().for_each(normalize),

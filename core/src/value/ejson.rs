@@ -358,9 +358,13 @@ impl<'j> Parser<'j> {
     }
 
     fn fields(&mut self, map: &'j Map<String, Json>) -> Result<Document, EjsonError> {
-        map.iter()
-            .map(|(k, v)| Ok((k.clone(), self.nested(Step::Key(k), |p| p.value(v))?)))
-            .collect()
+        // Inserted one by one: `collect` into a map would add a sort to the browser build.
+        let mut doc = Document::new();
+        for (k, v) in map {
+            let value = self.nested(Step::Key(k), |p| p.value(v))?;
+            doc.insert(k.clone(), value);
+        }
+        Ok(doc)
     }
 
     fn string<'s>(&self, json: &'s Json, expected: &'static str) -> Result<&'s str, EjsonError> {

@@ -181,7 +181,7 @@ impl Value {
 
     /// Builds a set value from arbitrary items: sorts them and removes duplicates.
     pub fn set_from(mut items: Vec<Value>) -> Value {
-        items.sort();
+        crate::sort::sort(&mut items);
         items.dedup();
         Value::Set(items)
     }
