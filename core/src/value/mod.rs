@@ -3,10 +3,10 @@
 
 mod ejson;
 
-pub(crate) use ejson::finite_double_text;
 pub use ejson::{
     document_from_ejson, document_to_ejson, parse_ejson, EjsonError, EjsonMode, MAX_EJSON_DEPTH,
 };
+pub(crate) use ejson::{finite_double_text, read_double};
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -512,7 +512,7 @@ impl Decimal {
             "NaN" => f64::NAN,
             "Infinity" => f64::INFINITY,
             "-Infinity" => f64::NEG_INFINITY,
-            s => s.parse().unwrap_or(f64::NAN),
+            s => read_double(s).unwrap_or(f64::NAN),
         }
     }
 }
