@@ -8,6 +8,7 @@
 //! - [`protocol`]: the wire messages, their codec and the error table.
 //! - [`client`] and [`server`]: sans-IO sync state machines, driven by `handle_*`/`poll_*`.
 //! - [`sim`]: a deterministic simulation of a server and many clients over a faulty network.
+//! - [`sort`]: the one stable sort every part of the crate shares (it keeps the browser build small).
 //!
 //! **Architecture invariant:** this crate does no I/O, reads no clock, draws no randomness except
 //! from a seed it is given, and spawns nothing. Drivers feed it time and bytes.
@@ -23,6 +24,7 @@ pub mod schema;
 pub mod schema_json;
 pub mod server;
 pub mod sim;
+pub mod sort;
 pub mod store;
 pub mod transform;
 pub mod value;

@@ -252,8 +252,11 @@ pub fn schema_from_json_value(json: &Json) -> Result<Schema, SchemaJsonError> {
         }
         raw.push(read_collection(name, def)?);
     }
-    let kinds: BTreeMap<String, CollectionKind> =
-        raw.iter().map(|(c, _)| (c.name.clone(), c.kind)).collect();
+    // Inserted one by one: `collect` into a map would add a sort to the browser build.
+    let mut kinds = BTreeMap::new();
+    for (c, _) in &raw {
+        kinds.insert(c.name.clone(), c.kind);
+    }
     let mut schema = Schema::default();
     for (mut collection, properties) in raw {
         for (name, p) in properties {

@@ -12,7 +12,7 @@
 //! borrowed and called after the borrow ends, so a callback may use the database freely.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::{Rc, Weak};
 
 use eddy_core::client::{
@@ -731,31 +731,28 @@ fn notify(inner: &Rc<Inner>) {
                 Ok(keys) => keys,
                 Err(_) => continue,
             };
-            let old: BTreeMap<&PrimaryKey, usize> = listener
-                .keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (k, i))
-                .collect();
-            let new: BTreeMap<&PrimaryKey, usize> =
-                keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+            // Inserted one by one: `collect` into a set would add a sort to the wasm.
+            let mut old = BTreeSet::new();
+            old.extend(listener.keys.iter());
+            let mut new = BTreeSet::new();
+            new.extend(keys.iter());
             let deletions: Vec<usize> = listener
                 .keys
                 .iter()
                 .enumerate()
-                .filter(|(_, k)| !new.contains_key(k))
+                .filter(|(_, k)| !new.contains(k))
                 .map(|(i, _)| i)
                 .collect();
             let insertions: Vec<usize> = keys
                 .iter()
                 .enumerate()
-                .filter(|(_, k)| !old.contains_key(k))
+                .filter(|(_, k)| !old.contains(k))
                 .map(|(i, _)| i)
                 .collect();
             let modifications: Vec<usize> = keys
                 .iter()
                 .enumerate()
-                .filter(|(_, k)| old.contains_key(k) && coll.modifications().contains_key(*k))
+                .filter(|(_, k)| old.contains(k) && coll.modifications().contains_key(*k))
                 .map(|(i, _)| i)
                 .collect();
             if deletions.is_empty()

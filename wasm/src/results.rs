@@ -72,7 +72,7 @@ impl Query {
         }
         if !self.sorts.is_empty() {
             let null = Value::Null;
-            keys.sort_by(|a, b| {
+            eddy_core::sort::sort_by(&mut keys, |a, b| {
                 let (da, db) = (
                     store.get(&self.collection, a),
                     store.get(&self.collection, b),

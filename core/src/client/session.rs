@@ -1420,7 +1420,7 @@ impl ClientSession {
                 (collection, key, doc)
             })
             .collect();
-        objects.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        crate::sort::sort_by(&mut objects, |a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         objects.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         let schema =
             (self.store.schema() != &self.persisted_schema).then(|| self.store.schema().clone());

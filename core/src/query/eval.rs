@@ -452,7 +452,7 @@ pub(crate) fn run(
                     }
                     keyed.push((values, row));
                 }
-                keyed.sort_by(|(a, _), (b, _)| {
+                crate::sort::sort_by(&mut keyed, |(a, _), (b, _)| {
                     keys.iter()
                         .zip(a.iter().zip(b))
                         .map(

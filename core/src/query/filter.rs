@@ -559,7 +559,7 @@ fn extended(key: &str, inner: &serde_json::Value) -> Result<Value, FilterError> 
                 "Infinity" => Some(f64::INFINITY),
                 "-Infinity" => Some(f64::NEG_INFINITY),
                 "NaN" => Some(f64::NAN),
-                t => t.parse().ok(),
+                t => crate::value::read_double(t),
             })
             .map(Value::Double),
         "$date" => match inner {

@@ -299,9 +299,9 @@ impl<'a> Lexer<'a> {
         }
         let text = self.slice(start, self.pos);
         if is_double {
-            text.parse()
+            crate::value::read_double(text)
                 .map(TokenKind::Double)
-                .map_err(|_| self.error(start, "a floating-point number", quote(text)))
+                .ok_or_else(|| self.error(start, "a floating-point number", quote(text)))
         } else {
             text.parse().map(TokenKind::Int).map_err(|_| {
                 self.error(

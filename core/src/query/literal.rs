@@ -49,9 +49,9 @@ fn write_double(f: &mut fmt::Formatter<'_>, d: f64) -> fmt::Result {
     } else if d.is_infinite() {
         f.write_str(if d > 0.0 { "inf" } else { "-inf" })
     } else {
-        // Debug always prints a `.` or an exponent, so the text lexes as a double again, and it
-        // is the shortest text that round-trips.
-        write!(f, "{d:?}")
+        // Always with a `.` or an exponent, so the text lexes as a double again, and the
+        // shortest text that round-trips.
+        f.write_str(&crate::value::finite_double_text(d))
     }
 }
 

@@ -361,7 +361,7 @@ impl<'t> Index<'t> {
             };
             positions.extend(found.into_iter().flatten().copied());
         }
-        positions.sort_unstable();
+        crate::sort::sort(&mut positions);
         positions.dedup();
         positions
     }

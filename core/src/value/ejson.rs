@@ -230,7 +230,7 @@ fn binary(bytes: &[u8], sub_type: &str) -> Json {
 }
 
 /// The `$numberDouble` text of a double: the shortest text that reads back to the same bits.
-fn double_text(d: f64) -> String {
+pub(super) fn double_text(d: f64) -> String {
     if d.is_nan() {
         "NaN".into()
     } else if d == f64::INFINITY {
@@ -238,7 +238,71 @@ fn double_text(d: f64) -> String {
     } else if d == f64::NEG_INFINITY {
         "-Infinity".into()
     } else {
-        format!("{d:?}")
+        finite_double_text(d)
+    }
+}
+
+/// The shortest text that reads back to the same bits, for a finite double, always with a `.` or
+/// an exponent so that it reads back as a double rather than an integer.
+///
+/// serde_json's formatter is already in every build that writes JSON, so using it here (rather
+/// than `{:?}`) keeps the standard library's second float formatter out of the browser build.
+pub(crate) fn finite_double_text(d: f64) -> String {
+    let mut text = Number::from_f64(d)
+        .map_or_else(String::new, |n| n.to_string())
+        .replace("e+", "e");
+    if !text.contains(['.', 'e', 'E']) {
+        text.push_str(".0");
+    }
+    text
+}
+
+/// Reads decimal text (`[+-]digits[.digits][(e|E)[+-]digits]`, where either digit run around the
+/// `.` may be empty but not both) as the nearest double, as `str::parse::<f64>` does for that text;
+/// out-of-range magnitudes become infinities and zeros, as there.
+///
+/// The digits go through serde_json's exact parser, which every build already has, so the
+/// standard library's second float parser (and its 10 KB power table) stays out of the browser
+/// build.
+pub(crate) fn read_double(text: &str) -> Option<f64> {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => (&body[..at], Some(&body[at + 1..])),
+        None => (body, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return None;
+    }
+    let mut json = String::with_capacity(text.len() + 2);
+    if negative {
+        json.push('-');
+    }
+    let int = int.trim_start_matches('0');
+    json.push_str(if int.is_empty() { "0" } else { int });
+    if !frac.is_empty() {
+        json.push('.');
+        json.push_str(frac);
+    }
+    if let Some(exponent) = exponent {
+        let unsigned = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        if unsigned.is_empty() || !digits(unsigned) {
+            return None;
+        }
+        json.push('e');
+        json.push_str(exponent);
+    }
+    // Read as a JSON value: that instance of the parser is in every build already.
+    match serde_json::from_str::<Json>(&json) {
+        Ok(number) => number.as_f64(),
+        // The text is well formed, so the only error left is a magnitude past `f64::MAX`.
+        Err(_) if negative => Some(f64::NEG_INFINITY),
+        Err(_) => Some(f64::INFINITY),
     }
 }
 
@@ -247,13 +311,7 @@ fn parse_double_text(s: &str) -> Option<f64> {
         "NaN" => Some(f64::NAN),
         "Infinity" => Some(f64::INFINITY),
         "-Infinity" => Some(f64::NEG_INFINITY),
-        _ if !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) =>
-        {
-            s.parse().ok()
-        }
-        _ => None,
+        _ => read_double(s),
     }
 }
 
@@ -343,9 +401,13 @@ impl<'j> Parser<'j> {
     }
 
     fn fields(&mut self, map: &'j Map<String, Json>) -> Result<Document, EjsonError> {
-        map.iter()
-            .map(|(k, v)| Ok((k.clone(), self.nested(Step::Key(k), |p| p.value(v))?)))
-            .collect()
+        // Inserted one by one: `collect` into a map would add a sort to the browser build.
+        let mut doc = Document::new();
+        for (k, v) in map {
+            let value = self.nested(Step::Key(k), |p| p.value(v))?;
+            doc.insert(k.clone(), value);
+        }
+        Ok(doc)
     }
 
     fn string<'s>(&self, json: &'s Json, expected: &'static str) -> Result<&'s str, EjsonError> {
@@ -692,6 +754,63 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        #[test]
+        fn finite_double_text_reads_back_as_the_same_double(bits in any::<u64>()) {
+            let d = f64::from_bits(bits);
+            prop_assume!(d.is_finite());
+            let text = finite_double_text(d);
+            prop_assert!(text.contains(['.', 'e', 'E']), "{text} has no . or exponent");
+            let back: f64 = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            prop_assert_eq!(back.to_bits(), bits, "{}", text);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn read_double_agrees_with_the_standard_parser(
+            text in "[+-]?[0-9]{0,3}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?",
+        ) {
+            let expected = text.parse::<f64>().ok();
+            let got = read_double(&text);
+            prop_assert_eq!(got.map(f64::to_bits), expected.map(f64::to_bits), "{}", text);
+        }
+
+        #[test]
+        fn read_double_reads_every_written_double(bits in any::<u64>()) {
+            let d = f64::from_bits(bits);
+            prop_assume!(d.is_finite());
+            prop_assert_eq!(read_double(&finite_double_text(d)).map(f64::to_bits), Some(bits));
+            prop_assert_eq!(read_double(&format!("{d:e}")).map(f64::to_bits), Some(bits));
+        }
+    }
+
+    #[test]
+    fn read_double_takes_what_the_standard_parser_takes() {
+        for text in [
+            "1e400", "-1e400", "1e-400", "007.50", ".5", "5.", "+2", "-0", "1E+2",
+        ] {
+            assert_eq!(
+                read_double(text).map(f64::to_bits),
+                text.parse::<f64>().ok().map(f64::to_bits),
+                "{text}"
+            );
+        }
+        for text in [
+            "", ".", "-", "e5", "1e", "1e+", "1.2.3", "0x10", "inf", "NaN", "1 ",
+        ] {
+            assert_eq!(read_double(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn finite_double_text_keeps_integers_and_signed_zero_doubles() {
+        assert_eq!(finite_double_text(1.0), "1.0");
+        assert_eq!(finite_double_text(-0.0), "-0.0");
+        assert_eq!(finite_double_text(0.1), "0.1");
+        assert_eq!(parse_double_text(&finite_double_text(1e300)), Some(1e300));
+    }
 
     /// Replaces every NaN by the one NaN EJSON can express.
     fn canonical_nans(value: Value) -> Value {

@@ -160,7 +160,7 @@ impl Elements {
     /// Sorts the elements and removes duplicates, as a set's must be.
     pub fn sort_dedup(&mut self) {
         let mut items = std::mem::take(self).into_vec();
-        items.sort();
+        crate::sort::sort(&mut items);
         items.dedup();
         *self = Elements::from(items);
     }

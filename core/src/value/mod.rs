@@ -3,9 +3,11 @@
 
 mod ejson;
 mod elements;
+
 pub use ejson::{
     document_from_ejson, document_to_ejson, parse_ejson, EjsonError, EjsonMode, MAX_EJSON_DEPTH,
 };
+pub(crate) use ejson::{finite_double_text, read_double};
 pub use elements::{Elements, Iter as ElementsIter, MAX_CHUNK};
 
 use std::cmp::Ordering;
@@ -181,7 +183,7 @@ impl Value {
 
     /// Builds a set value from arbitrary items: sorts them and removes duplicates.
     pub fn set_from(mut items: Vec<Value>) -> Value {
-        items.sort();
+        crate::sort::sort(&mut items);
         items.dedup();
         Value::Set(items.into())
     }
@@ -275,7 +277,7 @@ impl fmt::Debug for Value {
             Value::Null => f.write_str("null"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
-            Value::Double(d) => write!(f, "{d:?}"),
+            Value::Double(d) => f.write_str(&ejson::double_text(*d)),
             Value::String(s) => write!(f, "{s:?}"),
             Value::Binary(b) => write!(f, "bin{b:02x?}"),
             Value::Date(ms) => write!(f, "date({ms})"),
@@ -512,7 +514,7 @@ impl Decimal {
             "NaN" => f64::NAN,
             "Infinity" => f64::INFINITY,
             "-Infinity" => f64::NEG_INFINITY,
-            s => s.parse().unwrap_or(f64::NAN),
+            s => read_double(s).unwrap_or(f64::NAN),
         }
     }
 }
