@@ -73,6 +73,20 @@ async fn wait_for(socket: &mut Socket, what: &str, pred: impl Fn(&Json) -> bool)
     }
 }
 
+/// Reads events until `done` holds for all read so far; returns them.
+async fn read_until(socket: &mut Socket, what: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed never showed {what}; it showed {seen:?}"
+        );
+        seen.push(next_event(socket).await);
+    }
+    seen
+}
+
 fn bytes(event: &Json, field: &str) -> Vec<u8> {
     BASE64.decode(event[field].as_str().unwrap()).unwrap()
 }
@@ -136,23 +150,35 @@ async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() 
     a.wait_for_upload(WAIT).await.unwrap();
     b.wait_for_upload(WAIT).await.unwrap();
 
-    let opened = wait_for(&mut feed, "a connection opening", |e| {
-        e["kind"] == "connection" && e["event"] == "opened"
-    })
+    // The two clients race, so the events this test looks for may arrive in any order (B's
+    // changeset before A's UPLOAD, say): read until all have been seen, then check each.
+    let is_opened = |e: &Json| e["kind"] == "connection" && e["event"] == "opened";
+    let is_session =
+        |e: &Json| e["kind"] == "session" && e["event"] == "identified" && e["client"] == a_ident;
+    let is_upload =
+        |e: &Json| e["kind"] == "message" && e["type"] == "UPLOAD" && e["client"] == a_ident;
+    let is_changeset = |e: &Json| e["kind"] == "changeset";
+    let seen = read_until(
+        &mut feed,
+        "a connection, A's session and UPLOAD, two changesets",
+        |seen| {
+            seen.iter().any(is_opened)
+                && seen.iter().any(is_session)
+                && seen.iter().any(is_upload)
+                && seen.iter().filter(|e| is_changeset(e)).count() >= 2
+        },
+    )
     .await;
+    let first = |pred: &dyn Fn(&Json) -> bool| seen.iter().find(|e| pred(e)).cloned().unwrap();
+
+    let opened = first(&is_opened);
     assert!(opened["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(opened["protocol"], eddy_core::protocol::SUBPROTOCOL);
-    let session = wait_for(&mut feed, "A's session", |e| {
-        e["kind"] == "session" && e["event"] == "identified" && e["client"] == a_ident
-    })
-    .await;
+    let session = first(&is_session);
     assert!(session["user"].as_str().unwrap().starts_with("anon-"));
     assert!(session["peer"].is_string());
 
-    let upload = wait_for(&mut feed, "A's UPLOAD", |e| {
-        e["kind"] == "message" && e["type"] == "UPLOAD" && e["client"] == a_ident
-    })
-    .await;
+    let upload = first(&is_upload);
     assert_eq!(upload["direction"], "in");
     let raw = bytes(&upload, "raw");
     assert_eq!(upload["size"], raw.len());
@@ -163,12 +189,11 @@ async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() 
     assert_eq!(upload["collections"], json!(["Item"]));
 
     let mut decisions = Vec::new();
-    for _ in 0..2 {
-        let changeset = wait_for(&mut feed, "a changeset", |e| e["kind"] == "changeset").await;
+    for changeset in seen.iter().filter(|e| is_changeset(e)).take(2) {
         assert!(changeset["server_version"].as_u64().unwrap() > 0);
         assert_eq!(changeset["objects"], json!(["Item/1"]));
         let instructions =
-            decode_changeset(&bytes(&changeset, "instructions"), &DecodeLimits::default()).unwrap();
+            decode_changeset(&bytes(changeset, "instructions"), &DecodeLimits::default()).unwrap();
         assert!(!instructions.is_empty());
         decisions.extend(changeset["decisions"].as_array().unwrap().iter().cloned());
     }
