@@ -155,12 +155,22 @@ impl IngestStats {
         let Ok(mut report) = self.inner.lock() else {
             return;
         };
-        let per = report
-            .clients
-            .entry(client_file_ident.to_string())
-            .or_default();
+        // An empty queue from a device that never ingested (most devices, after each IDENT)
+        // adds nothing to the figures, so it gets no entry: idle sessions stay small.
+        let client = client_file_ident.to_string();
         for entry in entries {
-            per.entry(entry.collection.clone())
+            let known = report
+                .clients
+                .get(&client)
+                .is_some_and(|per| per.contains_key(&entry.collection));
+            if entry.objects == 0 && !known {
+                continue;
+            }
+            report
+                .clients
+                .entry(client.clone())
+                .or_default()
+                .entry(entry.collection.clone())
                 .or_default()
                 .report_queue(now_ms, entry);
         }
@@ -232,6 +242,27 @@ mod tests {
         assert_eq!(report.clients["7"]["Reading"].objects, 10);
         assert_eq!(report.clients["7"]["Reading"].last_lag_ms, 50);
         assert_eq!(report.clients["8"]["Reading"].objects, 30);
+    }
+
+    #[test]
+    fn an_empty_queue_from_a_device_that_never_ingested_adds_no_entry() {
+        let stats = IngestStats::default();
+        let entry = |objects| IngestStatusEntry {
+            collection: "Reading".into(),
+            objects,
+            bytes: objects * 90,
+            oldest_age_ms: 0,
+        };
+        stats.report_queue(1_000, 7, &[entry(0)]);
+        assert!(stats.report(1_000).clients.is_empty());
+        // Once a device has had a queue, its emptying is recorded.
+        stats.report_queue(1_000, 7, &[entry(5)]);
+        stats.report_queue(2_000, 7, &[entry(0)]);
+        let seven = &stats.report(2_000).clients["7"]["Reading"];
+        assert_eq!(
+            (seven.pending_objects, seven.pending_reported_ms),
+            (0, 2_000)
+        );
     }
 
     #[test]

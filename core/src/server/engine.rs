@@ -2043,7 +2043,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.config.development_mode,
         )
         .map_err(|why| fail(ErrorCode::BadChangeset, format!("bad ingest status: {why}")))?;
-        self.ingest_status.insert(file, collections.clone());
+        // Most devices report an empty queue after each IDENT; keeping only queues that hold
+        // something keeps idle sessions small.
+        if collections.iter().all(|entry| entry.objects == 0) {
+            self.ingest_status.remove(&file);
+        } else {
+            self.ingest_status.insert(file, collections.clone());
+        }
         self.events.push_back(ServerEvent::IngestStatus {
             connection,
             session: ident,
@@ -2054,7 +2060,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         Ok(())
     }
 
-    /// The latest Data Ingest queue `client_file_ident` reported, if it reported one.
+    /// The latest Data Ingest queue `client_file_ident` reported, if it reported one that held
+    /// anything.
     pub fn ingest_status(&self, client_file_ident: u64) -> Option<&[IngestStatusEntry]> {
         self.ingest_status
             .get(&client_file_ident)
