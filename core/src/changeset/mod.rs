@@ -8,8 +8,8 @@ pub use codec::{
     decode_changeset, encode_changeset, CodecError, DecodeLimits, Limit, COMPRESSION_THRESHOLD,
 };
 
-use crate::schema::{CollectionKind, PrimaryKeyType, Property};
-use crate::value::{PrimaryKey, Value};
+use crate::schema::{CollectionKind, PrimaryKeyType, Property, Schema, PRIMARY_KEY};
+use crate::value::{Document, PrimaryKey, Value};
 
 /// One step below an object's top-level field.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -236,5 +236,43 @@ impl Instruction {
             }
             Instruction::DictErase { dict, .. } => Some((&dict.collection, &dict.key)),
         }
+    }
+}
+
+/// Appends the instructions that build `schema` from nothing: each collection, then its
+/// properties, in name order.
+pub fn schema_instructions(schema: &Schema, out: &mut Vec<Instruction>) {
+    for collection in schema.collections.values() {
+        out.push(Instruction::AddCollection {
+            name: collection.name.clone(),
+            kind: collection.kind,
+            primary_key: collection.primary_key,
+        });
+        for property in collection.properties.values() {
+            out.push(Instruction::AddProperty {
+                collection: collection.name.clone(),
+                property: property.clone(),
+            });
+        }
+    }
+}
+
+/// Appends the instructions that create the object `key` of `collection` with the fields of
+/// `document` (its primary key field, if present, is the key and not set again).
+pub fn object_instructions(
+    collection: &str,
+    key: &PrimaryKey,
+    document: &Document,
+    out: &mut Vec<Instruction>,
+) {
+    out.push(Instruction::CreateObject {
+        collection: collection.to_owned(),
+        key: key.clone(),
+    });
+    for (field, value) in document.iter().filter(|(f, _)| f.as_str() != PRIMARY_KEY) {
+        out.push(Instruction::Set {
+            path: Path::field(collection, key.clone(), field.clone()),
+            value: value.clone(),
+        });
     }
 }

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::changeset::{
-    decode_changeset, encode_changeset, Changeset, ChangesetMeta, CodecError, DecodeLimits,
-    Instruction, Path,
+    decode_changeset, encode_changeset, object_instructions, schema_instructions, Changeset,
+    ChangesetMeta, CodecError, DecodeLimits, Instruction, Path,
 };
 use crate::client::{
     FileMeta, OutstandingTransaction, PendingUpdate, PersistedState, StorageWrite,
@@ -323,16 +323,7 @@ pub fn object_record_key(collection: &str, key: &PrimaryKey) -> String {
 /// Encodes an object record: instructions creating the object and setting each field.
 pub fn encode_object(collection: &str, key: &PrimaryKey, document: &Document) -> Vec<u8> {
     let mut instructions = Vec::with_capacity(document.len() + 1);
-    instructions.push(Instruction::CreateObject {
-        collection: collection.to_owned(),
-        key: key.clone(),
-    });
-    for (field, value) in document.iter().filter(|(f, _)| f.as_str() != PRIMARY_KEY) {
-        instructions.push(Instruction::Set {
-            path: Path::field(collection, key.clone(), field.clone()),
-            value: value.clone(),
-        });
-    }
+    object_instructions(collection, key, document, &mut instructions);
     let mut out = header(kind::OBJECT);
     out.extend_from_slice(&encode_changeset(&instructions));
     out
@@ -387,19 +378,7 @@ pub fn decode_object(bytes: &[u8], limits: &DecodeLimits) -> Result<StoredObject
 /// Encodes the schema record: instructions adding each collection and property.
 pub fn encode_schema(schema: &Schema) -> Vec<u8> {
     let mut instructions = Vec::new();
-    for collection in schema.collections.values() {
-        instructions.push(Instruction::AddCollection {
-            name: collection.name.clone(),
-            kind: collection.kind,
-            primary_key: collection.primary_key,
-        });
-        for property in collection.properties.values() {
-            instructions.push(Instruction::AddProperty {
-                collection: collection.name.clone(),
-                property: property.clone(),
-            });
-        }
-    }
+    schema_instructions(schema, &mut instructions);
     let mut out = header(kind::SCHEMA);
     out.extend_from_slice(&encode_changeset(&instructions));
     out
