@@ -16,7 +16,7 @@ use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, Store, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::{Client, ClientError, ClientOptions};
-use support::{anonymous_token, http, Server, WAIT};
+use support::{anonymous_client, anonymous_token, http, Server, WAIT};
 
 fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
     let pk = PrimaryKey::Int(key);
@@ -94,12 +94,7 @@ async fn transaction_is_accepted_and_a_conflicting_one_is_rejected() {
         let _enter = a_runtime.enter();
         Client::connect(&server.sync_url(), &a_token, sim_schema()).unwrap()
     };
-    let b = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let b = anonymous_client(&server).await;
     a.write(|tx| set_item(tx, 1, 0)).unwrap();
 
     // The transaction waits for the plain write's upload by itself.
@@ -225,12 +220,7 @@ async fn async_open_downloads_a_hundred_thousand_objects() {
     const BATCH: i64 = 20_000;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_schema(dir.path(), "127.0.0.1:0");
-    let writer = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let writer = anonymous_client(&server).await;
     for start in (0..OBJECTS).step_by(usize::try_from(BATCH).unwrap()) {
         writer
             .write(|tx| {
@@ -303,12 +293,7 @@ async fn refreshing_the_token_mid_session_keeps_syncing() {
     assert_eq!(progress.last_error, None, "{progress:?}");
     assert_eq!(progress.connects, 1, "REFRESH needs no reconnect");
 
-    let other = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let other = anonymous_client(&server).await;
     other.wait_for_download(WAIT).await.unwrap();
     assert_eq!(other.read(|s| s.len("Item")).unwrap(), 2);
 }

@@ -15,10 +15,9 @@ use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits};
 use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
-use eddy_server::client::Client;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
-use support::{anonymous_token, http, Server, WAIT};
+use support::{anonymous_client, http, Server, WAIT};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -128,18 +127,8 @@ async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() 
     let mut feed = open_feed(&server, json!({ "admin_key": server.admin_key })).await;
     assert_eq!(next_event(&mut feed).await["kind"], "hello");
 
-    let a = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
-    let b = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let a = anonymous_client(&server).await;
+    let b = anonymous_client(&server).await;
     a.wait_for_download(WAIT).await.unwrap();
     b.wait_for_download(WAIT).await.unwrap();
     let a_ident = a.client_file_ident().unwrap();
@@ -216,18 +205,8 @@ async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() 
 async fn a_new_console_is_backfilled_and_filters_apply_on_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_schema(dir.path(), "127.0.0.1:0");
-    let a = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
-    let b = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let a = anonymous_client(&server).await;
+    let b = anonymous_client(&server).await;
     a.write(|tx| set_item(tx, 1, 1)).unwrap();
     a.wait_for_upload(WAIT).await.unwrap();
     b.write(|tx| set_item(tx, 2, 2)).unwrap();
@@ -322,12 +301,7 @@ async fn the_console_and_its_admin_endpoints_are_served() {
         assert_eq!(status, 200, "{path}");
     }
 
-    let a = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let a = anonymous_client(&server).await;
     a.write(|tx| set_item(tx, 1, 1)).unwrap();
     a.write(|tx| set_item(tx, 2, 2)).unwrap();
     a.write(|tx| set_item(tx, 1, 3)).unwrap();
@@ -373,18 +347,8 @@ async fn the_console_and_its_admin_endpoints_are_served() {
 async fn durable_ingest_batches_are_on_the_feed_backfilled_and_filterable() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_schema(dir.path(), "127.0.0.1:0");
-    let sensor = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
-    let writer = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let sensor = anonymous_client(&server).await;
+    let writer = anonymous_client(&server).await;
     sensor
         .write(|tx| {
             (0..25).try_for_each(|k| {

@@ -14,7 +14,7 @@ use eddy_core::sim::sim_schema;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use eddy_server::client::Client;
 use futures_util::{SinkExt, StreamExt};
-use support::{anonymous_token, Server, WAIT};
+use support::{anonymous_client, anonymous_token, Server, WAIT};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A sensor reading of about 100 bytes.
@@ -61,18 +61,8 @@ async fn stored_count(server: &Server) -> u64 {
 async fn ingested_objects_are_stored_once_counted_and_never_synced() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_schema(dir.path(), "127.0.0.1:0");
-    let sensor = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
-    let viewer = Client::connect(
-        &server.sync_url(),
-        &anonymous_token(server.addr).await,
-        sim_schema(),
-    )
-    .unwrap();
+    let sensor = anonymous_client(&server).await;
+    let viewer = anonymous_client(&server).await;
     ingest(&sensor, 0..1_990, 100).unwrap();
     for key in 1_990..2_000 {
         sensor
@@ -149,14 +139,7 @@ async fn every_object_of_a_large_ingest_arrives_exactly_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let listen = server.addr.to_string();
-    let client = Arc::new(
-        Client::connect(
-            &server.sync_url(),
-            &anonymous_token(server.addr).await,
-            sim_schema(),
-        )
-        .unwrap(),
-    );
+    let client = Arc::new(anonymous_client(&server).await);
     client.wait_for_download(WAIT).await.unwrap();
     // The device keeps ingesting while the server dies and comes back.
     let writer = {

@@ -155,6 +155,12 @@ pub async fn http(
     (status, serde_json::from_str(json).unwrap_or_default())
 }
 
+/// A native client of a new anonymous user, syncing the simulation schema.
+pub async fn anonymous_client(server: &Server) -> eddy_server::client::Client {
+    let token = anonymous_token(server.addr).await;
+    eddy_server::client::Client::connect(&server.sync_url(), &token, sim_schema()).unwrap()
+}
+
 /// Signs in anonymously and returns the access token.
 pub async fn anonymous_token(addr: SocketAddr) -> String {
     let (status, body) = http(addr, "POST", "/api/auth/anonymous", &[], None).await;
