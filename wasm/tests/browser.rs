@@ -321,22 +321,7 @@ async fn writes_made_while_paused_sync_after_resume() {
 #[wasm_bindgen_test]
 async fn subscription_updates_complete() {
     let db = open(&log_in().await, "subs").await;
-    let query = tasks_tagged(&db, "nothing-");
-    let add = Closure::once_into_js(move |subs: JsValue| {
-        let add: Function = get(&subs, "add").unchecked_into();
-        add.call2(
-            &subs,
-            &JsValue::from(query),
-            &obj(&[("name", "mine".into())]),
-        )
-        .unwrap();
-    });
-    within(
-        "subscriptions",
-        db.subscriptions().update(add.unchecked_ref()).unwrap(),
-    )
-    .await;
-    assert_eq!(db.subscriptions().state(), "complete");
+    subscribe_only(&db, tasks_tagged(&db, "nothing-"), "mine").await;
     assert_eq!(db.subscriptions().length(), 1);
     assert!(!db.subscriptions().find_by_name("mine").is_null());
     close(&db).await;
@@ -619,7 +604,12 @@ impl Watch {
 
 /// Subscribes `db` to exactly the tasks whose titles begin with `prefix`.
 async fn subscribe_to_prefix(db: &Eddy, prefix: &str) {
-    let query = tasks_tagged(db, prefix);
+    subscribe_only(db, tasks_tagged(db, prefix), "prefix").await;
+}
+
+/// Replaces `db`'s subscriptions with `query` under `name` and waits until the set is complete.
+async fn subscribe_only(db: &Eddy, query: Results, name: &str) {
+    let name = name.to_owned();
     let update = Closure::once_into_js(move |subs: JsValue| {
         let remove_all: Function = get(&subs, "removeAll").unchecked_into();
         remove_all.call0(&subs).unwrap();
@@ -627,7 +617,7 @@ async fn subscribe_to_prefix(db: &Eddy, prefix: &str) {
         add.call2(
             &subs,
             &JsValue::from(query),
-            &obj(&[("name", "prefix".into())]),
+            &obj(&[("name", name.as_str().into())]),
         )
         .unwrap();
     });
