@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 
 use crate::changeset::{
     decode_changeset, encode_changeset, object_instructions, schema_instructions, Changeset,
@@ -620,7 +621,8 @@ where
         }
     }
     let checkpointed = checkpointed.unwrap_or(meta.last_client_version);
-    let replayed = replay(&mut store, list.range(checkpointed + 1..).map(|(_, c)| c))?;
+    let after = (Bound::Excluded(checkpointed), Bound::Unbounded);
+    let replayed = replay(&mut store, list.range(after).map(|(_, c)| c))?;
     let write_ahead = WriteAhead::restored(&meta, checkpointed, &store, replayed);
     Ok(Restored {
         state: PersistedState {

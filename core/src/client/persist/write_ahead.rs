@@ -15,8 +15,6 @@
 //! exact: its commit writes every kept object record as well and moves the marker to the file's
 //! last client version, which leaves nothing to replay.
 
-use std::collections::BTreeMap;
-
 use crate::client::{FileMeta, PendingUpdate, StorageWrite};
 use crate::store::Store;
 use crate::value::{Document, PrimaryKey};
@@ -30,8 +28,9 @@ use super::{
 /// written yet and the checkpoint marker.
 #[derive(Clone, Debug, Default)]
 pub struct WriteAhead {
-    /// Objects changed since the last checkpoint: their current document, or `None` once gone.
-    kept: BTreeMap<(String, PrimaryKey), Option<Document>>,
+    /// Objects changed since the last checkpoint, in the order they changed (an object may appear
+    /// more than once; its last entry is current): the document, or `None` once gone.
+    kept: Vec<(String, PrimaryKey, Option<Document>)>,
     /// The stored marker: the object records hold every local changeset up to this version.
     checkpointed: u64,
     /// The file meta of the latest commit, which a checkpoint writes again with its marker.
@@ -52,11 +51,13 @@ impl WriteAhead {
         store: &Store,
         replayed: Vec<(String, PrimaryKey)>,
     ) -> Self {
-        let mut kept = BTreeMap::new();
-        for (collection, key) in replayed {
-            let document = store.get(&collection, &key).cloned();
-            kept.insert((collection, key), document);
-        }
+        let kept = replayed
+            .into_iter()
+            .map(|(collection, key)| {
+                let document = store.get(&collection, &key).cloned();
+                (collection, key, document)
+            })
+            .collect();
         WriteAhead {
             kept,
             checkpointed,
@@ -79,9 +80,7 @@ impl WriteAhead {
             .all(|w| matches!(w.pending, PendingUpdate::Appended(_)) && w.schema.is_none());
         let mut batch = PersistBatch::new();
         for write in writes {
-            for (collection, key, document) in write.objects {
-                self.kept.insert((collection, key), document);
-            }
+            self.kept.extend(write.objects);
             match write.pending {
                 PendingUpdate::Appended(changeset) => {
                     batch
@@ -126,7 +125,17 @@ impl WriteAhead {
 
     /// Moves the kept objects into `batch` as records to put or delete.
     fn write_kept(&mut self, batch: &mut PersistBatch) {
-        for ((collection, key), document) in std::mem::take(&mut self.kept) {
+        let mut kept = std::mem::take(&mut self.kept);
+        crate::sort::sort_by(&mut kept, |a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut kept = kept.into_iter().peekable();
+        while let Some((collection, key, document)) = kept.next() {
+            if kept
+                .peek()
+                .is_some_and(|(c, k, _)| *c == collection && *k == key)
+            {
+                // A later entry of the same object is current (the sort is stable).
+                continue;
+            }
             let record = document.map(|d| encode_object(&collection, &key, &d));
             batch
                 .objects
