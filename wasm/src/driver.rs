@@ -377,7 +377,6 @@ fn open_socket(inner: &Rc<Inner>, st: &mut State) -> Result<(), JsValue> {
 /// Runs everything the connection and session want done; see the module docs.
 pub(crate) fn pump(inner: &Rc<Inner>) {
     let mut calls = Vec::new();
-    let mut flush = false;
     let mut refresh = false;
     {
         let mut st = inner.state.borrow_mut();
@@ -425,7 +424,9 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
         send_ready(&mut st);
         if !st.persist_queue.is_empty() && !st.flushing && st.storage_error.is_none() {
             st.flushing = true;
-            flush = true;
+            // Spawned before the listeners' notification, so the IndexedDB transaction is under
+            // way while they run.
+            wasm_bindgen_futures::spawn_local(flush_storage(Rc::clone(inner)));
         }
         schedule_timer(inner, &mut st);
         let state = st.connection_state();
@@ -451,9 +452,6 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
         }
     }
     call_all(calls);
-    if flush {
-        wasm_bindgen_futures::spawn_local(flush_storage(Rc::clone(inner)));
-    }
     if refresh {
         wasm_bindgen_futures::spawn_local(refresh_token(Rc::clone(inner)));
     }
