@@ -5,7 +5,8 @@
 //! version ([`FORMAT_VERSION`]) and a kind byte:
 //!
 //! - **file meta** (one): identity, cursors, the subscription set and the outstanding
-//!   transaction ([`FileMeta`]);
+//!   transaction ([`FileMeta`]), and for drivers that write through [`WriteAhead`] the checkpoint
+//!   marker: the last client version the object records hold;
 //! - **schema** (at most one; absent means the schema the application declares);
 //! - **objects** (one per object, keyed by [`object_record_key`]): the object as a changeset body
 //!   that creates it and sets each field;
@@ -14,7 +15,8 @@
 //!
 //! A driver applies the session's [`StorageWrite`]s through [`PersistBatch`], which merges every
 //! write that accumulated during the previous commit into one set of record puts and deletes
-//! (group commit), and reads a file back with [`restore`]. Decoding never panics and is bounded by
+//! (group commit), or through [`WriteAhead`], which also leaves the object records of plain local
+//! writes to a later checkpoint, and reads a file back with [`restore`]. Decoding never panics and is bounded by
 //! [`DecodeLimits`]; damaged or foreign records give a [`PersistError`].
 
 use std::collections::BTreeMap;
