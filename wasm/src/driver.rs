@@ -60,7 +60,7 @@ pub(crate) enum Until {
     Downloaded { request: Option<u64>, connects: u64 },
     /// The subscription set of this version is complete (or superseded).
     Subscriptions(u64),
-    /// Storage is flushed and the database can close.
+    /// Storage is flushed (and checkpointed) and the database can close.
     Flushed,
 }
 
@@ -377,7 +377,6 @@ fn open_socket(inner: &Rc<Inner>, st: &mut State) -> Result<(), JsValue> {
 /// Runs everything the connection and session want done; see the module docs.
 pub(crate) fn pump(inner: &Rc<Inner>) {
     let mut calls = Vec::new();
-    let mut flush = false;
     let mut refresh = false;
     {
         let mut st = inner.state.borrow_mut();
@@ -425,7 +424,9 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
         send_ready(&mut st);
         if !st.persist_queue.is_empty() && !st.flushing && st.storage_error.is_none() {
             st.flushing = true;
-            flush = true;
+            // Spawned before the listeners' notification, so the IndexedDB transaction is under
+            // way while they run.
+            wasm_bindgen_futures::spawn_local(flush_storage(Rc::clone(inner)));
         }
         schedule_timer(inner, &mut st);
         let state = st.connection_state();
@@ -451,9 +452,6 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
         }
     }
     call_all(calls);
-    if flush {
-        wasm_bindgen_futures::spawn_local(flush_storage(Rc::clone(inner)));
-    }
     if refresh {
         wasm_bindgen_futures::spawn_local(refresh_token(Rc::clone(inner)));
     }
@@ -571,9 +569,9 @@ fn check_waiters(st: &mut State, calls: &mut Vec<Call>) -> bool {
                 Some(e) => Some(Err(errors::storage(e))),
                 None => (st.durable_seq >= *seq.get_or_insert(st.persist_seq)).then_some(Ok(())),
             },
-            Until::Flushed => {
-                (st.durable_seq >= st.persist_seq || st.storage_error.is_some()).then_some(Ok(()))
-            }
+            Until::Flushed => ((st.durable_seq >= st.persist_seq && !st.flushing)
+                || st.storage_error.is_some())
+            .then_some(Ok(())),
             Until::Uploaded(version) => {
                 let version = *version;
                 let session = st.conn.session(SESSION);
@@ -661,34 +659,39 @@ async fn flush_storage(inner: Rc<Inner>) {
         let Some(storage) = storage else {
             break;
         };
-        let result = storage.write(writes).await;
-        let mut calls = Vec::new();
-        {
-            let mut st = inner.state.borrow_mut();
-            match result {
-                Ok(()) => st.durable_seq = seq,
-                Err(e) => {
-                    let error = errors::storage(&e);
-                    report(&st, &mut calls, error);
-                    st.storage_error = Some(e);
-                    st.flushing = false;
-                }
+        match storage.write(writes).await {
+            Ok(()) => inner.state.borrow_mut().durable_seq = seq,
+            Err(e) => {
+                storage_failed(&inner, e);
+                break;
             }
         }
-        call_all(calls);
-        let failed = inner.state.borrow().storage_error.is_some();
-        if failed {
-            // Reject the waiting writes; nothing more is written or sent.
-            let mut calls = Vec::new();
-            check_waiters(&mut inner.state.borrow_mut(), &mut calls);
-            call_all(calls);
-            break;
-        }
         pump(&inner);
+        // The object records the commit left out follow once the resolved writes had their turn.
+        if storage.needs_checkpoint() {
+            gloo_timers::future::TimeoutFuture::new(0).await;
+            if let Err(e) = storage.checkpoint().await {
+                storage_failed(&inner, e);
+                break;
+            }
+        }
     }
     // A closed database still resolves `close()` once the last batch is written.
     let mut calls = Vec::new();
     check_waiters(&mut inner.state.borrow_mut(), &mut calls);
+    call_all(calls);
+}
+
+/// Records a storage failure and rejects the waiting writes; nothing more is written or sent.
+fn storage_failed(inner: &Inner, e: String) {
+    let mut calls = Vec::new();
+    {
+        let mut st = inner.state.borrow_mut();
+        report(&st, &mut calls, errors::storage(&e));
+        st.storage_error = Some(e);
+        st.flushing = false;
+        check_waiters(&mut st, &mut calls);
+    }
     call_all(calls);
 }
 

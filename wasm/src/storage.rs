@@ -5,10 +5,15 @@
 //! the outstanding transaction; `schema`).
 //!
 //! The session's `StorageWrite`s are applied in order; every batch that accumulated while the
-//! previous one was being written goes into one IndexedDB transaction (group commit).
+//! previous one was being written goes into one IndexedDB transaction (group commit). Writes go
+//! through the core's `WriteAhead`: a batch of local writes commits only its pending changeset
+//! records and the file meta, which is all a restore needs to redo it, and the object records it
+//! changed follow in a checkpoint transaction after the write has resolved.
 
 use eddy_core::changeset::DecodeLimits;
-use eddy_core::client::persist::{restore, PersistBatch, FORMAT_VERSION};
+use std::cell::RefCell;
+
+use eddy_core::client::persist::{restore, PersistBatch, WriteAhead, FORMAT_VERSION};
 use eddy_core::client::{PersistedState, StorageWrite};
 use eddy_core::schema::Schema;
 use js_sys::Uint8Array;
@@ -24,6 +29,7 @@ const SCHEMA: &str = "schema";
 /// An open IndexedDB database of one synced file.
 pub(crate) struct Storage {
     db: Rexie,
+    write_ahead: RefCell<WriteAhead>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -68,7 +74,10 @@ impl Storage {
             .build()
             .await
             .map_err(idb_text)?;
-        Ok(Storage { db })
+        Ok(Storage {
+            db,
+            write_ahead: RefCell::new(WriteAhead::new()),
+        })
     }
 
     /// Closes the database.
@@ -110,7 +119,7 @@ impl Storage {
             .map(|v| bytes(v, PENDING))
             .collect::<Result<Vec<_>, _>>()?;
         tx.done().await.map_err(idb_text)?;
-        let state = restore(
+        let restored = restore(
             &meta,
             stored_schema.as_deref(),
             objects,
@@ -119,12 +128,32 @@ impl Storage {
             &DecodeLimits::default(),
         )
         .map_err(|e| e.to_string())?;
-        Ok(Some(state))
+        *self.write_ahead.borrow_mut() = restored.write_ahead;
+        Ok(Some(restored.state))
     }
 
-    /// Applies `writes` in one transaction; resolves once it is committed.
+    /// Commits `writes` in one transaction; resolves once they survive a reload.
     pub(crate) async fn write(&self, writes: Vec<StorageWrite>) -> Result<(), String> {
-        let batch = PersistBatch::from_writes(writes);
+        let batch = self.write_ahead.borrow_mut().commit(writes);
+        self.put(&batch).await
+    }
+
+    /// Writes the object records that the commits since the last checkpoint left out, if any.
+    pub(crate) async fn checkpoint(&self) -> Result<(), String> {
+        let batch = self.write_ahead.borrow_mut().checkpoint();
+        match batch {
+            Some(batch) => self.put(&batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether object records wait for a checkpoint.
+    pub(crate) fn needs_checkpoint(&self) -> bool {
+        !self.write_ahead.borrow().is_checkpointed()
+    }
+
+    /// Writes `batch` in one transaction; resolves once it is committed.
+    async fn put(&self, batch: &PersistBatch) -> Result<(), String> {
         let tx = self
             .db
             .transaction(&[OBJECTS, PENDING, META], TransactionMode::ReadWrite)

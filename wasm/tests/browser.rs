@@ -6,9 +6,10 @@
 //! changes bring objects in and remove others, a refused write is undone and reported as a
 //! compensating write, an expired token is refreshed without losing pending writes, a revoked
 //! one is reported, a failed IndexedDB transaction and a quota error reject the write and are
-//! reported (both provoked through a patched `IDBObjectStore.put`), a second tab is refused, and
-//! objects ingested offline survive a reopen and reach the server (`./dev test` then checks the
-//! server holds exactly 10,001 of them).
+//! reported (both provoked through a patched `IDBObjectStore.put`), a write survives a reload
+//! between its commit and the checkpoint of its object records (the checkpoint aborted the same
+//! way), a second tab is refused, and objects ingested offline survive a reopen and reach the
+//! server (`./dev test` then checks the server holds exactly 10,001 of them).
 
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -273,6 +274,87 @@ async fn reopened_database_keeps_committed_and_pending_writes() {
     let other = open(&log_in().await, "reopen-check").await;
     settle(&other).await;
     assert_eq!(titles(&tasks_tagged(&other, &t)).len(), 2);
+    close(&db).await;
+    close(&other).await;
+}
+
+/// Makes the first transaction that puts an object record abort (the checkpoint that follows a
+/// local write: its commit puts none), as if the page were reloaded before it committed. Returns
+/// a function telling whether it fired.
+fn abort_next_checkpoint() -> Function {
+    Function::new_no_args(
+        r#"
+        const proto = IDBObjectStore.prototype;
+        const put = proto.put;
+        let fired = false;
+        proto.put = function (...args) {
+          if (this.name !== "objects") return put.apply(this, args);
+          proto.put = put;
+          fired = true;
+          const request = put.apply(this, args);
+          this.transaction.abort();
+          return request;
+        };
+        return () => fired;
+        "#,
+    )
+    .call0(&JsValue::UNDEFINED)
+    .unwrap()
+    .unchecked_into()
+}
+
+#[wasm_bindgen_test]
+async fn a_write_survives_a_reload_between_its_commit_and_its_checkpoint() {
+    let t = tag("ahead");
+    let user = log_in().await;
+    let errors = ErrorLog::default();
+    let db = open_with(&user, "write-ahead", Some(&errors.callback())).await;
+    let objects = Rc::new(RefCell::new(Vec::new()));
+    let (kept, dropped) = (format!("{t} kept"), format!("{t} dropped"));
+    let created = Rc::clone(&objects);
+    write(&db, move |db| {
+        created.borrow_mut().push(add_task(db, &kept));
+        created.borrow_mut().push(add_task(db, &dropped));
+    })
+    .await;
+    settle(&db).await;
+    db.sync_session().pause();
+
+    let fired = abort_next_checkpoint();
+    let (added, renamed) = (format!("{t} added"), format!("{t} renamed"));
+    let edited = Rc::clone(&objects);
+    write(&db, move |db| {
+        add_task(db, &added);
+        let objects = edited.borrow();
+        Reflect::set(&objects[0], &"title".into(), &renamed.into()).unwrap();
+        db.delete(objects[1].clone()).unwrap();
+    })
+    .await;
+    within(
+        "the checkpoint to fail",
+        errors.with("name", "StorageError".into()),
+    )
+    .await;
+    assert_eq!(
+        fired.call0(&JsValue::UNDEFINED).unwrap(),
+        JsValue::TRUE,
+        "the write resolved before any object record was written"
+    );
+    close(&db).await;
+
+    let expected = vec![format!("{t} added"), format!("{t} renamed")];
+    let db = open(&user, "write-ahead").await;
+    db.sync_session().pause();
+    assert_eq!(titles(&tasks_tagged(&db, &t)), expected);
+    db.sync_session().resume();
+    settle(&db).await;
+    close(&db).await;
+    // Syncing wrote the replayed objects' records; reopening reads them, replaying nothing twice.
+    let db = open(&user, "write-ahead").await;
+    assert_eq!(titles(&tasks_tagged(&db, &t)), expected);
+    let other = open(&log_in().await, "write-ahead-check").await;
+    settle(&other).await;
+    assert_eq!(titles(&tasks_tagged(&other, &t)), expected);
     close(&db).await;
     close(&other).await;
 }

@@ -5,7 +5,8 @@
 //! version ([`FORMAT_VERSION`]) and a kind byte:
 //!
 //! - **file meta** (one): identity, cursors, the subscription set and the outstanding
-//!   transaction ([`FileMeta`]);
+//!   transaction ([`FileMeta`]), and for drivers that write through [`WriteAhead`] the checkpoint
+//!   marker: the last client version the object records hold;
 //! - **schema** (at most one; absent means the schema the application declares);
 //! - **objects** (one per object, keyed by [`object_record_key`]): the object as a changeset body
 //!   that creates it and sets each field;
@@ -14,11 +15,13 @@
 //!
 //! A driver applies the session's [`StorageWrite`]s through [`PersistBatch`], which merges every
 //! write that accumulated during the previous commit into one set of record puts and deletes
-//! (group commit), and reads a file back with [`restore`]. Decoding never panics and is bounded by
+//! (group commit), or through [`WriteAhead`], which also leaves the object records of plain local
+//! writes to a later checkpoint, and reads a file back with [`restore`]. Decoding never panics and is bounded by
 //! [`DecodeLimits`]; damaged or foreign records give a [`PersistError`].
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 
 use crate::changeset::{
     decode_changeset, encode_changeset, object_instructions, schema_instructions, Changeset,
@@ -28,8 +31,8 @@ use crate::client::{
     FileMeta, OutstandingTransaction, PendingUpdate, PersistedState, StorageWrite,
 };
 use crate::protocol::{DownloadCursor, Subscription, SubscriptionSet};
-use crate::schema::{CollectionSchema, Schema, PRIMARY_KEY};
-use crate::store::Store;
+use crate::schema::{CollectionKind, CollectionSchema, Schema, PRIMARY_KEY};
+use crate::store::{Changes, Store};
 use crate::value::{Document, EjsonMode, PrimaryKey, Value};
 use crate::wire::{write_bytes, write_str, write_u64, Reader, WireError};
 
@@ -169,8 +172,20 @@ fn body(
     decode_changeset(bytes, limits).map_err(|error| PersistError::Changeset { record, error })
 }
 
-/// Encodes the file meta record.
+/// Encodes the file meta record of a file whose object records are all written (no checkpoint
+/// marker: nothing is replayed when it is restored).
 pub fn encode_file_meta(meta: &FileMeta) -> Vec<u8> {
+    encode_meta(meta, None)
+}
+
+/// Encodes the file meta record with a checkpoint marker: the object records hold the effect of
+/// every local changeset up to client version `checkpointed`, and [`restore`] replays the stored
+/// pending changesets after it (see [`WriteAhead`]).
+pub fn encode_file_meta_checkpointed(meta: &FileMeta, checkpointed: u64) -> Vec<u8> {
+    encode_meta(meta, Some(checkpointed))
+}
+
+fn encode_meta(meta: &FileMeta, checkpointed: Option<u64>) -> Vec<u8> {
     let mut out = header(kind::META);
     for n in [
         meta.client_file_ident,
@@ -199,11 +214,24 @@ pub fn encode_file_meta(meta: &FileMeta) -> Vec<u8> {
             write_bytes(&mut out, &encode_changeset(&t.instructions));
         }
     }
+    if let Some(checkpointed) = checkpointed {
+        out.push(1);
+        write_u64(&mut out, checkpointed);
+    }
     out
 }
 
 /// Decodes the file meta record.
 pub fn decode_file_meta(bytes: &[u8], limits: &DecodeLimits) -> Result<FileMeta, PersistError> {
+    decode_file_meta_checkpointed(bytes, limits).map(|(meta, _)| meta)
+}
+
+/// Decodes the file meta record and its checkpoint marker (`None` when the record has none: every
+/// object record is written).
+pub fn decode_file_meta_checkpointed(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<(FileMeta, Option<u64>), PersistError> {
     const RECORD: &str = "file metadata";
     let wire = |error| PersistError::Wire {
         record: RECORD,
@@ -258,8 +286,27 @@ pub fn decode_file_meta(bytes: &[u8], limits: &DecodeLimits) -> Result<FileMeta,
             })
         }
     };
+    let checkpointed = if r.is_empty() {
+        None
+    } else {
+        match r.u8("checkpoint flag").map_err(wire)? {
+            1 => Some(r.u64("checkpointed client version").map_err(wire)?),
+            other => {
+                return Err(PersistError::Invalid {
+                    record: RECORD,
+                    reason: format!("checkpoint flag {other} is not 1"),
+                })
+            }
+        }
+    };
     finish(&r, RECORD)?;
-    Ok(FileMeta {
+    if checkpointed.is_some_and(|c| c > last_client_version) {
+        return Err(PersistError::Invalid {
+            record: RECORD,
+            reason: format!("its checkpoint is past the last client version {last_client_version}"),
+        });
+    }
+    let meta = FileMeta {
         client_file_ident,
         client_file_ident_salt,
         download,
@@ -271,7 +318,8 @@ pub fn decode_file_meta(bytes: &[u8], limits: &DecodeLimits) -> Result<FileMeta,
             subscriptions,
         },
         transaction,
-    })
+    };
+    Ok((meta, checkpointed))
 }
 
 /// Encodes a pending changeset record (keyed by `changeset.meta.version`).
@@ -499,8 +547,23 @@ impl PersistBatch {
     }
 }
 
+/// A client file rebuilt by [`restore`].
+#[derive(Debug)]
+pub struct Restored {
+    /// What the session resumes from.
+    pub state: PersistedState,
+    /// What the driver persists through from now on: it holds the objects that replay changed,
+    /// whose records the next checkpoint writes.
+    pub write_ahead: WriteAhead,
+}
+
 /// Rebuilds a client file from its records: the meta record, the schema record (`declared` when
 /// there is none), every object record and every pending changeset record (in any order).
+///
+/// When the meta record carries a checkpoint marker (see [`WriteAhead`]), the pending changesets
+/// after it, which the object records do not hold yet, are applied to the objects in client
+/// version order (their Data Ingest objects are not stored, as when they were written). Replaying
+/// from the marker is exact, and restoring again from the same records gives the same state.
 pub fn restore<O, P>(
     meta: &[u8],
     schema: Option<&[u8]>,
@@ -508,14 +571,14 @@ pub fn restore<O, P>(
     pending: P,
     declared: &Schema,
     limits: &DecodeLimits,
-) -> Result<PersistedState, PersistError>
+) -> Result<Restored, PersistError>
 where
     O: IntoIterator,
     O::Item: AsRef<[u8]>,
     P: IntoIterator,
     P::Item: AsRef<[u8]>,
 {
-    let meta = decode_file_meta(meta, limits)?;
+    let (meta, checkpointed) = decode_file_meta_checkpointed(meta, limits)?;
     let schema = match schema {
         Some(bytes) => decode_schema(bytes, limits)?,
         None => declared.clone(),
@@ -559,12 +622,61 @@ where
             });
         }
     }
-    Ok(PersistedState {
-        meta,
-        store,
-        pending: list.into_values().collect(),
+    let checkpointed = checkpointed.unwrap_or(meta.last_client_version);
+    let after = (Bound::Excluded(checkpointed), Bound::Unbounded);
+    let replayed = replay(&mut store, list.range(after).map(|(_, c)| c))?;
+    let write_ahead = WriteAhead::restored(&meta, checkpointed, &store, replayed);
+    Ok(Restored {
+        state: PersistedState {
+            meta,
+            store,
+            pending: list.into_values().collect(),
+        },
+        write_ahead,
     })
 }
+
+/// Applies local changesets the object records do not hold yet; returns the objects they touched.
+fn replay<'a>(
+    store: &mut Store,
+    changesets: impl Iterator<Item = &'a Changeset>,
+) -> Result<Vec<(String, PrimaryKey)>, PersistError> {
+    let mut touched = Vec::new();
+    for changeset in changesets {
+        let schema = store.schema();
+        let stored = |i: &&Instruction| {
+            i.object().is_none_or(|(collection, _)| {
+                schema.collection(collection).map(|c| c.kind) != Some(CollectionKind::Asymmetric)
+            })
+        };
+        let instructions: Vec<Instruction> = changeset
+            .instructions
+            .iter()
+            .filter(stored)
+            .cloned()
+            .collect();
+        store
+            .apply(&instructions, &mut Changes::default())
+            .map_err(|e| PersistError::Invalid {
+                record: "pending changeset",
+                reason: format!(
+                    "client version {} does not apply to the checkpointed objects: {e}",
+                    changeset.meta.version
+                ),
+            })?;
+        touched.extend(
+            instructions
+                .iter()
+                .filter_map(Instruction::object)
+                .map(|(c, k)| (c.to_owned(), k.clone())),
+        );
+    }
+    Ok(touched)
+}
+
+mod write_ahead;
+
+pub use write_ahead::WriteAhead;
 
 #[cfg(test)]
 mod tests;

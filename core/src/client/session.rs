@@ -1412,16 +1412,23 @@ impl ClientSession {
         }
     }
 
-    fn persist(&mut self, touched: Vec<(String, crate::value::PrimaryKey)>, change: PendingChange) {
-        let mut objects: Vec<_> = touched
+    fn persist(
+        &mut self,
+        mut touched: Vec<(String, crate::value::PrimaryKey)>,
+        change: PendingChange,
+    ) {
+        // Consecutive instructions mostly touch one object: drop those repeats before sorting,
+        // and clone each document once.
+        touched.dedup();
+        crate::sort::sort_by(&mut touched, |a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        touched.dedup();
+        let objects: Vec<_> = touched
             .into_iter()
             .map(|(collection, key)| {
                 let doc = self.store.get(&collection, &key).cloned();
                 (collection, key, doc)
             })
             .collect();
-        crate::sort::sort_by(&mut objects, |a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        objects.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         let schema =
             (self.store.schema() != &self.persisted_schema).then(|| self.store.schema().clone());
         if let Some(schema) = &schema {

@@ -1,5 +1,6 @@
 //! Round trips of every record kind, group-commit merging, a whole session persisted and restored,
-//! and damaged records giving errors instead of panics.
+//! write-ahead commits restored by replay before and after their checkpoint, and damaged records
+//! giving errors instead of panics.
 
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -131,6 +132,20 @@ proptest! {
     #[test]
     fn file_meta_round_trips(meta in file_meta()) {
         prop_assert_eq!(decode_file_meta(&encode_file_meta(&meta), &limits())?, meta);
+    }
+
+    #[test]
+    fn checkpoint_markers_round_trip(meta in file_meta(), back in 0u64..3) {
+        let checkpointed = meta.last_client_version.saturating_sub(back);
+        let record = encode_file_meta_checkpointed(&meta, checkpointed);
+        prop_assert_eq!(
+            decode_file_meta_checkpointed(&record, &limits())?,
+            (meta.clone(), Some(checkpointed))
+        );
+        prop_assert_eq!(
+            decode_file_meta_checkpointed(&encode_file_meta(&meta), &limits())?,
+            (meta, None)
+        );
     }
 
     #[test]
@@ -336,13 +351,28 @@ impl Medium {
 
     /// Commits every storage write the session emitted so far, in one batch.
     fn flush(&mut self, s: &mut ClientSession) {
-        let writes: Vec<StorageWrite> = std::iter::from_fn(|| s.poll_event())
-            .filter_map(|e| match e {
-                SessionEvent::Persist(w) => Some(w),
-                _ => None,
-            })
-            .collect();
-        self.commit(PersistBatch::from_writes(writes));
+        self.commit(PersistBatch::from_writes(writes(s)));
+    }
+
+    /// Commits every storage write the session emitted so far through `ahead`, without
+    /// checkpointing; returns the batch that was committed.
+    fn flush_ahead(&mut self, s: &mut ClientSession, ahead: &mut WriteAhead) -> PersistBatch {
+        let batch = ahead.commit(writes(s));
+        self.commit(batch.clone());
+        batch
+    }
+
+    /// Restores the whole file, with what the driver continues from.
+    fn restored(&self, declared: &Schema) -> Restored {
+        restore(
+            self.meta.as_deref().unwrap(),
+            self.schema.as_deref(),
+            self.objects.values(),
+            self.pending.values(),
+            declared,
+            &limits(),
+        )
+        .unwrap()
     }
 
     fn restore(&self, declared: &Schema) -> Result<PersistedState, PersistError> {
@@ -354,6 +384,7 @@ impl Medium {
             declared,
             &limits(),
         )
+        .map(|restored| restored.state)
     }
 }
 
@@ -403,6 +434,210 @@ fn a_session_restored_from_its_records_has_its_objects_queue_and_subscriptions()
     assert_eq!(again.ingest_queue(), s.ingest_queue());
     assert_eq!(again.ingest_queue().objects, 5);
     assert_eq!(again.meta().subscriptions.subscriptions.len(), 1);
+}
+
+/// The storage writes the session emitted so far.
+fn writes(s: &mut ClientSession) -> Vec<StorageWrite> {
+    std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            SessionEvent::Persist(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+fn all_items() -> SubscriptionSet {
+    SubscriptionSet {
+        version: 0,
+        subscriptions: vec![Subscription {
+            name: "all".into(),
+            collection: "Item".into(),
+            query: "TRUEPREDICATE".into(),
+        }],
+    }
+}
+
+fn item(
+    tx: &mut crate::store::WriteTransaction<'_>,
+    i: i64,
+) -> Result<(), crate::store::ApplyError> {
+    tx.create("Item", PrimaryKey::Int(i))?;
+    tx.set(Path::field("Item", PrimaryKey::Int(i), "n"), Value::Int(i))?;
+    tx.list_push(
+        Path::field("Item", PrimaryKey::Int(i), "tags"),
+        Value::String(format!("t{i}")),
+    )
+}
+
+/// A session whose items 0..3 are committed and checkpointed, with its medium and write-ahead.
+fn checkpointed_items() -> (ClientSession, Medium, WriteAhead) {
+    let mut s = session(item_schema(), None);
+    let mut medium = Medium::default();
+    let mut ahead = WriteAhead::new();
+    s.update_subscriptions(all_items());
+    medium.flush_ahead(&mut s, &mut ahead);
+    s.write(1, |tx| (0..3).try_for_each(|i| item(tx, i)))
+        .unwrap();
+    assert!(medium.flush_ahead(&mut s, &mut ahead).objects.is_empty());
+    medium.commit(ahead.checkpoint().unwrap());
+    assert!(ahead.is_checkpointed());
+    assert_eq!(medium.objects.len(), 3);
+    (s, medium, ahead)
+}
+
+/// Local writes of every kind after the checkpoint: creates, field writes, integer adds, list
+/// edits, an erase, and a Data Ingest object, which replay must not store.
+fn local_writes(s: &mut ClientSession) {
+    s.write(2, |tx| {
+        item(tx, 3)?;
+        tx.set(
+            Path::field("Item", PrimaryKey::Int(0), "n"),
+            Value::Int(100),
+        )?;
+        tx.list_push(
+            Path::field("Item", PrimaryKey::Int(1), "tags"),
+            Value::String("more".into()),
+        )?;
+        let mut reading = Document::new();
+        reading.insert("v".into(), Value::Int(7));
+        tx.ingest("Reading", PrimaryKey::Int(1), reading)
+    })
+    .unwrap();
+    s.write(3, |tx| {
+        tx.add_integer(Path::field("Item", PrimaryKey::Int(3), "n"), 5)?;
+        tx.erase("Item", PrimaryKey::Int(2))
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_local_write_commits_only_its_changeset_and_is_restored_by_replay() {
+    let schema = item_schema();
+    let (mut s, mut medium, mut ahead) = checkpointed_items();
+    let objects_before = medium.objects.clone();
+    local_writes(&mut s);
+    let batch = medium.flush_ahead(&mut s, &mut ahead);
+    assert!(
+        batch.objects.is_empty(),
+        "the commit writes no object record"
+    );
+    assert_eq!(batch.pending.len(), 2);
+    assert_eq!(medium.objects, objects_before);
+    assert!(!ahead.is_checkpointed());
+
+    // A reload between the commit and its checkpoint: the objects are replayed, exactly once
+    // however often the file is restored.
+    for _ in 0..2 {
+        let restored = medium.restored(&schema);
+        assert_eq!(restored.state.store.digest(), s.store().digest());
+        assert_eq!(restored.state.meta, *s.meta());
+        assert_eq!(restored.state.pending, s.pending());
+        assert_eq!(restored.state.store.len("Reading"), 0);
+        assert!(!restored.write_ahead.is_checkpointed());
+    }
+    let again = session(schema.clone(), Some(medium.restored(&schema).state));
+    assert_eq!(again.ingest_queue(), s.ingest_queue());
+
+    // After the checkpoint the records hold the objects and nothing is replayed.
+    let checkpoint = ahead.checkpoint().unwrap();
+    assert_eq!(
+        checkpoint.objects.len(),
+        4,
+        "items 0, 1 and 3 put, item 2 deleted"
+    );
+    assert!(checkpoint.pending.is_empty());
+    medium.commit(checkpoint);
+    assert!(ahead.checkpoint().is_none());
+    assert_eq!(medium.objects.len(), 3);
+    let restored = medium.restored(&schema);
+    assert_eq!(restored.state.store.digest(), s.store().digest());
+    assert!(restored.write_ahead.is_checkpointed());
+    assert_eq!(
+        restored.state.pending,
+        s.pending(),
+        "the upload queue stays"
+    );
+}
+
+#[test]
+fn any_other_write_commits_the_kept_objects_with_it() {
+    let schema = item_schema();
+    let (mut s, mut medium, mut ahead) = checkpointed_items();
+    local_writes(&mut s);
+    // A subscription change is not a local commit: its batch writes the kept objects too.
+    s.update_subscriptions(SubscriptionSet {
+        version: 1,
+        subscriptions: Vec::new(),
+    });
+    let batch = medium.flush_ahead(&mut s, &mut ahead);
+    assert_eq!(batch.objects.len(), 4);
+    assert!(ahead.is_checkpointed());
+    assert!(ahead.checkpoint().is_none());
+    let restored = medium.restored(&schema);
+    assert_eq!(restored.state.store.digest(), s.store().digest());
+    assert!(
+        restored.write_ahead.is_checkpointed(),
+        "nothing is replayed"
+    );
+}
+
+#[test]
+fn objects_replayed_at_restore_are_written_by_the_next_commit() {
+    let schema = item_schema();
+    let (mut s, mut medium, mut ahead) = checkpointed_items();
+    local_writes(&mut s);
+    medium.flush_ahead(&mut s, &mut ahead);
+    let expected = s.store().digest();
+
+    // Reloaded before the checkpoint: the replayed objects are kept by the restored write-ahead,
+    // so a later commit that moves the marker past them writes them first.
+    let restored = medium.restored(&schema);
+    let mut ahead = restored.write_ahead;
+    let mut s = session(schema.clone(), Some(restored.state));
+    s.update_subscriptions(all_items());
+    let batch = medium.flush_ahead(&mut s, &mut ahead);
+    assert_eq!(batch.objects.len(), 4);
+    let restored = medium.restored(&schema);
+    assert!(restored.write_ahead.is_checkpointed());
+    assert_eq!(restored.state.store.digest(), expected);
+}
+
+#[test]
+fn a_changeset_that_does_not_replay_or_a_marker_past_the_last_version_is_an_error() {
+    let schema = item_schema();
+    let (mut s, mut medium, mut ahead) = checkpointed_items();
+    s.write(2, |tx| {
+        tx.set(Path::field("Item", PrimaryKey::Int(2), "n"), Value::Int(5))
+    })
+    .unwrap();
+    medium.flush_ahead(&mut s, &mut ahead);
+    // The object the replayed changeset writes is not in the records.
+    medium
+        .objects
+        .retain(|_, record| decode_object(record, &limits()).unwrap().key != PrimaryKey::Int(2));
+    let err = restore(
+        medium.meta.as_deref().unwrap(),
+        None,
+        medium.objects.values(),
+        medium.pending.values(),
+        &schema,
+        &limits(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not apply to the checkpointed objects"),
+        "{err}"
+    );
+
+    let mut meta = s.meta().clone();
+    meta.last_client_version = 1;
+    let err = decode_file_meta_checkpointed(&encode_file_meta_checkpointed(&meta, 2), &limits())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("past the last client version"),
+        "{err}"
+    );
 }
 
 #[test]
