@@ -913,17 +913,20 @@ impl ClientSession {
         Ok(())
     }
 
-    /// Integrates downloads (one, or every part of a bootstrap) as one unit: one storage write,
-    /// one change notification, and on error nothing changed.
+    /// Integrates downloads (one, or every part of a bootstrap) as one unit: one storage write
+    /// and one change notification. If a part of a bootstrap fails, nothing of it stays applied.
+    /// (A single DOWNLOAD that fails is not undone: the session fails and nothing of it was
+    /// persisted. Undoing it would mean copying the pending list, Data Ingest's whole queue,
+    /// before every DOWNLOAD.)
     fn integrate_downloads(&mut self, downloads: Vec<Download>) -> Result<(), SyncError> {
-        let saved = Saved {
+        let saved = (downloads.len() > 1).then(|| Saved {
             meta: self.meta.clone(),
             pending: self.pending.clone(),
             leaving: self.leaving.clone(),
             released: self.released.clone(),
             in_flight: self.in_flight,
             events: self.events.len(),
-        };
+        });
         let mut undo = Vec::new();
         let mut changes = Changes::default();
         let mut touched = Vec::new();
@@ -934,13 +937,15 @@ impl ClientSession {
             match result {
                 Ok(objects) => touched.extend(objects),
                 Err(error) => {
-                    self.store.rollback(&mut undo, 0);
-                    self.meta = saved.meta;
-                    self.pending = saved.pending;
-                    self.leaving = saved.leaving;
-                    self.released = saved.released;
-                    self.in_flight = saved.in_flight;
-                    self.events.truncate(saved.events);
+                    if let Some(saved) = saved {
+                        self.store.rollback(&mut undo, 0);
+                        self.meta = saved.meta;
+                        self.pending = saved.pending;
+                        self.leaving = saved.leaving;
+                        self.released = saved.released;
+                        self.in_flight = saved.in_flight;
+                        self.events.truncate(saved.events);
+                    }
                     return Err(error);
                 }
             }
