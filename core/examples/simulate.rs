@@ -107,6 +107,7 @@ fn main() -> ExitCode {
                             t.transacts.0 += report.transacts.0;
                             t.transacts.1 += report.transacts.1;
                             t.marks += report.marks;
+                            t.bootstrap_parts += report.bootstrap_parts;
                             t.subscriptions.0 += report.subscriptions.0;
                             t.subscriptions.1 += report.subscriptions.1;
                             t.compensated.0 += report.compensated.0;
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
     let totals = totals.into_inner().unwrap_or_default();
     let converged = args.seeds - failures.len() as u64;
     println!(
-        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} subscription sets completed / {} refused, {} writes compensated (outside the view) / {} (refused by a role); in {:.1?}",
+        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} bootstrap DOWNLOADs held back until their last, {} subscription sets completed / {} refused, {} writes compensated (outside the view) / {} (refused by a role); in {:.1?}",
         totals.writes,
         totals.ingested,
         totals.ingested_stored,
@@ -149,6 +150,7 @@ fn main() -> ExitCode {
         totals.transacts.0,
         totals.transacts.1,
         totals.marks,
+        totals.bootstrap_parts,
         totals.subscriptions.0,
         totals.subscriptions.1,
         totals.compensated.0,

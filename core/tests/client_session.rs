@@ -5,11 +5,11 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use eddy_core::changeset::{decode_changeset, DecodeLimits, Path};
+use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
 use eddy_core::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
 use eddy_core::protocol::{
     BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, ServerMessage,
-    SyncProgress,
+    SubscriptionSet, SyncProgress,
 };
 use eddy_core::server::view::{encode_object_keys, object_keys};
 use eddy_core::sim::sim_schema;
@@ -364,4 +364,211 @@ fn the_ingest_queue_is_reported_after_ident_and_on_change_at_most_once_a_second(
         sent(&mut s),
         (vec!["BIND", "IDENT", "INGEST_STATUS"], vec![(0, 0)])
     );
+}
+
+/// One part of a bootstrap at server version `version`: resets that create `Item`s with the
+/// given keys.
+fn bootstrap_part(version: u64, batch_state: BatchState, keys: &[i64]) -> ServerMessage {
+    let mut resets = Vec::new();
+    for &k in keys {
+        let key = PrimaryKey::Int(k);
+        resets.push(Instruction::EraseObject {
+            collection: "Item".into(),
+            key: key.clone(),
+        });
+        resets.push(Instruction::CreateObject {
+            collection: "Item".into(),
+            key: key.clone(),
+        });
+        resets.push(Instruction::Set {
+            path: Path::field("Item", key, "n"),
+            value: Value::Int(k),
+        });
+    }
+    let mut msg = download(version, 0, vec![]);
+    if let ServerMessage::Download {
+        resets: r,
+        batch_state: b,
+        query_version,
+        ..
+    } = &mut msg
+    {
+        *r = encode_changeset(&resets);
+        *b = batch_state;
+        *query_version = 1;
+    }
+    msg
+}
+
+/// An active session that asked for subscription set 1, which is bootstrapping.
+fn subscribed() -> ClientSession {
+    let mut s = active();
+    s.update_subscriptions(SubscriptionSet::default());
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+    s
+}
+
+fn items(s: &ClientSession) -> usize {
+    s.store().len("Item")
+}
+
+#[test]
+fn a_split_bootstrap_is_held_back_then_applied_at_once_on_last_in_batch() {
+    let mut s = subscribed();
+    s.handle_message(0, bootstrap_part(2, BatchState::MoreToCome, &[1, 2]));
+    s.handle_message(0, bootstrap_part(3, BatchState::MoreToCome, &[3]));
+    assert!(s.bootstrap_in_progress());
+    assert_eq!(items(&s), 0, "nothing of the bootstrap is visible yet");
+    assert_eq!(
+        s.meta().download.server_version,
+        0,
+        "the cursor has not moved"
+    );
+    assert!(
+        s.poll_event().is_none(),
+        "no storage write and no change yet"
+    );
+    // Local writes keep working meanwhile, on the state before the bootstrap.
+    write_one(&mut s);
+    let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(events.iter().all(|e| matches!(
+        e,
+        SessionEvent::Persist(w) if w.meta.download.server_version == 0
+    )));
+    s.handle_message(0, bootstrap_part(4, BatchState::LastInBatch, &[4]));
+    assert!(!s.bootstrap_in_progress());
+    assert_eq!(items(&s), 4, "every part applied");
+    assert_eq!(s.meta().download.server_version, 4);
+    let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    let persists: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Persist(w) => Some(w.meta.download.server_version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        persists,
+        vec![4],
+        "one storage write for the whole bootstrap"
+    );
+    let inserted: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Changes(c) => {
+                Some(c.collection("Item").map_or(0, |c| c.insertions().len()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Item 1 was written locally before: its reset replaces it, the other three are new.
+    assert_eq!(
+        inserted,
+        vec![3],
+        "one change notification for the whole bootstrap"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::Subscription {
+            version: 1,
+            state: eddy_core::client::SubscriptionState::Complete
+        }
+    )));
+}
+
+#[test]
+fn a_disconnect_mid_bootstrap_keeps_the_previous_state_and_the_bootstrap_restarts() {
+    let mut s = subscribed();
+    s.handle_message(0, bootstrap_part(2, BatchState::MoreToCome, &[1, 2]));
+    s.handle_disconnected();
+    assert!(!s.bootstrap_in_progress(), "the held-back part is dropped");
+    assert_eq!(items(&s), 0);
+    s.handle_connected();
+    let ident = std::iter::from_fn(|| s.poll_transmit()).find_map(|m| match m {
+        ClientMessage::Ident { download, .. } => Some(download),
+        _ => None,
+    });
+    assert_eq!(
+        ident.map(|d| d.server_version),
+        Some(0),
+        "IDENT asks again from before the bootstrap"
+    );
+    s.handle_message(0, bootstrap_part(2, BatchState::MoreToCome, &[1, 2]));
+    s.handle_message(0, bootstrap_part(3, BatchState::LastInBatch, &[3]));
+    assert_eq!(items(&s), 3);
+    assert!(errors(&mut s).is_empty());
+}
+
+#[test]
+fn a_bootstrap_over_the_limit_is_refused_and_nothing_of_it_applied() {
+    let mut s = subscribed();
+    s.set_max_bootstrap_bytes(200);
+    s.handle_message(0, bootstrap_part(2, BatchState::MoreToCome, &[1]));
+    assert!(errors(&mut s).is_empty(), "the first part fits");
+    s.handle_message(
+        0,
+        bootstrap_part(3, BatchState::MoreToCome, &[2, 3, 4, 5, 6, 7, 8]),
+    );
+    let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    let message = events.iter().find_map(|e| match e {
+        SessionEvent::Error(e) if e.code == ErrorCode::LimitsExceeded => Some(e.message.clone()),
+        _ => None,
+    });
+    assert!(
+        message.is_some_and(|m| m.contains("200 bytes")),
+        "a clear error: {events:?}"
+    );
+    assert!(!s.bootstrap_in_progress(), "the buffer is freed");
+    assert_eq!(items(&s), 0);
+    assert_eq!(s.meta().download.server_version, 0);
+}
+
+#[test]
+fn a_bootstrap_whose_last_part_is_broken_leaves_nothing_applied() {
+    let mut s = subscribed();
+    write_one(&mut s);
+    while s.poll_event().is_some() {}
+    s.handle_message(0, bootstrap_part(2, BatchState::MoreToCome, &[7, 8]));
+    let mut last = bootstrap_part(3, BatchState::LastInBatch, &[9]);
+    if let ServerMessage::Download { resets, .. } = &mut last {
+        resets.truncate(resets.len() / 2);
+    }
+    s.handle_message(0, last);
+    assert_eq!(errors(&mut s), vec![ErrorCode::BadChangeset]);
+    assert_eq!(
+        items(&s),
+        1,
+        "only the local object; no part of the bootstrap"
+    );
+    assert!(s.store().get("Item", &PrimaryKey::Int(7)).is_none());
+    assert_eq!(s.meta().download.server_version, 0);
+    assert_eq!(s.pending().len(), 1, "the local write is still pending");
+}
+
+#[test]
+fn a_mark_answered_during_a_bootstrap_completes_only_after_it() {
+    let mut s = subscribed();
+    let request = s.request_download_completion();
+    s.handle_message(0, bootstrap_part(2, BatchState::MoreToCome, &[1]));
+    s.handle_message(
+        0,
+        ServerMessage::Mark {
+            session: 1,
+            request,
+        },
+    );
+    assert!(
+        s.poll_event().is_none(),
+        "not complete while the bootstrap is held back"
+    );
+    s.handle_message(0, bootstrap_part(3, BatchState::LastInBatch, &[2]));
+    let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    let persist = events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::Persist(_)));
+    let complete = events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::DownloadComplete { .. }));
+    assert!(persist.is_some() && complete > persist, "{events:?}");
 }

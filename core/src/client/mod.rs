@@ -14,4 +14,5 @@ pub use ingest_status::MIN_INTERVAL_MS as INGEST_STATUS_INTERVAL_MS;
 pub use session::{
     ClientSession, FileMeta, OutstandingTransaction, PendingUpdate, PersistedState, ResetMode,
     SessionConfig, SessionEvent, StorageWrite, SubscriptionState, SyncError,
+    DEFAULT_MAX_BOOTSTRAP_BYTES,
 };

@@ -21,13 +21,18 @@ use crate::protocol::{
 };
 use crate::schema::{CollectionKind, Schema};
 use crate::server::view::{encode_object_keys, object_keys, ObjectKey};
-use crate::store::{Changes, Store, WriteTransaction};
+use crate::store::{Changes, Store, Undo, WriteTransaction};
 use crate::transform::transform;
 
 /// Most changesets one UPLOAD carries; the rest follow once it is acknowledged.
 const MAX_UPLOAD_CHANGESETS: usize = 1_000;
 /// Most body bytes one UPLOAD carries (a single larger changeset still goes alone).
 const MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of bootstrap DOWNLOADs a session holds back by default until the batch's
+/// `LastInBatch` (see [`ClientSession::set_max_bootstrap_bytes`]).
+pub const DEFAULT_MAX_BOOTSTRAP_BYTES: usize = 256 * 1024 * 1024;
+/// What a buffered DOWNLOAD is counted as besides its bodies (cursors and changeset metadata).
+const DOWNLOAD_OVERHEAD_BYTES: usize = 64;
 
 /// What to do with local changes the server never integrated when the file must be reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,6 +256,54 @@ struct Reset {
     integrated: Option<u64>,
 }
 
+/// One DOWNLOAD's content, as received.
+#[derive(Debug)]
+struct Download {
+    progress: SyncProgress,
+    batch_state: BatchState,
+    query_version: u64,
+    changesets: Vec<DownloadChangeset>,
+    resets: Vec<u8>,
+    leaving: Vec<u8>,
+}
+
+impl Download {
+    /// What holding it back costs, in bytes.
+    fn buffered_bytes(&self) -> usize {
+        self.changesets
+            .iter()
+            .map(|c| c.body.len() + DOWNLOAD_OVERHEAD_BYTES)
+            .sum::<usize>()
+            + self.resets.len()
+            + self.leaving.len()
+            + DOWNLOAD_OVERHEAD_BYTES
+    }
+}
+
+/// A bootstrap split over several DOWNLOADs, held back until its `LastInBatch` so that it is
+/// applied (and persisted) all at once. It lives in memory only: a disconnect or restart drops
+/// it, the file stays at the cursor before it, and the server sends the bootstrap again.
+#[derive(Debug, Default)]
+struct Bootstrap {
+    /// The `MoreToCome` DOWNLOADs received so far, in order.
+    downloads: Vec<Download>,
+    /// Their size as counted by [`Download::buffered_bytes`].
+    bytes: usize,
+    /// TRANSACT and MARK answers that arrived meanwhile: they describe the state after the
+    /// bootstrap, so they are handled once it is applied.
+    deferred: Vec<ServerMessage>,
+}
+
+/// What integrating downloads changes besides the store, to put back if one of them fails.
+struct Saved {
+    meta: FileMeta,
+    pending: Vec<Changeset>,
+    leaving: BTreeSet<ObjectKey>,
+    released: BTreeSet<ObjectKey>,
+    in_flight: u64,
+    events: usize,
+}
+
 /// The client side of one sync session.
 #[derive(Debug)]
 pub struct ClientSession {
@@ -282,6 +335,10 @@ pub struct ClientSession {
     released: BTreeSet<ObjectKey>,
     /// When to report the Data Ingest queue (INGEST_STATUS).
     ingest_reporter: IngestReporter,
+    /// The bootstrap being received, if one is split over several DOWNLOADs.
+    bootstrap: Bootstrap,
+    /// Most bytes `bootstrap` may hold.
+    max_bootstrap_bytes: usize,
 }
 
 impl ClientSession {
@@ -324,7 +381,23 @@ impl ClientSession {
             leaving: BTreeSet::new(),
             released: BTreeSet::new(),
             ingest_reporter: IngestReporter::default(),
+            bootstrap: Bootstrap::default(),
+            max_bootstrap_bytes: DEFAULT_MAX_BOOTSTRAP_BYTES,
         }
+    }
+
+    /// Sets the most bytes of a bootstrap the session holds back until it is complete
+    /// ([`DEFAULT_MAX_BOOTSTRAP_BYTES`] unless set). A bootstrap split over several DOWNLOADs is
+    /// applied only once all of it has arrived; one larger than this fails the session with
+    /// [`ErrorCode::LimitsExceeded`] instead of growing memory without bound.
+    pub fn set_max_bootstrap_bytes(&mut self, bytes: usize) {
+        self.max_bootstrap_bytes = bytes;
+    }
+
+    /// Whether part of a bootstrap has arrived and is held back until the rest does: the store,
+    /// cursors and persisted state are still those from before it.
+    pub fn bootstrap_in_progress(&self) -> bool {
+        !self.bootstrap.downloads.is_empty()
     }
 
     /// Whether no object is waiting to leave the view (the server re-sends its leaving list on
@@ -541,6 +614,7 @@ impl ClientSession {
         self.outbox.clear();
         self.leaving.clear();
         self.released.clear();
+        self.bootstrap = Bootstrap::default();
         if self
             .state_transfer
             .as_ref()
@@ -566,6 +640,8 @@ impl ClientSession {
     /// The connection dropped; everything unacknowledged will be re-sent after reconnecting.
     pub fn handle_disconnected(&mut self) {
         self.connected = false;
+        // A bootstrap cut short was never applied: the server sends it again after IDENT.
+        self.bootstrap = Bootstrap::default();
         if !self.is_closed() {
             self.phase = Phase::Disconnected;
         }
@@ -630,7 +706,25 @@ impl ClientSession {
             // error; this side waits for a reconnect, a refresh or the application).
             return;
         }
-        let result = match msg {
+        if self.bootstrap_in_progress()
+            && matches!(
+                msg,
+                ServerMessage::Transact { .. } | ServerMessage::Mark { .. }
+            )
+        {
+            self.bootstrap.deferred.push(msg);
+            return;
+        }
+        if let Err(error) = self.dispatch(now_ms, msg) {
+            self.fail(error);
+        }
+        self.ingest_reporter.touch();
+        self.report_ingest(now_ms);
+    }
+
+    /// Handles one message from the server.
+    fn dispatch(&mut self, now_ms: u64, msg: ServerMessage) -> Result<(), SyncError> {
+        match msg {
             ServerMessage::Ident {
                 client_file_ident,
                 client_file_ident_salt,
@@ -645,11 +739,15 @@ impl ClientSession {
                 leaving,
                 ..
             } => self.on_download(
-                progress,
-                batch_state,
-                query_version,
-                changesets,
-                (&resets, &leaving),
+                now_ms,
+                Download {
+                    progress,
+                    batch_state,
+                    query_version,
+                    changesets,
+                    resets,
+                    leaving,
+                },
             ),
             // Answers an UNBIND this side sent after an error or on `unbind`; nothing to do.
             ServerMessage::Unbound { .. } => Ok(()),
@@ -701,12 +799,7 @@ impl ClientSession {
                 Ok(())
             }
             ServerMessage::Pong { .. } => Ok(()),
-        };
-        if let Err(error) = result {
-            self.fail(error);
         }
-        self.ingest_reporter.touch();
-        self.report_ingest(now_ms);
     }
 
     /// Time passed: sends the Data Ingest queue report if one is due.
@@ -768,33 +861,142 @@ impl ClientSession {
         Ok(())
     }
 
-    fn on_download(
-        &mut self,
-        progress: SyncProgress,
-        batch_state: BatchState,
-        query_version: u64,
-        changesets: Vec<DownloadChangeset>,
-        (resets, leaving): (&[u8], &[u8]),
-    ) -> Result<(), SyncError> {
+    /// A DOWNLOAD arrived. The parts of a bootstrap (`MoreToCome`) are held back; the rest is
+    /// integrated together with them, as one unit, once the batch ends.
+    fn on_download(&mut self, now_ms: u64, download: Download) -> Result<(), SyncError> {
         if !matches!(self.phase, Phase::Identified | Phase::Active) {
             return Err(protocol_error(
                 ErrorCode::BadMessageOrder,
                 "DOWNLOAD before the session was identified",
             ));
         }
-        if progress.download < self.meta.download {
+        let previous = self
+            .bootstrap
+            .downloads
+            .last()
+            .map_or(self.meta.download, |d| d.progress.download);
+        if download.progress.download < previous {
             return Err(protocol_error(
                 ErrorCode::BadProgress,
                 "the download cursor moved backwards",
             ));
         }
+        if download.batch_state == BatchState::MoreToCome {
+            let bytes = self
+                .bootstrap
+                .bytes
+                .saturating_add(download.buffered_bytes());
+            if bytes > self.max_bootstrap_bytes {
+                return Err(protocol_error(
+                    ErrorCode::LimitsExceeded,
+                    &format!(
+                        "the bootstrap is larger than the {} bytes this client holds back until \
+                         it is complete; subscribe to fewer objects or raise the limit",
+                        self.max_bootstrap_bytes
+                    ),
+                ));
+            }
+            self.bootstrap.bytes = bytes;
+            self.bootstrap.downloads.push(download);
+            return Ok(());
+        }
+        let Bootstrap {
+            mut downloads,
+            deferred,
+            ..
+        } = std::mem::take(&mut self.bootstrap);
+        downloads.push(download);
+        self.integrate_downloads(downloads)?;
+        for msg in deferred {
+            self.dispatch(now_ms, msg)?;
+        }
+        Ok(())
+    }
+
+    /// Integrates downloads (one, or every part of a bootstrap) as one unit: one storage write
+    /// and one change notification. If a part of a bootstrap fails, nothing of it stays applied.
+    /// (A single DOWNLOAD that fails is not undone: the session fails and nothing of it was
+    /// persisted. Undoing it would mean copying the pending list, Data Ingest's whole queue,
+    /// before every DOWNLOAD.)
+    fn integrate_downloads(&mut self, downloads: Vec<Download>) -> Result<(), SyncError> {
+        let saved = (downloads.len() > 1).then(|| Saved {
+            meta: self.meta.clone(),
+            pending: self.pending.clone(),
+            leaving: self.leaving.clone(),
+            released: self.released.clone(),
+            in_flight: self.in_flight,
+            events: self.events.len(),
+        });
+        let mut undo = Vec::new();
         let mut changes = Changes::default();
+        let mut touched = Vec::new();
+        let mut first = self.phase == Phase::Identified;
+        let mut last = None;
+        for download in downloads {
+            let result = self.integrate_download(&download, first, &mut undo, &mut changes);
+            match result {
+                Ok(objects) => touched.extend(objects),
+                Err(error) => {
+                    if let Some(saved) = saved {
+                        self.store.rollback(&mut undo, 0);
+                        self.meta = saved.meta;
+                        self.pending = saved.pending;
+                        self.leaving = saved.leaving;
+                        self.released = saved.released;
+                        self.in_flight = saved.in_flight;
+                        self.events.truncate(saved.events);
+                    }
+                    return Err(error);
+                }
+            }
+            first = false;
+            last = Some((download.progress, download.query_version));
+        }
+        let Some((progress, query_version)) = last else {
+            return Ok(());
+        };
+        let acked = progress.upload.client_version;
+        if acked > self.acknowledged {
+            self.acknowledged = acked;
+            self.events.push_back(SessionEvent::UploadAcknowledged {
+                client_version: acked,
+            });
+        }
+        self.persist(touched, PendingChange::Replaced);
+        if !changes.is_empty() {
+            self.events.push_back(SessionEvent::Changes(changes));
+        }
+        if query_version == self.meta.subscriptions.version
+            && self.subscription_state == SubscriptionState::Bootstrapping
+        {
+            self.set_subscription_state(SubscriptionState::Complete);
+        }
+        if self.phase == Phase::Identified {
+            self.phase = Phase::Active;
+            self.send_query_if_needed();
+        }
+        self.maybe_release();
+        self.maybe_upload();
+        Ok(())
+    }
+
+    /// Integrates one DOWNLOAD into the store, cursors and pending changesets, logging how to
+    /// undo the store's changes in `undo`; returns the objects it touched. `first` is set for
+    /// the first DOWNLOAD of a session.
+    fn integrate_download(
+        &mut self,
+        download: &Download,
+        first: bool,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+    ) -> Result<Vec<ObjectKey>, SyncError> {
+        let progress = download.progress;
         let mut touched = Vec::new();
         // Consecutive changesets that name the same last integrated client version are
         // transformed against the pending changesets in one go (same result as one by one,
         // since transformation is consistent under splitting, but the work is shared).
         let mut last_version = self.meta.download.server_version;
-        let mut rest = changesets.into_iter().peekable();
+        let mut rest = download.changesets.iter().peekable();
         while let Some(first) = rest.next() {
             let lirv = first.last_integrated_client_version;
             let mut run = vec![first];
@@ -825,7 +1027,7 @@ impl ClientSession {
                 .as_ref()
                 .is_some_and(|t| t.client_version <= lirv)
             {
-                touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
+                touched.extend(self.settle_transaction(changes, true, progress.upload, undo)?);
             }
             let mut remote = run
                 .iter()
@@ -852,7 +1054,7 @@ impl ClientSession {
             for changeset in remote {
                 touched.extend(touched_objects(&changeset.instructions));
                 self.store
-                    .apply(&changeset.instructions, &mut changes)
+                    .apply_logged(&changeset.instructions, changes, undo)
                     .map_err(|e| {
                         protocol_error(
                             ErrorCode::BadChangeset,
@@ -871,9 +1073,9 @@ impl ClientSession {
                 "upload progress names a client version never made",
             ));
         }
-        self.apply_resets(resets, &mut changes, &mut touched)?;
-        if !leaving.is_empty() {
-            let instructions = decode_changeset(leaving, &self.limits).map_err(|e| {
+        self.apply_resets(&download.resets, changes, &mut touched, undo)?;
+        if !download.leaving.is_empty() {
+            let instructions = decode_changeset(&download.leaving, &self.limits).map_err(|e| {
                 protocol_error(ErrorCode::BadChangeset, &format!("leaving list: {e}"))
             })?;
             self.leaving.extend(object_keys(&instructions));
@@ -885,42 +1087,19 @@ impl ClientSession {
             .retain(|p| p.meta.version > progress.download.last_integrated_client_version);
         if let Some(version) = self.meta.transaction.as_ref().map(|t| t.client_version) {
             if version <= progress.download.last_integrated_client_version {
-                touched.extend(self.settle_transaction(&mut changes, true, progress.upload)?);
-            } else if self.phase == Phase::Identified && progress.upload.client_version < version {
+                touched.extend(self.settle_transaction(changes, true, progress.upload, undo)?);
+            } else if first && progress.upload.client_version < version {
                 // First DOWNLOAD after a reconnect, and the server never integrated it.
-                touched.extend(self.settle_transaction(&mut changes, false, progress.upload)?);
+                touched.extend(self.settle_transaction(changes, false, progress.upload, undo)?);
             }
         }
         // The next UPLOAD waits until this file has downloaded past the integration of the
         // previous one, so every UPLOAD's base includes all of this file's integrated changes.
-        let acked = progress.upload.client_version;
         if self.in_flight != 0 && progress.download.last_integrated_client_version >= self.in_flight
         {
             self.in_flight = 0;
         }
-        if acked > self.acknowledged {
-            self.acknowledged = acked;
-            self.events.push_back(SessionEvent::UploadAcknowledged {
-                client_version: acked,
-            });
-        }
-        self.persist(touched, PendingChange::Replaced);
-        if !changes.is_empty() {
-            self.events.push_back(SessionEvent::Changes(changes));
-        }
-        if query_version == self.meta.subscriptions.version
-            && batch_state != BatchState::MoreToCome
-            && self.subscription_state == SubscriptionState::Bootstrapping
-        {
-            self.set_subscription_state(SubscriptionState::Complete);
-        }
-        if self.phase == Phase::Identified {
-            self.phase = Phase::Active;
-            self.send_query_if_needed();
-        }
-        self.maybe_release();
-        self.maybe_upload();
-        Ok(())
+        Ok(touched)
     }
 
     /// Applies the server's object resets (see [`crate::server::view`]): each replaces the local
@@ -931,6 +1110,7 @@ impl ClientSession {
         resets: &[u8],
         changes: &mut Changes,
         touched: &mut Vec<ObjectKey>,
+        undo: &mut Vec<Undo>,
     ) -> Result<(), SyncError> {
         if resets.is_empty() {
             return Ok(());
@@ -944,7 +1124,7 @@ impl ClientSession {
                         .instructions
                         .retain(|i| i.object() != Some((collection.as_str(), key)));
                 }
-                self.store.evict(collection, key, changes);
+                self.store.evict_logged(collection, key, changes, undo);
                 let object = (collection.clone(), key.clone());
                 self.leaving.remove(&object);
                 self.released.remove(&object);
@@ -952,7 +1132,7 @@ impl ClientSession {
                 continue;
             }
             self.store
-                .apply(std::slice::from_ref(&instruction), changes)
+                .apply_logged(std::slice::from_ref(&instruction), changes, undo)
                 .map_err(|e| {
                     protocol_error(
                         ErrorCode::BadChangeset,
@@ -1035,7 +1215,7 @@ impl ClientSession {
                 return Ok(());
             }
         };
-        let touched = self.settle_transaction(&mut changes, accepted, reported)?;
+        let touched = self.settle_transaction(&mut changes, accepted, reported, &mut Vec::new())?;
         self.persist(touched, PendingChange::Replaced);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
@@ -1052,6 +1232,7 @@ impl ClientSession {
         changes: &mut Changes,
         integrated: bool,
         upload: UploadCursor,
+        undo: &mut Vec<Undo>,
     ) -> Result<Vec<(String, crate::value::PrimaryKey)>, SyncError> {
         let Some(OutstandingTransaction {
             client_version,
@@ -1081,12 +1262,14 @@ impl ClientSession {
             transform(&mut self.pending, &mut integrated, None)
                 .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
             let [tx] = integrated;
-            self.store.apply(&tx.instructions, changes).map_err(|e| {
-                protocol_error(
-                    ErrorCode::BadChangeset,
-                    &format!("cannot apply accepted transaction: {e}"),
-                )
-            })?;
+            self.store
+                .apply_logged(&tx.instructions, changes, undo)
+                .map_err(|e| {
+                    protocol_error(
+                        ErrorCode::BadChangeset,
+                        &format!("cannot apply accepted transaction: {e}"),
+                    )
+                })?;
             // The next UPLOAD waits until the download cursor covers the transaction.
             self.in_flight = self.in_flight.max(client_version);
             self.events.push_back(SessionEvent::Transact {
@@ -1262,6 +1445,7 @@ impl ClientSession {
         match error.action {
             ErrorAction::Warning => self.events.push_back(SessionEvent::Error(error)),
             ErrorAction::Transient => {
+                self.bootstrap = Bootstrap::default();
                 self.events.push_back(SessionEvent::Error(error));
                 self.phase = Phase::Disconnected;
                 self.wants_reconnect = true;
@@ -1289,6 +1473,7 @@ impl ClientSession {
             old_ident: (old.0 != 0).then_some(old),
             ..Reset::default()
         };
+        self.bootstrap = Bootstrap::default();
         self.state_transfer = Some(StateTransfer {
             reset: Some(reset),
             ..StateTransfer::default()
@@ -1345,6 +1530,7 @@ impl ClientSession {
         // An expired token waits for `refresh`, which binds again; local writes keep working and
         // stay pending meanwhile, so nothing is lost.
         self.waiting_for_token = error.code.action() == ErrorAction::RefreshToken;
+        self.bootstrap = Bootstrap::default();
         self.events.push_back(SessionEvent::Error(error));
         if self.connected && !matches!(self.phase, Phase::Unbound | Phase::Failed) {
             self.outbox.push_back(ClientMessage::Unbind {

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_sessions_per_connection: usize,
     /// Most changeset bytes per DOWNLOAD.
     pub max_download_bytes: usize,
+    /// Most bytes of object resets per DOWNLOAD; more are sent as a bootstrap over several
+    /// DOWNLOADs (`MoreToCome` ... `LastInBatch`). Defaults to `max_download_bytes`.
+    pub max_reset_bytes: usize,
     /// Size of STATE segments.
     pub state_segment_bytes: usize,
     /// Limits for decoding frames.
@@ -82,6 +85,7 @@ impl ServerConfig {
             idle_timeout_ms: 10 * 60 * 1000,
             max_sessions_per_connection: 256,
             max_download_bytes: MAX_DOWNLOAD_BYTES,
+            max_reset_bytes: MAX_DOWNLOAD_BYTES,
             state_segment_bytes: 1024 * 1024,
             message_limits: MessageLimits::default(),
             changeset_limits: DecodeLimits::default(),
@@ -1781,7 +1785,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut resets = Vec::new();
         let mut bytes = 0;
         while let Some(object) = fv.pending_resets.pop_first() {
-            if bytes >= self.config.max_download_bytes {
+            if bytes >= self.config.max_reset_bytes {
                 fv.pending_resets.insert(object);
                 update.more_to_come = true;
                 break;

@@ -18,8 +18,8 @@ use crate::client::{
     PersistedState, ResetMode, SessionConfig, SessionEvent, SplitMix64,
 };
 use crate::protocol::{
-    decode_server_message, encode_client_message, encode_server_message, MessageLimits,
-    Subscription, SubscriptionSet,
+    decode_server_message, encode_client_message, encode_server_message, BatchState,
+    DownloadCursor, MessageLimits, ServerMessage, Subscription, SubscriptionSet,
 };
 use crate::schema::Schema;
 use crate::server::view::{all_objects, Matcher};
@@ -64,6 +64,9 @@ pub struct SimConfig {
     /// Whether the server enforces [`workload::sim_roles`] (objects with a high `n` are
     /// unreadable, and writes that leave one at `n >= 80` are refused and compensated).
     pub roles: bool,
+    /// The server's limit on object resets per DOWNLOAD, when not its default: small limits
+    /// split bootstraps over several DOWNLOADs (`MoreToCome` ... `LastInBatch`).
+    pub max_reset_bytes: Option<usize>,
 }
 
 impl SimConfig {
@@ -82,6 +85,8 @@ impl SimConfig {
             settle_budget_ms: 10 * 60 * 1000,
             trace: false,
             roles: seed % 3 == 0,
+            // Half the seeds split bootstraps into DOWNLOADs of a few objects each.
+            max_reset_bytes: (seed % 2 == 1).then_some(128 + 128 * (seed / 2 % 6) as usize),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct SimReport {
     pub transacts: (u64, u64),
     /// Download-completion marks reached.
     pub marks: u64,
+    /// DOWNLOADs delivered that were parts of a bootstrap with more to come.
+    pub bootstrap_parts: u64,
     /// Subscription sets completed, and refused by the server.
     pub subscriptions: (u64, u64),
     /// Writes the server refused and undid: outside the writer's view, and refused by a role.
@@ -193,6 +200,8 @@ struct SimClient {
     file_ident: u64,
     /// The last error the client's session reported, for failure reports.
     last_error: Option<String>,
+    /// The download cursor from before the bootstrap the session is holding back, if any.
+    bootstrap_from: Option<DownloadCursor>,
 }
 
 /// One simulation run.
@@ -222,6 +231,9 @@ impl Simulation {
         let mut server_config = ServerConfig::new(schema.clone(), rng.next_u64());
         server_config.state_segment_bytes = 512;
         server_config.development_mode = true;
+        if let Some(bytes) = config.max_reset_bytes {
+            server_config.max_reset_bytes = bytes;
+        }
         if config.roles {
             server_config.roles = sim_roles().map_err(|e| SimFailure {
                 seed: config.seed,
@@ -262,6 +274,7 @@ impl Simulation {
                     acknowledged: 0,
                     file_ident: 0,
                     last_error: None,
+                    bootstrap_from: None,
                 }
             })
             .collect();
@@ -390,8 +403,7 @@ impl Simulation {
                         self.clients[c].ingests.insert(version, ingested);
                     }
                 }
-                self.pump_client(c);
-                Ok(())
+                self.pump_client(c)
             }
             Err(e) => Err(self.failure(format!("client {c}: a generated write failed: {e}"))),
         }
@@ -414,8 +426,7 @@ impl Simulation {
         {
             self.report.transacts_sent += 1;
         }
-        self.pump_client(c);
-        Ok(())
+        self.pump_client(c)
     }
 
     fn restore_backup(&mut self) -> Result<(), SimFailure> {
@@ -541,7 +552,7 @@ impl Simulation {
         let now = self.now;
         for c in 0..self.clients.len() {
             self.clients[c].conn.handle_timeout(now);
-            self.pump_client(c);
+            self.pump_client(c)?;
             // Deliver messages due to the server.
             while let Some((at, _)) = self.clients[c].link.to_server.front() {
                 if *at > now {
@@ -583,8 +594,25 @@ impl Simulation {
                         trace::server_message(&msg)
                     ));
                 }
+                if matches!(
+                    msg,
+                    ServerMessage::Download {
+                        batch_state: BatchState::MoreToCome,
+                        ..
+                    }
+                ) {
+                    self.report.bootstrap_parts += 1;
+                }
+                let before = self.clients[c]
+                    .conn
+                    .session_mut(SESSION)
+                    .filter(|s| !s.bootstrap_in_progress())
+                    .map(|s| s.meta().download);
                 self.clients[c].conn.handle_message(now, msg);
-                self.pump_client(c);
+                if let Some(cursor) = before {
+                    self.clients[c].bootstrap_from = Some(cursor);
+                }
+                self.pump_client(c)?;
             }
         }
         if let Some(server) = self.server.as_mut() {
@@ -599,7 +627,7 @@ impl Simulation {
         1 + self.rng.below(self.config.max_latency_ms)
     }
 
-    fn pump_client(&mut self, c: usize) {
+    fn pump_client(&mut self, c: usize) -> Result<(), SimFailure> {
         let now = self.now;
         while let Some(action) = self.clients[c].conn.poll_action() {
             match action {
@@ -632,13 +660,47 @@ impl Simulation {
             let at = self.delivery_time(c, true);
             self.clients[c].link.to_server.push_back((at, frame));
         }
-        let events: Vec<SessionEvent> = match self.clients[c].conn.session_mut(SESSION) {
-            Some(session) => std::iter::from_fn(|| session.poll_event()).collect(),
-            None => Vec::new(),
+        let (events, holding) = match self.clients[c].conn.session_mut(SESSION) {
+            Some(session) => (
+                std::iter::from_fn(|| session.poll_event()).collect(),
+                session
+                    .bootstrap_in_progress()
+                    .then(|| session.meta().download),
+            ),
+            None => (Vec::new(), None),
         };
+        match (holding, self.clients[c].bootstrap_from) {
+            (Some(now), Some(from)) => self.check_held_bootstrap(c, from, now, &events)?,
+            _ => self.clients[c].bootstrap_from = None,
+        }
         for event in events {
             self.on_client_event(c, event);
         }
+        Ok(())
+    }
+
+    /// While a client holds back part of a bootstrap, neither the application nor storage may
+    /// see any of it: its cursor stays where it was, no download changes are reported, and what
+    /// it persists (its own writes) keeps the old cursor.
+    fn check_held_bootstrap(
+        &self,
+        c: usize,
+        from: DownloadCursor,
+        now: DownloadCursor,
+        events: &[SessionEvent],
+    ) -> Result<(), SimFailure> {
+        let half_applied = now != from
+            || events.iter().any(|event| match event {
+                SessionEvent::Changes(_) => true,
+                SessionEvent::Persist(write) => write.meta.download != from,
+                _ => false,
+            });
+        if half_applied {
+            return Err(self.failure(format!(
+                "client {c} exposed part of a bootstrap before its last DOWNLOAD"
+            )));
+        }
+        Ok(())
     }
 
     fn delivery_time(&mut self, c: usize, to_server: bool) -> u64 {

@@ -145,11 +145,23 @@ impl Store {
         instructions: &[Instruction],
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let mut undo = Vec::new();
+        self.apply_logged(instructions, changes, &mut Vec::new())
+    }
+
+    /// [`Store::apply`] that leaves the inverse steps of a successful apply in `undo`, so that a
+    /// caller applying several batches as one unit can undo all of them with
+    /// [`Store::rollback`]. On error this batch's own steps are already undone.
+    pub(crate) fn apply_logged(
+        &mut self,
+        instructions: &[Instruction],
+        changes: &mut Changes,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), ApplyError> {
+        let mark = undo.len();
         let mut local = Changes::new();
         for instruction in instructions {
-            if let Err(error) = self.apply_one(instruction, &mut undo, &mut local) {
-                self.rollback(&mut undo, 0);
+            if let Err(error) = self.apply_one(instruction, undo, &mut local) {
+                self.rollback(undo, mark);
                 return Err(error);
             }
         }
@@ -166,9 +178,25 @@ impl Store {
     /// Removes an object without an instruction (it left a client's flexible-sync view) and
     /// records its deletion; returns whether it existed.
     pub fn evict(&mut self, collection: &str, key: &PrimaryKey, changes: &mut Changes) -> bool {
+        self.evict_logged(collection, key, changes, &mut Vec::new())
+    }
+
+    /// [`Store::evict`] that records how to put the object back in `undo`.
+    pub(crate) fn evict_logged(
+        &mut self,
+        collection: &str,
+        key: &PrimaryKey,
+        changes: &mut Changes,
+        undo: &mut Vec<Undo>,
+    ) -> bool {
         match self.remove_object(collection, key) {
             Some(doc) => {
                 changes.deleted(collection, key.clone(), field_names(&doc));
+                undo.push(Undo::Object {
+                    collection: collection.to_owned(),
+                    key: key.clone(),
+                    old: Some(doc),
+                });
                 true
             }
             None => false,

@@ -149,7 +149,10 @@ impl std::error::Error for TransformError {}
 /// removed. With `log`, every pairwise transform in which something non-trivial happened is
 /// appended to it.
 ///
-/// On error nothing is changed (the log may hold the decisions made before the error).
+/// On error `ours` is unchanged (the log may hold the decisions made before the error). Without a
+/// log, `theirs` is transformed in place (their instructions are moved, not copied, into the
+/// grid), so after an error it may hold instructions already transformed against some of ours:
+/// callers discard it. With a log, `theirs` is unchanged on error too.
 pub fn transform(
     ours: &mut [Changeset],
     theirs: &mut [Changeset],
@@ -166,15 +169,30 @@ pub fn transform(
     };
     let mut our_cells: Vec<Option<Vec<Cell>>> = vec![None; ours.len()];
     let mut their_cells: Vec<Option<Vec<Cell>>> = vec![None; theirs.len()];
+    // A download brings many of their changesets, each transformed once: without a log their
+    // instructions are moved into the grid instead of copied.
+    let move_theirs = log.is_none();
+    let mut result = Ok(());
     // The grid is walked column by column: one of their changesets against each relevant one of
     // ours, in order. Any order that reaches cell (i, j) after (i-1, j) and (i, j-1) gives the
     // same result; this one visits each of their changesets (usually many: a download) once,
     // while ours (usually few: the pending uploads) stay in cache.
-    for (b_index, a_indices) in columns.iter() {
-        let (Some(b), Some(b_cells)) = (theirs.get(b_index), their_cells.get_mut(b_index)) else {
+    'columns: for (b_index, a_indices) in columns.iter() {
+        let (Some(b), Some(b_cells)) = (theirs.get_mut(b_index), their_cells.get_mut(b_index))
+        else {
             continue;
         };
-        let b_cells = b_cells.get_or_insert_with(|| cells(b));
+        let b_cells = b_cells.get_or_insert_with(|| {
+            if move_theirs {
+                std::mem::take(&mut b.instructions)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                cells(b)
+            }
+        });
+        let b = &*b;
         for &a_index in a_indices {
             let (Some(a), Some(a_cells)) = (ours.get(a_index), our_cells.get_mut(a_index)) else {
                 continue;
@@ -184,17 +202,23 @@ pub fn transform(
                 ours: (a_index, a),
                 theirs: (b_index, b),
             };
-            grid.run(a_cells, b_cells, log.as_deref_mut())?;
+            result = grid.run(a_cells, b_cells, log.as_deref_mut());
+            if result.is_err() {
+                break 'columns;
+            }
         }
     }
-    // Only now, with every pair transformed, are the changesets rewritten: on error they are
-    // untouched.
+    // Only now, with every pair transformed, are the changesets rewritten: on error ours are
+    // untouched, and so are theirs unless their instructions were moved into the grid.
+    if result.is_ok() || move_theirs {
+        for (changeset, cells) in theirs.iter_mut().zip(their_cells) {
+            if let Some(cells) = cells {
+                changeset.instructions = cells.into_iter().flatten().collect();
+            }
+        }
+    }
+    result?;
     for (changeset, cells) in ours.iter_mut().zip(our_cells) {
-        if let Some(cells) = cells {
-            changeset.instructions = cells.into_iter().flatten().collect();
-        }
-    }
-    for (changeset, cells) in theirs.iter_mut().zip(their_cells) {
         if let Some(cells) = cells {
             changeset.instructions = cells.into_iter().flatten().collect();
         }
@@ -206,7 +230,8 @@ fn cells(changeset: &Changeset) -> Vec<Cell> {
     changeset.instructions.iter().cloned().map(Some).collect()
 }
 
-/// One of our changesets against one of theirs.
+/// One of our changesets against one of theirs. Their instructions as passed in are only read
+/// for the log, so they may have been moved out of `theirs` when there is none.
 struct Grid<'c> {
     ours: (usize, &'c Changeset),
     theirs: (usize, &'c Changeset),
@@ -337,10 +362,21 @@ impl<'t> Index<'t> {
             by_object: BTreeMap::new(),
             schema: Vec::new(),
         };
+        // Consecutive changesets touching the same object (a download editing one busy object)
+        // are gathered in a run and added to the map with one lookup.
+        let mut run: Option<((&'t str, &'t PrimaryKey), Vec<usize>)> = None;
         for (position, changeset) in theirs.iter().enumerate() {
             for instruction in &changeset.instructions {
                 let entry = match instruction.object() {
-                    Some(object) => index.by_object.entry(object).or_default(),
+                    Some(object) => match &mut run {
+                        Some((current, positions)) if *current == object => positions,
+                        _ => {
+                            if let Some((current, positions)) = run.take() {
+                                index.add(current, positions);
+                            }
+                            &mut run.insert((object, Vec::new())).1
+                        }
+                    },
                     None => &mut index.schema,
                 };
                 if entry.last() != Some(&position) {
@@ -348,7 +384,21 @@ impl<'t> Index<'t> {
                 }
             }
         }
+        if let Some((current, positions)) = run {
+            index.add(current, positions);
+        }
         index
+    }
+
+    /// Records that the changesets at `positions` (increasing, and after any recorded for it
+    /// already) touch `object`.
+    fn add(&mut self, object: (&'t str, &'t PrimaryKey), positions: Vec<usize>) {
+        let entry = self.by_object.entry(object).or_default();
+        for position in positions {
+            if entry.last() != Some(&position) {
+                entry.push(position);
+            }
+        }
     }
 
     /// The positions, in order, of their changesets that may interact with `instructions`.

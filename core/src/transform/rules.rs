@@ -34,6 +34,22 @@ pub(crate) fn transform_pair(
     let (Some(xi), Some(yi)) = (x.as_ref(), y.as_ref()) else {
         return Ok(None);
     };
+    // Fast path: two list instructions on the same list (concurrent edits of one busy list are
+    // the common case). This is where the general rules below end up, after one path
+    // comparison instead of several.
+    if let (Some((xo, xl)), Some((yo, yl))) = (list_op_on(xi), list_op_on(yi)) {
+        if same_path(xl, yl) {
+            if xo.1 != yo.1 {
+                return Err(Diverged {
+                    list: xl.clone(),
+                    ours: xo.1,
+                    theirs: yo.1,
+                });
+            }
+            let x_rank = rank(xi, x_meta, yi, y_meta);
+            return Ok(list_pair(x, y, xo, yo, x_rank));
+        }
+    }
     if is_schema(xi) || is_schema(yi) {
         return Ok(schema_pair(x, y, x_meta, y_meta));
     }
@@ -172,25 +188,43 @@ fn is_container_op(instruction: &Instruction) -> bool {
     )
 }
 
-fn list_op(instruction: &Instruction) -> Option<(ListOp, u32)> {
+/// Whether two paths are the same, comparing first what most often differs.
+fn same_path(a: &Path, b: &Path) -> bool {
+    a.field == b.field && a.key == b.key && a.nested == b.nested && a.collection == b.collection
+}
+
+/// A list instruction's op and prior size, with the list it acts on.
+fn list_op_on(instruction: &Instruction) -> Option<((ListOp, u32), &Path)> {
     match instruction {
         Instruction::ListInsert {
-            index, prior_size, ..
-        } => Some((ListOp::Insert(*index), *prior_size)),
+            list,
+            index,
+            prior_size,
+            ..
+        } => Some(((ListOp::Insert(*index), *prior_size), list)),
         Instruction::ListSet {
-            index, prior_size, ..
-        } => Some((ListOp::Set(*index), *prior_size)),
+            list,
+            index,
+            prior_size,
+            ..
+        } => Some(((ListOp::Set(*index), *prior_size), list)),
         Instruction::ListMove {
+            list,
             from,
             to,
             prior_size,
-            ..
-        } => Some((ListOp::Move(*from, *to), *prior_size)),
+        } => Some(((ListOp::Move(*from, *to), *prior_size), list)),
         Instruction::ListErase {
-            index, prior_size, ..
-        } => Some((ListOp::Erase(*index), *prior_size)),
+            list,
+            index,
+            prior_size,
+        } => Some(((ListOp::Erase(*index), *prior_size), list)),
         _ => None,
     }
+}
+
+fn list_op(instruction: &Instruction) -> Option<(ListOp, u32)> {
+    list_op_on(instruction).map(|(op, _)| op)
 }
 
 /// Writes a transformed list op and prior size back into its instruction.

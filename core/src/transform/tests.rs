@@ -591,6 +591,34 @@ fn size_mismatch_is_an_error_and_changes_nothing() {
 }
 
 #[test]
+fn a_late_size_mismatch_leaves_ours_unchanged_and_theirs_whole() {
+    let list = item(1, "list");
+    let mut ours = vec![cs(meta(1, 1), vec![insert(list.clone(), 0, 1, 2)])];
+    let mut theirs = vec![
+        cs(meta(2, 2), vec![insert(list.clone(), 1, 2, 2)]),
+        cs(meta(3, 2), vec![insert(list.clone(), 0, 3, 7)]),
+    ];
+    let before = ours.clone();
+    let err = transform(&mut ours, &mut theirs, None).unwrap_err();
+    assert!(matches!(
+        err,
+        TransformError::SizeMismatch {
+            theirs_changeset: 1,
+            ..
+        }
+    ));
+    assert_eq!(ours, before, "ours is untouched");
+    assert_eq!(
+        theirs
+            .iter()
+            .map(|c| c.instructions.len())
+            .collect::<Vec<_>>(),
+        vec![1, 1],
+        "their instructions are back in their changesets"
+    );
+}
+
+#[test]
 fn fast_path_skips_unrelated_objects() {
     let mut theirs: Vec<Changeset> = (0..10_000)
         .map(|i| {
@@ -804,6 +832,12 @@ fn check_sequences(
     let right = state(s, &[&theirs, &o]);
     prop_assert_eq!(left.digest(), right.digest());
     prop_assert_eq!(&left, &right);
+
+    // With a log their instructions are copied into the grid instead of moved: same result.
+    let (mut o_logged, mut t_logged) = (ours.clone(), theirs.clone());
+    transform(&mut o_logged, &mut t_logged, Some(&mut Vec::new())).unwrap();
+    prop_assert_eq!(&o_logged, &o);
+    prop_assert_eq!(&t_logged, &t);
 
     // Splitting theirs.
     let (o1, t1) = transformed(&ours, &theirs[..1]).unwrap();
