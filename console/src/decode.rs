@@ -3,7 +3,9 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use eddy_core::changeset::{decode_changeset, DecodeLimits, Instruction, Path, PathElement};
+use eddy_core::changeset::{
+    body_sizes, decode_changeset, DecodeLimits, Instruction, Path, PathElement,
+};
 use eddy_core::protocol::{
     decode_client_message, decode_server_message, ClientMessage, DownloadChangeset, MessageLimits,
     ServerMessage, SubscriptionSet, TransactResult, UploadChangeset,
@@ -161,14 +163,27 @@ pub fn changeset_lines_base64(text: &str) -> Vec<String> {
     }
 }
 
+/// A body's size: `420 bytes`, or `1500 bytes (40200 uncompressed)` for a compressed one.
+pub fn body_size_text(body: &[u8]) -> String {
+    let sizes = body_sizes(body);
+    if sizes.compressed {
+        format!(
+            "{} bytes ({} uncompressed)",
+            sizes.encoded, sizes.uncompressed
+        )
+    } else {
+        format!("{} bytes", sizes.encoded)
+    }
+}
+
 fn upload_view(c: &UploadChangeset) -> ChangesetView {
     ChangesetView {
         heading: format!(
-            "client version {}, based on server version {}, origin {}, {} bytes",
+            "client version {}, based on server version {}, origin {}, {}",
             c.client_version,
             c.last_integrated_server_version,
             c.origin_file_ident,
-            c.body.len()
+            body_size_text(&c.body)
         ),
         instructions: changeset_lines(&c.body),
     }
@@ -177,11 +192,11 @@ fn upload_view(c: &UploadChangeset) -> ChangesetView {
 fn download_view(c: &DownloadChangeset) -> ChangesetView {
     ChangesetView {
         heading: format!(
-            "server version {}, origin {}, after client version {}, {} bytes (uploaded as {})",
+            "server version {}, origin {}, after client version {}, {} (uploaded as {} bytes)",
             c.server_version,
             c.origin_file_ident,
             c.last_integrated_client_version,
-            c.body.len(),
+            body_size_text(&c.body),
             c.original_size
         ),
         instructions: changeset_lines(&c.body),
@@ -473,6 +488,20 @@ mod tests {
         assert_eq!(view.changesets.len(), 1);
         assert!(view.changesets[0].heading.contains("client version 4"));
         assert_eq!(view.changesets[0].instructions, ["Set Item[1].n = 3"]);
+    }
+
+    #[test]
+    fn compressed_bodies_show_both_sizes() {
+        let plain = encode_changeset(&[set_n(1, 3)]);
+        assert_eq!(body_size_text(&plain), format!("{} bytes", plain.len()));
+        let many: Vec<Instruction> = (0..200).map(|k| set_n(k, k)).collect();
+        let compressed = encode_changeset(&many);
+        let text = body_size_text(&compressed);
+        assert!(
+            text.starts_with(&format!("{} bytes (", compressed.len()))
+                && text.ends_with(" uncompressed)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct Console {
     pub status: RwSignal<FeedStatus>,
     /// The page shown.
     pub page: RwSignal<Page>,
+    /// The Changesets page's server version filter, which a merge decision's link to the
+    /// concurrent changeset sets.
+    pub changeset_version: RwSignal<String>,
 }
 
 impl Console {
@@ -105,7 +108,14 @@ impl Console {
             model: RwSignal::new(Model::default()),
             status: RwSignal::new(FeedStatus::Connecting),
             page: RwSignal::new(page),
+            changeset_version: RwSignal::new(String::new()),
         }
+    }
+
+    /// Shows the changeset of server version `version` on the Changesets page.
+    pub fn show_changeset(&self, version: u64) {
+        self.changeset_version.set(version.to_string());
+        self.page.set(Page::Changesets);
     }
 
     /// The signed-in key, or an empty string.

@@ -33,6 +33,10 @@ pub struct DecisionSide {
     pub outcome: String,
     /// The rewritten instruction (base64), when rewritten.
     pub rewritten: Option<String>,
+    /// The concurrent changeset's server version (`theirs` only).
+    pub server_version: Option<u64>,
+    /// The client file the concurrent changeset came from (`theirs` only).
+    pub client: Option<u64>,
 }
 
 /// One merge decision, as the feed sends it.
@@ -124,6 +128,14 @@ pub struct Event {
     pub raw: Option<String>,
     /// Why the frame's bytes were left out (it was too large).
     pub raw_omitted: Option<String>,
+    /// How many changeset bodies a message carries (absent when none); 1 for a changeset.
+    pub body_count: Option<u64>,
+    /// How many of those bodies are compressed.
+    pub compressed_bodies: Option<u64>,
+    /// Their bytes as encoded (compressed when compressed).
+    pub body_bytes: Option<u64>,
+    /// Their bytes uncompressed.
+    pub body_uncompressed_bytes: Option<u64>,
     /// The changeset's server version.
     pub server_version: Option<u64>,
     /// The changeset's client version.
@@ -380,6 +392,72 @@ impl Model {
     }
 }
 
+impl Decision {
+    /// One line a person reads first: what this changeset's instruction did to the concurrent
+    /// one (or the other way round), naming the concurrent changeset and the rule:
+    /// `overrode v12 (client 0x2a) by rule LastWriterWins`.
+    pub fn headline(&self) -> String {
+        let verb = match (self.ours.outcome.as_str(), self.theirs.outcome.as_str()) {
+            (_, "discarded") => "overrode",
+            ("discarded", _) => "was overridden by",
+            ("rewritten", _) => "was transformed against",
+            (_, "rewritten") => "transformed",
+            _ => "was merged with",
+        };
+        let changeset = match self.theirs.server_version {
+            Some(v) => format!("v{v}"),
+            None => format!("concurrent changeset #{}", self.theirs.changeset),
+        };
+        let client = self
+            .theirs
+            .client
+            .map(|c| format!(" (client {c:#x})"))
+            .unwrap_or_default();
+        format!("{verb} {changeset}{client} by rule {}", self.rule)
+    }
+}
+
+/// Bytes as people read them: `900 B`, `1.5 KB`, `2.3 MB` (powers of 1,000).
+pub fn bytes_text(bytes: u64) -> String {
+    match bytes {
+        0..=999 => format!("{bytes} B"),
+        1_000..=999_999 => format!("{:.1} KB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}
+
+impl Event {
+    /// A message's size: the frame, then its changeset bodies as encoded and uncompressed when
+    /// any was compressed (`2.1 KB frame, changesets 1.9 KB compressed from 40.2 KB`).
+    pub fn message_size_text(&self) -> String {
+        let frame = format!("{} frame", bytes_text(self.size.unwrap_or(0)));
+        match (
+            self.compressed_bodies,
+            self.body_bytes,
+            self.body_uncompressed_bytes,
+        ) {
+            (Some(compressed), Some(encoded), Some(uncompressed)) if compressed > 0 => format!(
+                "{frame}, changesets {} compressed from {}",
+                bytes_text(encoded),
+                bytes_text(uncompressed)
+            ),
+            _ => frame,
+        }
+    }
+
+    /// A changeset's body size, encoded and uncompressed (`420 B encoded, 420 B uncompressed`).
+    pub fn changeset_size_text(&self) -> String {
+        match (self.body_bytes, self.body_uncompressed_bytes) {
+            (Some(encoded), Some(uncompressed)) => format!(
+                "{} encoded, {} uncompressed",
+                bytes_text(encoded),
+                bytes_text(uncompressed)
+            ),
+            _ => "size unknown".to_owned(),
+        }
+    }
+}
+
 /// Parses one feed text frame.
 pub fn parse(text: &str) -> Result<Event, String> {
     serde_json::from_str(text).map_err(|e| format!("the feed sent something unreadable: {e}"))
@@ -452,6 +530,49 @@ mod tests {
         }
         assert_eq!(model.rates.changesets.len(), SAMPLES);
         assert_eq!(model.rates.ingest.len(), SAMPLES);
+    }
+
+    #[test]
+    fn decisions_name_the_concurrent_changeset_and_sizes_read_naturally() {
+        let changeset = event(serde_json::json!({
+            "kind": "changeset", "seq": 1, "server_version": 9, "body_count": 1,
+            "compressed_bodies": 1, "body_bytes": 1500, "body_uncompressed_bytes": 40_200,
+            "decisions": [{"rule": "LastWriterWins",
+                "ours": {"changeset": 0, "instruction": 0, "original": "", "outcome": "kept"},
+                "theirs": {"changeset": 1, "instruction": 2, "original": "", "outcome": "discarded",
+                           "server_version": 7, "client": 42}}],
+        }));
+        assert_eq!(
+            changeset.decisions[0].headline(),
+            "overrode v7 (client 0x2a) by rule LastWriterWins"
+        );
+        assert_eq!(
+            changeset.changeset_size_text(),
+            "1.5 KB encoded, 40.2 KB uncompressed"
+        );
+        let mut lost = changeset.decisions[0].clone();
+        lost.ours.outcome = "discarded".into();
+        lost.theirs.outcome = "kept".into();
+        lost.theirs.server_version = None;
+        assert_eq!(
+            lost.headline(),
+            "was overridden by concurrent changeset #1 (client 0x2a) by rule LastWriterWins"
+        );
+
+        let message = event(serde_json::json!({
+            "kind": "message", "seq": 2, "type": "UPLOAD", "size": 1600, "body_count": 2,
+            "compressed_bodies": 1, "body_bytes": 1500, "body_uncompressed_bytes": 40_200,
+        }));
+        assert_eq!(
+            message.message_size_text(),
+            "1.6 KB frame, changesets 1.5 KB compressed from 40.2 KB"
+        );
+        let plain = event(serde_json::json!({
+            "kind": "message", "seq": 3, "type": "UPLOAD", "size": 90, "body_count": 1,
+            "compressed_bodies": 0, "body_bytes": 60, "body_uncompressed_bytes": 60,
+        }));
+        assert_eq!(plain.message_size_text(), "90 B frame");
+        assert_eq!(bytes_text(2_300_000), "2.3 MB");
     }
 
     #[test]

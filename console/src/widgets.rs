@@ -145,14 +145,14 @@ pub fn MessageItem(
         .raw_omitted
         .clone()
         .unwrap_or_else(|| "the feed sent no bytes for this frame".into());
-    let size = event.size.unwrap_or(0);
+    let size = event.message_size_text();
     view! {
         <li class="message" data-testid=testid>
             <button class="row" on:click=move |_| open.update(|o| *o = !*o)>
                 <span class="time">{clock(event.at)}</span>
                 <span class=format!("dir {direction}")>{arrow}</span>
                 <strong>{kind}</strong>
-                <span class="size">{size} " B"</span>
+                <span class="size" data-testid="message-size">{size}</span>
             </button>
             <Show when=move || open.get()>
                 {
@@ -206,21 +206,40 @@ fn side_text(side: &DecisionSide) -> String {
         }
         (other, _) => other.to_owned(),
     };
+    let changeset = match side.server_version {
+        Some(version) => format!("v{version} "),
+        None => String::new(),
+    };
     format!(
-        "changeset #{} instruction #{}: {original} — {outcome}",
-        side.changeset, side.instruction
+        "{changeset}instruction #{}: {original} — {outcome}",
+        side.instruction
     )
 }
 
-/// One merge decision: the rule, and what it did to each side.
+/// One merge decision: what happened, naming the concurrent changeset (a link to it on the
+/// Changesets page) and the rule, then what it did to each side.
 #[component]
 pub fn DecisionItem(
     /// The decision.
     decision: Decision,
 ) -> impl IntoView {
+    let c = crate::console();
+    let link = decision.theirs.server_version.map(|version| {
+        view! {
+            <a
+                href="#changesets"
+                data-testid="decision-link"
+                on:click=move |_| c.show_changeset(version)
+            >
+                {format!("open v{version}")}
+            </a>
+        }
+    });
     view! {
         <li class="decision" data-testid="merge-decision">
-            <strong>{decision.rule.clone()}</strong>
+            <strong data-testid="decision-headline">{decision.headline()}</strong>
+            " "
+            {link}
             <div>"this changeset: " {side_text(&decision.ours)}</div>
             <div>"concurrent: " {side_text(&decision.theirs)}</div>
         </li>
@@ -232,8 +251,11 @@ pub fn DecisionItem(
 pub fn ChangesetItem(
     /// The feed's changeset event.
     event: Event,
+    /// Whether it starts open.
+    #[prop(optional)]
+    open: bool,
 ) -> impl IntoView {
-    let open = RwSignal::new(false);
+    let open = RwSignal::new(open);
     let decisions = event.decisions.clone();
     let count = decisions.len();
     let instructions = event.instructions.clone().unwrap_or_default();
@@ -245,6 +267,7 @@ pub fn ChangesetItem(
                 <span>"client " {event.client.unwrap_or(0)}</span>
                 <span>{event.user.clone().unwrap_or_else(|| "(unknown user)".into())}</span>
                 <span>{event.objects.join(", ")}</span>
+                <span class="size" data-testid="changeset-size">{event.changeset_size_text()}</span>
                 <span class="badge">{count} " merge decisions"</span>
             </button>
             <Show when=move || open.get()>

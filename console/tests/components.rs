@@ -75,17 +75,30 @@ async fn a_changeset_opens_to_its_instructions_and_merge_decisions() {
         decisions: vec![Decision {
             rule: "LastWriterWins".into(),
             ours: side(&set_n(1, 3), "kept"),
-            theirs: side(&set_n(1, 2), "discarded"),
+            theirs: DecisionSide {
+                server_version: Some(5),
+                client: Some(0x2b),
+                ..side(&set_n(1, 2), "discarded")
+            },
         }],
+        body_count: Some(1),
+        compressed_bodies: Some(0),
+        body_bytes: Some(20),
+        body_uncompressed_bytes: Some(20),
         ..Event::default()
     };
+    let console = Console::new(Some("key".into()), Page::Sessions);
     let root = container();
-    let _mounted = mount_to(
-        root.clone(),
-        move || view! { <ChangesetItem event=event /> },
-    );
+    let _mounted = mount_to(root.clone(), move || {
+        provide_context(console);
+        view! { <ChangesetItem event=event /> }
+    });
     assert!(text(&root).contains("v7"));
     assert!(text(&root).contains("1 merge decisions"));
+    assert_eq!(
+        text(&find(&root, "[data-testid=changeset-size]")),
+        "20 B encoded, 20 B uncompressed"
+    );
     assert!(root
         .query_selector("[data-testid=changeset-instructions]")
         .unwrap()
@@ -98,9 +111,18 @@ async fn a_changeset_opens_to_its_instructions_and_merge_decisions() {
     let decision = text(&find(&root, "[data-testid=merge-decision]"));
     assert!(decision.contains("LastWriterWins"), "{decision}");
     assert!(
-        decision.contains("Set Item[1].n = 2 — discarded"),
+        decision.contains("v5 instruction #0: Set Item[1].n = 2 — discarded"),
         "{decision}"
     );
+    assert_eq!(
+        text(&find(&root, "[data-testid=decision-headline]")),
+        "overrode v5 (client 0x2b) by rule LastWriterWins"
+    );
+    // The link opens the concurrent changeset on the Changesets page.
+    find(&root, "[data-testid=decision-link]").click();
+    settle().await;
+    assert_eq!(console.page.get_untracked(), Page::Changesets);
+    assert_eq!(console.changeset_version.get_untracked(), "5");
 }
 
 #[wasm_bindgen_test]

@@ -6,6 +6,12 @@
 //! `acknowledged <ms since the epoch>` when the server has integrated all of it, then keeps the
 //! session open until its standard input closes. A line `ingest` on standard input starts a
 //! steady Data Ingest of `Reading`s (20 every 50 ms), so the console's ingest figures move.
+//! `console_writer ingest --addr HOST:PORT --objects N --file PATH` ingests N `Reading`s (keys
+//! from 1,000,000,000 up, apart from the steady ones) into a new client file at PATH while
+//! offline, so that the device reports a queue when it connects; then opens the file against the
+//! server as a new user, prints `ident <client file ident>`, prints `stored <ms since the epoch>`
+//! once the server has acknowledged them, and keeps the session open until its standard input
+//! closes.
 
 // A test driver prints its progress; the clippy bans are for eddy-core.
 #![allow(clippy::disallowed_methods, clippy::print_stdout)]
@@ -49,7 +55,24 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         items: i64,
     },
+    /// Connects, ingests and waits for the acknowledgement.
+    Ingest {
+        /// The server's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// How many readings to ingest.
+        #[arg(long, default_value_t = 100)]
+        objects: i64,
+        /// The client file to create (it must not exist).
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
+
+/// Where the readings of `console_writer ingest` start, clear of the steady ingest's keys.
+const FIRST_INGEST_KEY: i64 = 1_000_000_000;
+/// A server address nothing listens on: the client stays offline.
+const NOWHERE: &str = "ws://127.0.0.1:1/api/sync";
 
 /// `POST /api/auth/anonymous` over a minimal HTTP/1.1 exchange: a fresh user's access token.
 async fn anonymous_token(addr: SocketAddr) -> anyhow::Result<String> {
@@ -113,6 +136,42 @@ async fn write(addr: SocketAddr, items: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn ingest(addr: SocketAddr, objects: i64, file: PathBuf) -> anyhow::Result<()> {
+    if objects < 1 {
+        bail!("--objects {objects} ingests nothing; use at least 1");
+    }
+    if file.exists() {
+        bail!("\"{}\" exists; name a new client file", file.display());
+    }
+    // Offline first: the queue is there when the device connects, so it reports it.
+    let offline = Client::open(&file, NOWHERE, "offline", sim_schema())?;
+    offline.write(|tx| {
+        (FIRST_INGEST_KEY..FIRST_INGEST_KEY + objects).try_for_each(|k| {
+            let mut doc = eddy_core::value::Document::new();
+            doc.insert("value".into(), Value::Int(k));
+            tx.ingest("Reading", PrimaryKey::Int(k), doc)
+        })
+    })?;
+    drop(offline);
+    let token = anonymous_token(addr).await?;
+    let client = Client::open(
+        &file,
+        &format!("ws://{addr}/api/sync"),
+        &token,
+        sim_schema(),
+    )?;
+    client.wait_for_download(WAIT).await?;
+    let mut out = std::io::stdout();
+    writeln!(out, "ident {}", client.client_file_ident()?)?;
+    out.flush()?;
+    client.wait_for_upload(WAIT).await?;
+    writeln!(out, "stored {}", eddy_server::now_ms())?;
+    out.flush()?;
+    // Open until told to stop, so the device stays connected while the page is checked.
+    tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await?;
+    Ok(())
+}
+
 /// Ingests 20 readings every 50 ms until stopped.
 async fn ingest_steadily(client: std::sync::Arc<Client>) -> anyhow::Result<()> {
     let mut interval = tokio::time::interval(Duration::from_millis(50));
@@ -139,5 +198,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_context(|| format!("cannot write \"{}\"", path.display())),
         Command::Write { addr, items } => write(addr, items).await,
+        Command::Ingest {
+            addr,
+            objects,
+            file,
+        } => ingest(addr, objects, file).await,
     }
 }

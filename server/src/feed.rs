@@ -28,10 +28,12 @@ use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
-use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction};
+use eddy_core::changeset::{
+    body_sizes, decode_changeset, encode_changeset, DecodeLimits, Instruction,
+};
 use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits, SubscriptionSet};
-use eddy_core::server::{ConnectionId, ServerEvent};
-use eddy_core::transform::{DecisionSide, MergeDecision, Outcome};
+use eddy_core::server::{ConnectionId, IntegrationDecision, ServerEvent};
+use eddy_core::transform::{DecisionSide, Outcome};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -90,9 +92,50 @@ pub enum Record {
         session: Option<u64>,
         /// The server versions of the changesets a DOWNLOAD carries.
         versions: Vec<u64>,
+        /// The sizes of the changeset bodies it carries.
+        bodies: Bodies,
     },
     /// Something the engine reported.
     Engine(ServerEvent),
+}
+
+/// The changeset bodies one message carries, summed: how many, how many of them compressed,
+/// and their bytes as encoded and uncompressed (read from each body's header, never inflated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bodies {
+    /// How many bodies.
+    pub count: u64,
+    /// How many of them are compressed.
+    pub compressed: u64,
+    /// Their bytes as encoded.
+    pub encoded: u64,
+    /// Their bytes uncompressed.
+    pub uncompressed: u64,
+}
+
+impl Bodies {
+    /// Counts one body (an empty one, which stands for none, is skipped).
+    pub fn add(&mut self, body: &[u8]) {
+        if body.is_empty() {
+            return;
+        }
+        let sizes = body_sizes(body);
+        self.count += 1;
+        self.compressed += u64::from(sizes.compressed);
+        self.encoded += sizes.encoded;
+        self.uncompressed += sizes.uncompressed;
+    }
+
+    /// Adds `body_count`, `body_bytes`, `body_uncompressed_bytes` and `compressed_bodies` to an
+    /// event, when there are bodies.
+    fn describe(&self, body: &mut Json) {
+        if let (Json::Object(map), true) = (body, self.count > 0) {
+            map.insert("body_count".into(), json!(self.count));
+            map.insert("compressed_bodies".into(), json!(self.compressed));
+            map.insert("body_bytes".into(), json!(self.encoded));
+            map.insert("body_uncompressed_bytes".into(), json!(self.uncompressed));
+        }
+    }
 }
 
 /// The kinds of feed events, as console filters name them.
@@ -419,6 +462,7 @@ impl FeedState {
                 name,
                 session,
                 versions,
+                bodies,
             } => {
                 let mut labels = self.session_labels(connection, session);
                 for version in versions {
@@ -426,7 +470,7 @@ impl FeedState {
                         labels.collections.extend(collections.iter().cloned());
                     }
                 }
-                self.publish_message(at, labels, "out", name, &bytes);
+                self.publish_message(at, labels, "out", name, &bytes, bodies);
             }
             Record::Engine(event) => self.engine_event(at, event),
         }
@@ -440,16 +484,20 @@ impl FeedState {
         };
         let mut labels = self.session_labels(connection, session);
         let mut subscriptions = None;
+        let mut bodies = Bodies::default();
         if let Ok(msg) = &decoded {
             match msg {
                 ClientMessage::Upload { changesets, .. } => {
                     for c in changesets {
                         self.collect_collections(&c.body, &mut labels.collections);
+                        bodies.add(&c.body);
                     }
                 }
                 ClientMessage::Transact { changeset, .. } => {
                     self.collect_collections(&changeset.body, &mut labels.collections);
+                    bodies.add(&changeset.body);
                 }
+                ClientMessage::Release { objects, .. } => bodies.add(objects),
                 ClientMessage::Ident {
                     subscriptions: set, ..
                 }
@@ -465,7 +513,7 @@ impl FeedState {
             }
         }
         let sub_labels = labels.clone();
-        self.publish_message(at, labels, "in", name, bytes);
+        self.publish_message(at, labels, "in", name, bytes, bodies);
         if let Some(set) = subscriptions {
             self.publish_subscriptions(at, sub_labels, &set);
         }
@@ -494,8 +542,9 @@ impl FeedState {
         direction: &str,
         name: &str,
         bytes: &[u8],
+        bodies: Bodies,
     ) {
-        let body = if bytes.len() <= MAX_RAW {
+        let mut body = if bytes.len() <= MAX_RAW {
             json!({
                 "direction": direction,
                 "type": name,
@@ -510,6 +559,7 @@ impl FeedState {
                 "raw_omitted": format!("frames over {} KiB are not kept", MAX_RAW >> 10),
             })
         };
+        bodies.describe(&mut body);
         self.publish(Kind::Message, labels, at, body);
     }
 
@@ -580,13 +630,18 @@ impl FeedState {
                     collections,
                     ..Labels::default()
                 };
-                let body = json!({
+                // The same encoding as the history entry's body.
+                let encoded = encode_changeset(&instructions);
+                let mut sizes = Bodies::default();
+                sizes.add(&encoded);
+                let mut body = json!({
                     "server_version": server_version,
                     "client_version": client_version,
                     "objects": objects,
-                    "instructions": BASE64.encode(encode_changeset(&instructions)),
+                    "instructions": BASE64.encode(&encoded),
                     "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
                 });
+                sizes.describe(&mut body);
                 self.publish(Kind::Changeset, labels, at, body);
             }
             ServerEvent::ErrorSent {
@@ -726,11 +781,17 @@ fn side_json(side: &DecisionSide) -> Json {
     })
 }
 
-fn decision_json(decision: &MergeDecision) -> Json {
+fn decision_json(named: &IntegrationDecision) -> Json {
+    let decision = &named.decision;
+    let mut theirs = side_json(&decision.theirs);
+    if let Json::Object(map) = &mut theirs {
+        map.insert("server_version".into(), json!(named.theirs_version));
+        map.insert("client".into(), json!(named.theirs_origin));
+    }
     json!({
         "rule": format!("{:?}", decision.rule),
         "ours": side_json(&decision.ours),
-        "theirs": side_json(&decision.theirs),
+        "theirs": theirs,
     })
 }
 
@@ -901,6 +962,7 @@ mod tests {
                 name: "DOWNLOAD",
                 session: Some(1),
                 versions: vec![7],
+                bodies: Bodies::default(),
             },
         );
         let download = state.ring.back().unwrap();
@@ -908,6 +970,92 @@ mod tests {
         assert!(download.collections.contains("Item"));
         assert!(download.json.contains("raw_omitted"));
         assert!(!download.json.contains("\"raw\""));
+    }
+
+    #[test]
+    fn messages_and_changesets_carry_encoded_and_uncompressed_body_sizes() {
+        let mut state = FeedState::new(MessageLimits::default(), Arc::new(AtomicU64::new(0)));
+        let instructions: Vec<Instruction> = (0..200)
+            .map(|key| Instruction::Set {
+                path: eddy_core::changeset::Path::field(
+                    "Item",
+                    eddy_core::value::PrimaryKey::Int(key),
+                    "n",
+                ),
+                value: eddy_core::value::Value::Int(key),
+            })
+            .collect();
+        let body = encode_changeset(&instructions);
+        let small = encode_changeset(&instructions[..1]);
+        let upload = eddy_core::protocol::encode_client_message(&ClientMessage::Upload {
+            session: 1,
+            changesets: [body.clone(), small.clone()]
+                .into_iter()
+                .enumerate()
+                .map(|(i, body)| eddy_core::protocol::UploadChangeset {
+                    client_version: i as u64 + 1,
+                    last_integrated_server_version: 0,
+                    origin_timestamp: 0,
+                    origin_file_ident: 0,
+                    body,
+                })
+                .collect(),
+        });
+        state.record(
+            0,
+            Record::FrameIn {
+                connection: 1,
+                bytes: Bytes::from(upload.clone()),
+            },
+        );
+        let event: Json = serde_json::from_str(&state.ring.back().unwrap().json).unwrap();
+        let big = body_sizes(&body);
+        assert!(big.compressed && big.uncompressed > big.encoded, "{big:?}");
+        assert_eq!(event["size"], upload.len());
+        assert_eq!(event["body_count"], 2);
+        assert_eq!(event["compressed_bodies"], 1);
+        assert_eq!(event["body_bytes"], body.len() + small.len());
+        assert_eq!(
+            event["body_uncompressed_bytes"],
+            big.uncompressed + small.len() as u64
+        );
+
+        state.record(
+            0,
+            Record::Engine(ServerEvent::Integrated {
+                server_version: 1,
+                origin_file_ident: 3,
+                client_version: 1,
+                instructions,
+                decisions: Vec::new(),
+            }),
+        );
+        let event: Json = serde_json::from_str(&state.ring.back().unwrap().json).unwrap();
+        assert_eq!(event["body_bytes"], big.encoded);
+        assert_eq!(event["body_uncompressed_bytes"], big.uncompressed);
+
+        // A message without bodies has only its frame size.
+        state.record(
+            0,
+            Record::ConnectionOpened {
+                connection: 2,
+                peer: None,
+            },
+        );
+        state.record(
+            0,
+            Record::FrameOut {
+                connection: 2,
+                bytes: Bytes::from_static(b"\x01"),
+                name: "PONG",
+                session: None,
+                versions: Vec::new(),
+                bodies: Bodies::default(),
+            },
+        );
+        let event: Json = serde_json::from_str(&state.ring.back().unwrap().json).unwrap();
+        assert_eq!(event["size"], 1);
+        assert!(event.get("body_bytes").is_none(), "{event}");
     }
 
     #[test]

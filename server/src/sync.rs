@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::JwtAuth;
 use crate::error::ServerError;
-use crate::feed::{FeedSender, Record};
+use crate::feed::{Bodies, FeedSender, Record};
 use crate::ingest::{IngestBatch, IngestStats};
 use crate::storage::SqliteStorage;
 use crate::{now_ms, AppState};
@@ -250,6 +250,7 @@ impl EngineDriver {
                         name: "ERROR",
                         session: None,
                         versions: Vec::new(),
+                        bodies: Bodies::default(),
                     });
                     let _ = outbox.try_send(frame);
                     self.engine.handle_disconnect(id);
@@ -302,8 +303,17 @@ impl EngineDriver {
             return;
         };
         let frame = Bytes::from(encode_server_message(msg));
+        let mut bodies = Bodies::default();
         let versions = match msg {
-            ServerMessage::Download { changesets, .. } => {
+            ServerMessage::Download {
+                changesets,
+                resets,
+                leaving,
+                ..
+            } => {
+                for body in changesets.iter().map(|c| &c.body).chain([resets, leaving]) {
+                    bodies.add(body);
+                }
                 changesets.iter().map(|c| c.server_version).collect()
             }
             _ => Vec::new(),
@@ -314,6 +324,7 @@ impl EngineDriver {
             name: msg.name(),
             session: msg.session(),
             versions,
+            bodies,
         });
         match outbox.try_send(frame) {
             Ok(()) => {}

@@ -172,31 +172,59 @@ async fn the_feed_shows_sessions_messages_and_changesets_with_merge_decisions() 
     let raw = bytes(&upload, "raw");
     assert_eq!(upload["size"], raw.len());
     match decode_client_message(&raw, &MessageLimits::default()).unwrap() {
-        ClientMessage::Upload { changesets, .. } => assert!(!changesets.is_empty()),
+        ClientMessage::Upload { changesets, .. } => {
+            assert_eq!(upload["body_count"], changesets.len());
+            let encoded: usize = changesets.iter().map(|c| c.body.len()).sum();
+            assert_eq!(upload["body_bytes"], encoded);
+            // Bodies this small are never compressed.
+            assert_eq!(upload["compressed_bodies"], 0);
+            assert_eq!(upload["body_uncompressed_bytes"], encoded);
+        }
         other => panic!("the raw bytes are not an UPLOAD: {other:?}"),
     }
     assert_eq!(upload["collections"], json!(["Item"]));
 
+    let changesets: Vec<&Json> = seen.iter().filter(|e| is_changeset(e)).take(2).collect();
     let mut decisions = Vec::new();
-    for changeset in seen.iter().filter(|e| is_changeset(e)).take(2) {
+    for changeset in &changesets {
         assert!(changeset["server_version"].as_u64().unwrap() > 0);
         assert_eq!(changeset["objects"], json!(["Item/1"]));
-        let instructions =
-            decode_changeset(&bytes(changeset, "instructions"), &DecodeLimits::default()).unwrap();
+        let body = bytes(changeset, "instructions");
+        assert_eq!(changeset["body_bytes"], body.len());
+        assert_eq!(changeset["body_uncompressed_bytes"], body.len());
+        let instructions = decode_changeset(&body, &DecodeLimits::default()).unwrap();
         assert!(!instructions.is_empty());
-        decisions.extend(changeset["decisions"].as_array().unwrap().iter().cloned());
+        for decision in changeset["decisions"].as_array().unwrap() {
+            decisions.push(((*changeset).clone(), decision.clone()));
+        }
     }
     assert!(
-        decisions.iter().any(|d| d["rule"] == "LastWriterWins"),
+        decisions.iter().any(|(_, d)| d["rule"] == "LastWriterWins"),
         "the concurrent writes to Item[1].n were decided by last writer wins: {decisions:?}"
     );
-    for decision in &decisions {
+    for (changeset, decision) in &decisions {
         let original = bytes(&decision["ours"], "original");
         assert_eq!(
             decode_changeset(&original, &DecodeLimits::default())
                 .unwrap()
                 .len(),
             1
+        );
+        // The concurrent changeset is named by its server version and origin: the other
+        // client's changeset, integrated before this one.
+        let other = changesets
+            .iter()
+            .find(|c| c["server_version"] != changeset["server_version"])
+            .unwrap();
+        assert_eq!(
+            decision["theirs"]["server_version"], other["server_version"],
+            "{decision}"
+        );
+        assert_eq!(decision["theirs"]["client"], other["client"], "{decision}");
+        assert_ne!(decision["theirs"]["client"], changeset["client"]);
+        assert!(
+            decision["theirs"]["server_version"].as_u64().unwrap()
+                < changeset["server_version"].as_u64().unwrap()
         );
     }
 }

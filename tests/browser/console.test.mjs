@@ -1,6 +1,8 @@
 // End-to-end test of the dev console in Debian's headless Chromium against a real `eddy serve`:
 // log in, let a native client connect and write, and check that its session, its UPLOAD and the
-// resulting changeset appear within 1 s, and that the changeset opens to its instructions.
+// resulting changeset appear within 1 s, and that the changeset opens to its instructions; and let
+// a native client ingest, and check that the Ingest page shows its collection's stored count and
+// the device's queue within INGEST_MS.
 //
 // Needs EDDY_BIN (the eddy binary), EDDY_CONSOLE_WRITER (the console_writer example) and
 // EDDY_CONSOLE_DIR (the built console). With EDDY_SCREENSHOTS set, saves a screenshot of every
@@ -17,6 +19,9 @@ import { chromium } from 'playwright-core';
 
 const WAIT_MS = 30_000;
 const LIVE_MS = 1_000;
+// The Ingest page polls every 2 s and a device reports its queue at most once a second.
+const INGEST_MS = 5_000;
+const INGESTED = 250;
 const FLAGS = [
   '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
@@ -169,6 +174,55 @@ test('a native client\'s session, UPLOAD and changeset appear live', async () =>
   }
   writer.stdin.end();
   assert.deepEqual([...sessions.errors, ...changesets.errors], [], 'the console threw in the page');
+});
+
+/** The stored count of an asymmetric collection, from the admin API. */
+async function storedCount(collection) {
+  const response = await fetch(`${base}/api/admin/collections`, { headers: { 'x-eddy-admin-key': adminKey } });
+  assert.equal(response.status, 200, 'the admin API lists collections');
+  const found = (await response.json()).find((c) => c.name === collection);
+  return found ? found.count : 0;
+}
+
+test('the Ingest page shows a device\'s stored objects and queue', async () => {
+  const { page, errors } = await signedIn();
+  await page.getByTestId('nav-ingest').click();
+  await page.getByTestId('page-ingest').waitFor({ timeout: WAIT_MS });
+  const before = await storedCount('Reading');
+
+  const writer = spawn(required('EDDY_CONSOLE_WRITER'), ['ingest', '--addr', new URL(base).host,
+    '--objects', String(INGESTED), '--file', join(dir, 'device.eddy')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  children.push(writer);
+  const lines = createInterface({ input: writer.stdout });
+  const identLine = lineMatching(lines, /^ident (\d+)$/, 'client file ident');
+  const storedLine = lineMatching(lines, /^stored (\d+)$/, 'ingest acknowledgement');
+  const ident = (await identLine)[1];
+  await storedLine;
+  const stored = Date.now();
+  const expected = before + INGESTED;
+
+  // Both tables must agree with what was ingested: the collection's count, and the device's row
+  // with its queue reported (drained: everything was acknowledged) and its stored objects.
+  try {
+    await page.waitForFunction(({ ident, expected, ingested }) => {
+      const cell = (row, id) => row.querySelector(`[data-testid=${id}]`)?.textContent.trim();
+      const collection = [...document.querySelectorAll('[data-testid=ingest-collection-row]')]
+        .find((r) => r.firstElementChild?.textContent === 'Reading');
+      const device = [...document.querySelectorAll('[data-testid=ingest-client-row]')]
+        .find((r) => cell(r, 'ingest-client') === ident && r.firstElementChild?.textContent === 'Reading');
+      return collection && cell(collection, 'stored-count') === String(expected)
+        && device && cell(device, 'queued') === '0' && cell(device, 'stored') === String(ingested);
+    }, { ident, expected, ingested: INGESTED }, { timeout: INGEST_MS });
+  } catch (e) {
+    const shown = await page.getByTestId('page-ingest').innerText();
+    throw new Error(`the Ingest page did not show ${expected} stored Readings and device ${ident}'s `
+      + `queue (0 queued, ${INGESTED} stored) within ${INGEST_MS} ms of the acknowledgement; it shows:\n${shown}`,
+    { cause: e });
+  }
+  console.log(`# Ingest page showed the device's ${INGESTED} objects and queue ${Date.now() - stored} ms after the acknowledgement`);
+  writer.stdin.end();
+  assert.deepEqual(errors, [], 'the console threw in the page');
+  await page.close();
 });
 
 test('the feed reconnects by itself when the server restarts', async () => {

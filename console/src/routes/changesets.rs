@@ -18,6 +18,8 @@ pub struct ChangesetFilter {
     pub client: String,
     /// An object as `Collection/key` (or part of it).
     pub object: String,
+    /// A server version.
+    pub version: String,
 }
 
 impl ChangesetFilter {
@@ -27,7 +29,10 @@ impl ChangesetFilter {
         let user = self.user.trim();
         let client = self.client.trim();
         let object = self.object.trim();
-        (collection.is_empty() || event.collections.iter().any(|c| c == collection))
+        let version = self.version.trim().trim_start_matches('v');
+        (version.is_empty()
+            || event.server_version.map(|v| v.to_string()).as_deref() == Some(version))
+            && (collection.is_empty() || event.collections.iter().any(|c| c == collection))
             && (user.is_empty() || event.user.as_deref() == Some(user))
             && (client.is_empty() || event.client.map(|c| c.to_string()).as_deref() == Some(client))
             && (object.is_empty() || event.objects.iter().any(|o| o.contains(object)))
@@ -59,12 +64,15 @@ pub fn Changesets() -> impl IntoView {
     let user = RwSignal::new(String::new());
     let client = RwSignal::new(String::new());
     let object = RwSignal::new(String::new());
+    // Shared with merge decisions, whose links to a concurrent changeset set it.
+    let version = c.changeset_version;
     let shown = Signal::derive(move || {
         let filter = ChangesetFilter {
             collection: collection.get(),
             user: user.get(),
             client: client.get(),
             object: object.get(),
+            version: version.get(),
         };
         c.model.with(|m| {
             m.changesets
@@ -83,15 +91,20 @@ pub fn Changesets() -> impl IntoView {
                 {text_filter("user", "filter-user", user)}
                 {text_filter("client", "filter-client", client)}
                 {text_filter("object", "filter-object", object)}
+                {text_filter("version", "filter-version", version)}
             </div>
-            <p class="note">"Newest first; click a changeset for its instructions and merge decisions."</p>
+            <p class="note">
+                "Newest first; click a changeset for its instructions and merge decisions. "
+                "Sizes are the stored body's, as encoded (compressed above 1 KiB when that is smaller) and uncompressed."
+            </p>
             <Show
                 when=move || !shown.get().is_empty()
                 fallback=|| view! { <p class="note" data-testid="changesets-empty">"No changesets match yet."</p> }
             >
                 <ul class="timeline" data-testid="changesets">
                     <For each=move || shown.get() key=|e| e.seq let:e>
-                        <ChangesetItem event=e />
+                        // A changeset asked for by its version opens at once.
+                        <ChangesetItem open={!version.get_untracked().trim().is_empty()} event=e />
                     </For>
                 </ul>
             </Show>
@@ -118,6 +131,7 @@ mod tests {
             client: " 7 ".into(),
             object: "Item/1".into(),
             user: "u1".into(),
+            version: String::new(),
         };
         assert!(filter.matches(&event));
         filter.client = "8".into();
@@ -125,5 +139,14 @@ mod tests {
         filter.client.clear();
         filter.object = "Item/2".into();
         assert!(!filter.matches(&event));
+        filter.object.clear();
+        let versioned = Event {
+            server_version: Some(12),
+            ..event.clone()
+        };
+        filter.version = "v12".into();
+        assert!(filter.matches(&versioned));
+        filter.version = "13".into();
+        assert!(!filter.matches(&versioned));
     }
 }

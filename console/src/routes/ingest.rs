@@ -117,10 +117,11 @@ pub fn age(ms: u64) -> String {
 
 fn queue_cells(f: &Figures, reported: bool) -> impl IntoView {
     if !reported {
-        return view! { <td class="note" colspan="3">"not reported"</td> }.into_any();
+        return view! { <td class="note" colspan="3" data-testid="queued">"not reported"</td> }
+            .into_any();
     }
     view! {
-        <td>{f.pending_objects}</td>
+        <td data-testid="queued">{f.pending_objects}</td>
         <td>{f.pending_bytes}</td>
         <td>{if f.pending_objects == 0 { "—".to_owned() } else { age(f.oldest_pending_age_ms) }}</td>
     }
@@ -130,7 +131,7 @@ fn queue_cells(f: &Figures, reported: bool) -> impl IntoView {
 fn figure_cells(f: &Figures) -> impl IntoView {
     view! {
         {queue_cells(f, f.pending_reported_ms > 0)}
-        <td>{f.objects}</td>
+        <td data-testid="stored">{f.objects}</td>
         <td>{f.bytes}</td>
         <td>{format!("{:.1}", f.objects_per_sec)}</td>
         <td>{format!("{} ms", f.last_lag_ms)}</td>
@@ -211,7 +212,7 @@ fn tables(snapshot: Snapshot) -> impl IntoView {
         let body = rows
             .into_iter()
             .map(|(collection, client, f)| {
-                view! { <tr data-testid="ingest-client-row"><td>{collection}</td><td>{client}</td>{figure_cells(&f)}</tr> }
+                view! { <tr data-testid="ingest-client-row"><td>{collection}</td><td data-testid="ingest-client">{client}</td>{figure_cells(&f)}</tr> }
             })
             .collect_view();
         view! {
@@ -229,7 +230,14 @@ fn tables(snapshot: Snapshot) -> impl IntoView {
                 {snapshot
                     .collections
                     .into_iter()
-                    .map(|c| view! { <tr><td>{c.name}</td><td>{c.count}</td></tr> })
+                    .map(|c| {
+                        view! {
+                            <tr data-testid="ingest-collection-row">
+                                <td>{c.name}</td>
+                                <td data-testid="stored-count">{c.count}</td>
+                            </tr>
+                        }
+                    })
                     .collect_view()}
             </tbody>
         </table>

@@ -637,6 +637,41 @@ fn container_code(container: Container) -> u8 {
     }
 }
 
+/// A changeset body's size as encoded and as it is before compression, from its header alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BodySizes {
+    /// The encoded body's bytes (compressed or not).
+    pub encoded: u64,
+    /// The body's bytes uncompressed: the one-byte header plus the plain body the header states
+    /// for a compressed body, the encoded size for a plain one.
+    pub uncompressed: u64,
+    /// Whether the body is compressed.
+    pub compressed: bool,
+}
+
+/// Reads a changeset body's sizes from its header without inflating or decoding it (for the
+/// dev console's figures). A body whose header cannot be read counts as plain.
+pub fn body_sizes(body: &[u8]) -> BodySizes {
+    let encoded = body.len() as u64;
+    let plain = BodySizes {
+        encoded,
+        uncompressed: encoded,
+        compressed: false,
+    };
+    let mut r = Reader::new(body);
+    match r.u8("header") {
+        Ok(header) if header & COMPRESSED_FLAG != 0 => match r.u64("inflated size") {
+            Ok(stated) => BodySizes {
+                encoded,
+                uncompressed: stated.saturating_add(1),
+                compressed: true,
+            },
+            Err(_) => plain,
+        },
+        _ => plain,
+    }
+}
+
 /// Decodes a changeset body made by [`encode_changeset`], enforcing `limits`.
 ///
 /// Never panics and never allocates more than the limits allow, whatever the input.
@@ -1246,6 +1281,33 @@ mod tests {
         assert_eq!(body[0], FORMAT_VERSION | COMPRESSED_FLAG);
         assert!(body.len() < 1024);
         assert_eq!(decode(&body).unwrap(), instructions);
+        let sizes = body_sizes(&body);
+        assert!(sizes.compressed);
+        assert_eq!(sizes.encoded, body.len() as u64);
+        // Only plain bodies over the threshold are compressed.
+        assert!(
+            sizes.uncompressed > COMPRESSION_THRESHOLD as u64 + 1,
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn plain_and_damaged_bodies_report_their_own_size() {
+        let body = encode_changeset(&[]);
+        let plain = BodySizes {
+            encoded: body.len() as u64,
+            uncompressed: body.len() as u64,
+            compressed: false,
+        };
+        assert_eq!(body_sizes(&body), plain);
+        for damaged in [
+            &[][..],
+            &[FORMAT_VERSION | COMPRESSED_FLAG][..],
+            &[0x81, 0xff][..],
+        ] {
+            let sizes = body_sizes(damaged);
+            assert!(!sizes.compressed && sizes.uncompressed == damaged.len() as u64);
+        }
     }
 
     #[test]

@@ -121,6 +121,20 @@ pub trait Authenticator {
     fn authenticate(&self, token: &str, now_ms: u64) -> Result<AuthenticatedUser, AuthError>;
 }
 
+/// A merge decision made while integrating an upload, with the concurrent changeset it was
+/// transformed against named by its place in the history (the transform itself only knows
+/// indices into the slices it was given).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntegrationDecision {
+    /// What the transform decided. `decision.theirs.changeset` is an index into the concurrent
+    /// changesets of that transform; `theirs_version` and `theirs_origin` name that changeset.
+    pub decision: MergeDecision,
+    /// The server version of the concurrent changeset.
+    pub theirs_version: u64,
+    /// The client file the concurrent changeset came from (0 for the server itself).
+    pub theirs_origin: u64,
+}
+
 /// Something the driver or the dev console should know.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -158,8 +172,9 @@ pub enum ServerEvent {
         client_version: u64,
         /// The integrated (transformed) instructions, when recording is on.
         instructions: Vec<Instruction>,
-        /// Merge decisions made while transforming it (when recording is on).
-        decisions: Vec<MergeDecision>,
+        /// Merge decisions made while transforming it (when recording is on), each naming the
+        /// concurrent changeset by its server version.
+        decisions: Vec<IntegrationDecision>,
     },
     /// Asymmetric objects of one collection, carried by one uploaded changeset, were stored
     /// (Data Ingest). Reported after the group commit that made them durable.
@@ -1081,6 +1096,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .filter(|c| c.meta.origin_file_ident != file_ident)
             .cloned()
             .collect();
+        // The transform names changesets by index; the console needs their server versions.
+        let concurrent: Vec<(u64, u64)> = theirs
+            .iter()
+            .map(|c| (c.meta.version, c.meta.origin_file_ident))
+            .collect();
         let mut decisions = Vec::new();
         let log = self.config.record_merge_decisions.then_some(&mut decisions);
         transform(&mut ours, &mut theirs, log)
@@ -1127,7 +1147,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
             self.report_ingest(&records, &shares);
         }
-        let decisions_per_entry = std::mem::take(&mut decisions);
+        let decisions_per_entry = decisions_per_entry(decisions, &concurrent, entries.len());
         self.hold(file_ident, fresh_objects);
         self.append(entries, decisions_per_entry)
     }
@@ -1164,7 +1184,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     fn append(
         &mut self,
         entries: Vec<(HistoryEntry, Vec<Instruction>)>,
-        mut decisions: Vec<MergeDecision>,
+        decisions: Vec<Vec<IntegrationDecision>>,
     ) -> Result<(), SessionFailure> {
         let (stored, instructions): (Vec<HistoryEntry>, Vec<Vec<Instruction>>) =
             entries.into_iter().unzip();
@@ -1173,6 +1193,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
         self.needs_flush = true;
         self.state_cache = None;
+        let mut decisions = decisions.into_iter();
         for (entry, instructions) in stored.into_iter().zip(instructions) {
             self.touches.record(&instructions, entry.server_version);
             if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
@@ -1189,7 +1210,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 origin_file_ident: entry.origin_file_ident,
                 client_version: entry.client_version,
                 instructions: instructions_for_event,
-                decisions: std::mem::take(&mut decisions),
+                decisions: decisions.next().unwrap_or_default(),
             });
             self.decoded.push(Changeset {
                 meta: entry_meta(&entry),
@@ -2257,11 +2278,82 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     }
 }
 
+/// Sorts the merge decisions of one integration by the uploaded changeset they belong to (one
+/// list per entry) and names each concurrent changeset by its `(server version, origin)` from
+/// `concurrent`, the transform's `theirs` in order.
+fn decisions_per_entry(
+    decisions: Vec<MergeDecision>,
+    concurrent: &[(u64, u64)],
+    entries: usize,
+) -> Vec<Vec<IntegrationDecision>> {
+    let mut per_entry: Vec<Vec<IntegrationDecision>> = (0..entries).map(|_| Vec::new()).collect();
+    for decision in decisions {
+        let (theirs_version, theirs_origin) = concurrent
+            .get(decision.theirs.changeset)
+            .copied()
+            .unwrap_or_default();
+        if let Some(list) = per_entry.get_mut(decision.ours.changeset) {
+            list.push(IntegrationDecision {
+                decision,
+                theirs_version,
+                theirs_origin,
+            });
+        }
+    }
+    per_entry
+}
+
 fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {
     ChangesetMeta {
         version: entry.server_version,
         last_integrated_remote_version: entry.client_version,
         origin_timestamp: entry.origin_timestamp,
         origin_file_ident: entry.origin_file_ident,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changeset::Path;
+    use crate::transform::{DecisionSide, Outcome, Rule};
+    use crate::value::PrimaryKey;
+
+    fn side(changeset: usize, outcome: Outcome) -> DecisionSide {
+        DecisionSide {
+            changeset,
+            instruction: 0,
+            original: Instruction::Set {
+                path: Path::field("Item", PrimaryKey::Int(1), "n"),
+                value: Value::Int(1),
+            },
+            outcome,
+        }
+    }
+
+    #[test]
+    fn decisions_go_to_their_own_entry_and_name_the_concurrent_version() {
+        let decision = |ours, theirs| MergeDecision {
+            ours: side(ours, Outcome::Kept),
+            theirs: side(theirs, Outcome::Discarded),
+            rule: Rule::LastWriterWins,
+        };
+        // Two uploaded changesets against concurrent versions 4 (client 7) and 6 (client 9).
+        let concurrent = [(4, 7), (6, 9)];
+        let per_entry = decisions_per_entry(
+            vec![decision(0, 1), decision(1, 0), decision(1, 1)],
+            &concurrent,
+            2,
+        );
+        let named: Vec<Vec<(u64, u64)>> = per_entry
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .map(|d| (d.theirs_version, d.theirs_origin))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(named, vec![vec![(6, 9)], vec![(4, 7), (6, 9)]]);
+        assert_eq!(per_entry[1][0].decision.ours.changeset, 1);
     }
 }

@@ -7,8 +7,8 @@ mod storage;
 pub mod view;
 
 pub use engine::{
-    AuthError, AuthenticatedUser, Authenticator, ConnectionId, EngineError, ServerConfig,
-    ServerEngine, ServerEvent,
+    AuthError, AuthenticatedUser, Authenticator, ConnectionId, EngineError, IntegrationDecision,
+    ServerConfig, ServerEngine, ServerEvent,
 };
 pub use state::snapshot_instructions;
 pub use storage::{
