@@ -3,7 +3,7 @@
 //! splits them out of each uploaded changeset ([`Splitter`]), checks that they are pure inserts,
 //! and hands them to storage as whole documents instead of integrating them into the history.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::changeset::{encode_changeset, Changeset, Instruction, Path};
@@ -314,24 +314,27 @@ pub fn ingest_status<'a>(
     changesets: impl IntoIterator<Item = &'a Changeset>,
     now_ms: u64,
 ) -> Vec<IngestStatusEntry> {
-    let mut per: BTreeMap<&str, (IngestQueue, Vec<Instruction>)> = schema
+    // In the schema's (name) order; a Vec rather than a map, as there are few asymmetric
+    // collections and a map of this type would add its own B-tree code to the browser build.
+    let mut per: Vec<(&str, IngestQueue, Vec<Instruction>)> = schema
         .collections
         .values()
         .filter(|c| c.kind == CollectionKind::Asymmetric)
-        .map(|c| (c.name.as_str(), Default::default()))
+        .map(|c| (c.name.as_str(), IngestQueue::default(), Vec::new()))
         .collect();
     if per.is_empty() {
         return Vec::new();
     }
     for changeset in changesets {
-        for (_, instructions) in per.values_mut() {
+        for (_, _, instructions) in per.iter_mut() {
             instructions.clear();
         }
         for instruction in &changeset.instructions {
             let Some((collection, _)) = instruction.object() else {
                 continue;
             };
-            if let Some((queue, instructions)) = per.get_mut(collection) {
+            if let Some((_, queue, instructions)) = per.iter_mut().find(|(c, ..)| *c == collection)
+            {
                 if matches!(instruction, Instruction::CreateObject { .. }) {
                     queue.objects += 1;
                 }
@@ -339,7 +342,7 @@ pub fn ingest_status<'a>(
             }
         }
         let t = changeset.meta.origin_timestamp;
-        for (queue, instructions) in per.values_mut() {
+        for (_, queue, instructions) in per.iter_mut() {
             if instructions.is_empty() {
                 continue;
             }
@@ -348,7 +351,7 @@ pub fn ingest_status<'a>(
         }
     }
     per.into_iter()
-        .map(|(collection, (queue, _))| IngestStatusEntry {
+        .map(|(collection, queue, _)| IngestStatusEntry {
             collection: collection.to_owned(),
             objects: queue.objects,
             bytes: if queue.objects == 0 { 0 } else { queue.bytes },

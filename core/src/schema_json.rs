@@ -252,18 +252,17 @@ pub fn schema_from_json_value(json: &Json) -> Result<Schema, SchemaJsonError> {
         }
         raw.push(read_collection(name, def)?);
     }
-    // Inserted one by one: `collect` into a map would add a sort to the browser build.
-    let mut kinds = BTreeMap::new();
-    for (c, _) in &raw {
-        kinds.insert(c.name.clone(), c.kind);
-    }
+    // A list, not a map: schemas have few collections, and a map of this type would add its
+    // own B-tree code to the browser build.
+    let kinds: Vec<(String, CollectionKind)> =
+        raw.iter().map(|(c, _)| (c.name.clone(), c.kind)).collect();
     let mut schema = Schema::default();
     for (mut collection, properties) in raw {
         for (name, p) in properties {
             let path = format!("{}.properties.{name}", collection.name);
             let ty = match builtin(&p.base) {
                 Some(ty) => ty,
-                None => match kinds.get(p.base.as_str()) {
+                None => match kinds.iter().find(|(n, _)| *n == p.base).map(|(_, k)| k) {
                     Some(CollectionKind::TopLevel) => ScalarType::Link(p.base),
                     Some(CollectionKind::Embedded) => ScalarType::Embedded(p.base),
                     Some(CollectionKind::Asymmetric) => {

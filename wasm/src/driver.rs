@@ -734,11 +734,16 @@ fn notify(inner: &Rc<Inner>) {
                 Ok(keys) => keys,
                 Err(_) => continue,
             };
-            // Inserted one by one: `collect` into a set would add a sort to the wasm.
+            // Owned keys inserted one by one: the core already has this set type (a set of
+            // references, or `collect`, would add its own B-tree or sort code to the wasm).
             let mut old = BTreeSet::new();
-            old.extend(listener.keys.iter());
+            for key in &listener.keys {
+                old.insert(key.clone());
+            }
             let mut new = BTreeSet::new();
-            new.extend(keys.iter());
+            for key in &keys {
+                new.insert(key.clone());
+            }
             let deletions: Vec<usize> = listener
                 .keys
                 .iter()

@@ -12,7 +12,7 @@
 //! }
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::client::backoff::Backoff;
 use crate::client::session::ClientSession;
@@ -81,7 +81,9 @@ pub struct ClientConnection {
     config: ConnectionConfig,
     state: ConnectionState,
     backoff: Backoff,
-    sessions: BTreeMap<SessionIdent, ClientSession>,
+    /// Ordered by ident (a list: a connection carries few sessions, and the browser build stays
+    /// free of a B-tree of sessions).
+    sessions: Vec<ClientSession>,
     next_ping_at: u64,
     ping_sent_at: Option<u64>,
     connecting_since: u64,
@@ -98,7 +100,7 @@ impl ClientConnection {
             config,
             state: ConnectionState::Disconnected { retry_at: now_ms },
             backoff,
-            sessions: BTreeMap::new(),
+            sessions: Vec::new(),
             next_ping_at: 0,
             ping_sent_at: None,
             connecting_since: 0,
@@ -113,22 +115,28 @@ impl ClientConnection {
         if self.state == ConnectionState::Connected {
             session.handle_connected();
         }
-        self.sessions.insert(session.ident(), session);
+        match self
+            .sessions
+            .binary_search_by_key(&session.ident(), ClientSession::ident)
+        {
+            Ok(at) => self.sessions[at] = session,
+            Err(at) => self.sessions.insert(at, session),
+        }
     }
 
     /// A session by ident.
     pub fn session(&self, ident: SessionIdent) -> Option<&ClientSession> {
-        self.sessions.get(&ident)
+        self.sessions.iter().find(|s| s.ident() == ident)
     }
 
     /// A session by ident, mutably (for writes and subscription changes).
     pub fn session_mut(&mut self, ident: SessionIdent) -> Option<&mut ClientSession> {
-        self.sessions.get_mut(&ident)
+        self.sessions.iter_mut().find(|s| s.ident() == ident)
     }
 
     /// All sessions.
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = &mut ClientSession> {
-        self.sessions.values_mut()
+        self.sessions.iter_mut()
     }
 
     /// The connection state.
@@ -172,7 +180,7 @@ impl ClientConnection {
         self.state = ConnectionState::Connected;
         self.next_ping_at = now_ms + self.config.ping_interval_ms;
         self.ping_sent_at = None;
-        for session in self.sessions.values_mut() {
+        for session in self.sessions.iter_mut() {
             session.handle_connected();
         }
     }
@@ -195,7 +203,7 @@ impl ClientConnection {
     fn drop_sessions_connection(&mut self) {
         self.outbox.clear();
         self.ping_sent_at = None;
-        for session in self.sessions.values_mut() {
+        for session in self.sessions.iter_mut() {
             session.handle_disconnected();
         }
     }
@@ -224,7 +232,7 @@ impl ClientConnection {
                 }
             }
             (_, Some(ident)) => {
-                if let Some(session) = self.sessions.get_mut(&ident) {
+                if let Some(session) = self.sessions.iter_mut().find(|s| s.ident() == ident) {
                     session.handle_message(now_ms, msg);
                     if session.is_active() {
                         self.backoff.reset();
@@ -264,7 +272,7 @@ impl ClientConnection {
                     });
                 }
                 if self.state == ConnectionState::Connected {
-                    for session in self.sessions.values_mut() {
+                    for session in self.sessions.iter_mut() {
                         session.handle_timeout(now_ms);
                     }
                 }
@@ -285,10 +293,7 @@ impl ClientConnection {
                     Some(sent) => sent + self.config.pong_timeout_ms,
                     None => self.next_ping_at,
                 };
-                let sessions = self
-                    .sessions
-                    .values()
-                    .filter_map(ClientSession::poll_timeout);
+                let sessions = self.sessions.iter().filter_map(ClientSession::poll_timeout);
                 sessions.chain([own]).min()
             }
             ConnectionState::Paused => None,
@@ -309,7 +314,7 @@ impl ClientConnection {
             return Some(msg);
         }
         self.sessions
-            .values_mut()
+            .iter_mut()
             .find_map(ClientSession::poll_transmit)
     }
 }

@@ -12,7 +12,9 @@ use crate::value::PrimaryKey;
 /// is a modification of every field the erased object had.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    collections: BTreeMap<String, CollectionChanges>,
+    /// By collection name, in name order. A sorted list rather than a map: a batch touches few
+    /// collections, and the browser build stays free of a B-tree of this type.
+    collections: Vec<(String, CollectionChanges)>,
 }
 
 /// The collapsed changes to the objects of one collection.
@@ -39,7 +41,14 @@ impl Changes {
 
     /// The changes to one collection, if it changed.
     pub fn collection(&self, name: &str) -> Option<&CollectionChanges> {
-        self.collections.get(name)
+        let at = self.position(name).ok()?;
+        self.collections.get(at).map(|(_, changes)| changes)
+    }
+
+    /// Where `name` is in the list, or where it would go.
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.collections
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
     }
 
     /// Every changed collection with its changes, by name.
@@ -132,18 +141,22 @@ impl Changes {
 
     /// Runs `change` on one collection's changes, keeping only collections that changed.
     fn with(&mut self, collection: &str, change: impl FnOnce(&mut CollectionChanges)) {
-        match self.collections.get_mut(collection) {
-            Some(changes) => {
+        match self.position(collection) {
+            Ok(at) => {
+                let Some((_, changes)) = self.collections.get_mut(at) else {
+                    return;
+                };
                 change(changes);
                 if changes.is_empty() {
-                    self.collections.remove(collection);
+                    self.collections.remove(at);
                 }
             }
-            None => {
+            Err(at) => {
                 let mut changes = CollectionChanges::default();
                 change(&mut changes);
                 if !changes.is_empty() {
-                    self.collections.insert(collection.to_owned(), changes);
+                    self.collections
+                        .insert(at, (collection.to_owned(), changes));
                 }
             }
         }
