@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use eddy_core::protocol::IngestStatusEntry;
 use eddy_core::server::{
-    ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredState,
+    ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
+    StoredState,
 };
 use eddy_core::value::{document_to_ejson, EjsonMode, PrimaryKey, Value};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -58,6 +60,17 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE client_views (
          ident INTEGER PRIMARY KEY,
          view BLOB NOT NULL
+     );",
+    // Data Ingest: each device's latest queue report (INGEST_STATUS) that held anything, one row
+    // per asymmetric collection, so the figures survive a restart.
+    "CREATE TABLE ingest_status (
+         ident INTEGER NOT NULL,
+         collection TEXT NOT NULL,
+         objects INTEGER NOT NULL,
+         bytes INTEGER NOT NULL,
+         oldest_age_ms INTEGER NOT NULL,
+         reported_ms INTEGER NOT NULL,
+         PRIMARY KEY (ident, collection)
      );",
 ];
 
@@ -248,11 +261,40 @@ impl ServerStorage for SqliteStorage {
             .map_err(storage_error)?
             .collect::<Result<_, _>>()
             .map_err(storage_error)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT ident, collection, objects, bytes, oldest_age_ms, reported_ms
+                 FROM ingest_status ORDER BY ident, collection",
+            )
+            .map_err(storage_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    from_sql(r.get(0)?),
+                    from_sql(r.get(5)?),
+                    IngestStatusEntry {
+                        collection: r.get(1)?,
+                        objects: from_sql(r.get(2)?),
+                        bytes: from_sql(r.get(3)?),
+                        oldest_age_ms: from_sql(r.get(4)?),
+                    },
+                ))
+            })
+            .map_err(storage_error)?;
+        let mut ingest_status = BTreeMap::<u64, StoredIngestStatus>::new();
+        for row in rows {
+            let (ident, reported_ms, entry) = row.map_err(storage_error)?;
+            let status = ingest_status.entry(ident).or_default();
+            status.reported_ms = reported_ms;
+            status.collections.push(entry);
+        }
         Ok(StoredState {
             history_salt: salt.map_or(0, from_sql),
             history,
             client_files,
             views,
+            ingest_status,
         })
     }
 
@@ -330,6 +372,41 @@ impl ServerStorage for SqliteStorage {
             .prepare_cached("INSERT OR REPLACE INTO client_views (ident, view) VALUES (?1, ?2)")
             .and_then(|mut stmt| stmt.execute(params![to_sql(file_ident), view]))
             .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn save_ingest_status(
+        &mut self,
+        file_ident: u64,
+        status: Option<&StoredIngestStatus>,
+    ) -> Result<(), StorageError> {
+        self.begin()?;
+        self.conn
+            .prepare_cached("DELETE FROM ingest_status WHERE ident = ?1")
+            .and_then(|mut stmt| stmt.execute(params![to_sql(file_ident)]))
+            .map_err(storage_error)?;
+        let Some(status) = status else {
+            return Ok(());
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO ingest_status
+                     (ident, collection, objects, bytes, oldest_age_ms, reported_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(storage_error)?;
+        for entry in &status.collections {
+            stmt.execute(params![
+                to_sql(file_ident),
+                entry.collection,
+                to_sql(entry.objects),
+                to_sql(entry.bytes),
+                to_sql(entry.oldest_age_ms),
+                to_sql(status.reported_ms),
+            ])
+            .map_err(storage_error)?;
+        }
         Ok(())
     }
 
@@ -428,6 +505,44 @@ mod tests {
         assert_eq!(history_summary(&reader).unwrap().count, 0);
         s.flush().unwrap();
         assert_eq!(history_summary(&reader).unwrap().count, 1);
+    }
+
+    #[test]
+    fn ingest_queue_reports_survive_a_reopen_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |collection: &str, objects| IngestStatusEntry {
+            collection: collection.into(),
+            objects,
+            bytes: objects * 90,
+            oldest_age_ms: 1_500,
+        };
+        let status = StoredIngestStatus {
+            reported_ms: 1_800_000_000_000,
+            collections: vec![entry("Reading", 12), entry("Sample", 0)],
+        };
+        {
+            let mut s = SqliteStorage::open(dir.path()).unwrap();
+            s.save_ingest_status(7, Some(&StoredIngestStatus::default()))
+                .unwrap();
+            s.save_ingest_status(7, Some(&status)).unwrap();
+            s.save_ingest_status(u64::MAX, Some(&status)).unwrap();
+            s.flush().unwrap();
+            s.save_ingest_status(u64::MAX, None).unwrap();
+            // Not flushed: lost, as a killed server would lose it.
+            s.save_ingest_status(9, Some(&status)).unwrap();
+        }
+        let state = SqliteStorage::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(
+            state.ingest_status,
+            BTreeMap::from([(7, status.clone()), (u64::MAX, status.clone())])
+        );
+        let mut s = SqliteStorage::open(dir.path()).unwrap();
+        s.save_ingest_status(u64::MAX, None).unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            s.load().unwrap().ingest_status,
+            BTreeMap::from([(7, status)])
+        );
     }
 
     #[test]
