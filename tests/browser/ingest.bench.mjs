@@ -95,10 +95,19 @@ test("Data Ingest from a browser against the synced path, until durable on the s
   t.after(() => browser.close());
   const page = await openPage(browser, `${url}/index.html`, "bench page");
   // Big runs take longer than one step may: allow a millisecond per reading on top.
-  page.setDefaultTimeout(STEP_TIMEOUT_MS + n);
+  const within = (promise, what) => {
+    let timer;
+    const ms = STEP_TIMEOUT_MS + n;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
+    });
+    return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+  };
 
-  const ingestMs = await page.evaluate(([n, batch]) => window.ingest(n, batch), [n, batch]);
-  const syncedMs = await page.evaluate(([n, batch]) => window.sync(n, batch), [n, batch]);
+  const ingestMs = await within(page.evaluate(([n, batch]) => window.ingest(n, batch), [n, batch]),
+    "ingesting until durable");
+  const syncedMs = await within(page.evaluate(([n, batch]) => window.sync(n, batch), [n, batch]),
+    "syncing until durable");
   const ingestRate = (n * 1000) / ingestMs;
   const syncedRate = (n * 1000) / syncedMs;
   console.log(`browser ingest: ${n} readings into asymmetric "Reading" in commits of ${batch}: ` +
