@@ -10,7 +10,7 @@ use crate::changeset::{encode_changeset, Changeset, Instruction, Path};
 use crate::protocol::IngestStatusEntry;
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
 use crate::store::{ApplyError, Changes, Store};
-use crate::value::{Document, PrimaryKey};
+use crate::value::{Document, PrimaryKey, Value};
 
 /// An asymmetric object taken out of a changeset, built into its document.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,13 +153,35 @@ impl<'a> Splitter<'a> {
         }
     }
 
+    /// Applies the waiting asymmetric instructions to the scratch store.
+    fn apply_batch(
+        &mut self,
+        batch: &mut Vec<Instruction>,
+        changes: &mut Changes,
+    ) -> Result<(), IngestError> {
+        if !batch.is_empty() {
+            self.scratch()?
+                .apply(batch, changes)
+                .map_err(IngestError::Invalid)?;
+            batch.clear();
+        }
+        Ok(())
+    }
+
     /// Splits one changeset. Asymmetric objects must be created by the changeset before any of
     /// their fields are written, and never erased.
     pub fn split(&mut self, instructions: Vec<Instruction>) -> Result<Split, IngestError> {
         let mut split = Split::default();
         let mut created: Vec<(String, PrimaryKey)> = Vec::new();
-        let mut known_objects: BTreeSet<(String, PrimaryKey)> = BTreeSet::new();
+        // Where each object of `created` is: `Some` while it is built here directly (a creation
+        // followed by scalar writes to its top-level fields, checked as the store would check
+        // them), `None` once it went to the scratch store for anything else.
+        let mut documents: Vec<Option<Document>> = Vec::new();
+        let mut known_objects: BTreeMap<(String, PrimaryKey), usize> = BTreeMap::new();
         let mut changes = Changes::new();
+        // Asymmetric instructions wait here and go to the scratch store together (before the
+        // next schema change and at the end): one apply, not one per instruction.
+        let mut batch: Vec<Instruction> = Vec::new();
         for instruction in instructions {
             match &instruction {
                 Instruction::AddCollection { name, kind, .. } => {
@@ -168,10 +190,12 @@ impl<'a> Splitter<'a> {
                     } else {
                         self.asymmetric.remove(name);
                     }
+                    self.apply_batch(&mut batch, &mut changes)?;
                     self.schema_change(&instruction)?;
                     split.synced.push(instruction);
                 }
                 Instruction::AddProperty { .. } => {
+                    self.apply_batch(&mut batch, &mut changes)?;
                     self.schema_change(&instruction)?;
                     split.synced.push(instruction);
                 }
@@ -184,31 +208,69 @@ impl<'a> Splitter<'a> {
                         split.synced.push(instruction);
                         continue;
                     }
-                    let object = (collection.to_owned(), key.clone());
-                    let known = known_objects.contains(&object);
-                    match &instruction {
-                        Instruction::CreateObject { .. } if !known => {
-                            known_objects.insert(object.clone());
-                            created.push(object);
-                        }
-                        Instruction::CreateObject { .. } => {}
-                        Instruction::EraseObject { .. } => {
-                            return Err(not_insert_only(object, "erase"));
-                        }
-                        _ if !known => return Err(not_insert_only(object, "update")),
-                        _ => {}
-                    }
-                    self.scratch()?
-                        .apply(std::slice::from_ref(&instruction), &mut changes)
-                        .map_err(IngestError::Invalid)?;
+                    // The fields of an object follow its creation: most instructions name the
+                    // object created last, which needs no lookup.
+                    let latest = created
+                        .last()
+                        .filter(|(c, k)| c.as_str() == collection && k == key)
+                        .map(|_| created.len() - 1);
+                    let object = || (collection.to_owned(), key.clone());
+                    let index = latest.or_else(|| known_objects.get(&object()).copied());
                     split.ingested_instructions += 1;
+                    let index = match (&instruction, index) {
+                        (Instruction::CreateObject { .. }, None) => {
+                            self.scratch()?
+                                .check_new_object(collection, key)
+                                .map_err(IngestError::Invalid)?;
+                            known_objects.insert(object(), created.len());
+                            created.push(object());
+                            documents.push(Some(Document::from([(
+                                PRIMARY_KEY.to_owned(),
+                                key.clone().into(),
+                            )])));
+                            continue;
+                        }
+                        (Instruction::EraseObject { .. }, _) => {
+                            return Err(not_insert_only(object(), "erase"));
+                        }
+                        (_, None) => return Err(not_insert_only(object(), "update")),
+                        (_, Some(index)) => index,
+                    };
+                    let Some(slot) = documents.get_mut(index) else {
+                        continue;
+                    };
+                    match (instruction, slot.as_mut()) {
+                        // Created again: nothing to do, as in the store.
+                        (Instruction::CreateObject { .. }, Some(_)) => {}
+                        (Instruction::Set { path, value }, Some(document))
+                            if path.nested.is_empty() && is_scalar(&value) =>
+                        {
+                            let value = self
+                                .scratch()?
+                                .checked_field_value(&path, value)
+                                .map_err(IngestError::Invalid)?;
+                            document.insert(path.field, value);
+                        }
+                        (instruction, _) => {
+                            // Anything else builds the object in the scratch store, from what
+                            // was built here so far.
+                            if let (Some(document), Some((collection, key))) =
+                                (slot.take(), created.get(index))
+                            {
+                                batch.extend(insert_instructions(collection, key, &document));
+                            }
+                            batch.push(instruction);
+                        }
+                    }
                 }
             }
         }
-        for (collection, key) in created {
-            let scratch = self.scratch()?;
-            let document = scratch.get(&collection, &key).cloned().unwrap_or_default();
-            scratch.evict(&collection, &key, &mut changes);
+        self.apply_batch(&mut batch, &mut changes)?;
+        for ((collection, key), built) in created.into_iter().zip(documents) {
+            let document = match built {
+                Some(document) => document,
+                None => self.scratch()?.take(&collection, &key).unwrap_or_default(),
+            };
             split.ingested.push(IngestedObject {
                 collection,
                 key,
@@ -217,6 +279,15 @@ impl<'a> Splitter<'a> {
         }
         Ok(split)
     }
+}
+
+/// A value the splitter writes into a document itself: anything but a link, a collection or an
+/// embedded object.
+fn is_scalar(value: &Value) -> bool {
+    !matches!(
+        value,
+        Value::Link(_) | Value::List(_) | Value::Set(_) | Value::Dict(_) | Value::Object(_)
+    )
 }
 
 fn not_insert_only(
@@ -502,6 +573,98 @@ mod tests {
         let err = splitter
             .split(insert_instructions("Reading", &PrimaryKey::Int(1), &doc))
             .unwrap_err();
+        assert!(matches!(err, IngestError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn documents_built_directly_or_in_the_scratch_store_equal_what_a_store_builds() {
+        let mut schema = schema();
+        let reading = CollectionSchema {
+            kind: CollectionKind::Asymmetric,
+            ..CollectionSchema::top_level("Reading", PrimaryKeyType::Int)
+                .with(Property::new("celsius", ScalarType::Double))
+                .with(Property {
+                    container: crate::schema::Container::List,
+                    ..Property::new("samples", ScalarType::Int)
+                })
+        };
+        schema.insert(reading.clone());
+        let field = |key, name: &str| Path::field("Reading", PrimaryKey::Int(key), name);
+        let create = |key| Instruction::CreateObject {
+            collection: "Reading".into(),
+            key: PrimaryKey::Int(key),
+        };
+        let set = |key, value| Instruction::Set {
+            path: field(key, "celsius"),
+            value: Value::Double(value),
+        };
+        let instructions = vec![
+            create(1),
+            set(1, 20.0),
+            create(2),
+            set(2, 4.5),
+            // A list edit moves object 1 to the scratch store; later writes follow it there.
+            Instruction::ListInsert {
+                list: field(1, "samples"),
+                index: 0,
+                value: Value::Int(7),
+                prior_size: 0,
+            },
+            set(1, 21.0),
+            create(1),
+            // Object 2 is still built directly; writing it again keeps the last value.
+            set(2, 5.5),
+            create(3),
+        ];
+        let split = Splitter::new(&schema).split(instructions.clone()).unwrap();
+        assert_eq!(split.ingested_instructions, instructions.len());
+        let mut reference_schema = schema.clone();
+        reference_schema.insert(CollectionSchema {
+            kind: CollectionKind::TopLevel,
+            ..reading
+        });
+        let mut reference = Store::new(reference_schema);
+        reference.apply(&instructions, &mut Changes::new()).unwrap();
+        let keys: Vec<PrimaryKey> = split.ingested.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(keys, [1, 2, 3].map(PrimaryKey::Int));
+        for object in &split.ingested {
+            assert_eq!(
+                Some(&object.document),
+                reference.get("Reading", &object.key),
+                "{object:?}"
+            );
+        }
+
+        // A bad key or a value of the wrong type is refused on either path.
+        let bad_key = vec![Instruction::CreateObject {
+            collection: "Reading".into(),
+            key: PrimaryKey::String("one".into()),
+        }];
+        let err = Splitter::new(&schema).split(bad_key).unwrap_err();
+        assert!(matches!(err, IngestError::Invalid(_)), "{err}");
+        let wrong_after_list = vec![
+            create(1),
+            Instruction::ListInsert {
+                list: field(1, "samples"),
+                index: 0,
+                value: Value::Int(7),
+                prior_size: 0,
+            },
+            Instruction::Set {
+                path: field(1, "celsius"),
+                value: Value::String("warm".into()),
+            },
+        ];
+        let err = Splitter::new(&schema).split(wrong_after_list).unwrap_err();
+        assert!(matches!(err, IngestError::Invalid(_)), "{err}");
+        let unknown_field = vec![
+            create(1),
+            Instruction::Set {
+                path: field(1, "nope"),
+                value: Value::Int(1),
+            },
+        ];
+        let err = Splitter::new(&schema).split(unknown_field).unwrap_err();
         assert!(matches!(err, IngestError::Invalid(_)), "{err}");
     }
 

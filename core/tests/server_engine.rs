@@ -926,6 +926,70 @@ fn ingest_status_reports_are_kept_per_client_file_and_bad_ones_refused() {
 }
 
 #[test]
+fn queue_reports_are_stored_shrink_as_objects_arrive_survive_a_restart_and_go_on_reset() {
+    let mut h = Harness::new();
+    let (alice, salt) = h.open(1, "alice");
+    h.now = 5_000;
+    h.send(1, status("Reading", 4, 400, 900));
+    let mut storage = h.engine.storage().clone();
+    // An unflushed report would be lost with the process; this one was flushed.
+    storage.crash();
+    let restart = |storage: MemoryStorage| {
+        ServerEngine::new(ServerConfig::new(sim_schema(), 42), storage, TestAuth).unwrap()
+    };
+    let engine = restart(storage);
+    let restored: Vec<_> = engine
+        .ingest_statuses()
+        .map(|(file, s)| (file, s.reported_ms, s.collections[0].objects))
+        .collect();
+    assert_eq!(restored, vec![(alice, 5_000, 4)]);
+
+    // Stored objects come off the report, durably, until the device reports again.
+    let mut both = reading(1, 10);
+    both.extend(reading(2, 20));
+    h.send(1, upload(1, alice, 1, 0, &both));
+    let left = h.engine.ingest_status(alice).unwrap()[0].clone();
+    assert_eq!(
+        (left.objects, left.bytes, left.oldest_age_ms),
+        (2, 200, 900)
+    );
+    let engine = restart(h.engine.storage().clone());
+    assert_eq!(engine.ingest_status(alice).unwrap()[0], left);
+    let mut rest = reading(3, 30);
+    rest.extend(reading(4, 40));
+    h.send(1, upload(1, alice, 2, 1, &rest));
+    assert!(h.engine.ingest_status(alice).is_none());
+    assert!(restart(h.engine.storage().clone())
+        .ingest_status(alice)
+        .is_none());
+
+    // A reset of the file (CLIENT_VERSION_REQUEST for it) drops its report for good; a request
+    // naming the file with a wrong salt changes nothing.
+    h.send(1, status("Reading", 1, 100, 0));
+    h.open(2, "alice");
+    let request = |salt| ClientMessage::ClientVersionRequest {
+        session: 1,
+        client_file_ident: alice,
+        client_file_ident_salt: salt,
+    };
+    h.send(2, request(salt ^ 1));
+    assert!(h.engine.ingest_status(alice).is_some());
+    std::iter::from_fn(|| h.engine.poll_event()).for_each(drop);
+    h.send(2, request(salt));
+    assert!(h.engine.ingest_status(alice).is_none());
+    let dropped: Vec<u64> = std::iter::from_fn(|| h.engine.poll_event())
+        .filter_map(|e| match e {
+            ServerEvent::IngestStatusDropped { client_file_ident } => Some(client_file_ident),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, vec![alice]);
+    assert!(restart(h.engine.storage().clone())
+        .ingest_status(alice)
+        .is_none());
+}
+
+#[test]
 fn in_development_mode_a_report_may_name_a_collection_an_upload_has_yet_to_add() {
     let mut config = ServerConfig::new(sim_schema(), 42);
     config.development_mode = true;

@@ -2,13 +2,15 @@
 //! the recent rate, the lag from the device's timestamp to durable storage, and what each
 //! device's upload queue still holds as it last reported (INGEST_STATUS). The engine thread
 //! records each batch after the commit that made it durable, and each report as it arrives;
-//! `GET /api/admin/ingest` reads them. Reports live in memory only: after a restart they come
-//! back as devices reconnect.
+//! `GET /api/admin/ingest` reads them. The engine stores each report in the server's SQLite and
+//! hands the stored ones back at start ([`IngestStats::restore`]); the stored-object figures
+//! (counts since start, rate, lag) are kept in memory.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use eddy_core::protocol::IngestStatusEntry;
+use eddy_core::server::StoredIngestStatus;
 use serde::Serialize;
 
 /// The window over which rates are computed.
@@ -176,6 +178,21 @@ impl IngestStats {
         }
     }
 
+    /// Takes back the queue reports the engine restored from storage at start, each as of when
+    /// it arrived, so a device that has not reconnected since still shows what it last reported.
+    pub fn restore<'a>(&self, reports: impl IntoIterator<Item = (u64, &'a StoredIngestStatus)>) {
+        for (client, status) in reports {
+            self.report_queue(status.reported_ms, client, &status.collections);
+        }
+    }
+
+    /// Forgets a client file whose device reset it: its queue moved to the file replacing it.
+    pub fn forget(&self, client_file_ident: u64) {
+        if let Ok(mut report) = self.inner.lock() {
+            report.clients.remove(&client_file_ident.to_string());
+        }
+    }
+
     /// The figures at `now_ms`, with rates over the last 10 seconds.
     pub fn report(&self, now_ms: u64) -> IngestReport {
         let Ok(report) = self.inner.lock() else {
@@ -219,6 +236,31 @@ impl IngestStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restored_reports_keep_their_time_and_a_reset_file_is_forgotten() {
+        let stats = IngestStats::default();
+        let status = StoredIngestStatus {
+            reported_ms: 1_000,
+            collections: vec![IngestStatusEntry {
+                collection: "Reading".into(),
+                objects: 6,
+                bytes: 540,
+                oldest_age_ms: 200,
+            }],
+        };
+        stats.restore([(7, &status)]);
+        let report = stats.report(4_000);
+        let seven = &report.clients["7"]["Reading"];
+        assert_eq!((seven.pending_objects, seven.pending_bytes), (6, 540));
+        assert_eq!(seven.pending_reported_ms, 1_000);
+        assert_eq!(seven.oldest_pending_age_ms, 3_200);
+        assert_eq!(report.collections["Reading"].pending_objects, 6);
+        stats.forget(7);
+        let report = stats.report(4_000);
+        assert!(report.clients.is_empty());
+        assert!(report.collections.is_empty(), "{report:?}");
+    }
 
     #[test]
     fn figures_add_up_per_collection_and_client_with_a_windowed_rate() {

@@ -167,6 +167,7 @@ impl AppState {
             ServerError::Internal(format!("cannot start the admin event feed: {e}"))
         })?;
         let ingest = Arc::new(IngestStats::default());
+        ingest.restore(engine.ingest_statuses());
         let sync = SyncHandle::start(engine, limits, feed.sender(), Arc::clone(&ingest))?;
         let auth = AuthService::new(open_database(&config.data_dir)?, jwt);
         let admin_key = config

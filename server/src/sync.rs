@@ -389,13 +389,22 @@ impl EngineDriver {
                     bytes: *bytes,
                 },
             ),
+            // A stored report keeps the time the engine stored it with, so it reads the same
+            // after a restart.
             ServerEvent::IngestStatus {
                 client_file_ident,
                 collections,
                 ..
-            } => self
-                .ingest
-                .report_queue(now_ms(), *client_file_ident, collections),
+            } => self.ingest.report_queue(
+                self.engine
+                    .ingest_status_reported_ms(*client_file_ident)
+                    .unwrap_or_else(now_ms),
+                *client_file_ident,
+                collections,
+            ),
+            ServerEvent::IngestStatusDropped { client_file_ident } => {
+                self.ingest.forget(*client_file_ident)
+            }
             ServerEvent::ErrorSent {
                 connection,
                 session,

@@ -1,6 +1,7 @@
 //! Data Ingest against the real `eddy` binary: ingested objects are stored once, readable through
 //! the admin API and counted, never synced to any device, and a `kill -9` in the middle of a
-//! large ingest loses nothing and stores nothing twice.
+//! large ingest loses nothing and stores nothing twice; devices' queue reports survive a restart
+//! and go away when their file is reset.
 
 // Helpers outside `#[test]` fail loudly by design; the support module spawns a reader thread.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::disallowed_methods)]
@@ -10,11 +11,17 @@ use std::time::Duration;
 
 mod support;
 
+use eddy_core::protocol::{
+    decode_server_message, encode_client_message, ClientMessage, DownloadCursor, IngestStatusEntry,
+    MessageLimits, ServerMessage, SubscriptionSet,
+};
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use eddy_server::client::Client;
 use futures_util::{SinkExt, StreamExt};
 use support::{anonymous_client, anonymous_token, Server, WAIT};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A sensor reading of about 100 bytes.
@@ -245,4 +252,174 @@ async fn a_device_reports_its_offline_queue_then_an_empty_one_to_the_feed_and_ad
     assert!(mine["pending_reported_ms"].as_u64().unwrap() > 0);
     assert_eq!(mine["objects"], 500);
     assert_eq!(figures["collections"]["Reading"]["pending_objects"], 0);
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A device speaking the protocol by hand: it can report a queue without ever uploading it.
+struct RawDevice {
+    socket: Socket,
+    file: u64,
+    salt: u64,
+}
+
+impl RawDevice {
+    /// Connects, binds a new client file of the user of `token` and identifies it.
+    async fn open(server: &Server, token: &str) -> RawDevice {
+        let mut request = server.sync_url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("eddy-sync/3"),
+        );
+        let socket = tokio_tungstenite::connect_async(request).await.unwrap().0;
+        let mut device = RawDevice {
+            socket,
+            file: 0,
+            salt: 0,
+        };
+        device
+            .send(ClientMessage::Bind {
+                session: 1,
+                path: "flx".into(),
+                access_token: token.into(),
+                need_client_file_ident: true,
+            })
+            .await;
+        loop {
+            if let ServerMessage::Ident {
+                client_file_ident,
+                client_file_ident_salt,
+                ..
+            } = device.next().await
+            {
+                device.file = client_file_ident;
+                device.salt = client_file_ident_salt;
+                break;
+            }
+        }
+        let (file, salt) = (device.file, device.salt);
+        device
+            .send(ClientMessage::Ident {
+                session: 1,
+                client_file_ident: file,
+                client_file_ident_salt: salt,
+                download: DownloadCursor::default(),
+                latest_server_version: 0,
+                latest_server_version_salt: 0,
+                subscriptions: SubscriptionSet::default(),
+            })
+            .await;
+        device
+    }
+
+    async fn send(&mut self, message: ClientMessage) {
+        self.socket
+            .send(Message::Binary(encode_client_message(&message).into()))
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> ServerMessage {
+        loop {
+            let read = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the server did not answer in time")
+                .expect("the server closed the connection")
+                .unwrap();
+            if let Message::Binary(bytes) = read {
+                return decode_server_message(&bytes, &MessageLimits::default()).unwrap();
+            }
+        }
+    }
+}
+
+/// The admin API's figures of `file`'s Reading queue once `done` holds for them, polled until
+/// `WAIT` runs out.
+async fn device_figures(
+    server: &Server,
+    file: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, figures) = server.admin("/api/admin/ingest").await;
+        assert_eq!(status, 200, "{figures}");
+        let mine = figures["clients"][file.to_string()]["Reading"].clone();
+        if done(&mine) {
+            return mine;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admin API never showed the expected report: {figures}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let listen = server.addr.to_string();
+    let token = anonymous_token(server.addr).await;
+    let mut device = RawDevice::open(&server, &token).await;
+    device
+        .send(ClientMessage::IngestStatus {
+            session: 1,
+            collections: vec![IngestStatusEntry {
+                collection: "Reading".into(),
+                objects: 7,
+                bytes: 630,
+                oldest_age_ms: 1_500,
+            }],
+        })
+        .await;
+    let before = device_figures(&server, device.file, |f| f["pending_objects"] == 7).await;
+    assert_eq!(before["pending_bytes"], 630);
+    let reported = before["pending_reported_ms"].as_u64().unwrap();
+    assert!(reported > 0);
+
+    // The device goes away for good; the server dies and comes back. Nothing reconnects, and
+    // the report is still there, as of when it arrived.
+    drop(device.socket);
+    server.kill9();
+    let server = Server::with_schema(dir.path(), &listen);
+    let (status, figures) = server.admin("/api/admin/ingest").await;
+    assert_eq!(status, 200, "{figures}");
+    let after = &figures["clients"][device.file.to_string()]["Reading"];
+    assert_eq!(after["pending_objects"], 7, "{figures}");
+    assert_eq!(after["pending_bytes"], 630);
+    assert_eq!(after["pending_reported_ms"], reported);
+    assert!(after["oldest_pending_age_ms"].as_u64().unwrap() >= 1_500);
+    assert_eq!(figures["collections"]["Reading"]["pending_objects"], 7);
+
+    // The device resets its file (CLIENT_VERSION_REQUEST names the old one): the old file's
+    // report goes, now and after another restart.
+    let mut reset = RawDevice::open(&server, &token).await;
+    reset
+        .send(ClientMessage::ClientVersionRequest {
+            session: 1,
+            client_file_ident: device.file,
+            client_file_ident_salt: device.salt,
+        })
+        .await;
+    loop {
+        if let ServerMessage::ClientVersion { client_version, .. } = reset.next().await {
+            assert_eq!(client_version, 0);
+            break;
+        }
+    }
+    device_figures(&server, device.file, serde_json::Value::is_null).await;
+    drop(reset);
+    let mut server = server;
+    server.kill9();
+    let server = Server::with_schema(dir.path(), &listen);
+    let (_, figures) = server.admin("/api/admin/ingest").await;
+    assert!(
+        figures["clients"][device.file.to_string()].is_null(),
+        "{figures}"
+    );
+    let pending = &figures["collections"]["Reading"]["pending_objects"];
+    assert!(pending.is_null() || *pending == 0, "{figures}");
 }

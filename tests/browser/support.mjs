@@ -37,10 +37,11 @@ export function installPackedPackage(pkgDir, dir) {
   return site;
 }
 
-/** Starts `eddy serve` on a free port with its data in `dir`, serving `www` at `/`. */
-export async function startServer(eddy, dir, www) {
+/** Starts `eddy serve` on a free port with its data in `dir`, serving `www` at `/`, with any
+ * `extra` flags. */
+export async function startServer(eddy, dir, www, extra = []) {
   const server = spawn(eddy, ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"),
-    "--www-dir", www], { stdio: ["ignore", "pipe", "pipe"] });
+    "--www-dir", www, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   server.stderr.on("data", (d) => { stderr += d; });
   const url = await new Promise((resolve, reject) => {

@@ -1,6 +1,8 @@
 //! When a session reports its Data Ingest queue (INGEST_STATUS): once after each IDENT, then
 //! whenever the pending objects or bytes changed, at most once per [`MIN_INTERVAL_MS`]. Time is
-//! passed in; the session computes the figures only when a report may be due.
+//! passed in; the session computes the figures only when a report may be due, and at most once
+//! per [`MIN_INTERVAL_MS`] even when they turn out unchanged (computing them scans the whole
+//! upload queue, so doing it on every write made a long queue quadratic).
 
 use crate::protocol::IngestStatusEntry;
 
@@ -14,7 +16,8 @@ pub(crate) struct IngestReporter {
     owed: bool,
     /// The queue may have changed since the last report.
     dirty: bool,
-    sent_at: Option<u64>,
+    /// When the figures were last computed (whether or not they were sent).
+    checked_at: Option<u64>,
     /// The last report's (collection, objects, bytes): a change of age alone is not reported.
     last: Vec<(String, u64, u64)>,
 }
@@ -36,7 +39,7 @@ impl IngestReporter {
             Some(0)
         } else if self.dirty {
             Some(
-                self.sent_at
+                self.checked_at
                     .map_or(0, |t| t.saturating_add(MIN_INTERVAL_MS)),
             )
         } else {
@@ -53,13 +56,14 @@ impl IngestReporter {
     ) -> Option<Vec<IngestStatusEntry>> {
         if !self.owed {
             let throttled = self
-                .sent_at
+                .checked_at
                 .is_some_and(|t| now_ms < t.saturating_add(MIN_INTERVAL_MS));
             if !self.dirty || throttled {
                 return None;
             }
         }
         let report = figures();
+        self.checked_at = Some(now_ms);
         let summary: Vec<(String, u64, u64)> = report
             .iter()
             .map(|e| (e.collection.clone(), e.objects, e.bytes))
@@ -69,7 +73,6 @@ impl IngestReporter {
         if !due || report.is_empty() {
             return None;
         }
-        self.sent_at = Some(now_ms);
         self.last = summary;
         Some(report)
     }
@@ -116,9 +119,15 @@ mod tests {
         assert_eq!(r.poll(9_000, || entry(5, 3_000)), None);
         assert_eq!(r.deadline(), None);
 
+        // That check counts against the throttle too: the next change waits for the second.
+        r.touch();
+        assert_eq!(r.deadline(), Some(10_000));
+        assert_eq!(r.poll(9_500, || panic!("throttled after a check")), None);
+        assert_eq!(r.poll(10_000, || entry(5, 4_000)), None);
+
         // A reconnect owes a report even when nothing changed, without waiting.
         r.identified();
-        assert_eq!(r.poll(9_100, || entry(5, 3_100)), Some(entry(5, 3_100)));
+        assert_eq!(r.poll(10_100, || entry(5, 4_100)), Some(entry(5, 4_100)));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::query;
 use crate::schema::Schema;
 use crate::server::state::snapshot_instructions;
 use crate::server::storage::{
-    ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError,
+    ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
 };
 use crate::server::view::{self, FileView, ObjectKey, SessionView, Touches};
 use crate::store::{ApplyError, Changes, Store};
@@ -206,6 +206,12 @@ pub enum ServerEvent {
         /// One entry per asymmetric collection of the client's schema.
         collections: Vec<IngestStatusEntry>,
     },
+    /// A client file was reset (CLIENT_VERSION_REQUEST for it): its Data Ingest queue report is
+    /// gone, because the device's queue now belongs to the new file that replaces it.
+    IngestStatusDropped {
+        /// The client file that was reset.
+        client_file_ident: u64,
+    },
     /// An error was sent to a client.
     ErrorSent {
         /// The connection.
@@ -317,8 +323,8 @@ pub struct ServerEngine<S, A> {
     touches: Touches,
     /// Files whose view changed since the last flush.
     dirty_views: BTreeSet<u64>,
-    /// The latest INGEST_STATUS of each client file (in memory only).
-    ingest_status: HashMap<u64, Vec<IngestStatusEntry>>,
+    /// The latest INGEST_STATUS of each client file that held anything, as stored.
+    ingest_status: HashMap<u64, StoredIngestStatus>,
 }
 
 /// What the view adds to a DOWNLOAD.
@@ -377,6 +383,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             })?;
             views.insert(*file, view);
         }
+        // A report of a file this server does not know (restored from an older backup) names
+        // a device that cannot upload here again.
+        let ingest_status: HashMap<u64, StoredIngestStatus> = stored
+            .ingest_status
+            .into_iter()
+            .filter(|(file, _)| files.contains_key(file))
+            .collect();
         for (i, entry) in stored.history.iter().enumerate() {
             if entry.server_version != i as u64 + 1 {
                 return Err(StorageError(format!(
@@ -437,7 +450,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             views,
             touches,
             dirty_views: BTreeSet::new(),
-            ingest_status: HashMap::new(),
+            ingest_status,
         })
     }
 
@@ -659,12 +672,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 let user_id = self.session_mut(connection, ident)?.user.id.clone();
                 // An unknown, forged or foreign file has nothing integrated as far as this user
                 // can learn: answer 0 rather than revealing whether the ident exists.
-                let client_version = match self.files.get(&client_file_ident) {
-                    Some(f) if f.salt == client_file_ident_salt && f.user_id == user_id => {
-                        f.last_integration().1
-                    }
-                    _ => 0,
-                };
+                let own = self
+                    .files
+                    .get(&client_file_ident)
+                    .filter(|f| f.salt == client_file_ident_salt && f.user_id == user_id);
+                let client_version = own.map_or(0, |f| f.last_integration().1);
+                // The device resets this file: its ingest queue moves to the file replacing it.
+                if own.is_some() {
+                    self.drop_ingest_status(client_file_ident)?;
+                }
                 self.outbox.push_back((
                     connection,
                     ServerMessage::ClientVersion {
@@ -693,7 +709,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             }
             ClientMessage::Release { objects, .. } => self.on_release(connection, ident, &objects),
             ClientMessage::IngestStatus { collections, .. } => {
-                self.on_ingest_status(connection, ident, collections)
+                self.on_ingest_status(connection, ident, now_ms, collections)
             }
             ClientMessage::Bind { .. } => Err(fail(
                 ErrorCode::ReuseOfSessionIdent,
@@ -1146,10 +1162,43 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .insert_ingested(&records)
                 .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
             self.report_ingest(&records, &shares);
+            self.ingested_from(file_ident, &records)?;
         }
         let decisions_per_entry = decisions_per_entry(decisions, &concurrent, entries.len());
         self.hold(file_ident, fresh_objects);
         self.append(entries, decisions_per_entry)
+    }
+
+    /// Takes objects stored from `file` off its stored queue report until the device reports
+    /// again, so a device that went away right after its upload does not look stuck after a
+    /// restart (bytes shrink in proportion).
+    fn ingested_from(&mut self, file: u64, records: &[IngestRecord]) -> Result<(), SessionFailure> {
+        let Some(status) = self.ingest_status.get_mut(&file) else {
+            return Ok(());
+        };
+        for entry in &mut status.collections {
+            let stored = records
+                .iter()
+                .filter(|r| r.object.collection == entry.collection)
+                .count() as u64;
+            let left = entry.objects.saturating_sub(stored);
+            entry.bytes = match entry.objects {
+                0 => 0,
+                all => u64::try_from(u128::from(entry.bytes) * u128::from(left) / u128::from(all))
+                    .unwrap_or(entry.bytes),
+            };
+            entry.objects = left;
+            if left == 0 {
+                entry.oldest_age_ms = 0;
+            }
+        }
+        if status.collections.iter().all(|entry| entry.objects == 0) {
+            self.ingest_status.remove(&file);
+            self.store_ingest_status(file, None)
+        } else {
+            let status = status.clone();
+            self.store_ingest_status(file, Some(&status))
+        }
     }
 
     /// Reports ingested objects per changeset and collection (the driver sees the events after
@@ -2052,6 +2101,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         &mut self,
         connection: ConnectionId,
         ident: SessionIdent,
+        now_ms: u64,
         collections: Vec<IngestStatusEntry>,
     ) -> Result<(), SessionFailure> {
         let session = self.session_mut(connection, ident)?;
@@ -2068,12 +2118,19 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.config.development_mode,
         )
         .map_err(|why| fail(ErrorCode::BadChangeset, format!("bad ingest status: {why}")))?;
-        // Most devices report an empty queue after each IDENT; keeping only queues that hold
-        // something keeps idle sessions small.
+        // Most devices report an empty queue after each IDENT; keeping (and storing) only queues
+        // that hold something keeps idle sessions small and writes nothing for them.
         if collections.iter().all(|entry| entry.objects == 0) {
-            self.ingest_status.remove(&file);
+            if self.ingest_status.remove(&file).is_some() {
+                self.store_ingest_status(file, None)?;
+            }
         } else {
-            self.ingest_status.insert(file, collections.clone());
+            let status = StoredIngestStatus {
+                reported_ms: now_ms,
+                collections: collections.clone(),
+            };
+            self.store_ingest_status(file, Some(&status))?;
+            self.ingest_status.insert(file, status);
         }
         self.events.push_back(ServerEvent::IngestStatus {
             connection,
@@ -2085,12 +2142,51 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         Ok(())
     }
 
+    fn store_ingest_status(
+        &mut self,
+        file: u64,
+        status: Option<&StoredIngestStatus>,
+    ) -> Result<(), SessionFailure> {
+        self.storage
+            .save_ingest_status(file, status)
+            .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+        self.needs_flush = true;
+        Ok(())
+    }
+
+    /// Forgets a reset file's Data Ingest queue report (its device's queue moves to the new file).
+    fn drop_ingest_status(&mut self, file: u64) -> Result<(), SessionFailure> {
+        if self.ingest_status.remove(&file).is_some() {
+            self.store_ingest_status(file, None)?;
+            self.events.push_back(ServerEvent::IngestStatusDropped {
+                client_file_ident: file,
+            });
+        }
+        Ok(())
+    }
+
     /// The latest Data Ingest queue `client_file_ident` reported, if it reported one that held
-    /// anything.
+    /// anything (restored from storage at start).
     pub fn ingest_status(&self, client_file_ident: u64) -> Option<&[IngestStatusEntry]> {
         self.ingest_status
             .get(&client_file_ident)
-            .map(Vec::as_slice)
+            .map(|status| status.collections.as_slice())
+    }
+
+    /// When the engine received the stored report of `client_file_ident` (its clock, as passed
+    /// in), if it keeps one.
+    pub fn ingest_status_reported_ms(&self, client_file_ident: u64) -> Option<u64> {
+        self.ingest_status
+            .get(&client_file_ident)
+            .map(|status| status.reported_ms)
+    }
+
+    /// Every client file's latest Data Ingest queue report that held anything, with when it
+    /// arrived: what a driver shows for devices that have not reconnected since a restart.
+    pub fn ingest_statuses(&self) -> impl Iterator<Item = (u64, &StoredIngestStatus)> {
+        self.ingest_status
+            .iter()
+            .map(|(file, status)| (*file, status))
     }
 
     /// Tells a client which of its writes were refused; the resets that undo them went out in the

@@ -13,5 +13,5 @@ pub use engine::{
 pub use state::snapshot_instructions;
 pub use storage::{
     ClientFileRecord, HistoryEntry, IngestRecord, MemoryStorage, ServerStorage, StorageError,
-    StoredState,
+    StoredIngestStatus, StoredState,
 };

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::ingest::IngestedObject;
+use crate::protocol::IngestStatusEntry;
 use crate::value::PrimaryKey;
 
 /// One integrated changeset in the server's history.
@@ -37,6 +38,15 @@ pub struct IngestRecord {
     pub object: IngestedObject,
 }
 
+/// A device's latest report of its Data Ingest upload queue (INGEST_STATUS), as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredIngestStatus {
+    /// When the server received it (milliseconds since the Unix epoch, server clock).
+    pub reported_ms: u64,
+    /// One entry per asymmetric collection, as the device sent them.
+    pub collections: Vec<IngestStatusEntry>,
+}
+
 /// A client file the server allocated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientFileRecord {
@@ -60,6 +70,8 @@ pub struct StoredState {
     /// The flexible-sync view of each client file that has one (see
     /// [`crate::server::view::FileView::encode`]).
     pub views: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Each client file's latest Data Ingest queue report that held anything.
+    pub ingest_status: std::collections::BTreeMap<u64, StoredIngestStatus>,
 }
 
 /// A storage failure; the engine stops acknowledging anything until storage works again.
@@ -94,6 +106,13 @@ pub trait ServerStorage {
     fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError>;
     /// Replaces the stored view of a client file.
     fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError>;
+    /// Replaces a client file's stored Data Ingest queue report; `None` removes it (the queue
+    /// emptied, or the file was reset).
+    fn save_ingest_status(
+        &mut self,
+        file_ident: u64,
+        status: Option<&StoredIngestStatus>,
+    ) -> Result<(), StorageError>;
     /// Makes every earlier call durable.
     fn flush(&mut self) -> Result<(), StorageError>;
 }
@@ -110,6 +129,7 @@ pub struct MemoryStorage {
     ingested_keys: BTreeSet<(String, PrimaryKey)>,
     buffered_ingested: Vec<IngestRecord>,
     buffered_views: std::collections::BTreeMap<u64, Vec<u8>>,
+    buffered_ingest_status: Vec<(u64, Option<StoredIngestStatus>)>,
     /// How many flushes happened (for tests of group commit).
     pub flushes: u64,
 }
@@ -127,6 +147,7 @@ impl MemoryStorage {
         self.buffered_salt = None;
         self.buffered_ingested.clear();
         self.buffered_views.clear();
+        self.buffered_ingest_status.clear();
     }
 
     /// The durable ingested objects, in the order they were stored.
@@ -186,6 +207,16 @@ impl ServerStorage for MemoryStorage {
         Ok(())
     }
 
+    fn save_ingest_status(
+        &mut self,
+        file_ident: u64,
+        status: Option<&StoredIngestStatus>,
+    ) -> Result<(), StorageError> {
+        self.buffered_ingest_status
+            .push((file_ident, status.cloned()));
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         if let Some(salt) = self.buffered_salt.take() {
             self.durable.history_salt = salt;
@@ -199,6 +230,12 @@ impl ServerStorage for MemoryStorage {
             }
         }
         self.durable.views.append(&mut self.buffered_views);
+        for (file, status) in self.buffered_ingest_status.drain(..) {
+            match status {
+                Some(status) => self.durable.ingest_status.insert(file, status),
+                None => self.durable.ingest_status.remove(&file),
+            };
+        }
         self.flushes += 1;
         Ok(())
     }

@@ -203,6 +203,36 @@ impl Store {
         }
     }
 
+    /// Checks, as applying a `CreateObject` would, that `collection` holds objects and `key`
+    /// fits its primary key.
+    pub(crate) fn check_new_object(
+        &self,
+        collection: &str,
+        key: &PrimaryKey,
+    ) -> Result<(), ApplyError> {
+        let coll = validate::object_collection(&self.schema, collection)?;
+        validate::key_fits(coll, key)
+    }
+
+    /// Checks, as applying a `Set` would, that `value` may be written at the top-level field
+    /// `path`, and returns it as the store would keep it.
+    pub(crate) fn checked_field_value(
+        &self,
+        path: &Path,
+        mut value: Value,
+    ) -> Result<Value, ApplyError> {
+        let slot = validate::resolve(&self.schema, path)?;
+        validate::check_value(&self.schema, &slot, &value)?;
+        validate::normalize(&mut value);
+        Ok(value)
+    }
+
+    /// Removes an object without an instruction and without recording a change, and returns it:
+    /// for a scratch store whose objects are handed on (Data Ingest's splitter).
+    pub fn take(&mut self, collection: &str, key: &PrimaryKey) -> Option<Document> {
+        self.remove_object(collection, key)
+    }
+
     /// Starts a local write transaction; see [`WriteTransaction`].
     pub fn write(&mut self) -> WriteTransaction<'_> {
         WriteTransaction::new(self)
