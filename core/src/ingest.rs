@@ -3,7 +3,7 @@
 //! splits them out of each uploaded changeset ([`Splitter`]), checks that they are pure inserts,
 //! and hands them to storage as whole documents instead of integrating them into the history.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::changeset::{encode_changeset, Changeset, Instruction, Path};
