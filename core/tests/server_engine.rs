@@ -1,8 +1,7 @@
 //! The server engine against bad input and the less common protocol paths: malformed and
 //! out-of-order messages, bad tokens, forged client files, bad queries, transactions, state
 //! transfer, marks, keepalive, token expiry and view changes in a catch-up split over several
-//! DOWNLOADs. Each error must carry the right code and must
-//! not disturb other sessions.
+//! DOWNLOADs. Each error must carry the right code and must not disturb other sessions.
 
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::panic)]
