@@ -1,16 +1,17 @@
 //! The server engine against bad input and the less common protocol paths: malformed and
 //! out-of-order messages, bad tokens, forged client files, bad queries, transactions, state
-//! transfer, marks, keepalive and token expiry. Each error must carry the right code and must
-//! not disturb other sessions.
+//! transfer, marks, keepalive, token expiry and view changes in a catch-up split over several
+//! DOWNLOADs. Each error must carry the right code and must not disturb other sessions.
 
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use eddy_core::changeset::{encode_changeset, Instruction, Path};
+use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
 use eddy_core::protocol::{
     encode_client_message, ClientMessage, DownloadCursor, ErrorCode, IngestStatusEntry,
     ServerMessage, Subscription, SubscriptionSet, TransactResult, UploadChangeset,
 };
+use eddy_core::server::view::object_keys;
 use eddy_core::server::{
     AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
     ServerEngine, ServerEvent,
@@ -43,7 +44,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let config = ServerConfig::new(sim_schema(), 42);
+        Harness::with_config(ServerConfig::new(sim_schema(), 42))
+    }
+
+    fn with_config(config: ServerConfig) -> Self {
         Harness {
             engine: ServerEngine::new(config, MemoryStorage::new(), TestAuth).unwrap(),
             now: 1,
@@ -1006,4 +1010,81 @@ fn in_development_mode_a_report_may_name_a_collection_an_upload_has_yet_to_add()
     // A collection the server has as an ordinary one is still refused.
     let out = h.send(1, status("Item", 2, 20, 5));
     assert_eq!(error_code(&out), Some((1, ErrorCode::BadChangeset)));
+}
+
+#[test]
+fn a_catch_up_split_over_downloads_hints_objects_that_left_the_view_in_an_early_part() {
+    let mut config = ServerConfig::new(sim_schema(), 42);
+    config.max_download_bytes = 64;
+    let mut h = Harness::with_config(config);
+    let (writer, _) = h.open(1, "alice");
+    let out = h.send(1, upload(1, writer, 1, 0, &create_item(1, 1)));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    h.open(2, "bob");
+    let small = SubscriptionSet {
+        version: 1,
+        subscriptions: vec![Subscription {
+            name: "small".into(),
+            collection: "Item".into(),
+            query: "n < 50".into(),
+        }],
+    };
+    let out = h.send(
+        2,
+        ClientMessage::Query {
+            session: 1,
+            subscriptions: small,
+        },
+    );
+    assert!(error_code(&out).is_none(), "{out:?}");
+    // One UPLOAD: item 1 leaves bob's view, then a second item large enough that bob's
+    // catch-up needs a DOWNLOAD of its own.
+    let leaves = vec![Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(1), "n"),
+        value: Value::Int(90),
+    }];
+    let mut large = create_item(2, 2);
+    large.push(Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(2), "s"),
+        value: Value::String("x".repeat(100)),
+    });
+    let changesets = [(2, leaves), (3, large)]
+        .into_iter()
+        .map(|(version, instructions)| UploadChangeset {
+            client_version: version,
+            last_integrated_server_version: 1,
+            origin_timestamp: 10 * version,
+            origin_file_ident: writer,
+            body: encode_changeset(&instructions),
+        })
+        .collect();
+    let out = h.send(
+        1,
+        ClientMessage::Upload {
+            session: 1,
+            changesets,
+        },
+    );
+    assert!(error_code(&out).is_none(), "{out:?}");
+    let to_bob: Vec<_> = out
+        .iter()
+        .filter_map(|(c, m)| match m {
+            ServerMessage::Download {
+                progress, leaving, ..
+            } if *c == 2 => Some((progress.download.server_version, leaving)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        to_bob.first().is_some_and(|(version, _)| *version == 2),
+        "expected a first DOWNLOAD that stops at item 1's change: {out:?}"
+    );
+    let leaving: Vec<_> = to_bob
+        .iter()
+        .filter(|(_, leaving)| !leaving.is_empty())
+        .flat_map(|(_, leaving)| {
+            object_keys(&decode_changeset(leaving, &DecodeLimits::default()).unwrap())
+        })
+        .collect();
+    assert_eq!(leaving, vec![("Item".to_owned(), PrimaryKey::Int(1))]);
 }

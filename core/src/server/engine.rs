@@ -1603,6 +1603,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         else {
             return;
         };
+        let recheck_from = session
+            .view
+            .recheck_from
+            .take()
+            .unwrap_or(cursor.server_version);
         let Some(file) = self.files.get(&file_ident) else {
             return;
         };
@@ -1647,8 +1652,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         }
         let mut update = ViewUpdate::default();
         if version == latest {
-            update.leaving =
-                self.recheck_view(connection, ident, file_ident, cursor.server_version);
+            update.leaving = self.recheck_view(connection, ident, file_ident, recheck_from);
             if self
                 .views
                 .get(&file_ident)
@@ -1691,6 +1695,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         update
             .refused
             .extend(std::mem::take(&mut session.view.refused));
+        if version < latest {
+            // The objects this part brought changes to are checked once the session catches up.
+            session.view.recheck_from = Some(recheck_from);
+        }
         if version < latest || update.more_to_come {
             session.needs_download = true;
             self.dirty.insert((connection, ident));

@@ -445,6 +445,9 @@ pub struct SessionView {
     /// Every object must be checked against the matcher at the next DOWNLOAD that reaches the
     /// latest version (after IDENT and QUERY).
     pub recheck_all: bool,
+    /// Where a catch-up split over several DOWNLOADs began: the DOWNLOAD that reaches the latest
+    /// version checks every object touched since then, not only since its own cursor.
+    pub recheck_from: Option<u64>,
     /// Objects this session was told are leaving (sent once per session).
     pub hinted: BTreeSet<ObjectKey>,
     /// The subscription set version whose view has been fully sent.

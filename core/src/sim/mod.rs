@@ -67,6 +67,9 @@ pub struct SimConfig {
     /// The server's limit on object resets per DOWNLOAD, when not its default: small limits
     /// split bootstraps over several DOWNLOADs (`MoreToCome` ... `LastInBatch`).
     pub max_reset_bytes: Option<usize>,
+    /// The server's limit on changeset bytes per DOWNLOAD, when not its default: small limits
+    /// split ordinary history downloads over many DOWNLOADs.
+    pub max_download_bytes: Option<usize>,
 }
 
 impl SimConfig {
@@ -87,6 +90,7 @@ impl SimConfig {
             roles: seed % 3 == 0,
             // Half the seeds split bootstraps into DOWNLOADs of a few objects each.
             max_reset_bytes: (seed % 2 == 1).then_some(128 + 128 * (seed / 2 % 6) as usize),
+            max_download_bytes: (seed % 2 == 1).then_some(256 + 128 * (seed / 2 % 8) as usize),
         }
     }
 }
@@ -233,6 +237,9 @@ impl Simulation {
         server_config.development_mode = true;
         if let Some(bytes) = config.max_reset_bytes {
             server_config.max_reset_bytes = bytes;
+        }
+        if let Some(bytes) = config.max_download_bytes {
+            server_config.max_download_bytes = bytes;
         }
         if config.roles {
             server_config.roles = sim_roles().map_err(|e| SimFailure {
