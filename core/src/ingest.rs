@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::changeset::{encode_changeset, Changeset, Instruction, Path};
+use crate::changeset::{encode_changeset, object_instructions, Changeset, Instruction};
 use crate::protocol::IngestStatusEntry;
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
 use crate::store::{ApplyError, Changes, Store};
@@ -309,16 +309,7 @@ pub fn insert_instructions(
     document: &Document,
 ) -> Vec<Instruction> {
     let mut out = Vec::with_capacity(document.len() + 1);
-    out.push(Instruction::CreateObject {
-        collection: collection.to_owned(),
-        key: key.clone(),
-    });
-    for (field, value) in document.iter().filter(|(f, _)| f.as_str() != PRIMARY_KEY) {
-        out.push(Instruction::Set {
-            path: Path::field(collection, key.clone(), field.clone()),
-            value: value.clone(),
-        });
-    }
+    object_instructions(collection, key, document, &mut out);
     out
 }
 
@@ -486,6 +477,7 @@ pub fn check_ingest_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changeset::Path;
     use crate::schema::{CollectionSchema, PrimaryKeyType, Property, ScalarType};
     use crate::value::Value;
 
