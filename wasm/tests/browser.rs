@@ -60,12 +60,12 @@ fn get(o: &JsValue, k: &str) -> JsValue {
     Reflect::get(o, &k.into()).unwrap()
 }
 
-/// Awaits `promise`, failing the test after [`STEP_TIMEOUT_MS`] with `what`.
-async fn within(what: &str, promise: Promise) -> JsValue {
+/// Awaits `promise` for at most [`STEP_TIMEOUT_MS`]: `Ok(None)` when the time ran out first.
+async fn race_step_timeout(promise: Promise) -> Result<Option<JsValue>, JsValue> {
     let marker = JsValue::from_str("__timeout__");
     let timed = Promise::new(&mut |resolve, _| {
-        let window = web_sys::window().unwrap();
-        window
+        web_sys::window()
+            .unwrap()
             .set_timeout_with_callback_and_timeout_and_arguments_1(
                 &resolve,
                 STEP_TIMEOUT_MS as i32,
@@ -73,13 +73,16 @@ async fn within(what: &str, promise: Promise) -> JsValue {
             )
             .unwrap();
     });
-    let winner = JsFuture::from(Promise::race(&Array::of2(&promise, &timed)))
+    let winner = JsFuture::from(Promise::race(&Array::of2(&promise, &timed))).await?;
+    Ok((winner != marker).then_some(winner))
+}
+
+/// Awaits `promise`, failing the test after [`STEP_TIMEOUT_MS`] with `what`.
+async fn within(what: &str, promise: Promise) -> JsValue {
+    race_step_timeout(promise)
         .await
-        .unwrap_or_else(|e| panic!("{what} failed: {e:?}"));
-    if winner == marker {
-        panic!("timed out after {STEP_TIMEOUT_MS} ms waiting for {what}");
-    }
-    winner
+        .unwrap_or_else(|e| panic!("{what} failed: {e:?}"))
+        .unwrap_or_else(|| panic!("timed out after {STEP_TIMEOUT_MS} ms waiting for {what}"))
 }
 
 /// A unique tag so tests sharing the server file see only their own objects.
@@ -655,26 +658,13 @@ impl Watch {
     /// Waits until the listener has seen exactly `expected` (sorted titles); on a timeout,
     /// fails with what it saw instead.
     async fn until(&self, what: &str, expected: Vec<String>) {
-        let marker = JsValue::from_str("__timeout__");
         let promise = Promise::new(&mut |resolve, _| {
             *self.waiting.borrow_mut() = Some((expected.clone(), resolve));
         });
         self.check();
-        let timed = Promise::new(&mut |resolve, _| {
-            web_sys::window()
-                .unwrap()
-                .set_timeout_with_callback_and_timeout_and_arguments_1(
-                    &resolve,
-                    STEP_TIMEOUT_MS as i32,
-                    &marker,
-                )
-                .unwrap();
-        });
-        let winner = JsFuture::from(Promise::race(&Array::of2(&promise, &timed)))
-            .await
-            .unwrap();
+        let seen = race_step_timeout(promise).await.unwrap();
         assert!(
-            winner != marker,
+            seen.is_some(),
             "timed out after {STEP_TIMEOUT_MS} ms waiting for {what}: the listener last saw {:?} \
              ({} insertions, {} deletions so far), not {expected:?}",
             self.titles.borrow(),
