@@ -1,5 +1,6 @@
 //! What the dev console needs from the server besides the event feed: the built console itself at
-//! `/console`, and admin endpoints for the schema and for one document's changeset history.
+//! `/console`, and admin endpoints for the schema, for one document's changeset history and for
+//! one committed changeset by its server version (for changesets older than the feed's ring).
 //!
 //! The console is a static wasm app built by `./dev` into a directory (`console/dist` by
 //! default; `--console-dir` changes it). When that directory holds no `index.html`, `/console`
@@ -36,19 +37,54 @@ pub struct HistoryQuery {
     pub key: String,
 }
 
-/// One changeset that touched a document.
+/// One committed changeset of the history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DocumentChangeset {
     /// Its server version.
     pub server_version: u64,
     /// The client file it came from (0 for the server).
     pub origin_file_ident: u64,
+    /// The user that client file belongs to, when the server knows the file.
+    pub user: Option<String>,
     /// Its client version.
     pub client_version: u64,
     /// Milliseconds since the Unix epoch on the origin's clock.
     pub origin_timestamp: u64,
+    /// The size of its body as stored (compressed when that was smaller).
+    pub size: u64,
+    /// The size of its body uncompressed.
+    pub original_size: u64,
     /// The whole changeset body as stored (base64), for the console to decode.
     pub body: String,
+}
+
+/// The columns every history answer reads, in [`history_row`]'s order.
+const HISTORY_COLUMNS: &str = "h.server_version, h.origin_file_ident, f.user_id, h.client_version,
+     h.origin_timestamp, h.original_size, h.body
+     FROM history h LEFT JOIN client_files f ON f.ident = h.origin_file_ident";
+
+/// One row of [`HISTORY_COLUMNS`], with its body decoded.
+fn history_row(
+    row: &rusqlite::Row<'_>,
+) -> Result<(DocumentChangeset, Vec<Instruction>), ServerError> {
+    let server_version = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+    let body: Vec<u8> = row.get(6)?;
+    let instructions = decode_changeset(&body, &DecodeLimits::default()).map_err(|e| {
+        ServerError::Storage(format!(
+            "history entry {server_version} does not decode: {e}"
+        ))
+    })?;
+    let changeset = DocumentChangeset {
+        server_version,
+        origin_file_ident: u64::from_ne_bytes(row.get::<_, i64>(1)?.to_ne_bytes()),
+        user: row.get(2)?,
+        client_version: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        origin_timestamp: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+        size: u64::try_from(body.len()).unwrap_or(u64::MAX),
+        original_size: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
+        body: BASE64.encode(&body),
+    };
+    Ok((changeset, instructions))
 }
 
 /// What the server enforces: the schema, whether clients may change it, and permissions.
@@ -96,34 +132,54 @@ pub fn document_history(
     collection: &str,
     key: &PrimaryKey,
 ) -> Result<Vec<DocumentChangeset>, ServerError> {
-    let mut stmt = conn.prepare(
-        "SELECT server_version, origin_file_ident, client_version, origin_timestamp, body
-         FROM history ORDER BY server_version",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HISTORY_COLUMNS} ORDER BY h.server_version"
+    ))?;
     let mut rows = stmt.query([])?;
-    let limits = DecodeLimits::default();
     let mut out = std::collections::VecDeque::new();
     while let Some(row) = rows.next()? {
-        let version = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-        let body: Vec<u8> = row.get(4)?;
-        let instructions = decode_changeset(&body, &limits).map_err(|e| {
-            ServerError::Storage(format!("history entry {version} does not decode: {e}"))
-        })?;
+        let (changeset, instructions) = history_row(row)?;
         if !instructions.iter().any(|i| touches(i, collection, key)) {
             continue;
         }
         if out.len() == MAX_DOCUMENT_HISTORY {
             out.pop_front();
         }
-        out.push_back(DocumentChangeset {
-            server_version: version,
-            origin_file_ident: u64::from_ne_bytes(row.get::<_, i64>(1)?.to_ne_bytes()),
-            client_version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
-            origin_timestamp: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
-            body: BASE64.encode(&body),
-        });
+        out.push_back(changeset);
     }
     Ok(out.into())
+}
+
+/// The committed changeset at `version`, or [`ServerError::NotFound`] when the history has none.
+pub fn stored_changeset(conn: &Connection, version: u64) -> Result<DocumentChangeset, ServerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HISTORY_COLUMNS} WHERE h.server_version = ?1"
+    ))?;
+    let mut rows = stmt.query([i64::try_from(version).unwrap_or(i64::MAX)])?;
+    match rows.next()? {
+        Some(row) => history_row(row).map(|(changeset, _)| changeset),
+        None => Err(ServerError::NotFound(format!(
+            "the history holds no changeset at server version {version}; versions start at 1 and end at the latest committed one"
+        ))),
+    }
+}
+
+async fn get_changeset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(version): UrlPath<String>,
+) -> Result<Json<DocumentChangeset>, ServerError> {
+    check_admin_key(&headers, state.admin_key())?;
+    let version: u64 = version.trim_start_matches('v').parse().map_err(|_| {
+        ServerError::BadRequest(format!(
+            "\"{version}\" is not a server version; pass a whole number such as 12"
+        ))
+    })?;
+    state
+        .auth()
+        .with_db(move |conn| stored_changeset(conn, version))
+        .await
+        .map(Json)
 }
 
 async fn get_history(
@@ -219,5 +275,6 @@ pub fn routes(dir: &Path) -> Router<AppState> {
     Router::new()
         .route("/api/admin/schema", get(get_schema))
         .route("/api/admin/collections/{name}/history", get(get_history))
+        .route("/api/admin/changesets/{version}", get(get_changeset))
         .nest_service("/console", files)
 }

@@ -20,6 +20,8 @@ pub enum ServerError {
     Forbidden(String),
     /// The resource already exists, such as an email already registered (409).
     Conflict(String),
+    /// The resource asked for does not exist, such as a server version past the history (404).
+    NotFound(String),
     /// Durable storage failed (500; details are logged, not sent).
     Storage(String),
     /// Something else failed inside the server (500; details are logged, not sent).
@@ -34,6 +36,7 @@ impl ServerError {
             ServerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServerError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServerError::Conflict(_) => StatusCode::CONFLICT,
+            ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::Storage(_) | ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -45,6 +48,7 @@ impl ServerError {
             ServerError::Unauthorized(_) => "unauthorized",
             ServerError::Forbidden(_) => "forbidden",
             ServerError::Conflict(_) => "conflict",
+            ServerError::NotFound(_) => "not_found",
             ServerError::Storage(_) => "storage",
             ServerError::Internal(_) => "internal",
         }
@@ -57,7 +61,8 @@ impl fmt::Display for ServerError {
             ServerError::BadRequest(m)
             | ServerError::Unauthorized(m)
             | ServerError::Forbidden(m)
-            | ServerError::Conflict(m) => f.write_str(m),
+            | ServerError::Conflict(m)
+            | ServerError::NotFound(m) => f.write_str(m),
             ServerError::Storage(m) => write!(f, "storage failed: {m}"),
             ServerError::Internal(m) => write!(f, "internal error: {m}"),
         }

@@ -362,6 +362,28 @@ async fn the_console_and_its_admin_endpoints_are_served() {
     assert_eq!(status, 400);
     assert!(body["message"].as_str().unwrap().contains("EJSON"));
 
+    let version = history[1]["server_version"].as_u64().unwrap();
+    let (status, stored) = server
+        .admin(&format!("/api/admin/changesets/v{version}"))
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        stored, history[1],
+        "one changeset reads as in a document history"
+    );
+    assert!(
+        stored["user"].as_str().is_some_and(|u| !u.is_empty()),
+        "{stored}"
+    );
+    assert!(stored["original_size"].as_u64().unwrap() > 0, "{stored}");
+    let (status, body) = server.admin("/api/admin/changesets/999999").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("999999"));
+    let (status, body) = server.admin("/api/admin/changesets/latest").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http(server.addr, "GET", "/api/admin/changesets/1", &[], None).await;
+    assert_eq!(status, 401);
+
     let (status, schema) = server.admin("/api/admin/schema").await;
     assert_eq!(status, 200, "{schema}");
     assert_eq!(schema["development_mode"], false);

@@ -239,3 +239,28 @@ test('the feed reconnects by itself when the server restarts', async () => {
   assert.deepEqual(errors, [], 'the console threw in the page');
   await page.close();
 });
+
+test('a changeset older than the feed\'s history opens from the server\'s history', async () => {
+  // The restart above emptied the feed's ring, so the timeline holds none of the earlier changesets:
+  // open the one that wrote Item 1 in the first test.
+  const response = await fetch(`${base}/api/admin/collections/Item/history?key=1`,
+    { headers: { 'x-eddy-admin-key': adminKey } });
+  assert.equal(response.status, 200, 'the admin API reads a document history');
+  const history = await response.json();
+  assert.ok(history.length > 0, 'the first test wrote Item 1');
+  const version = history[history.length - 1].server_version;
+  const { page, errors } = await signedIn();
+  await page.getByTestId('nav-changesets').click();
+  await page.getByTestId('filter-version').fill(`v${version}`);
+  const stored = page.getByTestId('stored-changeset');
+  await stored.getByTestId('changeset-instructions').waitFor({ timeout: WAIT_MS });
+  const text = await stored.innerText();
+  assert.match(text, new RegExp(`v${version} from client \\d+`));
+  assert.match(text, /Read from the server's history/);
+  assert.match(await stored.getByTestId('changeset-instructions').innerText(), /Set Item\[1\]\.n = 1/);
+  await page.getByTestId('filter-version').fill(`v${version + 1000}`);
+  await stored.getByTestId('load-error').waitFor({ timeout: WAIT_MS });
+  assert.match(await stored.getByTestId('load-error').innerText(), /no changeset at server version/);
+  assert.deepEqual(errors, [], 'the console threw in the page');
+  await page.close();
+});

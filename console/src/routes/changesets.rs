@@ -1,11 +1,13 @@
 //! Changesets: the server history as a live timeline, filterable by collection, user, client
-//! and object; each entry shows its instructions and merge decisions.
+//! and object; each entry shows its instructions and merge decisions. A version the timeline no
+//! longer holds (older than the feed's ring) is read from the server's history instead.
 
 use leptos::prelude::*;
+use serde::Deserialize;
 
-use crate::console;
-use crate::model::Event;
-use crate::widgets::ChangesetItem;
+use crate::model::{bytes_text, Event};
+use crate::widgets::{clock, load, show_load, ChangesetItem, Instructions};
+use crate::{api, console, decode};
 
 /// What the filters ask for; empty fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +58,53 @@ fn text_filter(
     }
 }
 
+/// The version a filter asks for, when it is a whole number.
+pub fn wanted_version(filter: &str) -> Option<u64> {
+    filter.trim().trim_start_matches('v').parse().ok()
+}
+
+/// A committed changeset as `GET /api/admin/changesets/{version}` answers it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+struct StoredEntry {
+    server_version: u64,
+    origin_file_ident: u64,
+    user: Option<String>,
+    client_version: u64,
+    origin_timestamp: u64,
+    size: u64,
+    original_size: u64,
+    body: String,
+}
+
+/// A changeset read from the server's history: its instructions, but no merge decisions, which
+/// only the feed carries at integration time.
+#[component]
+fn StoredChangeset(version: u64) -> impl IntoView {
+    let admin = console().key_text();
+    let path = format!("/api/admin/changesets/{version}");
+    let entry = load(async move { api::get_json::<StoredEntry>(&path, &admin).await });
+    view! {
+        <div class="stored" data-testid="stored-changeset">
+            {show_load(entry, |e: StoredEntry| {
+                view! {
+                    <p>
+                        <strong>"v" {e.server_version}</strong>
+                        " from client " {e.origin_file_ident} " ("
+                        {e.user.unwrap_or_else(|| "unknown user".into())} "), client version "
+                        {e.client_version} ", " {clock(e.origin_timestamp)} ", "
+                        {bytes_text(e.size)} " encoded, " {bytes_text(e.original_size)} " uncompressed"
+                    </p>
+                    <Instructions lines=decode::changeset_lines_base64(&e.body) testid="changeset-instructions" />
+                    <p class="note">
+                        "Read from the server's history: the console's timeline no longer holds this changeset, "
+                        "and its merge decisions were shown only while it was being integrated."
+                    </p>
+                }
+            })}
+        </div>
+    }
+}
+
 /// The changeset timeline.
 #[component]
 pub fn Changesets() -> impl IntoView {
@@ -83,6 +132,13 @@ pub fn Changesets() -> impl IntoView {
                 .collect::<Vec<_>>()
         })
     });
+    // A version the timeline lacks is fetched once per version, not on every feed event.
+    let missing = Memo::new(move |_| {
+        shown
+            .with(|s| s.is_empty())
+            .then(|| wanted_version(&version.get()))
+            .flatten()
+    });
     view! {
         <section data-testid="page-changesets">
             <h1>"Changesets"</h1>
@@ -99,7 +155,10 @@ pub fn Changesets() -> impl IntoView {
             </p>
             <Show
                 when=move || !shown.get().is_empty()
-                fallback=|| view! { <p class="note" data-testid="changesets-empty">"No changesets match yet."</p> }
+                fallback=move || match missing.get() {
+                    Some(v) => view! { <StoredChangeset version=v /> }.into_any(),
+                    None => view! { <p class="note" data-testid="changesets-empty">"No changesets match yet."</p> }.into_any(),
+                }
             >
                 <ul class="timeline" data-testid="changesets">
                     <For each=move || shown.get() key=|e| e.seq let:e>
@@ -148,5 +207,9 @@ mod tests {
         assert!(filter.matches(&versioned));
         filter.version = "13".into();
         assert!(!filter.matches(&versioned));
+        assert_eq!(wanted_version(" v12 "), Some(12));
+        assert_eq!(wanted_version("12"), Some(12));
+        assert_eq!(wanted_version(""), None);
+        assert_eq!(wanted_version("latest"), None);
     }
 }

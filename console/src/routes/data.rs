@@ -30,6 +30,7 @@ struct DocumentPage {
 struct HistoryEntry {
     server_version: u64,
     origin_file_ident: u64,
+    user: Option<String>,
     client_version: u64,
     origin_timestamp: u64,
     body: String,
@@ -72,7 +73,8 @@ fn DocumentHistory(collection: String, key: String) -> impl IntoView {
                                     <li>
                                         <p>
                                             <strong>"v" {e.server_version}</strong>
-                                            " from client " {e.origin_file_ident} " (client version "
+                                            " from client " {e.origin_file_ident} " ("
+                                            {e.user.unwrap_or_else(|| "unknown user".into())} ", client version "
                                             {e.client_version} ", " {clock(e.origin_timestamp)} ")"
                                         </p>
                                         <Instructions lines=decode::changeset_lines_base64(&e.body) />
