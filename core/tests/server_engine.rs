@@ -11,13 +11,13 @@ use eddy_core::protocol::{
     encode_client_message, ClientMessage, DownloadCursor, ErrorCode, IngestStatusEntry,
     ServerMessage, Subscription, SubscriptionSet, TransactResult, UploadChangeset,
 };
-use eddy_core::server::view::object_keys;
+use eddy_core::server::view::{object_keys, ObjectKey};
 use eddy_core::server::{
     AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
     ServerEngine, ServerEvent,
 };
 use eddy_core::sim::sim_schema;
-use eddy_core::value::{PrimaryKey, Value};
+use eddy_core::value::{Link, PrimaryKey, Value};
 
 /// Tokens: `good:<user>` (expires at 1,000,000 ms), `expired:<user>`, anything else is invalid.
 struct TestAuth;
@@ -1087,4 +1087,93 @@ fn a_catch_up_split_over_downloads_hints_objects_that_left_the_view_in_an_early_
         })
         .collect();
     assert_eq!(leaving, vec![("Item".to_owned(), PrimaryKey::Int(1))]);
+}
+
+/// The objects named in the `resets` and `leaving` bodies of the DOWNLOADs to `to`.
+fn view_changes(
+    out: &[(ConnectionId, ServerMessage)],
+    to: ConnectionId,
+) -> (Vec<ObjectKey>, Vec<ObjectKey>) {
+    let keys = |body: &[u8]| {
+        if body.is_empty() {
+            return Vec::new();
+        }
+        let mut keys = object_keys(&decode_changeset(body, &DecodeLimits::default()).unwrap());
+        keys.dedup();
+        keys
+    };
+    let mut entering = Vec::new();
+    let mut leaving = Vec::new();
+    for (c, m) in out {
+        if let (
+            true,
+            ServerMessage::Download {
+                resets, leaving: l, ..
+            },
+        ) = (*c == to, m)
+        {
+            entering.extend(keys(resets));
+            leaving.extend(keys(l));
+        }
+    }
+    (entering, leaving)
+}
+
+#[test]
+fn a_subscription_through_a_link_follows_changes_to_the_linked_object() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    h.open(2, "bob");
+    let through_link = SubscriptionSet {
+        version: 1,
+        subscriptions: vec![Subscription {
+            name: "linked to a five".into(),
+            collection: "Item".into(),
+            query: "link.n == 5".into(),
+        }],
+    };
+    let out = h.send(
+        2,
+        ClientMessage::Query {
+            session: 1,
+            subscriptions: through_link,
+        },
+    );
+    assert!(error_code(&out).is_none(), "{out:?}");
+    let item = |key| ("Item".to_owned(), PrimaryKey::Int(key));
+
+    let mut items = create_item(1, 1);
+    items.extend(create_item(2, 2));
+    items.push(Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(2), "link"),
+        value: Value::Link(Link {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(1),
+        }),
+    });
+    let out = h.send(1, upload(1, writer, 1, 0, &items));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(
+        downloaded_instructions(&out, 2),
+        0,
+        "nothing matches yet: {out:?}"
+    );
+
+    // Only item 1 changes, yet item 2, which links to it, now matches.
+    let to_five = [Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(1), "n"),
+        value: Value::Int(5),
+    }];
+    let out = h.send(1, upload(1, writer, 2, 1, &to_five));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(view_changes(&out, 2), (vec![item(2)], vec![]), "{out:?}");
+
+    // And stops matching when item 1 changes again.
+    let to_six = [Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(1), "n"),
+        value: Value::Int(6),
+    }];
+    let out = h.send(1, upload(1, writer, 3, 2, &to_six));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(view_changes(&out, 2), (vec![], vec![item(2)]), "{out:?}");
 }

@@ -44,6 +44,7 @@ mod compare;
 mod eval;
 pub mod filter;
 mod lexer;
+mod links;
 mod literal;
 mod parser;
 mod validate;
@@ -119,6 +120,26 @@ impl Query {
     /// scalar, `ALL` on a path without a list, and so on. Errors point at the key path.
     pub fn validate(&self, schema: &Schema, collection: &str) -> Result<(), QueryError> {
         validate::validate(self, schema, collection)
+    }
+
+    /// The collections this query, run on `collection`, reads through links (sorted): a change
+    /// to one of their objects can change which objects of `collection` match.
+    ///
+    /// ```
+    /// use eddy_core::query::parse;
+    /// use eddy_core::schema_json::schema_from_json;
+    ///
+    /// let schema = schema_from_json(r#"{
+    ///     "Task": { "primaryKey": "_id",
+    ///               "properties": { "_id": "int", "owner": "Person?", "title": "string" } },
+    ///     "Person": { "primaryKey": "_id", "properties": { "_id": "int", "name": "string" } }
+    /// }"#).unwrap();
+    /// let query = parse("owner.name == 'Ann' OR title == 'x'").unwrap();
+    /// assert_eq!(query.linked_collections(&schema, "Task"), ["Person"]);
+    /// assert!(parse("title == 'x'").unwrap().linked_collections(&schema, "Task").is_empty());
+    /// ```
+    pub fn linked_collections(&self, schema: &Schema, collection: &str) -> Vec<String> {
+        links::linked_collections(self, schema, collection)
     }
 
     /// Whether `doc` matches the predicate. Links are followed through `source`; `args` are the

@@ -1805,11 +1805,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 all.extend(held.iter().cloned());
                 all
             } else {
-                self.decoded
+                let mut touched: BTreeSet<ObjectKey> = self
+                    .decoded
                     .iter()
                     .skip(from_version as usize)
                     .flat_map(|c| view::touched(store.schema(), &c.instructions))
-                    .collect()
+                    .collect();
+                let dependencies = sv.matcher.link_dependencies(store.schema());
+                view::add_linking_objects(store, &dependencies, &mut touched);
+                touched
             };
             sv.recheck_all = false;
             for object in candidates {

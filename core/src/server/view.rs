@@ -205,6 +205,31 @@ impl Matcher {
         }
     }
 
+    /// The collections whose subscriptions read other collections through links, with the
+    /// collections they read: `(source, targets)`. A change to an object of a target can bring
+    /// objects of the source into the view, or take them out, without touching them.
+    pub fn link_dependencies(&self, schema: &Schema) -> Vec<(String, Vec<String>)> {
+        let Some(queries) = &self.queries else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (collection, query) in queries {
+            let targets = query.linked_collections(schema, collection);
+            if targets.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|(c, _)| c == collection) {
+                Some((_, known)) => {
+                    known.extend(targets);
+                    known.sort();
+                    known.dedup();
+                }
+                None => out.push((collection.clone(), targets)),
+            }
+        }
+        out
+    }
+
     /// Whether the object exists in `store` and belongs in the view.
     pub fn selects(&self, store: &Store, collection: &str, key: &PrimaryKey) -> bool {
         if !viewable(store.schema(), collection) {
@@ -466,6 +491,31 @@ pub fn touched(schema: &Schema, instructions: &[Instruction]) -> BTreeSet<Object
         .filter(|(c, _)| viewable(schema, c))
         .map(|(c, k)| (c.to_owned(), k.clone()))
         .collect()
+}
+
+/// Adds to `candidates` every object of a collection whose subscriptions follow links into a
+/// collection one of the candidates belongs to (see [`Matcher::link_dependencies`]).
+pub fn add_linking_objects(
+    store: &Store,
+    dependencies: &[(String, Vec<String>)],
+    candidates: &mut BTreeSet<ObjectKey>,
+) {
+    let sources: Vec<&String> = dependencies
+        .iter()
+        .filter(|(_, targets)| {
+            candidates
+                .iter()
+                .any(|(c, _)| targets.binary_search(c).is_ok())
+        })
+        .map(|(source, _)| source)
+        .collect();
+    for source in sources {
+        candidates.extend(
+            store
+                .objects(source)
+                .map(|(key, _)| (source.clone(), key.clone())),
+        );
+    }
 }
 
 /// Every object of every viewable collection of `store`.
