@@ -103,6 +103,13 @@ impl JwtAuth {
         }
     }
 
+    /// How many whole seconds a token issued at `now_ms` stays valid (its `exp` is in whole
+    /// seconds, so this can be up to a second less than the configured lifetime).
+    pub fn expires_in_secs(&self, now_ms: u64) -> u64 {
+        let exp_ms = now_ms.saturating_add(self.access_ttl_ms) / 1000 * 1000;
+        exp_ms.saturating_sub(now_ms) / 1000
+    }
+
     /// An access token for `user_id`, issued at `now_ms`.
     pub fn issue(&self, user_id: &str, now_ms: u64) -> Result<String, ServerError> {
         let claims = Claims {
@@ -144,6 +151,9 @@ pub struct Tokens {
     pub access_token: String,
     /// A long-lived token for `/api/auth/refresh`, revoked by `/api/auth/logout`.
     pub refresh_token: String,
+    /// Seconds until the access token expires, so clients can refresh it before then.
+    #[serde(default)]
+    pub expires_in: u64,
 }
 
 /// Email and password, for register and login.
@@ -214,10 +224,12 @@ impl AuthService {
             "INSERT INTO refresh_tokens (token, user_id) VALUES (?1, ?2)",
             params![refresh_token, user_id],
         )?;
+        let now = now_ms();
         Ok(Tokens {
-            access_token: self.jwt.issue(&user_id, now_ms())?,
+            access_token: self.jwt.issue(&user_id, now)?,
             user_id,
             refresh_token,
+            expires_in: self.jwt.expires_in_secs(now),
         })
     }
 
@@ -324,10 +336,12 @@ impl AuthService {
                     "the refresh token is not valid or was revoked; log in again".into(),
                 ));
             };
+            let now = now_ms();
             Ok(Tokens {
-                access_token: jwt.issue(&user_id, now_ms())?,
+                access_token: jwt.issue(&user_id, now)?,
                 user_id,
                 refresh_token: token,
+                expires_in: jwt.expires_in_secs(now),
             })
         })
         .await
@@ -451,6 +465,21 @@ mod tests {
             auth.authenticate(&token, NOW + 60_000),
             Err(AuthError::Expired)
         );
+    }
+
+    #[test]
+    fn expires_in_never_overstates_the_token_lifetime() {
+        let auth = JwtAuth::new(b"0123456789abcdef0123456789abcdef", 3_000);
+        for now in [NOW, NOW + 1, NOW + 400, NOW + 999] {
+            let token = auth.issue("u1", now).unwrap();
+            let expires_at = auth.authenticate(&token, now).unwrap().expires_at_ms;
+            let told = auth.expires_in_secs(now) * 1000;
+            assert!(
+                now + told <= expires_at,
+                "at {now}: told {told} ms, expires at {expires_at}"
+            );
+            assert!(expires_at - (now + told) < 1000, "at most a second early");
+        }
     }
 
     #[test]

@@ -374,6 +374,11 @@ mod tests {
         let (status, login) = call(app.clone(), post("/api/auth/login", creds)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(login["user_id"], tokens["user_id"]);
+        let expires_in = login["expires_in"].as_u64().unwrap();
+        assert!(
+            (30 * 60 - 1..=30 * 60).contains(&expires_in),
+            "the default access token lifetime, less the part of a second exp drops: {login}"
+        );
         let wrong = serde_json::json!({"email": "a@example.com", "password": "wrong horse"});
         let (status, _) = call(app.clone(), post("/api/auth/login", wrong)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -382,6 +387,9 @@ mod tests {
         let (status, again) = call(app.clone(), post("/api/auth/refresh", refresh.clone())).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(again["user_id"], tokens["user_id"]);
+        assert!(again["expires_in"]
+            .as_u64()
+            .is_some_and(|s| s >= 30 * 60 - 1));
         let (status, _) = call(app.clone(), post("/api/auth/logout", refresh.clone())).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, body) = call(app.clone(), post("/api/auth/refresh", refresh)).await;

@@ -110,14 +110,18 @@ impl App {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let user = User::new(Session {
+        let mut session = Session {
             base_url: self.base_url.clone(),
             app_id: self.id.clone(),
             id: text("user_id"),
             access_token: text("access_token"),
             refresh_token: text("refresh_token"),
+            expires_at_ms: 0,
+            lifetime_ms: 0,
             logged_in: true,
-        });
+        };
+        session.set_expiry(&reply);
+        let user = User::new(session);
         *self.current.borrow_mut() = Some(user.clone());
         Ok(user)
     }

@@ -121,6 +121,8 @@ pub(crate) struct State {
     socket: Option<Socket>,
     socket_generation: u64,
     timer: Option<(u64, Timeout)>,
+    /// Refreshes the access token before it expires.
+    refresh_timer: Option<Timeout>,
     pub(crate) storage: Option<Rc<Storage>>,
     persist_queue: Vec<StorageWrite>,
     pub(crate) persist_seq: u64,
@@ -194,6 +196,7 @@ impl State {
             socket: None,
             socket_generation: 0,
             timer: None,
+            refresh_timer: None,
             storage: Some(storage),
             persist_queue: Vec::new(),
             persist_seq: 0,
@@ -297,6 +300,7 @@ impl Inner {
         let mut st = self.state.borrow_mut();
         st.closed = true;
         st.timer = None;
+        st.refresh_timer = None;
         st.socket = None;
         st.conn.pause();
         self.handle.borrow_mut().take();
@@ -453,8 +457,34 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
     }
     call_all(calls);
     if refresh {
-        wasm_bindgen_futures::spawn_local(refresh_token(Rc::clone(inner)));
+        wasm_bindgen_futures::spawn_local(refresh_token(Rc::clone(inner), false));
     }
+}
+
+/// Arms a timer that refreshes the access token shortly before it expires, so a live session
+/// is renewed with REFRESH instead of being ended by the server (202) and bound again.
+pub(crate) fn schedule_refresh(inner: &Rc<Inner>) {
+    let mut st = inner.state.borrow_mut();
+    let Some(at) = st.user.session.borrow().refresh_at_ms() else {
+        st.refresh_timer = None;
+        return;
+    };
+    let delay = at.saturating_sub(now_ms()).min(u64::from(u32::MAX / 2)) as u32;
+    let weak = Rc::downgrade(inner);
+    st.refresh_timer = Some(Timeout::new(delay, move || {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        {
+            let mut st = inner.state.borrow_mut();
+            st.refresh_timer = None;
+            if st.closed || st.refreshing {
+                return;
+            }
+            st.refreshing = true;
+        }
+        wasm_bindgen_futures::spawn_local(refresh_token(inner, true));
+    }));
 }
 
 fn send_ready(st: &mut State) {
@@ -695,11 +725,14 @@ fn storage_failed(inner: &Inner, e: String) {
     call_all(calls);
 }
 
-async fn refresh_token(inner: Rc<Inner>) {
+/// Gets a new access token and hands it to the session (REFRESH when bound, else the next BIND).
+/// A failed refresh ahead of expiry is only logged: the server's 202 at expiry tries again and
+/// reports what fails then.
+async fn refresh_token(inner: Rc<Inner>, ahead_of_expiry: bool) {
     let user = inner.state.borrow().user.clone();
     let result = user.refresh().await;
     let mut calls = Vec::new();
-    {
+    let refreshed = {
         let mut st = inner.state.borrow_mut();
         st.refreshing = false;
         match result {
@@ -707,11 +740,25 @@ async fn refresh_token(inner: Rc<Inner>) {
                 if let Some(session) = st.conn.session_mut(SESSION) {
                     session.refresh(token);
                 }
+                true
             }
-            Err(e) => report(&st, &mut calls, e),
+            Err(e) if ahead_of_expiry => {
+                web_sys::console::warn_2(
+                    &"eddy-sync: cannot refresh the access token ahead of its expiry".into(),
+                    &e,
+                );
+                false
+            }
+            Err(e) => {
+                report(&st, &mut calls, e);
+                false
+            }
         }
-    }
+    };
     call_all(calls);
+    if refreshed {
+        schedule_refresh(&inner);
+    }
     pump(&inner);
 }
 

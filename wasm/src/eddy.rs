@@ -483,6 +483,7 @@ impl Eddy {
             }
         }
         inner.listen_to_network();
+        driver::schedule_refresh(&inner);
         request_persistent_storage();
         pump(&inner);
         Ok(db)

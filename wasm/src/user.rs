@@ -16,7 +16,37 @@ pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) access_token: String,
     pub(crate) refresh_token: String,
+    /// When the access token expires (ms since the epoch; 0 when the server did not say).
+    pub(crate) expires_at_ms: u64,
+    /// How long the access token was issued for, in ms.
+    pub(crate) lifetime_ms: u64,
     pub(crate) logged_in: bool,
+}
+
+impl Session {
+    /// Takes the lifetime a sign-in or refresh reply gives (`expires_in`, seconds).
+    pub(crate) fn set_expiry(&mut self, reply: &serde_json::Value) {
+        let lifetime_ms = reply
+            .get("expires_in")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        self.lifetime_ms = lifetime_ms;
+        self.expires_at_ms = if lifetime_ms == 0 {
+            0
+        } else {
+            crate::driver::now_ms().saturating_add(lifetime_ms)
+        };
+    }
+
+    /// When to refresh the access token ahead of its expiry: a fifth of its lifetime (at most
+    /// five minutes) before it; `None` when its expiry is unknown.
+    pub(crate) fn refresh_at_ms(&self) -> Option<u64> {
+        (self.expires_at_ms > 0).then(|| {
+            self.expires_at_ms
+                .saturating_sub((self.lifetime_ms / 5).min(300_000))
+        })
+    }
 }
 
 thread_local! {
@@ -68,7 +98,9 @@ impl User {
             .and_then(|t| t.as_str())
             .unwrap_or_default()
             .to_owned();
-        self.session.borrow_mut().access_token = token.clone();
+        let mut session = self.session.borrow_mut();
+        session.access_token = token.clone();
+        session.set_expiry(&reply);
         Ok(token)
     }
 }
