@@ -446,14 +446,13 @@ impl Client {
         }
     }
 
-    /// Runs `f` in a local write transaction; its changes are uploaded in the background. With
-    /// a client file it returns once the write is durable, blocking the calling thread meanwhile
-    /// (concurrent writes share one disk commit).
-    pub fn write<R, E: fmt::Display>(
+    /// Runs `f` in a local write transaction and queues what it changed for storage; returns
+    /// its result and the storage sequence number to wait for.
+    fn write_local<R, E: fmt::Display>(
         &self,
         f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<R, E>,
-    ) -> Result<R, ClientError> {
-        let (result, seq) = {
+    ) -> Result<(R, u64), ClientError> {
+        let written = {
             let mut local = self.shared.lock();
             let result = local
                 .session_mut()?
@@ -464,7 +463,38 @@ impl Client {
             (result, local.persist_seq)
         };
         self.shared.wake.notify_one();
+        Ok(written)
+    }
+
+    /// Runs `f` in a local write transaction; its changes are uploaded in the background. With
+    /// a client file it returns once the write is durable, blocking the calling thread meanwhile
+    /// (concurrent writes share one disk commit). From async code, use [`Client::write_async`].
+    pub fn write<R, E: fmt::Display>(
+        &self,
+        f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<R, E>,
+    ) -> Result<R, ClientError> {
+        let (result, seq) = self.write_local(f)?;
         self.wait_durable(seq)?;
+        Ok(result)
+    }
+
+    /// [`Client::write`] for async code: `f` runs at once, and the returned future resolves once
+    /// the write is durable, without blocking the runtime's thread meanwhile (the wait for the
+    /// disk commit runs on tokio's blocking pool).
+    pub async fn write_async<R, E: fmt::Display>(
+        &self,
+        f: impl FnOnce(&mut WriteTransaction<'_>) -> Result<R, E>,
+    ) -> Result<R, ClientError> {
+        let (result, seq) = self.write_local(f)?;
+        if let Some(durability) = &self.shared.durability {
+            let durability = Arc::clone(durability);
+            tokio::task::spawn_blocking(move || durability.wait_for(seq))
+                .await
+                .map_err(|e| {
+                    ClientError::Storage(format!("the wait for the disk commit failed: {e}"))
+                })?
+                .map_err(ClientError::Storage)?;
+        }
         Ok(result)
     }
 

@@ -112,6 +112,33 @@ async fn a_reopened_file_keeps_objects_pending_uploads_ingest_queue_and_subscrip
     assert!(waited.is_ok(), "the local objects stayed {:?}", keys());
 }
 
+/// Writes from async code: many at once on a single-threaded runtime, each durable when its
+/// future resolves.
+#[tokio::test]
+async fn async_writes_are_durable_when_they_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.eddy");
+    {
+        let client = Client::open(&file, NOWHERE, "t", sim_schema()).unwrap();
+        let writes = (1..=50).map(|key| {
+            client.write_async(move |tx| {
+                let pk = PrimaryKey::Int(key);
+                tx.create("Item", pk.clone())?;
+                tx.set(FieldPath::field("Item", pk, "n"), Value::Int(key))
+            })
+        });
+        for written in futures_util::future::join_all(writes).await {
+            written.unwrap();
+        }
+        let refused = client
+            .write_async(|tx| tx.create("Nope", PrimaryKey::Int(1)))
+            .await;
+        assert!(matches!(refused, Err(ClientError::Write(_))), "{refused:?}");
+    }
+    let client = Client::open(&file, NOWHERE, "t", sim_schema()).unwrap();
+    assert_eq!(client.store().unwrap().len("Item"), 50);
+}
+
 #[tokio::test]
 async fn a_reopened_file_gains_what_the_declared_schema_added_since() {
     let dir = tempfile::tempdir().unwrap();
