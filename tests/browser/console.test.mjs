@@ -211,7 +211,8 @@ test('the Ingest page shows a device\'s stored objects and queue', async () => {
       const device = [...document.querySelectorAll('[data-testid=ingest-client-row]')]
         .find((r) => cell(r, 'ingest-client') === ident && r.firstElementChild?.textContent === 'Reading');
       return collection && cell(collection, 'stored-count') === String(expected)
-        && device && cell(device, 'queued') === '0' && cell(device, 'stored') === String(ingested);
+        && device && cell(device, 'queued') === '0' && cell(device, 'stored') === String(ingested)
+        && /^[\d.]+ (ms|s) ago$/.test(cell(device, 'reported') ?? '');
     }, { ident, expected, ingested: INGESTED }, { timeout: INGEST_MS });
   } catch (e) {
     const shown = await page.getByTestId('page-ingest').innerText();

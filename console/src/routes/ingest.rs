@@ -115,22 +115,34 @@ pub fn age(ms: u64) -> String {
     }
 }
 
-fn queue_cells(f: &Figures, reported: bool) -> impl IntoView {
-    if !reported {
-        return view! { <td class="note" colspan="3" data-testid="queued">"not reported"</td> }
+/// When a queue report arrived, relative to the snapshot's time; a device silent for a day or
+/// more may be gone for good (the server cannot tell it from one that is offline).
+pub fn reported_text(reported_ms: u64, as_of_ms: u64) -> String {
+    let ago = as_of_ms.saturating_sub(reported_ms);
+    if ago >= 24 * 3_600_000 {
+        format!("{} ago (device silent since: offline, or gone)", age(ago))
+    } else {
+        format!("{} ago", age(ago))
+    }
+}
+
+fn queue_cells(f: &Figures, as_of_ms: u64) -> impl IntoView {
+    if f.pending_reported_ms == 0 {
+        return view! { <td class="note" colspan="4" data-testid="queued">"not reported"</td> }
             .into_any();
     }
     view! {
         <td data-testid="queued">{f.pending_objects}</td>
         <td>{f.pending_bytes}</td>
         <td>{if f.pending_objects == 0 { "—".to_owned() } else { age(f.oldest_pending_age_ms) }}</td>
+        <td data-testid="reported">{reported_text(f.pending_reported_ms, as_of_ms)}</td>
     }
     .into_any()
 }
 
-fn figure_cells(f: &Figures) -> impl IntoView {
+fn figure_cells(f: &Figures, as_of_ms: u64) -> impl IntoView {
     view! {
-        {queue_cells(f, f.pending_reported_ms > 0)}
+        {queue_cells(f, as_of_ms)}
         <td data-testid="stored">{f.objects}</td>
         <td>{f.bytes}</td>
         <td>{format!("{:.1}", f.objects_per_sec)}</td>
@@ -140,10 +152,11 @@ fn figure_cells(f: &Figures) -> impl IntoView {
     }
 }
 
-const HEADINGS: [&str; 9] = [
+const HEADINGS: [&str; 10] = [
     "queued",
     "queued bytes",
     "oldest queued",
+    "reported",
     "stored",
     "bytes",
     "objects/s",
@@ -199,10 +212,11 @@ fn tables(snapshot: Snapshot) -> impl IntoView {
             .collect_view()
     };
     let report = snapshot.report;
+    let as_of = report.as_of_ms;
     let per_collection = report
         .collections
         .iter()
-        .map(|(name, f)| view! { <tr><td>{name.clone()}</td>{figure_cells(f)}</tr> })
+        .map(|(name, f)| view! { <tr><td>{name.clone()}</td>{figure_cells(f, as_of)}</tr> })
         .collect_view();
     let rows = client_rows(&report);
     let per_client = if rows.is_empty() {
@@ -212,7 +226,7 @@ fn tables(snapshot: Snapshot) -> impl IntoView {
         let body = rows
             .into_iter()
             .map(|(collection, client, f)| {
-                view! { <tr data-testid="ingest-client-row"><td>{collection}</td><td data-testid="ingest-client">{client}</td>{figure_cells(&f)}</tr> }
+                view! { <tr data-testid="ingest-client-row"><td>{collection}</td><td data-testid="ingest-client">{client}</td>{figure_cells(&f, as_of)}</tr> }
             })
             .collect_view();
         view! {
@@ -268,7 +282,7 @@ pub fn Ingest() -> impl IntoView {
         <section data-testid="page-ingest">
             <h1>"Ingest"</h1>
             <p class="note" data-testid="ingest-note">
-                "Queued: what each device's upload queue held when it last reported (devices report on connecting and then at most once a second when it changes). "
+                "Queued: what each device's upload queue held when it last reported (devices report on connecting and then at most once a second when it changes; a report stays until the device reports again or is reset, so a device silent for long may be gone). "
                 "Stored: objects and bytes durable on the server since it started, objects/s over the last 10 s, and the lag from the device's timestamp to durable storage."
             </p>
             <p class="note" data-testid="ingest-updated">
@@ -321,6 +335,17 @@ mod tests {
             vec!["7", "9", "8"]
         );
         assert_eq!(rows[2].2.pending_reported_ms, 0, "8 never reported");
+    }
+
+    #[test]
+    fn reports_say_how_old_they_are() {
+        assert_eq!(reported_text(1_000, 2_500), "1.5 s ago");
+        assert_eq!(
+            reported_text(5_000, 1_000),
+            "0 ms ago",
+            "clocks never run backwards here"
+        );
+        assert!(reported_text(0, 25 * 3_600_000).contains("offline, or gone"));
     }
 
     #[test]
