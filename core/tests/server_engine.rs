@@ -81,6 +81,27 @@ impl Harness {
             .collect()
     }
 
+    /// Replaces session 1's subscriptions on `conn` with one `Item` query (set version 1) and
+    /// checks the server took it.
+    fn subscribe_items(&mut self, conn: ConnectionId, query: &str) {
+        let set = SubscriptionSet {
+            version: 1,
+            subscriptions: vec![Subscription {
+                name: query.into(),
+                collection: "Item".into(),
+                query: query.into(),
+            }],
+        };
+        let out = self.send(
+            conn,
+            ClientMessage::Query {
+                session: 1,
+                subscriptions: set,
+            },
+        );
+        assert!(error_code(&out).is_none(), "{out:?}");
+    }
+
     /// Binds and identifies session 1 on `conn` for `user`; returns (file ident, salt).
     fn open(&mut self, conn: ConnectionId, user: &str) -> (u64, u64) {
         self.connect(conn);
@@ -1021,22 +1042,7 @@ fn a_catch_up_split_over_downloads_hints_objects_that_left_the_view_in_an_early_
     let out = h.send(1, upload(1, writer, 1, 0, &create_item(1, 1)));
     assert!(error_code(&out).is_none(), "{out:?}");
     h.open(2, "bob");
-    let small = SubscriptionSet {
-        version: 1,
-        subscriptions: vec![Subscription {
-            name: "small".into(),
-            collection: "Item".into(),
-            query: "n < 50".into(),
-        }],
-    };
-    let out = h.send(
-        2,
-        ClientMessage::Query {
-            session: 1,
-            subscriptions: small,
-        },
-    );
-    assert!(error_code(&out).is_none(), "{out:?}");
+    h.subscribe_items(2, "n < 50");
     // One UPLOAD: item 1 leaves bob's view, then a second item large enough that bob's
     // catch-up needs a DOWNLOAD of its own.
     let leaves = vec![Instruction::Set {
@@ -1124,22 +1130,7 @@ fn a_subscription_through_a_link_follows_changes_to_the_linked_object() {
     let mut h = Harness::new();
     let (writer, _) = h.open(1, "alice");
     h.open(2, "bob");
-    let through_link = SubscriptionSet {
-        version: 1,
-        subscriptions: vec![Subscription {
-            name: "linked to a five".into(),
-            collection: "Item".into(),
-            query: "link.n == 5".into(),
-        }],
-    };
-    let out = h.send(
-        2,
-        ClientMessage::Query {
-            session: 1,
-            subscriptions: through_link,
-        },
-    );
-    assert!(error_code(&out).is_none(), "{out:?}");
+    h.subscribe_items(2, "link.n == 5");
     let item = |key| ("Item".to_owned(), PrimaryKey::Int(key));
 
     let mut items = create_item(1, 1);
