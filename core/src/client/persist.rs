@@ -455,7 +455,7 @@ pub fn decode_schema(bytes: &[u8], limits: &DecodeLimits) -> Result<Schema, Pers
                     name,
                     kind,
                     primary_key,
-                    properties: BTreeMap::new(),
+                    properties: crate::schema::NameMap::new(),
                 });
             }
             Instruction::AddProperty {
