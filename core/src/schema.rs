@@ -5,9 +5,8 @@ use std::fmt;
 
 use crate::value::{Value, ValueKind};
 
-mod name_map;
-
-pub use name_map::NameMap;
+/// The schema's maps: collections and properties by name.
+pub type NameMap<V> = crate::sorted_map::SortedMap<String, V>;
 
 /// The name of the primary-key property every top-level object has.
 pub const PRIMARY_KEY: &str = "_id";
