@@ -25,6 +25,7 @@ pub mod schema_json;
 pub mod server;
 pub mod sim;
 pub mod sort;
+pub mod sorted_map;
 pub mod store;
 pub mod transform;
 pub mod value;

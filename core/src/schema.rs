@@ -1,10 +1,12 @@
 //! Object schemas: collections, their primary keys, properties and property types, and the
 //! check that a value fits a property.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::value::{Value, ValueKind};
+
+/// The schema's maps: collections and properties by name.
+pub type NameMap<V> = crate::sorted_map::SortedMap<String, V>;
 
 /// The name of the primary-key property every top-level object has.
 pub const PRIMARY_KEY: &str = "_id";
@@ -107,14 +109,14 @@ pub struct CollectionSchema {
     /// The primary-key type; `None` for embedded collections.
     pub primary_key: Option<PrimaryKeyType>,
     /// The properties, by name, not counting `_id`.
-    pub properties: BTreeMap<String, Property>,
+    pub properties: NameMap<Property>,
 }
 
 /// A whole schema: every collection, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Schema {
     /// The collections, by name.
-    pub collections: BTreeMap<String, CollectionSchema>,
+    pub collections: NameMap<CollectionSchema>,
 }
 
 /// A value that does not fit the property it is written to.
@@ -290,7 +292,7 @@ impl CollectionSchema {
             name: name.into(),
             kind: CollectionKind::TopLevel,
             primary_key: Some(primary_key),
-            properties: BTreeMap::new(),
+            properties: NameMap::new(),
         }
     }
 

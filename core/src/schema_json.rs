@@ -21,14 +21,13 @@
 //! collection: a link when that collection is top-level, an embedded object when it is
 //! embedded. Links to asymmetric collections are refused.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value as Json};
 
 use crate::schema::{
-    CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema,
-    SchemaError, PRIMARY_KEY,
+    CollectionKind, CollectionSchema, Container, NameMap, PrimaryKeyType, Property, ScalarType,
+    Schema, SchemaError, PRIMARY_KEY,
 };
 use crate::value::{Document, PrimaryKey, Value};
 
@@ -403,7 +402,7 @@ fn read_collection(name: &str, def: &Json) -> Result<RawCollection, SchemaJsonEr
         name: name.into(),
         kind,
         primary_key,
-        properties: BTreeMap::new(),
+        properties: NameMap::new(),
     };
     Ok((collection, raw))
 }
@@ -933,7 +932,7 @@ mod tests {
                     name: format!("C{i}"),
                     kind,
                     primary_key: (kind != CollectionKind::Embedded).then_some(pk),
-                    properties: BTreeMap::new(),
+                    properties: NameMap::new(),
                 };
                 for (name, t, mut container, optional, indexed) in props {
                     let builtins = [

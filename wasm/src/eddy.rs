@@ -351,142 +351,22 @@ impl Eddy {
     pub async fn open(
         #[wasm_bindgen(unchecked_param_type = "Configuration")] config: JsValue,
     ) -> Result<Eddy, JsValue> {
-        let (schema, defaults) = read_schema(&get(&config, "schema"))?;
-        let sync = get(&config, "sync");
-        if sync.is_undefined() {
-            return Err(errors::usage(
-                "Eddy.open needs sync: { user, flexible: true }",
-            ));
-        }
-        let user_js = get(&sync, "user");
-        let user = user_from(&user_js)?;
-        if get(&sync, "flexible").as_bool() != Some(true) {
-            return Err(errors::usage(
-                "only flexible sync is supported: pass sync: { user, flexible: true }",
-            ));
-        }
-        let path = get(&config, "path")
-            .as_string()
-            .unwrap_or_else(|| "default".into());
-        let (base_url, app_id, user_id, token) = {
-            let s = user.session.borrow();
-            (
-                s.base_url.clone(),
-                s.app_id.clone(),
-                s.id.clone(),
-                s.access_token.clone(),
-            )
-        };
-        let name = format!("eddy:{app_id}:{user_id}:{path}");
-        let release = match lock::acquire(&name).await? {
+        let opening = Opening::read(&config)?;
+        let release = match lock::acquire(&opening.name).await? {
             Lock::Held { release } => Some(release),
-            Lock::Taken => {
-                return Err(errors::eddy_error(
-                    "database-in-use",
-                    "applicationBug",
-                    &format!("the database {name:?} is open in another tab; close it there (db.close()) or use another path"),
-                ))
-            }
+            Lock::Taken => return Err(opening.in_use()),
             Lock::Unsupported => None,
         };
-        let storage = match Storage::open(&name).await {
-            Ok(s) => Rc::new(s),
+        let loaded = load(&opening.name, &opening.schema).await;
+        match loaded {
+            Ok((storage, persisted)) => opening.start(release, storage, persisted),
             Err(e) => {
                 if let Some(release) = release {
                     let _ = release.call0(&JsValue::UNDEFINED);
                 }
-                return Err(errors::storage(&e));
-            }
-        };
-        let persisted = match storage.load(&schema).await {
-            Ok(p) => p,
-            Err(e) => {
-                if let Some(release) = release {
-                    let _ = release.call0(&JsValue::UNDEFINED);
-                }
-                return Err(errors::storage(&e));
-            }
-        };
-        let fresh = persisted
-            .as_ref()
-            .is_none_or(|p| p.meta.subscriptions.version == 0);
-        // A new file starts with an empty schema; the declared one is added by a write below, so
-        // a server in development mode learns it from this client.
-        let persisted = persisted.unwrap_or_else(|| PersistedState {
-            meta: FileMeta::default(),
-            store: Store::new(Schema::default()),
-            pending: Vec::new(),
-        });
-        let mut session = ClientSession::new(
-            SESSION,
-            SessionConfig {
-                path: "flx".into(),
-                access_token: token,
-                schema: schema.clone(),
-                reset_mode: ResetMode::Recover,
-                async_open: false,
-            },
-            Some(persisted),
-        );
-        let schema_write = add_schema(&mut session, &schema)?;
-        let seed = (js_sys::Math::random() * 9.0e15) as u64;
-        let mut conn = ClientConnection::new(
-            ConnectionConfig {
-                backoff_base_ms: 200,
-                backoff_max_ms: 30_000,
-                connect_timeout_ms: 15_000,
-                seed,
-                ..ConnectionConfig::default()
-            },
-            now_ms(),
-        );
-        conn.add_session(session);
-        let url = format!("{}/api/sync", base_url.replacen("http", "ws", 1));
-        let mut state = State::new(conn, url, user, storage);
-        let on_error = get(&sync, "onError");
-        state.on_error = on_error.dyn_into::<Function>().ok();
-        let inner = Inner::new(state, schema, defaults);
-        *inner.lock_release.borrow_mut() = release;
-        let db = Eddy {
-            inner: Rc::clone(&inner),
-        };
-        let initial = get(&sync, "initialSubscriptions");
-        let rerun = get(&initial, "rerunOnOpen").as_bool().unwrap_or(false);
-        if let Ok(update) = get(&initial, "update").dyn_into::<Function>() {
-            if fresh || rerun {
-                let set = MutableSubscriptionSet::new(Rc::clone(&inner));
-                let set_js = JsValue::from(set.clone());
-                update.call2(
-                    &JsValue::UNDEFINED,
-                    &set_js,
-                    &JsValue::from(Eddy {
-                        inner: Rc::clone(&inner),
-                    }),
-                )?;
-                match schema_write {
-                    None => {
-                        set.commit()?;
-                    }
-                    Some(version) => {
-                        // The server checks subscriptions against its schema: send them once it
-                        // has integrated the collections this client added.
-                        let added = wait(&inner, Until::Uploaded(version), JsValue::UNDEFINED);
-                        wasm_bindgen_futures::spawn_local(async move {
-                            if wasm_bindgen_futures::JsFuture::from(added).await.is_ok() {
-                                if let Err(e) = set.commit() {
-                                    web_sys::console::warn_2(&"eddy-sync:".into(), &e);
-                                }
-                            }
-                        });
-                    }
-                }
+                Err(errors::storage(&e))
             }
         }
-        inner.listen_to_network();
-        driver::schedule_refresh(&inner);
-        request_persistent_storage();
-        pump(&inner);
-        Ok(db)
     }
 
     /// Runs `callback` as one write transaction: its `create`s, assignments and `delete`s apply
@@ -832,6 +712,173 @@ impl Eddy {
             .object_listeners
             .retain(|l| !Object::is(&l.callback, callback));
     }
+}
+
+/// What `Eddy.open` reads from its configuration before it waits for the lock and storage.
+/// Kept out of the `async` body so its state machine stays small.
+struct Opening {
+    sync: JsValue,
+    schema: Schema,
+    defaults: Vec<driver::Default>,
+    user: User,
+    /// The database's name: app, user and path.
+    name: String,
+}
+
+impl Opening {
+    #[inline(never)]
+    fn read(config: &JsValue) -> Result<Opening, JsValue> {
+        let (schema, defaults) = read_schema(&get(config, "schema"))?;
+        let sync = get(config, "sync");
+        if sync.is_undefined() {
+            return Err(errors::usage(
+                "Eddy.open needs sync: { user, flexible: true }",
+            ));
+        }
+        let user = user_from(&get(&sync, "user"))?;
+        if get(&sync, "flexible").as_bool() != Some(true) {
+            return Err(errors::usage(
+                "only flexible sync is supported: pass sync: { user, flexible: true }",
+            ));
+        }
+        let path = get(config, "path")
+            .as_string()
+            .unwrap_or_else(|| "default".into());
+        let name = {
+            let s = user.session.borrow();
+            format!("eddy:{}:{}:{path}", s.app_id, s.id)
+        };
+        Ok(Opening {
+            sync,
+            schema,
+            defaults,
+            user,
+            name,
+        })
+    }
+
+    #[inline(never)]
+    fn in_use(&self) -> JsValue {
+        errors::eddy_error(
+            "database-in-use",
+            "applicationBug",
+            &format!(
+                "the database \"{}\" is open in another tab; close it there (db.close()) or use another path",
+                self.name
+            ),
+        )
+    }
+
+    /// Starts the session over the loaded state and hands out the database.
+    #[inline(never)]
+    fn start(
+        self,
+        release: Option<Function>,
+        storage: Rc<Storage>,
+        persisted: Option<PersistedState>,
+    ) -> Result<Eddy, JsValue> {
+        let Opening {
+            sync,
+            schema,
+            defaults,
+            user,
+            name: _,
+        } = self;
+        let (base_url, token) = {
+            let s = user.session.borrow();
+            (s.base_url.clone(), s.access_token.clone())
+        };
+        let fresh = persisted
+            .as_ref()
+            .is_none_or(|p| p.meta.subscriptions.version == 0);
+        // A new file starts with an empty schema; the declared one is added by a write below, so
+        // a server in development mode learns it from this client.
+        let persisted = persisted.unwrap_or_else(|| PersistedState {
+            meta: FileMeta::default(),
+            store: Store::new(Schema::default()),
+            pending: Vec::new(),
+        });
+        let mut session = ClientSession::new(
+            SESSION,
+            SessionConfig {
+                path: "flx".into(),
+                access_token: token,
+                schema: schema.clone(),
+                reset_mode: ResetMode::Recover,
+                async_open: false,
+            },
+            Some(persisted),
+        );
+        let schema_write = add_schema(&mut session, &schema)?;
+        let seed = (js_sys::Math::random() * 9.0e15) as u64;
+        let mut conn = ClientConnection::new(
+            ConnectionConfig {
+                backoff_base_ms: 200,
+                backoff_max_ms: 30_000,
+                connect_timeout_ms: 15_000,
+                seed,
+                ..ConnectionConfig::default()
+            },
+            now_ms(),
+        );
+        conn.add_session(session);
+        let url = format!("{}/api/sync", base_url.replacen("http", "ws", 1));
+        let mut state = State::new(conn, url, user, storage);
+        let on_error = get(&sync, "onError");
+        state.on_error = on_error.dyn_into::<Function>().ok();
+        let inner = Inner::new(state, schema, defaults);
+        *inner.lock_release.borrow_mut() = release;
+        let db = Eddy {
+            inner: Rc::clone(&inner),
+        };
+        let initial = get(&sync, "initialSubscriptions");
+        let rerun = get(&initial, "rerunOnOpen").as_bool().unwrap_or(false);
+        if let Ok(update) = get(&initial, "update").dyn_into::<Function>() {
+            if fresh || rerun {
+                let set = MutableSubscriptionSet::new(Rc::clone(&inner));
+                let set_js = JsValue::from(set.clone());
+                update.call2(
+                    &JsValue::UNDEFINED,
+                    &set_js,
+                    &JsValue::from(Eddy {
+                        inner: Rc::clone(&inner),
+                    }),
+                )?;
+                match schema_write {
+                    None => {
+                        set.commit()?;
+                    }
+                    Some(version) => {
+                        // The server checks subscriptions against its schema: send them once it
+                        // has integrated the collections this client added.
+                        let added = wait(&inner, Until::Uploaded(version), JsValue::UNDEFINED);
+                        wasm_bindgen_futures::spawn_local(async move {
+                            if wasm_bindgen_futures::JsFuture::from(added).await.is_ok() {
+                                if let Err(e) = set.commit() {
+                                    web_sys::console::warn_2(&"eddy-sync:".into(), &e);
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        inner.listen_to_network();
+        driver::schedule_refresh(&inner);
+        request_persistent_storage();
+        pump(&inner);
+        Ok(db)
+    }
+}
+
+/// Opens the file's IndexedDB database and loads what it holds.
+async fn load(
+    name: &str,
+    schema: &Schema,
+) -> Result<(Rc<Storage>, Option<PersistedState>), String> {
+    let storage = Rc::new(Storage::open(name).await?);
+    let persisted = storage.load(schema).await?;
+    Ok((storage, persisted))
 }
 
 fn user_from(js: &JsValue) -> Result<User, JsValue> {

@@ -32,6 +32,7 @@ use crate::client::{
 };
 use crate::protocol::{DownloadCursor, Subscription, SubscriptionSet};
 use crate::schema::{CollectionKind, CollectionSchema, Schema, PRIMARY_KEY};
+use crate::sorted_map::SortedMap;
 use crate::store::{Changes, Store};
 use crate::value::{Document, EjsonMode, PrimaryKey, Value};
 use crate::wire::{write_bytes, write_str, write_u64, Reader, WireError};
@@ -455,7 +456,7 @@ pub fn decode_schema(bytes: &[u8], limits: &DecodeLimits) -> Result<Schema, Pers
                     name,
                     kind,
                     primary_key,
-                    properties: BTreeMap::new(),
+                    properties: crate::schema::NameMap::new(),
                 });
             }
             Instruction::AddProperty {
@@ -484,11 +485,11 @@ pub fn decode_schema(bytes: &[u8], limits: &DecodeLimits) -> Result<Schema, Pers
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PersistBatch {
     /// Object records by [`object_record_key`]: the new record, or `None` to delete it.
-    pub objects: BTreeMap<String, Option<Vec<u8>>>,
+    pub objects: SortedMap<String, Option<Vec<u8>>>,
     /// Whether every stored pending changeset is deleted before `pending` is put.
     pub clear_pending: bool,
     /// Pending changeset records to put, by client version.
-    pub pending: BTreeMap<u64, Vec<u8>>,
+    pub pending: SortedMap<u64, Vec<u8>>,
     /// The new file meta record, if any write was merged.
     pub meta: Option<Vec<u8>>,
     /// The new schema record, when the schema changed.

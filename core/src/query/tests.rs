@@ -81,7 +81,7 @@ fn schema() -> Schema {
         name: "Address".into(),
         kind: CollectionKind::Embedded,
         primary_key: None,
-        properties: BTreeMap::new(),
+        properties: crate::schema::NameMap::new(),
     }
     .with(prop("city", ScalarType::String, Single))
     .with(prop("zip", ScalarType::Int, Single));

@@ -486,7 +486,7 @@ impl Store {
                     name: name.to_owned(),
                     kind,
                     primary_key,
-                    properties: BTreeMap::new(),
+                    properties: crate::schema::NameMap::new(),
                 });
             }
         }
