@@ -487,6 +487,9 @@ pub struct PersistBatch {
     pub objects: BTreeMap<String, Option<Vec<u8>>>,
     /// Whether every stored pending changeset is deleted before `pending` is put.
     pub clear_pending: bool,
+    /// Stored pending changesets up to this client version are deleted before `pending` is put
+    /// (0: none): the server acknowledged them.
+    pub acknowledged: u64,
     /// Pending changeset records to put, by client version.
     pub pending: BTreeMap<u64, Vec<u8>>,
     /// The new file meta record, if any write was merged.
@@ -514,6 +517,7 @@ impl PersistBatch {
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
             && !self.clear_pending
+            && self.acknowledged == 0
             && self.pending.is_empty()
             && self.meta.is_none()
             && self.schema.is_none()
@@ -526,23 +530,47 @@ impl PersistBatch {
             self.objects
                 .insert(object_record_key(&collection, &key), record);
         }
-        match write.pending {
+        self.add_pending(write.pending);
+        self.meta = Some(encode_file_meta(&write.meta));
+        if let Some(schema) = &write.schema {
+            self.schema = Some(encode_schema(schema));
+        }
+    }
+}
+
+impl PersistBatch {
+    /// Merges a change to the pending list into the records to put and delete.
+    fn add_pending(&mut self, update: PendingUpdate) {
+        match update {
             PendingUpdate::Appended(changeset) => {
                 self.pending
                     .insert(changeset.meta.version, encode_pending(&changeset));
             }
+            PendingUpdate::Delta {
+                acknowledged,
+                rewritten,
+            } => {
+                if acknowledged > 0 {
+                    // Records put earlier in this batch leave with the stored ones.
+                    self.pending = self.pending.split_off(&(acknowledged.saturating_add(1)));
+                    if !self.clear_pending {
+                        self.acknowledged = self.acknowledged.max(acknowledged);
+                    }
+                }
+                for changeset in &rewritten {
+                    self.pending
+                        .insert(changeset.meta.version, encode_pending(changeset));
+                }
+            }
             PendingUpdate::Replaced(list) => {
                 self.clear_pending = true;
+                self.acknowledged = 0;
                 self.pending = list
                     .iter()
                     .map(|c| (c.meta.version, encode_pending(c)))
                     .collect();
             }
             PendingUpdate::Unchanged => {}
-        }
-        self.meta = Some(encode_file_meta(&write.meta));
-        if let Some(schema) = &write.schema {
-            self.schema = Some(encode_schema(schema));
         }
     }
 }

@@ -129,7 +129,17 @@ pub enum PendingUpdate {
     Unchanged,
     /// One local commit was appended.
     Appended(Changeset),
-    /// The whole list was rewritten (downloads rebase it; acknowledgements shorten it).
+    /// The list changed in place: every changeset up to client version `acknowledged` left it
+    /// (the server integrated them), and each of `rewritten` replaces the stored changeset of its
+    /// version (a download or an accepted transaction was transformed against it). Storage
+    /// deletes the acknowledged records by key range and puts the rewritten ones.
+    Delta {
+        /// Stored changesets up to this client version are deleted (0: none).
+        acknowledged: u64,
+        /// Changesets whose instructions changed, each still in the list.
+        rewritten: Vec<Changeset>,
+    },
+    /// The whole list was rewritten (a new client file ident, a client reset).
     Replaced(Vec<Changeset>),
 }
 
@@ -138,6 +148,8 @@ pub enum PendingUpdate {
 enum PendingChange {
     Unchanged,
     Appended,
+    /// What `pending_acknowledged` and `pending_rewritten` recorded.
+    Delta,
     Replaced,
 }
 
@@ -298,6 +310,8 @@ struct Bootstrap {
 struct Saved {
     meta: FileMeta,
     pending: Vec<Changeset>,
+    pending_acknowledged: u64,
+    pending_rewritten: BTreeSet<u64>,
     leaving: BTreeSet<ObjectKey>,
     released: BTreeSet<ObjectKey>,
     in_flight: u64,
@@ -313,6 +327,11 @@ pub struct ClientSession {
     meta: FileMeta,
     store: Store,
     pending: Vec<Changeset>,
+    /// Pending changesets up to this client version left `pending` since the last storage write.
+    pending_acknowledged: u64,
+    /// The versions of pending changesets that a transformation or an object reset may have
+    /// rewritten since the last storage write.
+    pending_rewritten: BTreeSet<u64>,
     /// The highest client version sent in an UPLOAD that is not yet acknowledged.
     in_flight: u64,
     /// The highest client version the server reported integrated.
@@ -365,6 +384,8 @@ impl ClientSession {
             meta,
             store,
             pending,
+            pending_acknowledged: 0,
+            pending_rewritten: BTreeSet::new(),
             in_flight: 0,
             acknowledged: 0,
             subscription_state,
@@ -922,6 +943,8 @@ impl ClientSession {
         let saved = (downloads.len() > 1).then(|| Saved {
             meta: self.meta.clone(),
             pending: self.pending.clone(),
+            pending_acknowledged: self.pending_acknowledged,
+            pending_rewritten: self.pending_rewritten.clone(),
             leaving: self.leaving.clone(),
             released: self.released.clone(),
             in_flight: self.in_flight,
@@ -941,6 +964,8 @@ impl ClientSession {
                         self.store.rollback(&mut undo, 0);
                         self.meta = saved.meta;
                         self.pending = saved.pending;
+                        self.pending_acknowledged = saved.pending_acknowledged;
+                        self.pending_rewritten = saved.pending_rewritten;
                         self.leaving = saved.leaving;
                         self.released = saved.released;
                         self.in_flight = saved.in_flight;
@@ -962,7 +987,7 @@ impl ClientSession {
                 client_version: acked,
             });
         }
-        self.persist(touched, PendingChange::Replaced);
+        self.persist(touched, PendingChange::Delta);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
@@ -1020,7 +1045,7 @@ impl ClientSession {
                     "the server claims to have integrated a client version this file never made",
                 ));
             }
-            self.pending.retain(|p| p.meta.version > lirv);
+            self.drop_acknowledged(lirv);
             if self
                 .meta
                 .transaction
@@ -1049,8 +1074,7 @@ impl ClientSession {
                     })
                 })
                 .collect::<Result<Vec<_>, SyncError>>()?;
-            transform(&mut self.pending, &mut remote, None)
-                .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
+            self.transform_pending(&mut remote)?;
             for changeset in remote {
                 touched.extend(touched_objects(&changeset.instructions));
                 self.store
@@ -1083,8 +1107,7 @@ impl ClientSession {
         self.meta.download = progress.download;
         self.meta.latest_server_version = progress.latest_server_version;
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
-        self.pending
-            .retain(|p| p.meta.version > progress.download.last_integrated_client_version);
+        self.drop_acknowledged(progress.download.last_integrated_client_version);
         if let Some(version) = self.meta.transaction.as_ref().map(|t| t.client_version) {
             if version <= progress.download.last_integrated_client_version {
                 touched.extend(self.settle_transaction(changes, true, progress.upload, undo)?);
@@ -1120,9 +1143,13 @@ impl ClientSession {
         for instruction in instructions {
             if let Instruction::EraseObject { collection, key } = &instruction {
                 for changeset in &mut self.pending {
+                    let before = changeset.instructions.len();
                     changeset
                         .instructions
                         .retain(|i| i.object() != Some((collection.as_str(), key)));
+                    if changeset.instructions.len() != before {
+                        self.pending_rewritten.insert(changeset.meta.version);
+                    }
                 }
                 self.store.evict_logged(collection, key, changes, undo);
                 let object = (collection.clone(), key.clone());
@@ -1216,7 +1243,7 @@ impl ClientSession {
             }
         };
         let touched = self.settle_transaction(&mut changes, accepted, reported, &mut Vec::new())?;
-        self.persist(touched, PendingChange::Replaced);
+        self.persist(touched, PendingChange::Delta);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
@@ -1259,8 +1286,7 @@ impl ClientSession {
                 },
                 instructions,
             }];
-            transform(&mut self.pending, &mut integrated, None)
-                .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
+            self.transform_pending(&mut integrated)?;
             let [tx] = integrated;
             self.store
                 .apply_logged(&tx.instructions, changes, undo)
@@ -1598,6 +1624,24 @@ impl ClientSession {
         }
     }
 
+    /// Drops the pending changesets up to client version `through`: the server integrated them.
+    fn drop_acknowledged(&mut self, through: u64) {
+        let before = self.pending.len();
+        self.pending.retain(|p| p.meta.version > through);
+        if self.pending.len() != before {
+            self.pending_acknowledged = self.pending_acknowledged.max(through);
+        }
+    }
+
+    /// Transforms the pending changesets against `theirs` (changesets the server integrated
+    /// before them), recording which of them the transformation may rewrite.
+    fn transform_pending(&mut self, theirs: &mut [Changeset]) -> Result<(), SyncError> {
+        self.pending_rewritten
+            .extend(possibly_rewritten(&self.pending, theirs));
+        transform(&mut self.pending, theirs, None)
+            .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))
+    }
+
     fn persist(
         &mut self,
         mut touched: Vec<(String, crate::value::PrimaryKey)>,
@@ -1620,19 +1664,48 @@ impl ClientSession {
         if let Some(schema) = &schema {
             self.persisted_schema = schema.clone();
         }
+        let pending = match change {
+            PendingChange::Unchanged => PendingUpdate::Unchanged,
+            PendingChange::Appended => match self.pending.last() {
+                Some(last) => PendingUpdate::Appended(last.clone()),
+                None => PendingUpdate::Replaced(Vec::new()),
+            },
+            PendingChange::Delta => self.pending_delta(),
+            PendingChange::Replaced => {
+                self.pending_acknowledged = 0;
+                self.pending_rewritten.clear();
+                PendingUpdate::Replaced(self.pending.clone())
+            }
+        };
         self.events.push_back(SessionEvent::Persist(StorageWrite {
             meta: self.meta.clone(),
             objects,
-            pending: match change {
-                PendingChange::Unchanged => PendingUpdate::Unchanged,
-                PendingChange::Appended => match self.pending.last() {
-                    Some(last) => PendingUpdate::Appended(last.clone()),
-                    None => PendingUpdate::Replaced(Vec::new()),
-                },
-                PendingChange::Replaced => PendingUpdate::Replaced(self.pending.clone()),
-            },
+            pending,
             schema,
         }));
+    }
+
+    /// The recorded changes to the pending list since the last storage write, which it resets.
+    fn pending_delta(&mut self) -> PendingUpdate {
+        let acknowledged = std::mem::take(&mut self.pending_acknowledged);
+        let versions = std::mem::take(&mut self.pending_rewritten);
+        let rewritten: Vec<Changeset> = if versions.is_empty() {
+            Vec::new()
+        } else {
+            self.pending
+                .iter()
+                .filter(|c| versions.contains(&c.meta.version))
+                .cloned()
+                .collect()
+        };
+        if acknowledged == 0 && rewritten.is_empty() {
+            PendingUpdate::Unchanged
+        } else {
+            PendingUpdate::Delta {
+                acknowledged,
+                rewritten,
+            }
+        }
     }
 
     /// The next message to send, if any.
@@ -1653,6 +1726,38 @@ fn protocol_error(code: ErrorCode, message: &str) -> SyncError {
         message: message.to_owned(),
         compensating: None,
     }
+}
+
+/// The versions of the changesets of `ours` that transforming them against `theirs` may rewrite:
+/// those with an instruction on an object that `theirs` touch, or a schema instruction when
+/// `theirs` hold one. This is the transformation's own test of which pairs interact (an
+/// instruction never interacts with one on another object), so every other changeset of `ours`
+/// comes out of it unchanged.
+fn possibly_rewritten(ours: &[Changeset], theirs: &[Changeset]) -> Vec<u64> {
+    if ours.is_empty() {
+        return Vec::new();
+    }
+    let mut objects = BTreeSet::new();
+    let mut schema = false;
+    for instruction in theirs.iter().flat_map(|c| &c.instructions) {
+        match instruction.object() {
+            Some(object) => {
+                objects.insert(object);
+            }
+            None => schema = true,
+        }
+    }
+    if objects.is_empty() && !schema {
+        return Vec::new();
+    }
+    ours.iter()
+        .filter(|c| {
+            c.instructions
+                .iter()
+                .any(|i| i.object().map_or(schema, |o| objects.contains(&o)))
+        })
+        .map(|c| c.meta.version)
+        .collect()
 }
 
 /// The top-level objects a list of instructions touches.
