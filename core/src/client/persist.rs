@@ -324,8 +324,14 @@ pub fn decode_file_meta_checkpointed(
 
 /// Encodes a pending changeset record (keyed by `changeset.meta.version`).
 pub fn encode_pending(changeset: &Changeset) -> Vec<u8> {
-    let mut out = header(kind::PENDING);
-    let m = &changeset.meta;
+    encode_pending_record(&changeset.meta, &encode_changeset(&changeset.instructions))
+}
+
+/// Encodes a pending changeset record from its metadata and its instructions as
+/// `encode_changeset` encoded them.
+fn encode_pending_record(m: &ChangesetMeta, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 2 + 4 * 10);
+    out.extend_from_slice(&header(kind::PENDING));
     for n in [
         m.version,
         m.last_integrated_remote_version,
@@ -334,7 +340,7 @@ pub fn encode_pending(changeset: &Changeset) -> Vec<u8> {
     ] {
         write_u64(&mut out, n);
     }
-    out.extend_from_slice(&encode_changeset(&changeset.instructions));
+    out.extend_from_slice(body);
     out
 }
 
@@ -542,9 +548,11 @@ impl PersistBatch {
     /// Merges a change to the pending list into the records to put and delete.
     fn add_pending(&mut self, update: PendingUpdate) {
         match update {
-            PendingUpdate::Appended(changeset) => {
-                self.pending
-                    .insert(changeset.meta.version, encode_pending(&changeset));
+            PendingUpdate::Appended { changeset, body } => {
+                self.pending.insert(
+                    changeset.meta.version,
+                    encode_pending_record(&changeset.meta, &body),
+                );
             }
             PendingUpdate::Delta {
                 acknowledged,

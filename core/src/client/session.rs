@@ -7,7 +7,8 @@
 //! [`ClientSession::poll_transmit`] (messages) and [`ClientSession::poll_event`] (storage writes,
 //! changes, state changes, errors).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
@@ -128,7 +129,13 @@ pub enum PendingUpdate {
     /// The list is unchanged.
     Unchanged,
     /// One local commit was appended.
-    Appended(Changeset),
+    Appended {
+        /// The changeset.
+        changeset: Changeset,
+        /// Its instructions encoded (`encode_changeset`), which its UPLOAD carries as well: the
+        /// storage record reuses them instead of encoding the changeset a second time.
+        body: Arc<[u8]>,
+    },
     /// The list changed in place: every changeset up to client version `acknowledged` left it
     /// (the server integrated them), and each of `rewritten` replaces the stored changeset of its
     /// version (a download or an accepted transaction was transformed against it). Storage
@@ -332,6 +339,10 @@ pub struct ClientSession {
     /// The versions of pending changesets that a transformation or an object reset may have
     /// rewritten since the last storage write.
     pending_rewritten: BTreeSet<u64>,
+    /// The encoded instructions of pending changesets by client version, made once at commit for
+    /// both the storage record and the UPLOAD; dropped when a changeset leaves the list or is
+    /// rewritten (its UPLOAD then encodes it again).
+    bodies: BTreeMap<u64, Arc<[u8]>>,
     /// The highest client version sent in an UPLOAD that is not yet acknowledged.
     in_flight: u64,
     /// The highest client version the server reported integrated.
@@ -386,6 +397,7 @@ impl ClientSession {
             pending,
             pending_acknowledged: 0,
             pending_rewritten: BTreeSet::new(),
+            bodies: BTreeMap::new(),
             in_flight: 0,
             acknowledged: 0,
             subscription_state,
@@ -503,6 +515,8 @@ impl ClientSession {
                 schema.collection(c).map(|c| c.kind) != Some(CollectionKind::Asymmetric)
             })
             .collect();
+        self.bodies
+            .insert(version, encode_changeset(&instructions).into());
         self.pending.push(Changeset { meta, instructions });
         self.persist(touched, PendingChange::Appended);
         self.maybe_upload();
@@ -1149,6 +1163,7 @@ impl ClientSession {
                         .retain(|i| i.object() != Some((collection.as_str(), key)));
                     if changeset.instructions.len() != before {
                         self.pending_rewritten.insert(changeset.meta.version);
+                        self.bodies.remove(&changeset.meta.version);
                     }
                 }
                 self.store.evict_logged(collection, key, changes, undo);
@@ -1404,6 +1419,7 @@ impl ClientSession {
         self.meta.client_file_ident_salt = salt;
         self.acknowledged = 0;
         let integrated = reset.integrated.unwrap_or(0);
+        self.bodies.clear();
         let candidates: Vec<Changeset> = std::mem::take(&mut self.pending)
             .into_iter()
             .filter(|c| c.meta.version > integrated)
@@ -1605,7 +1621,16 @@ impl ClientSession {
             {
                 break;
             }
-            let body = encode_changeset(&changeset.instructions);
+            // A changeset restored from storage or rewritten is encoded here, once.
+            let body = match self.bodies.get(&changeset.meta.version) {
+                Some(body) => body.to_vec(),
+                None => {
+                    let body = encode_changeset(&changeset.instructions);
+                    self.bodies
+                        .insert(changeset.meta.version, body.as_slice().into());
+                    body
+                }
+            };
             bytes += body.len();
             batch.push(UploadChangeset {
                 client_version: changeset.meta.version,
@@ -1630,14 +1655,17 @@ impl ClientSession {
         self.pending.retain(|p| p.meta.version > through);
         if self.pending.len() != before {
             self.pending_acknowledged = self.pending_acknowledged.max(through);
+            self.bodies = self.bodies.split_off(&through.saturating_add(1));
         }
     }
 
     /// Transforms the pending changesets against `theirs` (changesets the server integrated
     /// before them), recording which of them the transformation may rewrite.
     fn transform_pending(&mut self, theirs: &mut [Changeset]) -> Result<(), SyncError> {
-        self.pending_rewritten
-            .extend(possibly_rewritten(&self.pending, theirs));
+        for version in possibly_rewritten(&self.pending, theirs) {
+            self.pending_rewritten.insert(version);
+            self.bodies.remove(&version);
+        }
         transform(&mut self.pending, theirs, None)
             .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))
     }
@@ -1667,7 +1695,14 @@ impl ClientSession {
         let pending = match change {
             PendingChange::Unchanged => PendingUpdate::Unchanged,
             PendingChange::Appended => match self.pending.last() {
-                Some(last) => PendingUpdate::Appended(last.clone()),
+                Some(last) => PendingUpdate::Appended {
+                    changeset: last.clone(),
+                    body: self
+                        .bodies
+                        .get(&last.meta.version)
+                        .cloned()
+                        .unwrap_or_else(|| encode_changeset(&last.instructions).into()),
+                },
                 None => PendingUpdate::Replaced(Vec::new()),
             },
             PendingChange::Delta => self.pending_delta(),

@@ -745,7 +745,7 @@ impl Simulation {
                 disk.meta = write.meta;
                 match write.pending {
                     PendingUpdate::Unchanged => {}
-                    PendingUpdate::Appended(changeset) => disk.pending.push(changeset),
+                    PendingUpdate::Appended { changeset, .. } => disk.pending.push(changeset),
                     PendingUpdate::Delta {
                         acknowledged,
                         rewritten,

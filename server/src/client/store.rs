@@ -429,7 +429,10 @@ mod tests {
         let (writer, thread) = spawn_writer(store, || {}).unwrap();
         for version in 1..=5 {
             let mut w = write(version);
-            w.pending = PendingUpdate::Appended(changeset(version, 0));
+            w.pending = PendingUpdate::Appended {
+                changeset: changeset(version, 0),
+                body: eddy_core::changeset::encode_changeset(&[]).into(),
+            };
             writer.submit(version, w);
         }
         let mut w = write(5);

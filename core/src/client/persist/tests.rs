@@ -16,7 +16,7 @@ use crate::changeset::arbitrary::{
 };
 use crate::changeset::Instruction;
 use crate::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
-use crate::protocol::{BatchState, DownloadChangeset, ServerMessage, SyncProgress};
+use crate::protocol::{BatchState, ClientMessage, DownloadChangeset, ServerMessage, SyncProgress};
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
 
 fn limits() -> DecodeLimits {
@@ -661,6 +661,13 @@ fn a_changed_schema_is_stored_and_restored_instead_of_the_declared_one() {
     assert_eq!(restored.store.len("Item"), 1);
 }
 
+fn appended(changeset: Changeset) -> PendingUpdate {
+    PendingUpdate::Appended {
+        body: encode_changeset(&changeset.instructions).into(),
+        changeset,
+    }
+}
+
 #[test]
 fn a_replaced_pending_list_drops_what_was_appended_before_it() {
     let changeset = |version| Changeset {
@@ -677,9 +684,9 @@ fn a_replaced_pending_list_drops_what_was_appended_before_it() {
         schema: None,
     };
     let batch = PersistBatch::from_writes([
-        write(PendingUpdate::Appended(changeset(1))),
+        write(appended(changeset(1))),
         write(PendingUpdate::Replaced(vec![changeset(2)])),
-        write(PendingUpdate::Appended(changeset(3))),
+        write(appended(changeset(3))),
         write(PendingUpdate::Unchanged),
     ]);
     assert!(batch.clear_pending);
@@ -708,10 +715,10 @@ fn an_acknowledgement_after_a_replaced_list_or_appends_in_one_batch_merges_in_or
         rewritten,
     };
     let batch = PersistBatch::from_writes([
-        write(PendingUpdate::Appended(changeset(4))),
-        write(PendingUpdate::Appended(changeset(5))),
+        write(appended(changeset(4))),
+        write(appended(changeset(5))),
         write(acknowledged(4, vec![changeset(5)])),
-        write(PendingUpdate::Appended(changeset(6))),
+        write(appended(changeset(6))),
     ]);
     assert!(!batch.clear_pending);
     assert_eq!(batch.acknowledged, 4, "stored records up to 4 are deleted");
@@ -861,6 +868,21 @@ fn a_download_rewrites_only_the_pending_changesets_it_transforms() {
         "the stored version 5 is the rewritten one"
     );
     assert_eq!(restored.store.digest(), s.store().digest());
+
+    // The UPLOAD carries the rewritten version 5, not the body encoded when it was committed.
+    let uploads: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| s.poll_transmit())
+        .flat_map(|m| match m {
+            ClientMessage::Upload { changesets, .. } => changesets,
+            _ => Vec::new(),
+        })
+        .map(|c| (c.client_version, c.body))
+        .collect();
+    let expected: Vec<(u64, Vec<u8>)> = s
+        .pending()
+        .iter()
+        .map(|c| (c.meta.version, encode_changeset(&c.instructions)))
+        .collect();
+    assert_eq!(uploads, expected);
 }
 
 #[test]

@@ -77,7 +77,7 @@ impl WriteAhead {
     pub fn commit(&mut self, writes: Vec<StorageWrite>) -> PersistBatch {
         let deferrable = writes
             .iter()
-            .all(|w| matches!(w.pending, PendingUpdate::Appended(_)) && w.schema.is_none());
+            .all(|w| matches!(w.pending, PendingUpdate::Appended { .. }) && w.schema.is_none());
         let mut batch = PersistBatch::new();
         for write in writes {
             self.kept.extend(write.objects);
