@@ -560,7 +560,10 @@ impl PersistBatch {
             } => {
                 if acknowledged > 0 {
                     // Records put earlier in this batch leave with the stored ones.
-                    self.pending = self.pending.split_off(&(acknowledged.saturating_add(1)));
+                    self.pending = std::mem::take(&mut self.pending)
+                        .into_iter()
+                        .filter(|(version, _)| *version > acknowledged)
+                        .collect();
                     if !self.clear_pending {
                         self.acknowledged = self.acknowledged.max(acknowledged);
                     }

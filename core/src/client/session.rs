@@ -7,7 +7,7 @@
 //! [`ClientSession::poll_transmit`] (messages) and [`ClientSession::poll_event`] (storage writes,
 //! changes, state changes, errors).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::changeset::{
@@ -143,7 +143,7 @@ pub enum PendingUpdate {
     Delta {
         /// Stored changesets up to this client version are deleted (0: none).
         acknowledged: u64,
-        /// Changesets whose instructions changed, each still in the list.
+        /// Changesets whose instructions may have changed, each still in the list.
         rewritten: Vec<Changeset>,
     },
     /// The whole list was rewritten (a new client file ident, a client reset).
@@ -318,7 +318,7 @@ struct Saved {
     meta: FileMeta,
     pending: Vec<Changeset>,
     pending_acknowledged: u64,
-    pending_rewritten: BTreeSet<u64>,
+    pending_rewritten: Vec<u64>,
     leaving: BTreeSet<ObjectKey>,
     released: BTreeSet<ObjectKey>,
     in_flight: u64,
@@ -337,12 +337,13 @@ pub struct ClientSession {
     /// Pending changesets up to this client version left `pending` since the last storage write.
     pending_acknowledged: u64,
     /// The versions of pending changesets that a transformation or an object reset may have
-    /// rewritten since the last storage write.
-    pending_rewritten: BTreeSet<u64>,
-    /// The encoded instructions of pending changesets by client version, made once at commit for
-    /// both the storage record and the UPLOAD; dropped when a changeset leaves the list or is
-    /// rewritten (its UPLOAD then encodes it again).
-    bodies: BTreeMap<u64, Arc<[u8]>>,
+    /// rewritten since the last storage write (unsorted, maybe repeated).
+    pending_rewritten: Vec<u64>,
+    /// Beside each pending changeset (same order, with its client version), its encoded
+    /// instructions, made once at commit for both the storage record and the UPLOAD; forgotten
+    /// when the changeset is rewritten (its next UPLOAD encodes it again). Vectors rather than
+    /// maps keep the browser's wasm small.
+    bodies: Vec<(u64, Option<Arc<[u8]>>)>,
     /// The highest client version sent in an UPLOAD that is not yet acknowledged.
     in_flight: u64,
     /// The highest client version the server reported integrated.
@@ -388,6 +389,7 @@ impl ClientSession {
             SubscriptionState::Pending
         };
         let persisted_schema = store.schema().clone();
+        let bodies = unencoded(&pending);
         ClientSession {
             ident,
             config,
@@ -396,8 +398,8 @@ impl ClientSession {
             store,
             pending,
             pending_acknowledged: 0,
-            pending_rewritten: BTreeSet::new(),
-            bodies: BTreeMap::new(),
+            pending_rewritten: Vec::new(),
+            bodies,
             in_flight: 0,
             acknowledged: 0,
             subscription_state,
@@ -516,7 +518,7 @@ impl ClientSession {
             })
             .collect();
         self.bodies
-            .insert(version, encode_changeset(&instructions).into());
+            .push((version, Some(encode_changeset(&instructions).into())));
         self.pending.push(Changeset { meta, instructions });
         self.persist(touched, PendingChange::Appended);
         self.maybe_upload();
@@ -980,6 +982,7 @@ impl ClientSession {
                         self.pending = saved.pending;
                         self.pending_acknowledged = saved.pending_acknowledged;
                         self.pending_rewritten = saved.pending_rewritten;
+                        self.bodies = unencoded(&self.pending);
                         self.leaving = saved.leaving;
                         self.released = saved.released;
                         self.in_flight = saved.in_flight;
@@ -1162,8 +1165,8 @@ impl ClientSession {
                         .instructions
                         .retain(|i| i.object() != Some((collection.as_str(), key)));
                     if changeset.instructions.len() != before {
-                        self.pending_rewritten.insert(changeset.meta.version);
-                        self.bodies.remove(&changeset.meta.version);
+                        self.pending_rewritten.push(changeset.meta.version);
+                        forget_body(&mut self.bodies, changeset.meta.version);
                     }
                 }
                 self.store.evict_logged(collection, key, changes, undo);
@@ -1615,21 +1618,23 @@ impl ClientSession {
         }
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for changeset in &self.pending {
+        for (index, changeset) in self.pending.iter().enumerate() {
             if batch.len() >= MAX_UPLOAD_CHANGESETS
                 || (bytes >= MAX_UPLOAD_BYTES && !batch.is_empty())
             {
                 break;
             }
             // A changeset restored from storage or rewritten is encoded here, once.
-            let body = match self.bodies.get(&changeset.meta.version) {
-                Some(body) => body.to_vec(),
-                None => {
+            let version = changeset.meta.version;
+            let cached = self.bodies.get_mut(index).filter(|(v, _)| *v == version);
+            let body = match cached {
+                Some((_, Some(body))) => body.to_vec(),
+                Some((_, missing)) => {
                     let body = encode_changeset(&changeset.instructions);
-                    self.bodies
-                        .insert(changeset.meta.version, body.as_slice().into());
+                    *missing = Some(body.as_slice().into());
                     body
                 }
+                None => encode_changeset(&changeset.instructions),
             };
             bytes += body.len();
             batch.push(UploadChangeset {
@@ -1655,7 +1660,7 @@ impl ClientSession {
         self.pending.retain(|p| p.meta.version > through);
         if self.pending.len() != before {
             self.pending_acknowledged = self.pending_acknowledged.max(through);
-            self.bodies = self.bodies.split_off(&through.saturating_add(1));
+            self.bodies.retain(|(version, _)| *version > through);
         }
     }
 
@@ -1663,8 +1668,8 @@ impl ClientSession {
     /// before them), recording which of them the transformation may rewrite.
     fn transform_pending(&mut self, theirs: &mut [Changeset]) -> Result<(), SyncError> {
         for version in possibly_rewritten(&self.pending, theirs) {
-            self.pending_rewritten.insert(version);
-            self.bodies.remove(&version);
+            self.pending_rewritten.push(version);
+            forget_body(&mut self.bodies, version);
         }
         transform(&mut self.pending, theirs, None)
             .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))
@@ -1697,11 +1702,12 @@ impl ClientSession {
             PendingChange::Appended => match self.pending.last() {
                 Some(last) => PendingUpdate::Appended {
                     changeset: last.clone(),
-                    body: self
-                        .bodies
-                        .get(&last.meta.version)
-                        .cloned()
-                        .unwrap_or_else(|| encode_changeset(&last.instructions).into()),
+                    body: match self.bodies.last() {
+                        Some((version, Some(body))) if *version == last.meta.version => {
+                            Arc::clone(body)
+                        }
+                        _ => encode_changeset(&last.instructions).into(),
+                    },
                 },
                 None => PendingUpdate::Replaced(Vec::new()),
             },
@@ -1723,13 +1729,15 @@ impl ClientSession {
     /// The recorded changes to the pending list since the last storage write, which it resets.
     fn pending_delta(&mut self) -> PendingUpdate {
         let acknowledged = std::mem::take(&mut self.pending_acknowledged);
-        let versions = std::mem::take(&mut self.pending_rewritten);
+        let mut versions = std::mem::take(&mut self.pending_rewritten);
         let rewritten: Vec<Changeset> = if versions.is_empty() {
             Vec::new()
         } else {
+            crate::sort::sort(&mut versions);
+            versions.dedup();
             self.pending
                 .iter()
-                .filter(|c| versions.contains(&c.meta.version))
+                .filter(|c| versions.binary_search(&c.meta.version).is_ok())
                 .cloned()
                 .collect()
         };
@@ -1772,27 +1780,42 @@ fn possibly_rewritten(ours: &[Changeset], theirs: &[Changeset]) -> Vec<u64> {
     if ours.is_empty() {
         return Vec::new();
     }
-    let mut objects = BTreeSet::new();
+    let mut objects = Vec::new();
     let mut schema = false;
     for instruction in theirs.iter().flat_map(|c| &c.instructions) {
         match instruction.object() {
-            Some(object) => {
-                objects.insert(object);
-            }
+            Some(object) => objects.push(object),
             None => schema = true,
         }
     }
     if objects.is_empty() && !schema {
         return Vec::new();
     }
+    crate::sort::sort(&mut objects);
+    objects.dedup();
     ours.iter()
         .filter(|c| {
-            c.instructions
-                .iter()
-                .any(|i| i.object().map_or(schema, |o| objects.contains(&o)))
+            c.instructions.iter().any(|i| {
+                i.object()
+                    .map_or(schema, |o| objects.binary_search(&o).is_ok())
+            })
         })
         .map(|c| c.meta.version)
         .collect()
+}
+
+/// Cache entries for `pending`, none encoded yet.
+fn unencoded(pending: &[Changeset]) -> Vec<(u64, Option<Arc<[u8]>>)> {
+    pending.iter().map(|c| (c.meta.version, None)).collect()
+}
+
+/// Forgets the encoded body of client version `version` (its changeset was rewritten).
+fn forget_body(bodies: &mut [(u64, Option<Arc<[u8]>>)], version: u64) {
+    if let Ok(at) = bodies.binary_search_by_key(&version, |(v, _)| *v) {
+        if let Some((_, body)) = bodies.get_mut(at) {
+            *body = None;
+        }
+    }
 }
 
 /// The top-level objects a list of instructions touches.
