@@ -4,7 +4,8 @@
 //! the server, keyed by client version) and `meta` (`file`: identity, cursors, subscriptions and
 //! the outstanding transaction; `schema`).
 //!
-//! The session's `StorageWrite`s are applied in order; every batch that accumulated while the
+//! The session's `StorageWrite`s are applied in order; an acknowledgement deletes the pending
+//! records it covers by key range and puts only the changesets a download rewrote. Every batch that accumulated while the
 //! previous one was being written goes into one IndexedDB transaction (group commit). Writes go
 //! through the core's `WriteAhead`: a batch of local writes commits only its pending changeset
 //! records and the file meta, which is all a restore needs to redo it, and the object records it
@@ -17,7 +18,7 @@ use eddy_core::client::persist::{restore, PersistBatch, WriteAhead, FORMAT_VERSI
 use eddy_core::client::{PersistedState, StorageWrite};
 use eddy_core::schema::Schema;
 use js_sys::Uint8Array;
-use rexie::{ObjectStore, Rexie, TransactionMode};
+use rexie::{KeyRange, ObjectStore, Rexie, TransactionMode};
 use wasm_bindgen::{JsCast, JsValue};
 
 const OBJECTS: &str = "objects";
@@ -169,10 +170,18 @@ impl Storage {
         }
         objects.put_all(puts.into_iter()).await.map_err(idb_text)?;
         let pending = tx.store(PENDING).map_err(idb_text)?;
+        // Keys sort numerically as long as versions stay below 2^53.
         if batch.clear_pending {
             pending.clear().await.map_err(idb_text)?;
+        } else if batch.acknowledged > 0 {
+            let through = JsValue::from_f64(batch.acknowledged as f64);
+            let acknowledged =
+                KeyRange::upper_bound(&through, Some(false)).map_err(|e| idb_text(e.into()))?;
+            pending
+                .delete(acknowledged.into())
+                .await
+                .map_err(idb_text)?;
         }
-        // Keys sort numerically as long as versions stay below 2^53.
         let entries = batch
             .pending
             .iter()

@@ -325,8 +325,14 @@ pub fn decode_file_meta_checkpointed(
 
 /// Encodes a pending changeset record (keyed by `changeset.meta.version`).
 pub fn encode_pending(changeset: &Changeset) -> Vec<u8> {
-    let mut out = header(kind::PENDING);
-    let m = &changeset.meta;
+    encode_pending_record(&changeset.meta, &encode_changeset(&changeset.instructions))
+}
+
+/// Encodes a pending changeset record from its metadata and its instructions as
+/// `encode_changeset` encoded them.
+fn encode_pending_record(m: &ChangesetMeta, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 2 + 4 * 10);
+    out.extend_from_slice(&header(kind::PENDING));
     for n in [
         m.version,
         m.last_integrated_remote_version,
@@ -335,7 +341,7 @@ pub fn encode_pending(changeset: &Changeset) -> Vec<u8> {
     ] {
         write_u64(&mut out, n);
     }
-    out.extend_from_slice(&encode_changeset(&changeset.instructions));
+    out.extend_from_slice(body);
     out
 }
 
@@ -488,6 +494,9 @@ pub struct PersistBatch {
     pub objects: SortedMap<String, Option<Vec<u8>>>,
     /// Whether every stored pending changeset is deleted before `pending` is put.
     pub clear_pending: bool,
+    /// Stored pending changesets up to this client version are deleted before `pending` is put
+    /// (0: none): the server acknowledged them.
+    pub acknowledged: u64,
     /// Pending changeset records to put, by client version.
     pub pending: SortedMap<u64, Vec<u8>>,
     /// The new file meta record, if any write was merged.
@@ -515,6 +524,7 @@ impl PersistBatch {
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
             && !self.clear_pending
+            && self.acknowledged == 0
             && self.pending.is_empty()
             && self.meta.is_none()
             && self.schema.is_none()
@@ -527,23 +537,52 @@ impl PersistBatch {
             self.objects
                 .insert(object_record_key(&collection, &key), record);
         }
-        match write.pending {
-            PendingUpdate::Appended(changeset) => {
-                self.pending
-                    .insert(changeset.meta.version, encode_pending(&changeset));
+        self.add_pending(write.pending);
+        self.meta = Some(encode_file_meta(&write.meta));
+        if let Some(schema) = &write.schema {
+            self.schema = Some(encode_schema(schema));
+        }
+    }
+}
+
+impl PersistBatch {
+    /// Merges a change to the pending list into the records to put and delete.
+    fn add_pending(&mut self, update: PendingUpdate) {
+        match update {
+            PendingUpdate::Appended { changeset, body } => {
+                self.pending.insert(
+                    changeset.meta.version,
+                    encode_pending_record(&changeset.meta, &body),
+                );
+            }
+            PendingUpdate::Delta {
+                acknowledged,
+                rewritten,
+            } => {
+                if acknowledged > 0 {
+                    // Records put earlier in this batch leave with the stored ones.
+                    self.pending = std::mem::take(&mut self.pending)
+                        .into_iter()
+                        .filter(|(version, _)| *version > acknowledged)
+                        .collect();
+                    if !self.clear_pending {
+                        self.acknowledged = self.acknowledged.max(acknowledged);
+                    }
+                }
+                for changeset in &rewritten {
+                    self.pending
+                        .insert(changeset.meta.version, encode_pending(changeset));
+                }
             }
             PendingUpdate::Replaced(list) => {
                 self.clear_pending = true;
+                self.acknowledged = 0;
                 self.pending = list
                     .iter()
                     .map(|c| (c.meta.version, encode_pending(c)))
                     .collect();
             }
             PendingUpdate::Unchanged => {}
-        }
-        self.meta = Some(encode_file_meta(&write.meta));
-        if let Some(schema) = &write.schema {
-            self.schema = Some(encode_schema(schema));
         }
     }
 }

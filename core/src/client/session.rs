@@ -8,6 +8,7 @@
 //! changes, state changes, errors).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
@@ -128,8 +129,24 @@ pub enum PendingUpdate {
     /// The list is unchanged.
     Unchanged,
     /// One local commit was appended.
-    Appended(Changeset),
-    /// The whole list was rewritten (downloads rebase it; acknowledgements shorten it).
+    Appended {
+        /// The changeset.
+        changeset: Changeset,
+        /// Its instructions encoded (`encode_changeset`), which its UPLOAD carries as well: the
+        /// storage record reuses them instead of encoding the changeset a second time.
+        body: Arc<[u8]>,
+    },
+    /// The list changed in place: every changeset up to client version `acknowledged` left it
+    /// (the server integrated them), and each of `rewritten` replaces the stored changeset of its
+    /// version (a download or an accepted transaction was transformed against it). Storage
+    /// deletes the acknowledged records by key range and puts the rewritten ones.
+    Delta {
+        /// Stored changesets up to this client version are deleted (0: none).
+        acknowledged: u64,
+        /// Changesets whose instructions may have changed, each still in the list.
+        rewritten: Vec<Changeset>,
+    },
+    /// The whole list was rewritten (a new client file ident, a client reset).
     Replaced(Vec<Changeset>),
 }
 
@@ -138,6 +155,8 @@ pub enum PendingUpdate {
 enum PendingChange {
     Unchanged,
     Appended,
+    /// What `pending_acknowledged` and `pending_rewritten` recorded.
+    Delta,
     Replaced,
 }
 
@@ -298,6 +317,8 @@ struct Bootstrap {
 struct Saved {
     meta: FileMeta,
     pending: Vec<Changeset>,
+    pending_acknowledged: u64,
+    pending_rewritten: Vec<u64>,
     leaving: BTreeSet<ObjectKey>,
     released: BTreeSet<ObjectKey>,
     in_flight: u64,
@@ -313,6 +334,16 @@ pub struct ClientSession {
     meta: FileMeta,
     store: Store,
     pending: Vec<Changeset>,
+    /// Pending changesets up to this client version left `pending` since the last storage write.
+    pending_acknowledged: u64,
+    /// The versions of pending changesets that a transformation or an object reset may have
+    /// rewritten since the last storage write (unsorted, maybe repeated).
+    pending_rewritten: Vec<u64>,
+    /// Beside each pending changeset (same order, with its client version), its encoded
+    /// instructions, made once at commit for both the storage record and the UPLOAD; forgotten
+    /// when the changeset is rewritten (its next UPLOAD encodes it again). Vectors rather than
+    /// maps keep the browser's wasm small.
+    bodies: Vec<(u64, Option<Arc<[u8]>>)>,
     /// The highest client version sent in an UPLOAD that is not yet acknowledged.
     in_flight: u64,
     /// The highest client version the server reported integrated.
@@ -358,6 +389,7 @@ impl ClientSession {
             SubscriptionState::Pending
         };
         let persisted_schema = store.schema().clone();
+        let bodies = unencoded(&pending);
         ClientSession {
             ident,
             config,
@@ -365,6 +397,9 @@ impl ClientSession {
             meta,
             store,
             pending,
+            pending_acknowledged: 0,
+            pending_rewritten: Vec::new(),
+            bodies,
             in_flight: 0,
             acknowledged: 0,
             subscription_state,
@@ -482,6 +517,8 @@ impl ClientSession {
                 schema.collection(c).map(|c| c.kind) != Some(CollectionKind::Asymmetric)
             })
             .collect();
+        self.bodies
+            .push((version, Some(encode_changeset(&instructions).into())));
         self.pending.push(Changeset { meta, instructions });
         self.persist(touched, PendingChange::Appended);
         self.maybe_upload();
@@ -922,6 +959,8 @@ impl ClientSession {
         let saved = (downloads.len() > 1).then(|| Saved {
             meta: self.meta.clone(),
             pending: self.pending.clone(),
+            pending_acknowledged: self.pending_acknowledged,
+            pending_rewritten: self.pending_rewritten.clone(),
             leaving: self.leaving.clone(),
             released: self.released.clone(),
             in_flight: self.in_flight,
@@ -941,6 +980,9 @@ impl ClientSession {
                         self.store.rollback(&mut undo, 0);
                         self.meta = saved.meta;
                         self.pending = saved.pending;
+                        self.pending_acknowledged = saved.pending_acknowledged;
+                        self.pending_rewritten = saved.pending_rewritten;
+                        self.bodies = unencoded(&self.pending);
                         self.leaving = saved.leaving;
                         self.released = saved.released;
                         self.in_flight = saved.in_flight;
@@ -962,7 +1004,7 @@ impl ClientSession {
                 client_version: acked,
             });
         }
-        self.persist(touched, PendingChange::Replaced);
+        self.persist(touched, PendingChange::Delta);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
@@ -1020,7 +1062,7 @@ impl ClientSession {
                     "the server claims to have integrated a client version this file never made",
                 ));
             }
-            self.pending.retain(|p| p.meta.version > lirv);
+            self.drop_acknowledged(lirv);
             if self
                 .meta
                 .transaction
@@ -1049,8 +1091,7 @@ impl ClientSession {
                     })
                 })
                 .collect::<Result<Vec<_>, SyncError>>()?;
-            transform(&mut self.pending, &mut remote, None)
-                .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
+            self.transform_pending(&mut remote)?;
             for changeset in remote {
                 touched.extend(touched_objects(&changeset.instructions));
                 self.store
@@ -1083,8 +1124,7 @@ impl ClientSession {
         self.meta.download = progress.download;
         self.meta.latest_server_version = progress.latest_server_version;
         self.meta.latest_server_version_salt = progress.latest_server_version_salt;
-        self.pending
-            .retain(|p| p.meta.version > progress.download.last_integrated_client_version);
+        self.drop_acknowledged(progress.download.last_integrated_client_version);
         if let Some(version) = self.meta.transaction.as_ref().map(|t| t.client_version) {
             if version <= progress.download.last_integrated_client_version {
                 touched.extend(self.settle_transaction(changes, true, progress.upload, undo)?);
@@ -1120,9 +1160,14 @@ impl ClientSession {
         for instruction in instructions {
             if let Instruction::EraseObject { collection, key } = &instruction {
                 for changeset in &mut self.pending {
+                    let before = changeset.instructions.len();
                     changeset
                         .instructions
                         .retain(|i| i.object() != Some((collection.as_str(), key)));
+                    if changeset.instructions.len() != before {
+                        self.pending_rewritten.push(changeset.meta.version);
+                        forget_body(&mut self.bodies, changeset.meta.version);
+                    }
                 }
                 self.store.evict_logged(collection, key, changes, undo);
                 let object = (collection.clone(), key.clone());
@@ -1216,7 +1261,7 @@ impl ClientSession {
             }
         };
         let touched = self.settle_transaction(&mut changes, accepted, reported, &mut Vec::new())?;
-        self.persist(touched, PendingChange::Replaced);
+        self.persist(touched, PendingChange::Delta);
         if !changes.is_empty() {
             self.events.push_back(SessionEvent::Changes(changes));
         }
@@ -1259,8 +1304,7 @@ impl ClientSession {
                 },
                 instructions,
             }];
-            transform(&mut self.pending, &mut integrated, None)
-                .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))?;
+            self.transform_pending(&mut integrated)?;
             let [tx] = integrated;
             self.store
                 .apply_logged(&tx.instructions, changes, undo)
@@ -1378,6 +1422,7 @@ impl ClientSession {
         self.meta.client_file_ident_salt = salt;
         self.acknowledged = 0;
         let integrated = reset.integrated.unwrap_or(0);
+        self.bodies.clear();
         let candidates: Vec<Changeset> = std::mem::take(&mut self.pending)
             .into_iter()
             .filter(|c| c.meta.version > integrated)
@@ -1573,13 +1618,24 @@ impl ClientSession {
         }
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for changeset in &self.pending {
+        for (index, changeset) in self.pending.iter().enumerate() {
             if batch.len() >= MAX_UPLOAD_CHANGESETS
                 || (bytes >= MAX_UPLOAD_BYTES && !batch.is_empty())
             {
                 break;
             }
-            let body = encode_changeset(&changeset.instructions);
+            // A changeset restored from storage or rewritten is encoded here, once.
+            let version = changeset.meta.version;
+            let cached = self.bodies.get_mut(index).filter(|(v, _)| *v == version);
+            let body = match cached {
+                Some((_, Some(body))) => body.to_vec(),
+                Some((_, missing)) => {
+                    let body = encode_changeset(&changeset.instructions);
+                    *missing = Some(body.as_slice().into());
+                    body
+                }
+                None => encode_changeset(&changeset.instructions),
+            };
             bytes += body.len();
             batch.push(UploadChangeset {
                 client_version: changeset.meta.version,
@@ -1596,6 +1652,27 @@ impl ClientSession {
                 changesets: batch,
             });
         }
+    }
+
+    /// Drops the pending changesets up to client version `through`: the server integrated them.
+    fn drop_acknowledged(&mut self, through: u64) {
+        let before = self.pending.len();
+        self.pending.retain(|p| p.meta.version > through);
+        if self.pending.len() != before {
+            self.pending_acknowledged = self.pending_acknowledged.max(through);
+            self.bodies.retain(|(version, _)| *version > through);
+        }
+    }
+
+    /// Transforms the pending changesets against `theirs` (changesets the server integrated
+    /// before them), recording which of them the transformation may rewrite.
+    fn transform_pending(&mut self, theirs: &mut [Changeset]) -> Result<(), SyncError> {
+        for version in possibly_rewritten(&self.pending, theirs) {
+            self.pending_rewritten.push(version);
+            forget_body(&mut self.bodies, version);
+        }
+        transform(&mut self.pending, theirs, None)
+            .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))
     }
 
     fn persist(
@@ -1620,19 +1697,58 @@ impl ClientSession {
         if let Some(schema) = &schema {
             self.persisted_schema = schema.clone();
         }
+        let pending = match change {
+            PendingChange::Unchanged => PendingUpdate::Unchanged,
+            PendingChange::Appended => match self.pending.last() {
+                Some(last) => PendingUpdate::Appended {
+                    changeset: last.clone(),
+                    body: match self.bodies.last() {
+                        Some((version, Some(body))) if *version == last.meta.version => {
+                            Arc::clone(body)
+                        }
+                        _ => encode_changeset(&last.instructions).into(),
+                    },
+                },
+                None => PendingUpdate::Replaced(Vec::new()),
+            },
+            PendingChange::Delta => self.pending_delta(),
+            PendingChange::Replaced => {
+                self.pending_acknowledged = 0;
+                self.pending_rewritten.clear();
+                PendingUpdate::Replaced(self.pending.clone())
+            }
+        };
         self.events.push_back(SessionEvent::Persist(StorageWrite {
             meta: self.meta.clone(),
             objects,
-            pending: match change {
-                PendingChange::Unchanged => PendingUpdate::Unchanged,
-                PendingChange::Appended => match self.pending.last() {
-                    Some(last) => PendingUpdate::Appended(last.clone()),
-                    None => PendingUpdate::Replaced(Vec::new()),
-                },
-                PendingChange::Replaced => PendingUpdate::Replaced(self.pending.clone()),
-            },
+            pending,
             schema,
         }));
+    }
+
+    /// The recorded changes to the pending list since the last storage write, which it resets.
+    fn pending_delta(&mut self) -> PendingUpdate {
+        let acknowledged = std::mem::take(&mut self.pending_acknowledged);
+        let mut versions = std::mem::take(&mut self.pending_rewritten);
+        let rewritten: Vec<Changeset> = if versions.is_empty() {
+            Vec::new()
+        } else {
+            crate::sort::sort(&mut versions);
+            versions.dedup();
+            self.pending
+                .iter()
+                .filter(|c| versions.binary_search(&c.meta.version).is_ok())
+                .cloned()
+                .collect()
+        };
+        if acknowledged == 0 && rewritten.is_empty() {
+            PendingUpdate::Unchanged
+        } else {
+            PendingUpdate::Delta {
+                acknowledged,
+                rewritten,
+            }
+        }
     }
 
     /// The next message to send, if any.
@@ -1652,6 +1768,53 @@ fn protocol_error(code: ErrorCode, message: &str) -> SyncError {
         action: code.action(),
         message: message.to_owned(),
         compensating: None,
+    }
+}
+
+/// The versions of the changesets of `ours` that transforming them against `theirs` may rewrite:
+/// those with an instruction on an object that `theirs` touch, or a schema instruction when
+/// `theirs` hold one. This is the transformation's own test of which pairs interact (an
+/// instruction never interacts with one on another object), so every other changeset of `ours`
+/// comes out of it unchanged.
+fn possibly_rewritten(ours: &[Changeset], theirs: &[Changeset]) -> Vec<u64> {
+    if ours.is_empty() {
+        return Vec::new();
+    }
+    let mut objects = Vec::new();
+    let mut schema = false;
+    for instruction in theirs.iter().flat_map(|c| &c.instructions) {
+        match instruction.object() {
+            Some(object) => objects.push(object),
+            None => schema = true,
+        }
+    }
+    if objects.is_empty() && !schema {
+        return Vec::new();
+    }
+    crate::sort::sort(&mut objects);
+    objects.dedup();
+    ours.iter()
+        .filter(|c| {
+            c.instructions.iter().any(|i| {
+                i.object()
+                    .map_or(schema, |o| objects.binary_search(&o).is_ok())
+            })
+        })
+        .map(|c| c.meta.version)
+        .collect()
+}
+
+/// Cache entries for `pending`, none encoded yet.
+fn unencoded(pending: &[Changeset]) -> Vec<(u64, Option<Arc<[u8]>>)> {
+    pending.iter().map(|c| (c.meta.version, None)).collect()
+}
+
+/// Forgets the encoded body of client version `version` (its changeset was rewritten).
+fn forget_body(bodies: &mut [(u64, Option<Arc<[u8]>>)], version: u64) {
+    if let Ok(at) = bodies.binary_search_by_key(&version, |(v, _)| *v) {
+        if let Some((_, body)) = bodies.get_mut(at) {
+            *body = None;
+        }
     }
 }
 

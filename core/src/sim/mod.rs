@@ -745,7 +745,24 @@ impl Simulation {
                 disk.meta = write.meta;
                 match write.pending {
                     PendingUpdate::Unchanged => {}
-                    PendingUpdate::Appended(changeset) => disk.pending.push(changeset),
+                    PendingUpdate::Appended { changeset, .. } => disk.pending.push(changeset),
+                    PendingUpdate::Delta {
+                        acknowledged,
+                        rewritten,
+                    } => {
+                        disk.pending.retain(|c| c.meta.version > acknowledged);
+                        for changeset in rewritten {
+                            // A put by client version, as every storage keys them.
+                            let version = changeset.meta.version;
+                            match disk
+                                .pending
+                                .binary_search_by_key(&version, |c| c.meta.version)
+                            {
+                                Ok(at) => disk.pending[at] = changeset,
+                                Err(at) => disk.pending.insert(at, changeset),
+                            }
+                        }
+                    }
                     PendingUpdate::Replaced(pending) => disk.pending = pending,
                 }
                 if let Some(schema) = write.schema {

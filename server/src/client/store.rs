@@ -173,6 +173,12 @@ impl FileStore {
             }
             if batch.clear_pending {
                 tx.execute("DELETE FROM pending", []).map_err(fail)?;
+            } else if batch.acknowledged > 0 {
+                // Versions past i64::MAX are refused below, so clamping deletes the same rows.
+                let through = i64::try_from(batch.acknowledged).unwrap_or(i64::MAX);
+                tx.prepare_cached("DELETE FROM pending WHERE version <= ?1")
+                    .and_then(|mut delete| delete.execute([through]))
+                    .map_err(fail)?;
             }
             let mut put = tx
                 .prepare_cached("INSERT OR REPLACE INTO pending (version, record) VALUES (?1, ?2)")
@@ -404,6 +410,42 @@ mod tests {
         drop(thread);
         let (_, state) = FileStore::open(&path, &Schema::default()).unwrap();
         assert_eq!(state.unwrap().meta.last_client_version, 20);
+    }
+
+    #[test]
+    fn an_acknowledgement_deletes_the_acknowledged_records_and_puts_the_rewritten() {
+        use eddy_core::changeset::{Changeset, ChangesetMeta};
+        let changeset = |version, origin_timestamp| Changeset {
+            meta: ChangesetMeta {
+                version,
+                origin_timestamp,
+                ..ChangesetMeta::default()
+            },
+            instructions: Vec::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.eddy");
+        let (store, _) = FileStore::open(&path, &Schema::default()).unwrap();
+        let (writer, thread) = spawn_writer(store, || {}).unwrap();
+        for version in 1..=5 {
+            let mut w = write(version);
+            w.pending = PendingUpdate::Appended {
+                changeset: changeset(version, 0),
+                body: eddy_core::changeset::encode_changeset(&[]).into(),
+            };
+            writer.submit(version, w);
+        }
+        let mut w = write(5);
+        w.pending = PendingUpdate::Delta {
+            acknowledged: 3,
+            rewritten: vec![changeset(5, 7)],
+        };
+        writer.submit(6, w);
+        writer.durability().wait_for(6).unwrap();
+        drop(thread);
+        let (_, state) = FileStore::open(&path, &Schema::default()).unwrap();
+        let pending = state.unwrap().pending;
+        assert_eq!(pending, [changeset(4, 0), changeset(5, 7)]);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use super::*;
 use crate::changeset::arbitrary::{
     instruction, name, primary_key, primary_key_type, property, value,
 };
+use crate::changeset::Instruction;
 use crate::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
+use crate::protocol::{BatchState, ClientMessage, DownloadChangeset, ServerMessage, SyncProgress};
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
 
 fn limits() -> DecodeLimits {
@@ -339,6 +341,8 @@ impl Medium {
         }
         if batch.clear_pending {
             self.pending.clear();
+        } else if batch.acknowledged > 0 {
+            self.pending = self.pending.split_off(&(batch.acknowledged + 1));
         }
         self.pending.extend(batch.pending);
         if batch.meta.is_some() {
@@ -657,6 +661,13 @@ fn a_changed_schema_is_stored_and_restored_instead_of_the_declared_one() {
     assert_eq!(restored.store.len("Item"), 1);
 }
 
+fn appended(changeset: Changeset) -> PendingUpdate {
+    PendingUpdate::Appended {
+        body: encode_changeset(&changeset.instructions).into(),
+        changeset,
+    }
+}
+
 #[test]
 fn a_replaced_pending_list_drops_what_was_appended_before_it() {
     let changeset = |version| Changeset {
@@ -673,15 +684,205 @@ fn a_replaced_pending_list_drops_what_was_appended_before_it() {
         schema: None,
     };
     let batch = PersistBatch::from_writes([
-        write(PendingUpdate::Appended(changeset(1))),
+        write(appended(changeset(1))),
         write(PendingUpdate::Replaced(vec![changeset(2)])),
-        write(PendingUpdate::Appended(changeset(3))),
+        write(appended(changeset(3))),
         write(PendingUpdate::Unchanged),
     ]);
     assert!(batch.clear_pending);
     assert_eq!(batch.pending.keys().copied().collect::<Vec<_>>(), [2, 3]);
     assert!(!batch.is_empty());
     assert!(PersistBatch::new().is_empty());
+}
+
+#[test]
+fn an_acknowledgement_after_a_replaced_list_or_appends_in_one_batch_merges_in_order() {
+    let changeset = |version| Changeset {
+        meta: ChangesetMeta {
+            version,
+            ..ChangesetMeta::default()
+        },
+        instructions: Vec::new(),
+    };
+    let write = |pending| StorageWrite {
+        meta: FileMeta::default(),
+        objects: Vec::new(),
+        pending,
+        schema: None,
+    };
+    let acknowledged = |through, rewritten| PendingUpdate::Delta {
+        acknowledged: through,
+        rewritten,
+    };
+    let batch = PersistBatch::from_writes([
+        write(appended(changeset(4))),
+        write(appended(changeset(5))),
+        write(acknowledged(4, vec![changeset(5)])),
+        write(appended(changeset(6))),
+    ]);
+    assert!(!batch.clear_pending);
+    assert_eq!(batch.acknowledged, 4, "stored records up to 4 are deleted");
+    assert_eq!(batch.pending.keys().copied().collect::<Vec<_>>(), [5, 6]);
+    assert!(!batch.is_empty());
+
+    let batch = PersistBatch::from_writes([
+        write(PendingUpdate::Replaced(vec![changeset(2), changeset(3)])),
+        write(acknowledged(2, Vec::new())),
+    ]);
+    assert!(batch.clear_pending);
+    assert_eq!(
+        batch.acknowledged, 0,
+        "the clear deletes everything already"
+    );
+    assert_eq!(batch.pending.keys().copied().collect::<Vec<_>>(), [3]);
+    let batch = PersistBatch::from_writes([write(acknowledged(9, Vec::new()))]);
+    assert!(!batch.is_empty());
+}
+
+fn download(version: u64, lirv: u64, changesets: Vec<DownloadChangeset>) -> ServerMessage {
+    ServerMessage::Download {
+        session: 1,
+        progress: SyncProgress {
+            download: DownloadCursor {
+                server_version: version,
+                last_integrated_client_version: lirv,
+            },
+            latest_server_version: version,
+            ..SyncProgress::default()
+        },
+        downloadable_bytes: 0,
+        batch_state: BatchState::SteadyState,
+        query_version: 0,
+        changesets,
+        resets: Vec::new(),
+        leaving: Vec::new(),
+    }
+}
+
+/// An active session whose items 0..5 are pending as client versions 1..=5, each a commit of its
+/// own, all on `medium`; and the medium.
+fn five_pending_items() -> (ClientSession, Medium) {
+    let mut s = session(item_schema(), None);
+    let mut medium = Medium::default();
+    s.handle_connected();
+    s.handle_message(
+        0,
+        ServerMessage::Ident {
+            session: 1,
+            client_file_ident: 5,
+            client_file_ident_salt: 6,
+        },
+    );
+    s.handle_message(0, download(0, 0, Vec::new()));
+    assert!(s.is_active());
+    for i in 0..5 {
+        s.write(i as u64 + 1, |tx| item(tx, i)).unwrap();
+    }
+    medium.flush(&mut s);
+    while s.poll_transmit().is_some() {}
+    assert_eq!(medium.pending.len(), 5);
+    (s, medium)
+}
+
+fn versions(pending: &[Changeset]) -> Vec<u64> {
+    pending.iter().map(|c| c.meta.version).collect()
+}
+
+#[test]
+fn a_partial_acknowledgement_deletes_only_the_acknowledged_changesets() {
+    let schema = item_schema();
+    let (mut s, mut medium) = five_pending_items();
+    s.handle_message(0, download(1, 2, Vec::new()));
+    let emitted = writes(&mut s);
+    assert!(
+        emitted.iter().all(|w| matches!(
+            &w.pending,
+            PendingUpdate::Delta { acknowledged: 2, rewritten } if rewritten.is_empty()
+        )),
+        "an acknowledgement is a delta, not the whole list: {:?}",
+        emitted.iter().map(|w| &w.pending).collect::<Vec<_>>()
+    );
+    let batch = PersistBatch::from_writes(emitted);
+    assert!(!batch.clear_pending);
+    assert!(batch.pending.is_empty(), "no changeset is written again");
+    medium.commit(batch);
+
+    // Reopened after the partial acknowledgement: exactly the unacknowledged changesets remain.
+    let restored = medium.restore(&schema).unwrap();
+    assert_eq!(versions(&restored.pending), [3, 4, 5]);
+    assert_eq!(restored.pending, s.pending());
+    assert_eq!(restored.store.digest(), s.store().digest());
+
+    // An acknowledgement of nothing new writes nothing to the list.
+    s.handle_message(0, download(1, 2, Vec::new()));
+    assert!(writes(&mut s)
+        .iter()
+        .all(|w| matches!(w.pending, PendingUpdate::Unchanged)));
+}
+
+#[test]
+fn a_download_rewrites_only_the_pending_changesets_it_transforms() {
+    let schema = item_schema();
+    let (mut s, mut medium) = five_pending_items();
+    // Another client erased item 4 after the server integrated versions 1 and 2: version 5, which
+    // sets its fields, loses them; versions 3 and 4 are untouched.
+    let erase = [Instruction::EraseObject {
+        collection: "Item".into(),
+        key: PrimaryKey::Int(4),
+    }];
+    let body = encode_changeset(&erase);
+    let remote = DownloadChangeset {
+        server_version: 2,
+        last_integrated_client_version: 2,
+        origin_timestamp: 100,
+        origin_file_ident: 9,
+        original_size: body.len() as u64,
+        body,
+    };
+    let before = s.pending()[2].clone();
+    s.handle_message(0, download(2, 2, vec![remote]));
+    assert!(s.is_active(), "{:?}", s.poll_event());
+    assert_ne!(
+        s.pending()[2],
+        before,
+        "the transformation rewrote version 5"
+    );
+    let writes = writes(&mut s);
+    let rewritten: Vec<u64> = writes
+        .iter()
+        .flat_map(|w| match &w.pending {
+            PendingUpdate::Delta {
+                acknowledged: 2,
+                rewritten,
+            } => versions(rewritten),
+            other => panic!("expected a delta acknowledging 2, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(rewritten, [5]);
+    medium.commit(PersistBatch::from_writes(writes));
+    let restored = medium.restore(&schema).unwrap();
+    assert_eq!(versions(&restored.pending), [3, 4, 5]);
+    assert_eq!(
+        restored.pending,
+        s.pending(),
+        "the stored version 5 is the rewritten one"
+    );
+    assert_eq!(restored.store.digest(), s.store().digest());
+
+    // The UPLOAD carries the rewritten version 5, not the body encoded when it was committed.
+    let uploads: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| s.poll_transmit())
+        .flat_map(|m| match m {
+            ClientMessage::Upload { changesets, .. } => changesets,
+            _ => Vec::new(),
+        })
+        .map(|c| (c.client_version, c.body))
+        .collect();
+    let expected: Vec<(u64, Vec<u8>)> = s
+        .pending()
+        .iter()
+        .map(|c| (c.meta.version, encode_changeset(&c.instructions)))
+        .collect();
+    assert_eq!(uploads, expected);
 }
 
 #[test]

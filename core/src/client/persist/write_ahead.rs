@@ -11,17 +11,17 @@
 //! after the marker.
 //!
 //! Every other write (a download, an acknowledgement, a reset, a schema change, a subscription
-//! change) rewrites or shortens the pending list, so replaying from the marker would no longer be
-//! exact: its commit writes every kept object record as well and moves the marker to the file's
-//! last client version, which leaves nothing to replay.
+//! change) may rewrite or shorten the pending list (it deletes the acknowledged records and puts
+//! the rewritten ones, see [`PendingUpdate::Delta`]), so replaying from the marker would no
+//! longer be exact: its commit writes every kept object record as well and moves the marker to
+//! the file's last client version, which leaves nothing to replay.
 
 use crate::client::{FileMeta, PendingUpdate, StorageWrite};
 use crate::store::Store;
 use crate::value::{Document, PrimaryKey};
 
 use super::{
-    encode_file_meta_checkpointed, encode_object, encode_pending, encode_schema, object_record_key,
-    PersistBatch,
+    encode_file_meta_checkpointed, encode_object, encode_schema, object_record_key, PersistBatch,
 };
 
 /// The state of a driver that persists through write-ahead: the objects whose records are not
@@ -77,25 +77,11 @@ impl WriteAhead {
     pub fn commit(&mut self, writes: Vec<StorageWrite>) -> PersistBatch {
         let deferrable = writes
             .iter()
-            .all(|w| matches!(w.pending, PendingUpdate::Appended(_)) && w.schema.is_none());
+            .all(|w| matches!(w.pending, PendingUpdate::Appended { .. }) && w.schema.is_none());
         let mut batch = PersistBatch::new();
         for write in writes {
             self.kept.extend(write.objects);
-            match write.pending {
-                PendingUpdate::Appended(changeset) => {
-                    batch
-                        .pending
-                        .insert(changeset.meta.version, encode_pending(&changeset));
-                }
-                PendingUpdate::Replaced(list) => {
-                    batch.clear_pending = true;
-                    batch.pending = list
-                        .iter()
-                        .map(|c| (c.meta.version, encode_pending(c)))
-                        .collect();
-                }
-                PendingUpdate::Unchanged => {}
-            }
+            batch.add_pending(write.pending);
             if let Some(schema) = &write.schema {
                 batch.schema = Some(encode_schema(schema));
             }
