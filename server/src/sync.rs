@@ -177,6 +177,7 @@ impl EngineDriver {
         );
         // A new file's history salt is buffered: commit it before anyone else needs the lock.
         self.transmit();
+        self.feed.flush();
         loop {
             let wake = match self.engine.poll_timeout() {
                 Some(at) => {
@@ -203,6 +204,7 @@ impl EngineDriver {
                 }
             }
             self.transmit();
+            self.feed.flush();
             if stop {
                 break;
             }
