@@ -57,7 +57,7 @@ const VERSIONS: usize = 100_000;
 pub const LAG: usize = 1024;
 /// How many records wait for the feed thread before new ones are dropped.
 const INPUT_QUEUE: usize = 16 * 1024;
-/// About how many bytes a message event's JSON takes besides the frame's base64.
+/// About how many bytes an event's JSON takes besides its frame or changeset.
 const MESSAGE_FIELDS: usize = 256;
 /// How long a console has to send its admin key.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,15 +199,33 @@ pub struct FeedEvent {
     pub collections: BTreeSet<String>,
     /// The event as one JSON object, once rendered (see [`FeedEvent::json`]).
     json: OnceLock<String>,
-    /// A protocol message whose JSON is rendered only when a console reads it.
-    message: Option<RawMessage>,
+    /// What the JSON is made from when a console first reads it; `None` once rendered.
+    lazy: Option<Lazy>,
     /// What the event counts for in the ring's byte budget (fixed when it is published).
     ring_bytes: usize,
 }
 
-/// A protocol message as recorded, before its JSON (with the frame in base64) is made: most
-/// messages leave the ring without any console reading them, so the feed thread renders a
-/// message only when one does.
+/// An event kept as recorded, before its JSON is made: most events leave the ring without any
+/// console reading them, so the JSON of the frequent ones (messages, with the frame in base64,
+/// and integrated changesets, with their instructions encoded in base64) is made only on reading.
+#[derive(Debug)]
+enum Lazy {
+    Message(RawMessage),
+    Changeset(RawChangeset),
+}
+
+/// An integrated changeset as the engine reported it.
+#[derive(Debug)]
+struct RawChangeset {
+    at: u64,
+    server_version: u64,
+    client_version: u64,
+    objects: BTreeSet<String>,
+    instructions: Vec<Instruction>,
+    decisions: Vec<IntegrationDecision>,
+}
+
+/// A protocol message as recorded.
 #[derive(Debug)]
 struct RawMessage {
     at: u64,
@@ -223,13 +241,31 @@ impl FeedEvent {
     /// The event as one JSON object (what consoles receive); a message's JSON is made on the
     /// first call.
     pub fn json(&self) -> &str {
-        self.json.get_or_init(|| match &self.message {
-            Some(message) => self.render(message),
+        self.json.get_or_init(|| match &self.lazy {
+            Some(Lazy::Message(message)) => self.render_message(message),
+            Some(Lazy::Changeset(changeset)) => self.render_changeset(changeset),
             None => String::new(),
         })
     }
 
-    fn render(&self, message: &RawMessage) -> String {
+    fn render_changeset(&self, changeset: &RawChangeset) -> String {
+        // The same encoding as the history entry's body.
+        let encoded = encode_changeset(&changeset.instructions);
+        let mut sizes = Bodies::default();
+        sizes.add(&encoded);
+        let mut body = json!({
+            "server_version": changeset.server_version,
+            "client_version": changeset.client_version,
+            "objects": changeset.objects,
+            "instructions": BASE64.encode(&encoded),
+            "decisions": changeset.decisions.iter().map(decision_json).collect::<Vec<_>>(),
+        });
+        sizes.describe(&mut body);
+        self.label(&mut body, changeset.at);
+        body.to_string()
+    }
+
+    fn render_message(&self, message: &RawMessage) -> String {
         let mut body = match &message.raw {
             Some(raw) => json!({
                 "direction": message.direction,
@@ -245,6 +281,11 @@ impl FeedEvent {
             }),
         };
         message.bodies.describe(&mut body);
+        self.label(&mut body, message.at);
+        body.to_string()
+    }
+
+    fn label(&self, body: &mut Json, at: u64) {
         let labels = Labels {
             connection: self.connection,
             session: self.session,
@@ -252,8 +293,7 @@ impl FeedEvent {
             user: self.user.clone(),
             collections: self.collections.clone(),
         };
-        label(&mut body, self.seq, self.kind, message.at, &labels);
-        body.to_string()
+        label(body, self.seq, self.kind, at, &labels);
     }
 }
 
@@ -517,7 +557,7 @@ impl FeedState {
             user: labels.user,
             collections: labels.collections,
             json: OnceLock::from(json),
-            message: None,
+            lazy: None,
             ring_bytes,
         });
     }
@@ -683,14 +723,14 @@ impl FeedState {
             user: labels.user,
             collections: labels.collections,
             json: OnceLock::new(),
-            message: Some(RawMessage {
+            lazy: Some(Lazy::Message(RawMessage {
                 at,
                 direction,
                 name,
                 size: bytes.len(),
                 raw,
                 bodies,
-            }),
+            })),
             ring_bytes,
         });
     }
@@ -762,19 +802,32 @@ impl FeedState {
                     collections,
                     ..Labels::default()
                 };
-                // The same encoding as the history entry's body.
-                let encoded = encode_changeset(&instructions);
-                let mut sizes = Bodies::default();
-                sizes.add(&encoded);
-                let mut body = json!({
-                    "server_version": server_version,
-                    "client_version": client_version,
-                    "objects": objects,
-                    "instructions": BASE64.encode(&encoded),
-                    "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
+                // About the rendered size: instructions encode to a few dozen bytes each, and
+                // grow by a third in base64; a decision's JSON takes a few hundred.
+                let ring_bytes = MESSAGE_FIELDS
+                    + instructions.len() * 64
+                    + decisions.len() * 512
+                    + objects.iter().map(|o| o.len() + 4).sum::<usize>();
+                self.seq += 1;
+                self.push(FeedEvent {
+                    seq: self.seq,
+                    kind: Kind::Changeset,
+                    connection: labels.connection,
+                    session: labels.session,
+                    client: labels.client,
+                    user: labels.user,
+                    collections: labels.collections,
+                    json: OnceLock::new(),
+                    lazy: Some(Lazy::Changeset(RawChangeset {
+                        at,
+                        server_version,
+                        client_version,
+                        objects,
+                        instructions,
+                        decisions,
+                    })),
+                    ring_bytes,
                 });
-                sizes.describe(&mut body);
-                self.publish(Kind::Changeset, labels, at, body);
             }
             ServerEvent::ErrorSent {
                 connection,
@@ -1040,7 +1093,7 @@ mod tests {
             user: Some("u".into()),
             collections: collection.into_iter().map(str::to_owned).collect(),
             json: OnceLock::new(),
-            message: None,
+            lazy: None,
             ring_bytes: 0,
         }
     }
