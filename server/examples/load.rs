@@ -174,6 +174,8 @@ async fn throughput(
     batch: usize,
 ) -> anyhow::Result<()> {
     let before = history_count(server).await?;
+    let server_cpu = cpu_ms(server.child.id())?;
+    let clients_cpu = cpu_ms(std::process::id())?;
     let start = Instant::now();
     let until = start + Duration::from_secs(seconds);
     let tasks: Vec<_> = clients
@@ -198,13 +200,24 @@ async fn throughput(
         task.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cpu = cpu_ms(server.child.id())?.saturating_sub(server_cpu);
+    let clients_cpu = cpu_ms(std::process::id())?.saturating_sub(clients_cpu);
     let integrated = history_count(server).await?.saturating_sub(before);
     // Display only.
     #[allow(clippy::cast_precision_loss)]
-    let rate = integrated as f64 / elapsed;
+    let (rate, per) = (integrated as f64 / elapsed, |cpu: u64| {
+        cpu as f64 * 1000.0 / integrated.max(1) as f64
+    });
     println!(
         "throughput, {} clients, batches of {batch}: {integrated} changesets acknowledged durably in {elapsed:.2} s = {rate:.0} changesets/s",
         clients.len(),
+    );
+    // CPU time per changeset depends far less on what else the machine runs than the rate does.
+    println!(
+        "cpu per changeset, {} clients: server {:.1} us, clients {:.1} us",
+        clients.len(),
+        per(server_cpu),
+        per(clients_cpu),
     );
     Ok(())
 }
@@ -215,6 +228,27 @@ async fn history_count(server: &Server) -> anyhow::Result<u64> {
     summary["count"]
         .as_u64()
         .ok_or_else(|| anyhow!("no count in {summary}"))
+}
+
+/// The CPU time (user and system) process `pid` has used, in milliseconds, from
+/// `/proc/<pid>/stat` (whose tick is 1/100 s on Linux).
+fn cpu_ms(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis are
+    // state, ppid, ... with utime and stime the 12th and 13th.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("no command name in {path}"))?;
+    let mut fields = after.split_whitespace().skip(11);
+    let mut tick = || -> anyhow::Result<u64> {
+        fields
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or_else(|| anyhow!("no CPU times in {path}"))
+    };
+    Ok((tick()? + tick()?) * 10)
 }
 
 /// The soft limit on open files of this process (the server inherits it).

@@ -177,6 +177,7 @@ impl EngineDriver {
         );
         // A new file's history salt is buffered: commit it before anyone else needs the lock.
         self.transmit();
+        self.feed.flush();
         loop {
             let wake = match self.engine.poll_timeout() {
                 Some(at) => {
@@ -203,6 +204,7 @@ impl EngineDriver {
                 }
             }
             self.transmit();
+            self.feed.flush();
             if stop {
                 break;
             }
@@ -271,11 +273,25 @@ impl EngineDriver {
     }
 
     /// Sends everything the engine has queued, then acts on its events, until both are empty.
+    /// Events already queued are acted on before each message goes out (`poll_transmit` has
+    /// flushed what they report, and figures such as Data Ingest's must include a batch by the
+    /// time its acknowledgement can reach the client), except closing a connection, which waits
+    /// until every queued message (such as the ERROR that explains it) has been routed.
     fn transmit(&mut self) {
+        let mut closing = Vec::new();
         loop {
             loop {
                 match self.engine.poll_transmit() {
-                    Ok(Some((id, msg))) => self.route(id, &msg),
+                    Ok(Some((id, msg))) => {
+                        while let Some(event) = self.engine.poll_event() {
+                            if matches!(event, ServerEvent::CloseConnection { .. }) {
+                                closing.push(event);
+                            } else {
+                                self.on_event(event);
+                            }
+                        }
+                        self.route(id, &msg);
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "storage failed; closing every connection");
@@ -287,7 +303,10 @@ impl EngineDriver {
                     }
                 }
             }
-            let mut any = false;
+            let mut any = !closing.is_empty();
+            for event in closing.drain(..) {
+                self.on_event(event);
+            }
             while let Some(event) = self.engine.poll_event() {
                 any = true;
                 self.on_event(event);
