@@ -64,6 +64,9 @@ export async function openPage(browser, url, label) {
   page.on("pageerror", (e) => console.error(`${label}: ${e.message}`));
   page.on("console", (m) => { if (m.type() !== "log" && m.type() !== "info") console.error(`${label}: ${m.text()}`); });
   await page.goto(url);
+  // A bundled app's module body can run after the load event (webpack instantiates the wasm
+  // first), so wait for it to set window.ready before awaiting it.
+  await page.waitForFunction(() => window.ready !== undefined, null, { timeout: STEP_TIMEOUT_MS });
   await page.evaluate(() => window.ready);
   return page;
 }
