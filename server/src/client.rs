@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use eddy_core::client::{
-    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, ConnectionState,
-    ResetMode, SessionConfig, SessionEvent, SyncError,
+    ClientConnection, ClientSession, ConnectionAction, ConnectionConfig, ConnectionState, FileMeta,
+    PersistedState, ResetMode, SchemaWriteError, SessionConfig, SessionEvent, SyncError,
 };
 use eddy_core::ingest::IngestQueue;
 use eddy_core::protocol::{
@@ -64,6 +64,8 @@ pub enum ClientError {
     Stopped,
     /// The client file could not be opened, read or written (the message says which and why).
     Storage(String),
+    /// The declared schema conflicts with the one the client file holds.
+    Schema(SchemaWriteError),
     /// A transaction could not start before its timeout: the session was not bound, or local
     /// writes (or an earlier transaction) were still waiting for the server.
     NotSettled {
@@ -93,6 +95,7 @@ impl fmt::Display for ClientError {
             ClientError::Write(e) => write!(f, "the write failed: {e}"),
             ClientError::Stopped => f.write_str("the client stopped"),
             ClientError::Storage(e) => f.write_str(e),
+            ClientError::Schema(e) => write!(f, "{e}; open another file or keep the stored definitions"),
             ClientError::NotSettled { reason, progress } => write!(
                 f,
                 "the transaction could not start: \"{reason}\"; make sure the server is reachable and allow more time (progress: {progress:?})"
@@ -294,34 +297,14 @@ pub fn subscribe_to_everything(schema: &Schema) -> SubscriptionSet {
     }
 }
 
-/// Adds the collections and properties of `declared` that a reopened file's stored schema lacks,
-/// locally, as a new file starts from the declared schema; definitions already stored stay.
-fn add_missing_schema(store: &mut Store, declared: &Schema) -> Result<(), ClientError> {
-    let stored = store.schema().clone();
-    let mut tx = store.write();
-    for collection in declared.collections.values() {
-        let known = stored.collection(&collection.name);
-        if known.is_none() {
-            tx.add_collection(&collection.name, collection.kind, collection.primary_key)
-                .map_err(|e| ClientError::Write(e.to_string()))?;
-        }
-        for property in collection.properties.values() {
-            if known.is_none_or(|c| !c.properties.contains_key(&property.name)) {
-                tx.add_property(&collection.name, property.clone())
-                    .map_err(|e| ClientError::Write(e.to_string()))?;
-            }
-        }
-    }
-    tx.commit();
-    Ok(())
-}
-
 impl Client {
     /// Opens (creating if needed) the durable client file at `path` and starts syncing it with
     /// the server at `url` (`ws://host:port/api/sync`) as the user of `token`: what the file
     /// holds (objects, pending uploads, the ingest queue, subscriptions) is restored and what
     /// was not uploaded yet is uploaded. Writes return once durable. One client per file; the
-    /// file belongs to one user. `schema` is used for a new file.
+    /// file belongs to one user. What `schema` declares and the file lacks is added by a local
+    /// write, synced like any change (a development-mode server learns the schema from it); a
+    /// collection or property the file defines differently is [`ClientError::Schema`].
     pub fn open(
         path: impl AsRef<Path>,
         url: &str,
@@ -370,25 +353,36 @@ impl Client {
         let (file, state) = match &options.storage {
             ClientStorage::Memory => (None, None),
             ClientStorage::File(path) => {
-                let (file, mut state) =
-                    FileStore::open(path, &schema).map_err(ClientError::Storage)?;
-                if let Some(state) = &mut state {
-                    add_missing_schema(&mut state.store, &schema)?;
-                }
+                let (file, state) = FileStore::open(path, &schema).map_err(ClientError::Storage)?;
                 (Some(file), state)
             }
+        };
+        // A new file starts with an empty schema and the declared one is added by a local write,
+        // so a server in development mode learns it from this client (and a reopened file gains
+        // what the declared schema added since). A file opened from a server snapshot takes the
+        // declared schema as it is: async open needs an empty upload queue.
+        let state = match state {
+            None if !options.async_open => Some(PersistedState {
+                meta: FileMeta::default(),
+                store: Store::new(Schema::default()),
+                pending: Vec::new(),
+            }),
+            state => state,
         };
         let mut session = ClientSession::new(
             SESSION,
             SessionConfig {
                 path: "flx".into(),
                 access_token: token.to_string(),
-                schema,
+                schema: schema.clone(),
                 reset_mode: ResetMode::Recover,
                 async_open: options.async_open,
             },
             state,
         );
+        session
+            .add_declared_schema(now_ms(), &schema)
+            .map_err(ClientError::Schema)?;
         // A reopened file keeps the subscriptions it had (changed ones included).
         if session.meta().subscriptions.version == 0 {
             session.update_subscriptions(subscriptions);

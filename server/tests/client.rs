@@ -329,3 +329,52 @@ async fn an_expired_session_binds_again_after_a_refresh() {
     assert_eq!(status, 200, "{docs}");
     assert!(docs.to_string().contains("\"n\":2"), "{docs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_development_mode_server_learns_the_schema_from_a_native_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let file = dir.path().join("device.eddy");
+    let token = anonymous_token(server.addr).await;
+    let writer = Client::open(&file, &server.sync_url(), &token, sim_schema()).unwrap();
+    writer.write(|tx| set_item(tx, 7, 49)).unwrap();
+    writer.wait_for_upload(WAIT).await.unwrap();
+
+    let (status, collections) = server.admin("/api/admin/collections").await;
+    assert_eq!(status, 200, "{collections}");
+    let names: Vec<&str> = collections
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for collection in sim_schema().collections.values() {
+        assert!(names.contains(&collection.name.as_str()), "{collections}");
+    }
+    let reader = anonymous_client(&server).await;
+    reader.wait_for_download(WAIT).await.unwrap();
+    assert_eq!(
+        reader.read(|s| item_field(s, 7, "n")).unwrap(),
+        Some(Value::Int(49))
+    );
+
+    // A file reopened with a schema that redefines a stored property is refused, not altered.
+    drop(writer);
+    let mut changed = sim_schema();
+    let item = changed.collections.get_mut("Item").unwrap();
+    item.properties.get_mut("n").unwrap().ty = eddy_core::schema::ScalarType::String;
+    let error = Client::open(&file, &server.sync_url(), &token, changed).unwrap_err();
+    assert!(matches!(error, ClientError::Schema(_)), "{error}");
+    assert!(error.to_string().contains("(Item.n)"), "{error}");
+    let reopened = Client::open(&file, &server.sync_url(), &token, sim_schema()).unwrap();
+    assert_eq!(
+        reopened.read(|s| item_field(s, 7, "n")).unwrap(),
+        Some(Value::Int(49))
+    );
+}

@@ -6,11 +6,13 @@ mod backoff;
 mod connection;
 mod ingest_status;
 pub mod persist;
+mod schema_write;
 mod session;
 
 pub use backoff::{Backoff, SplitMix64};
 pub use connection::{ClientConnection, ConnectionAction, ConnectionConfig, ConnectionState};
 pub use ingest_status::MIN_INTERVAL_MS as INGEST_STATUS_INTERVAL_MS;
+pub use schema_write::SchemaWriteError;
 pub use session::{
     ClientSession, FileMeta, OutstandingTransaction, PendingUpdate, PersistedState, ResetMode,
     SessionConfig, SessionEvent, StorageWrite, SubscriptionState, SyncError,
