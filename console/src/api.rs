@@ -64,7 +64,24 @@ pub fn forget_key() {
 
 /// `GET path` with the admin key, decoded from JSON; errors are messages for the user.
 pub async fn get_json<T: DeserializeOwned>(path: &str, key: &str) -> Result<T, String> {
-    let response = Request::get(path)
+    let response = send(Request::get(path), key).await?;
+    response
+        .json()
+        .await
+        .map_err(|e| format!("the server's answer is not what the console expects: {e}"))
+}
+
+/// `DELETE path` with the admin key; errors are messages for the user.
+pub async fn delete(path: &str, key: &str) -> Result<(), String> {
+    send(Request::delete(path), key).await.map(drop)
+}
+
+/// Sends `request` with the admin key; an answer other than 2xx becomes the server's message.
+async fn send(
+    request: gloo_net::http::RequestBuilder,
+    key: &str,
+) -> Result<gloo_net::http::Response, String> {
+    let response = request
         .header(ADMIN_KEY_HEADER, key)
         .send()
         .await
@@ -79,10 +96,7 @@ pub async fn get_json<T: DeserializeOwned>(path: &str, key: &str) -> Result<T, S
             .unwrap_or_else(|| response.status_text());
         return Err(format!("the server answered {status}: {message}"));
     }
-    response
-        .json()
-        .await
-        .map_err(|e| format!("the server's answer is not what the console expects: {e}"))
+    Ok(response)
 }
 
 /// Checks `key` against the server.

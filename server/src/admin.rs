@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use eddy_core::changeset::{decode_changeset, DecodeLimits};
 use eddy_core::schema::{CollectionKind, Schema};
@@ -384,6 +384,28 @@ async fn get_ingest(
     Ok(Json(state.ingest().report(crate::now_ms())))
 }
 
+/// `DELETE /api/admin/ingest/clients/{ident}`: forgets the queue report and figures of a device
+/// that will not come back (204), or 404 when the server holds neither for that client file.
+async fn forget_ingest_client(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(ident): UrlPath<String>,
+) -> Result<StatusCode, ServerError> {
+    check_admin_key(&headers, state.admin_key())?;
+    let file: u64 = ident.parse().map_err(|_| {
+        ServerError::BadRequest(format!(
+            "\"{ident}\" is not a client file ident; use the decimal ident the ingest figures list"
+        ))
+    })?;
+    if state.sync().forget_ingest_status(file).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ServerError::NotFound(format!(
+            "no ingest queue report or figures are held for client file {file}"
+        )))
+    }
+}
+
 async fn get_documents(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -446,6 +468,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/users", get(get_users))
         .route("/api/admin/sessions", get(get_sessions))
         .route("/api/admin/ingest", get(get_ingest))
+        .route(
+            "/api/admin/ingest/clients/{ident}",
+            delete(forget_ingest_client),
+        )
 }
 
 /// One line of `eddy export`.

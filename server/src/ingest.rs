@@ -186,11 +186,16 @@ impl IngestStats {
         }
     }
 
-    /// Forgets a client file whose device reset it: its queue moved to the file replacing it.
-    pub fn forget(&self, client_file_ident: u64) {
-        if let Ok(mut report) = self.inner.lock() {
-            report.clients.remove(&client_file_ident.to_string());
-        }
+    /// Forgets a client file's figures and queue report (its device reset the file, so its queue
+    /// moved to the file replacing it, or an admin forgot the device); returns whether there
+    /// were any.
+    pub fn forget(&self, client_file_ident: u64) -> bool {
+        self.inner.lock().is_ok_and(|mut report| {
+            report
+                .clients
+                .remove(&client_file_ident.to_string())
+                .is_some()
+        })
     }
 
     /// The figures at `now_ms`, with rates over the last 10 seconds.

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use eddy_core::protocol::{encode_server_message, ErrorCode, MessageLimits, ServerMessage};
 use eddy_core::server::{ConnectionId, ServerEngine, ServerEvent};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::JwtAuth;
 use crate::error::ServerError;
@@ -74,9 +74,18 @@ enum EngineInput {
     },
     /// The socket closed.
     Disconnect { id: ConnectionId },
+    /// Forget a device's Data Ingest queue report and figures; answers whether there were any,
+    /// once the removal went to storage.
+    ForgetIngestStatus {
+        client_file_ident: u64,
+        reply: Reply,
+    },
     /// Flush, close every connection and stop.
     Shutdown,
 }
+
+/// Where the engine thread answers an admin request.
+type Reply = oneshot::Sender<Result<bool, ServerError>>;
 
 /// The handle connection tasks use to reach the engine thread.
 #[derive(Debug)]
@@ -106,6 +115,21 @@ impl SyncHandle {
             next_id: AtomicU64::new(1),
             limits,
         })
+    }
+
+    /// Forgets the Data Ingest queue report and figures of a device that will not come back;
+    /// returns whether there were any.
+    pub async fn forget_ingest_status(&self, client_file_ident: u64) -> Result<bool, ServerError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || ServerError::Internal("the sync engine stopped".into());
+        self.tx
+            .send(EngineInput::ForgetIngestStatus {
+                client_file_ident,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Asks the engine to flush, close every connection and stop.
@@ -158,6 +182,8 @@ struct EngineDriver {
     connections: HashMap<ConnectionId, mpsc::Sender<Bytes>>,
     feed: FeedSender,
     ingest: Arc<IngestStats>,
+    /// Answers to send once storage is flushed.
+    replies: Vec<(Reply, Result<bool, ServerError>)>,
 }
 
 impl EngineDriver {
@@ -167,6 +193,7 @@ impl EngineDriver {
             connections: HashMap::new(),
             feed,
             ingest,
+            replies: Vec::new(),
         }
     }
 
@@ -204,6 +231,10 @@ impl EngineDriver {
                 }
             }
             self.transmit();
+            // Storage is flushed now: answer what waited for it.
+            for (reply, result) in self.replies.drain(..) {
+                let _ = reply.send(result);
+            }
             self.feed.flush();
             if stop {
                 break;
@@ -266,6 +297,19 @@ impl EngineDriver {
                     self.feed
                         .record(Record::ConnectionClosed { connection: id });
                 }
+            }
+            EngineInput::ForgetIngestStatus {
+                client_file_ident,
+                reply,
+            } => {
+                // The engine holds the stored queue report (none once the queue emptied), the
+                // figures hold what the device ingested since the server started.
+                let result = self
+                    .engine
+                    .forget_ingest_status(client_file_ident)
+                    .map(|stored| self.ingest.forget(client_file_ident) || stored)
+                    .map_err(ServerError::from);
+                self.replies.push((reply, result));
             }
             EngineInput::Shutdown => return true,
         }
@@ -422,7 +466,7 @@ impl EngineDriver {
                 collections,
             ),
             ServerEvent::IngestStatusDropped { client_file_ident } => {
-                self.ingest.forget(*client_file_ident)
+                self.ingest.forget(*client_file_ident);
             }
             ServerEvent::ErrorSent {
                 connection,

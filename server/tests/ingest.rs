@@ -19,7 +19,7 @@ use eddy_core::sim::sim_schema;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use eddy_server::client::Client;
 use futures_util::{SinkExt, StreamExt};
-use support::{anonymous_client, anonymous_token, Server, WAIT};
+use support::{anonymous_client, anonymous_token, http, Server, WAIT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -422,4 +422,60 @@ async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
     );
     let pending = &figures["collections"]["Reading"]["pending_objects"];
     assert!(pending.is_null() || *pending == 0, "{figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_report_of_a_device_that_never_returns_can_be_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let listen = server.addr.to_string();
+    let token = anonymous_token(server.addr).await;
+    let mut device = RawDevice::open(&server, &token).await;
+    device
+        .send(ClientMessage::IngestStatus {
+            session: 1,
+            collections: vec![IngestStatusEntry {
+                collection: "Reading".into(),
+                objects: 3,
+                bytes: 270,
+                oldest_age_ms: 10,
+            }],
+        })
+        .await;
+    device_figures(&server, device.file, |f| f["pending_objects"] == 3).await;
+    drop(device.socket);
+
+    let path = format!("/api/admin/ingest/clients/{}", device.file);
+    let (status, body) = http(server.addr, "DELETE", &path, &[], None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(server.admin_request("DELETE", &path).await.0, 204);
+    let (_, figures) = server.admin("/api/admin/ingest").await;
+    assert!(
+        figures["clients"][device.file.to_string()].is_null(),
+        "{figures}"
+    );
+    let pending = &figures["collections"]["Reading"]["pending_objects"];
+    assert!(pending.is_null() || *pending == 0, "{figures}");
+
+    // Forgetting is durable, a second time finds nothing, and a bad ident is a bad request.
+    server.kill9();
+    let server = Server::with_schema(dir.path(), &listen);
+    let (_, figures) = server.admin("/api/admin/ingest").await;
+    assert!(
+        figures["clients"][device.file.to_string()].is_null(),
+        "{figures}"
+    );
+    let (status, body) = server.admin_request("DELETE", &path).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no ingest queue report"),
+        "{body}"
+    );
+    let (status, body) = server
+        .admin_request("DELETE", "/api/admin/ingest/clients/sensor-7")
+        .await;
+    assert_eq!(status, 400, "{body}");
 }

@@ -221,7 +221,17 @@ test('the Ingest page shows a device\'s stored objects and queue', async () => {
     { cause: e });
   }
   console.log(`# Ingest page showed the device's ${INGESTED} objects and queue ${Date.now() - stored} ms after the acknowledgement`);
+  const exited = new Promise((resolve) => writer.once('exit', resolve));
   writer.stdin.end();
+  await exited;
+
+  // The device is gone for good: forgetting it removes its rows, and the collection keeps its count.
+  const row = page.getByTestId('ingest-client-row').filter({
+    has: page.getByTestId('ingest-client').getByText(ident, { exact: true }),
+  });
+  await row.first().getByTestId('forget-device').click();
+  await row.first().waitFor({ state: 'detached', timeout: WAIT_MS });
+  assert.equal(await storedCount('Reading'), expected);
   assert.deepEqual(errors, [], 'the console threw in the page');
   await page.close();
 });

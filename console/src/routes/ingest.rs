@@ -196,7 +196,21 @@ fn refresh(key: String, live: RwSignal<Live>, busy: RwSignal<bool>) {
     });
 }
 
-fn tables(snapshot: Snapshot) -> impl IntoView {
+/// Forgets a device's queue report and figures on the server (for a device that will not come
+/// back), then refreshes.
+fn forget(client: String, key: String, live: RwSignal<Live>, busy: RwSignal<bool>) {
+    leptos::task::spawn_local(async move {
+        let path = format!("/api/admin/ingest/clients/{client}");
+        match api::delete(&path, &key).await {
+            Ok(()) => refresh(key, live, busy),
+            Err(e) => {
+                live.update(|l| l.error = Some(format!("cannot forget device {client}: {e}")))
+            }
+        }
+    });
+}
+
+fn tables(snapshot: Snapshot, on_forget: impl Fn(String) + Clone + 'static) -> impl IntoView {
     if snapshot.collections.is_empty() && snapshot.report.collections.is_empty() {
         return view! {
             <p class="note" data-testid="ingest-empty">
@@ -226,12 +240,19 @@ fn tables(snapshot: Snapshot) -> impl IntoView {
         let body = rows
             .into_iter()
             .map(|(collection, client, f)| {
-                view! { <tr data-testid="ingest-client-row"><td>{collection}</td><td data-testid="ingest-client">{client}</td>{figure_cells(&f, as_of)}</tr> }
+                let on_forget = on_forget.clone();
+                let ident = client.clone();
+                let button = view! {
+                    <button data-testid="forget-device" title="Forget this device's queue report and figures (it reports again if it comes back)" on:click=move |_| on_forget(ident.clone())>
+                        "forget"
+                    </button>
+                };
+                view! { <tr data-testid="ingest-client-row"><td>{collection}</td><td data-testid="ingest-client">{client}</td>{figure_cells(&f, as_of)}<td>{button}</td></tr> }
             })
             .collect_view();
         view! {
             <table class="table" data-testid="ingest-clients">
-                <thead><tr><th>"collection"</th><th>"client"</th>{heads()}</tr></thead>
+                <thead><tr><th>"collection"</th><th>"client"</th>{heads()}<th></th></tr></thead>
                 <tbody>{body}</tbody>
             </table>
         }
@@ -274,6 +295,8 @@ pub fn Ingest() -> impl IntoView {
     let busy = RwSignal::new(false);
     let key = c.key_text();
     refresh(key.clone(), live, busy);
+    let forget_key = key.clone();
+    let on_forget = move |client: String| forget(client, forget_key.clone(), live, busy);
     let tick = move || refresh(key.clone(), live, busy);
     if let Ok(handle) = set_interval_with_handle(tick, Duration::from_millis(REFRESH_MS)) {
         on_cleanup(move || handle.clear());
@@ -282,7 +305,7 @@ pub fn Ingest() -> impl IntoView {
         <section data-testid="page-ingest">
             <h1>"Ingest"</h1>
             <p class="note" data-testid="ingest-note">
-                "Queued: what each device's upload queue held when it last reported (devices report on connecting and then at most once a second when it changes; a report stays until the device reports again or is reset, so a device silent for long may be gone). "
+                "Queued: what each device's upload queue held when it last reported (devices report on connecting and then at most once a second when it changes; a report stays until the device reports again or is reset, so a device silent for long may be gone: \"forget\" drops a device's report and figures, and a device that comes back reports again). "
                 "Stored: objects and bytes durable on the server since it started, objects/s over the last 10 s, and the lag from the device's timestamp to durable storage."
             </p>
             <p class="note" data-testid="ingest-updated">
@@ -296,7 +319,7 @@ pub fn Ingest() -> impl IntoView {
                     .map(|e| view! { <p class="error" data-testid="load-error">{e}</p> })
             }}
             {move || match live.with(|l| l.snapshot.clone()) {
-                Some(snapshot) => tables(snapshot).into_any(),
+                Some(snapshot) => tables(snapshot, on_forget.clone()).into_any(),
                 None if live.with(|l| l.error.is_none()) => {
                     view! { <p class="loading" data-testid="loading">"Loading…"</p> }.into_any()
                 }

@@ -206,8 +206,9 @@ pub enum ServerEvent {
         /// One entry per asymmetric collection of the client's schema.
         collections: Vec<IngestStatusEntry>,
     },
-    /// A client file was reset (CLIENT_VERSION_REQUEST for it): its Data Ingest queue report is
-    /// gone, because the device's queue now belongs to the new file that replaces it.
+    /// A client file's Data Ingest queue report is gone: the file was reset
+    /// (CLIENT_VERSION_REQUEST for it), so the device's queue now belongs to the new file that
+    /// replaces it, or the report was forgotten ([`ServerEngine::forget_ingest_status`]).
     IngestStatusDropped {
         /// The client file that was reset.
         client_file_ident: u64,
@@ -2168,13 +2169,24 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// Forgets a reset file's Data Ingest queue report (its device's queue moves to the new file).
     fn drop_ingest_status(&mut self, file: u64) -> Result<(), SessionFailure> {
-        if self.ingest_status.remove(&file).is_some() {
-            self.store_ingest_status(file, None)?;
-            self.events.push_back(ServerEvent::IngestStatusDropped {
-                client_file_ident: file,
-            });
+        self.forget_ingest_status(file)
+            .map(drop)
+            .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))
+    }
+
+    /// Forgets the Data Ingest queue report of `client_file_ident`, for a device that will not
+    /// come back (an uninstalled app keeps its last report otherwise, as the server cannot tell
+    /// it from one that is offline); returns whether there was one. The removal is stored with
+    /// the next flush, and a device that does come back reports its queue again.
+    pub fn forget_ingest_status(&mut self, client_file_ident: u64) -> Result<bool, EngineError> {
+        if self.ingest_status.remove(&client_file_ident).is_none() {
+            return Ok(false);
         }
-        Ok(())
+        self.storage.save_ingest_status(client_file_ident, None)?;
+        self.needs_flush = true;
+        self.events
+            .push_back(ServerEvent::IngestStatusDropped { client_file_ident });
+        Ok(true)
     }
 
     /// The latest Data Ingest queue `client_file_ident` reported, if it reported one that held

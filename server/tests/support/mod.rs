@@ -96,9 +96,14 @@ impl Server {
 
     /// A GET on an admin route with the admin key.
     pub async fn admin(&self, path: &str) -> (u16, serde_json::Value) {
+        self.admin_request("GET", path).await
+    }
+
+    /// `method path` on the admin API, with the admin key.
+    pub async fn admin_request(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
         http(
             self.addr,
-            "GET",
+            method,
             path,
             &[("x-eddy-admin-key", &self.admin_key)],
             None,
