@@ -231,66 +231,6 @@ impl Eddy {
     }
 }
 
-/// Adds the collections and properties of `schema` the file lacks, in one local write (an
-/// additive migration, synced like any change); a different kind, key or property type is an
-/// error.
-/// Returns the client version of that write, if one was needed.
-fn add_schema(session: &mut ClientSession, schema: &Schema) -> Result<Option<u64>, JsValue> {
-    let mismatch = |what: String| {
-        errors::usage(format!(
-            "the schema differs from the stored one ({what}); only new collections and properties can be added"
-        ))
-    };
-    let current = session.store().schema().clone();
-    for (name, declared) in &schema.collections {
-        if let Some(existing) = current.collection(name) {
-            if existing.kind != declared.kind || existing.primary_key != declared.primary_key {
-                return Err(mismatch(format!("collection {name}")));
-            }
-            for (prop, property) in &declared.properties {
-                if existing.properties.get(prop).is_some_and(|p| p != property) {
-                    return Err(mismatch(format!("{name}.{prop}")));
-                }
-            }
-        }
-    }
-    let missing_collections = schema
-        .collections
-        .keys()
-        .any(|n| current.collection(n).is_none());
-    let missing_properties = schema.collections.values().any(|c| {
-        c.properties.keys().any(|p| {
-            current
-                .collection(&c.name)
-                .is_none_or(|e| !e.properties.contains_key(p))
-        })
-    });
-    if !missing_collections && !missing_properties {
-        return Ok(None);
-    }
-    session
-        .write(now_ms(), |tx| {
-            for declared in schema.collections.values() {
-                if current.collection(&declared.name).is_none() {
-                    tx.add_collection(&declared.name, declared.kind, declared.primary_key)?;
-                }
-            }
-            for declared in schema.collections.values() {
-                for property in declared.properties.values() {
-                    let known = current
-                        .collection(&declared.name)
-                        .is_some_and(|e| e.properties.contains_key(&property.name));
-                    if !known {
-                        tx.add_property(&declared.name, property.clone())?;
-                    }
-                }
-            }
-            Ok::<(), eddy_core::store::ApplyError>(())
-        })
-        .map_err(|e| errors::usage(format!("cannot add the schema: {e}")))?;
-    Ok(Some(session.meta().last_client_version))
-}
-
 fn apply(tx: &mut eddy_core::store::WriteTransaction<'_>, op: Op) -> Result<(), String> {
     match op {
         Op::Create {
@@ -809,7 +749,9 @@ impl Opening {
             },
             Some(persisted),
         );
-        let schema_write = add_schema(&mut session, &schema)?;
+        let schema_write = session
+            .add_declared_schema(now_ms(), &schema)
+            .map_err(|e| errors::usage(e.to_string()))?;
         let seed = (js_sys::Math::random() * 9.0e15) as u64;
         let mut conn = ClientConnection::new(
             ConnectionConfig {
