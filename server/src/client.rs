@@ -395,6 +395,9 @@ impl Client {
             },
             state,
         );
+        if options.storage == ClientStorage::Memory {
+            session.discard_storage_writes();
+        }
         // A reopened file keeps the subscriptions it had (changed ones included).
         if session.meta().subscriptions.version == 0 {
             session.update_subscriptions(subscriptions);
