@@ -83,6 +83,35 @@ fn write_one(s: &mut ClientSession) {
 }
 
 #[test]
+fn a_session_that_discards_storage_writes_still_syncs_and_persists_nothing() {
+    let mut s = active();
+    s.discard_storage_writes();
+    write_one(&mut s);
+    let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert!(matches!(&sent[..], [ClientMessage::Upload { .. }]));
+    let remote = DownloadChangeset {
+        server_version: 1,
+        last_integrated_client_version: 0,
+        origin_timestamp: 5,
+        origin_file_ident: 9,
+        original_size: 0,
+        body: encode_changeset(&[Instruction::CreateObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(2),
+        }]),
+    };
+    s.handle_message(0, download(2, 1, vec![remote]));
+    let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(e, SessionEvent::Changes(_))));
+    assert!(
+        !events.iter().any(|e| matches!(e, SessionEvent::Persist(_))),
+        "{events:?}"
+    );
+    assert!(s.pending().is_empty());
+    assert!(s.store().get("Item", &PrimaryKey::Int(2)).is_some());
+}
+
+#[test]
 fn a_download_before_ident_is_an_error() {
     let mut s = session();
     s.handle_connected();

@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let mut server = Server::start(&binary, dir.path())?;
     let token = server.anonymous_token().await?;
     let clients = connect(&server, &token, args.clients).await?;
-    latency(&clients, args.writes).await?;
+    latency(&server, &clients, args.writes).await?;
     throughput(&server, &clients, args.seconds, args.batch).await?;
     drop(clients);
     // Nothing is left to flush that the figures depend on.
@@ -134,7 +134,9 @@ fn ms(us: i64) -> String {
 
 /// Writers take turns writing one object stamped with the shared clock; every other client
 /// records when it sees it.
-async fn latency(clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
+async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
+    let server_cpu = cpu_ms(server.child.id())?;
+    let clients_cpu = cpu_ms(std::process::id())?;
     let base = Instant::now();
     let mut samples = Vec::with_capacity(writes.saturating_mul(clients.len()));
     for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
@@ -161,6 +163,18 @@ async fn latency(clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
         ms(quantile(&samples, 0.5)),
         ms(quantile(&samples, 0.99)),
         ms(samples.last().copied().unwrap_or_default()),
+    );
+    // The latency depends on the machine's load; the CPU each write costs far less.
+    let server_cpu = cpu_ms(server.child.id())?.saturating_sub(server_cpu);
+    let clients_cpu = cpu_ms(std::process::id())?.saturating_sub(clients_cpu);
+    // Display only.
+    #[allow(clippy::cast_precision_loss)]
+    let per = |cpu: u64| cpu as f64 * 1000.0 / writes.max(1) as f64;
+    println!(
+        "cpu per latency write, {} clients: server {:.1} us, clients {:.1} us",
+        clients.len(),
+        per(server_cpu),
+        per(clients_cpu),
     );
     Ok(())
 }

@@ -370,6 +370,8 @@ pub struct ClientSession {
     bootstrap: Bootstrap,
     /// Most bytes `bootstrap` may hold.
     max_bootstrap_bytes: usize,
+    /// Whether storage writes are built ([`ClientSession::discard_storage_writes`] clears it).
+    storage_writes: bool,
 }
 
 impl ClientSession {
@@ -418,7 +420,15 @@ impl ClientSession {
             ingest_reporter: IngestReporter::default(),
             bootstrap: Bootstrap::default(),
             max_bootstrap_bytes: DEFAULT_MAX_BOOTSTRAP_BYTES,
+            storage_writes: true,
         }
+    }
+
+    /// Stops building [`SessionEvent::Persist`] events, for a driver that keeps the file in
+    /// memory only and would drop them (each one clones the objects a change touched and the
+    /// file's metadata). A driver that stores the file must never call it.
+    pub fn discard_storage_writes(&mut self) {
+        self.storage_writes = false;
     }
 
     /// Sets the most bytes of a bootstrap the session holds back until it is complete
@@ -1093,7 +1103,9 @@ impl ClientSession {
                 .collect::<Result<Vec<_>, SyncError>>()?;
             self.transform_pending(&mut remote)?;
             for changeset in remote {
-                touched.extend(touched_objects(&changeset.instructions));
+                if self.storage_writes {
+                    touched.extend(touched_objects(&changeset.instructions));
+                }
                 self.store
                     .apply_logged(&changeset.instructions, changes, undo)
                     .map_err(|e| {
@@ -1680,6 +1692,12 @@ impl ClientSession {
         mut touched: Vec<(String, crate::value::PrimaryKey)>,
         change: PendingChange,
     ) {
+        if !self.storage_writes {
+            // Nothing keeps the write: only forget what it would have carried.
+            self.pending_acknowledged = 0;
+            self.pending_rewritten.clear();
+            return;
+        }
         // Consecutive instructions mostly touch one object: drop those repeats before sorting,
         // and clone each document once.
         touched.dedup();

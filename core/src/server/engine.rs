@@ -37,7 +37,7 @@ use crate::server::storage::{
 use crate::server::view::{self, FileView, ObjectKey, SessionView, Touches};
 use crate::store::{ApplyError, Changes, Store};
 use crate::transform::{transform, MergeDecision};
-use crate::value::{EjsonMode, Value};
+use crate::value::{EjsonMode, PrimaryKey, Value};
 
 /// Identifies one client connection (chosen by the driver).
 pub type ConnectionId = u64;
@@ -1106,11 +1106,14 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             });
         }
         let fresh_objects = self.admit_writes(connection, ident, file_ident, base, &mut ours);
+        // Only the concurrent changesets that can change ours are transformed against (and
+        // cloned for it): with many clients writing, most of them touch other objects.
+        let (objects, schema) = touched_objects(&ours);
         let mut theirs: Vec<Changeset> = self
             .decoded
             .iter()
             .skip(base as usize)
-            .filter(|c| c.meta.origin_file_ident != file_ident)
+            .filter(|c| c.meta.origin_file_ident != file_ident && interacts(c, &objects, schema))
             .cloned()
             .collect();
         // The transform names changesets by index; the console needs their server versions.
@@ -2423,6 +2426,35 @@ fn decisions_per_entry(
     per_entry
 }
 
+/// The top-level objects `changesets` touch (sorted, once each), and whether any of their
+/// instructions changes the schema.
+fn touched_objects(changesets: &[Changeset]) -> (Vec<(&str, &PrimaryKey)>, bool) {
+    let mut objects = Vec::new();
+    let mut schema = false;
+    for instruction in changesets.iter().flat_map(|c| &c.instructions) {
+        match instruction.object() {
+            Some(object) => objects.push(object),
+            None => schema = true,
+        }
+    }
+    crate::sort::sort(&mut objects);
+    objects.dedup();
+    (objects, schema)
+}
+
+/// Whether transforming changesets that touch `objects` (sorted), and change the schema if
+/// `schema`, against `changeset` can change them. An instruction never interacts with one on
+/// another object (the transformation's own rule), so a concurrent changeset that touches none
+/// of those objects and has no schema instruction leaves them as they are, and so do the
+/// decisions they are transformed by.
+fn interacts(changeset: &Changeset, objects: &[(&str, &PrimaryKey)], schema: bool) -> bool {
+    schema
+        || changeset.instructions.iter().any(|i| {
+            i.object()
+                .is_none_or(|object| objects.binary_search(&object).is_ok())
+        })
+}
+
 fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {
     ChangesetMeta {
         version: entry.server_version,
@@ -2436,8 +2468,8 @@ fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {
 mod tests {
     use super::*;
     use crate::changeset::Path;
+    use crate::schema::CollectionKind;
     use crate::transform::{DecisionSide, Outcome, Rule};
-    use crate::value::PrimaryKey;
 
     fn side(changeset: usize, outcome: Outcome) -> DecisionSide {
         DecisionSide {
@@ -2475,5 +2507,53 @@ mod tests {
             .collect();
         assert_eq!(named, vec![vec![(6, 9)], vec![(4, 7), (6, 9)]]);
         assert_eq!(per_entry[1][0].decision.ours.changeset, 1);
+    }
+
+    fn set_n(version: u64, origin: u64, timestamp: u64, key: i64, n: i64) -> Changeset {
+        Changeset {
+            meta: ChangesetMeta {
+                version,
+                last_integrated_remote_version: 0,
+                origin_timestamp: timestamp,
+                origin_file_ident: origin,
+            },
+            instructions: vec![Instruction::Set {
+                path: Path::field("Item", PrimaryKey::Int(key), "n"),
+                value: Value::Int(n),
+            }],
+        }
+    }
+
+    #[test]
+    fn only_concurrent_changesets_on_the_same_objects_are_transformed_against() {
+        let ours = vec![set_n(1, 1, 10, 1, 1), set_n(2, 1, 10, 2, 2)];
+        let (objects, schema) = touched_objects(&ours);
+        assert_eq!(objects.len(), 2);
+        assert!(!schema);
+        let other = set_n(3, 2, 20, 3, 3);
+        let same = set_n(4, 2, 20, 2, 4);
+        assert!(!interacts(&other, &objects, schema));
+        assert!(interacts(&same, &objects, schema));
+        let mut new_collection = set_n(5, 2, 20, 3, 5);
+        new_collection
+            .instructions
+            .push(Instruction::AddCollection {
+                name: "Other".into(),
+                kind: CollectionKind::TopLevel,
+                primary_key: Some(crate::schema::PrimaryKeyType::Int),
+            });
+        assert!(interacts(&new_collection, &objects, schema));
+        assert!(interacts(&other, &objects, true));
+        // Transforming against the interacting ones alone gives the same result as against all.
+        let mut against_all = ours.clone();
+        let mut all = vec![other.clone(), same.clone(), other];
+        transform(&mut against_all, &mut all, None).unwrap();
+        let mut against_some = ours.clone();
+        transform(&mut against_some, &mut [same], None).unwrap();
+        assert_eq!(against_all, against_some);
+        assert_ne!(
+            against_all, ours,
+            "the later concurrent write wins over ours"
+        );
     }
 }
