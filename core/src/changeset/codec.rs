@@ -353,8 +353,14 @@ fn compress(plain: &[u8]) -> Option<Vec<u8>> {
     z.finish().ok()
 }
 
+/// Up to this many strings the encoder finds a name by scanning its table: most changesets
+/// name one collection and a few fields, and a scan of those is cheaper than hashing each name.
+const SCANNED_NAMES: usize = 16;
+
 /// Encoder state: the string table being built and the encoded instructions.
 struct Encoder<'a> {
+    /// The table's strings with their indices, filled once it holds more than
+    /// [`SCANNED_NAMES`].
     index: HashMap<&'a str, u64>,
     table: Vec<&'a str>,
     out: Vec<u8>,
@@ -364,11 +370,24 @@ impl<'a> Encoder<'a> {
     /// Writes the string-table index of `s`, adding it to the table first if needed.
     fn name(&mut self, s: &'a str) {
         let next = self.table.len() as u64;
-        let table = &mut self.table;
-        let i = *self.index.entry(s).or_insert_with(|| {
-            table.push(s);
-            next
-        });
+        let i = if self.table.len() <= SCANNED_NAMES {
+            match self.table.iter().position(|t| *t == s) {
+                Some(i) => i as u64,
+                None => {
+                    self.table.push(s);
+                    if self.table.len() > SCANNED_NAMES {
+                        self.index = (0..).zip(&self.table).map(|(i, t)| (*t, i)).collect();
+                    }
+                    next
+                }
+            }
+        } else {
+            let table = &mut self.table;
+            *self.index.entry(s).or_insert_with(|| {
+                table.push(s);
+                next
+            })
+        };
         write_u64(&mut self.out, i);
     }
 
@@ -1169,6 +1188,24 @@ mod tests {
 
     fn decode(body: &[u8]) -> Result<Vec<Instruction>, CodecError> {
         decode_changeset(body, &DecodeLimits::default())
+    }
+
+    #[test]
+    fn names_past_the_scanned_table_keep_their_indices() {
+        // More names than the encoder scans: the table switches to its hash index midway and
+        // every name, old or new, keeps one index.
+        let names: Vec<String> = (0..3 * SCANNED_NAMES).map(|i| format!("f{i}")).collect();
+        let instructions: Vec<Instruction> = names
+            .iter()
+            .chain(names.iter().rev())
+            .chain(&names)
+            .map(|field| Instruction::Set {
+                path: key_path(field),
+                value: Value::Int(1),
+            })
+            .collect();
+        let body = encode_changeset(&instructions);
+        assert_eq!(decode(&body).unwrap(), instructions);
     }
 
     /// The hex blocks of the format document, in order.
