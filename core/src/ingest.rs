@@ -177,7 +177,9 @@ impl<'a> Splitter<'a> {
         // followed by scalar writes to its top-level fields, checked as the store would check
         // them), `None` once it went to the scratch store for anything else.
         let mut documents: Vec<Option<Document>> = Vec::new();
-        let mut known_objects: BTreeMap<(String, PrimaryKey), usize> = BTreeMap::new();
+        // Made at the first instruction that names an object other than the one created last,
+        // which a typical changeset (each object's fields right after its creation) never has.
+        let mut known_objects: Option<BTreeMap<(String, PrimaryKey), usize>> = None;
         let mut changes = Changes::new();
         // Asymmetric instructions wait here and go to the scratch store together (before the
         // next schema change and at the end): one apply, not one per instruction.
@@ -215,14 +217,23 @@ impl<'a> Splitter<'a> {
                         .filter(|(c, k)| c.as_str() == collection && k == key)
                         .map(|_| created.len() - 1);
                     let object = || (collection.to_owned(), key.clone());
-                    let index = latest.or_else(|| known_objects.get(&object()).copied());
+                    let index = latest.or_else(|| {
+                        known_objects
+                            .get_or_insert_with(|| {
+                                (0..).zip(&created).map(|(i, o)| (o.clone(), i)).collect()
+                            })
+                            .get(&object())
+                            .copied()
+                    });
                     split.ingested_instructions += 1;
                     let index = match (&instruction, index) {
                         (Instruction::CreateObject { .. }, None) => {
                             self.scratch()?
                                 .check_new_object(collection, key)
                                 .map_err(IngestError::Invalid)?;
-                            known_objects.insert(object(), created.len());
+                            if let Some(known) = known_objects.as_mut() {
+                                known.insert(object(), created.len());
+                            }
                             created.push(object());
                             documents.push(Some(Document::from([(
                                 PRIMARY_KEY.to_owned(),
