@@ -177,7 +177,9 @@ impl<'a> Splitter<'a> {
         // followed by scalar writes to its top-level fields, checked as the store would check
         // them), `None` once it went to the scratch store for anything else.
         let mut documents: Vec<Option<Document>> = Vec::new();
-        let mut known_objects: BTreeMap<(String, PrimaryKey), usize> = BTreeMap::new();
+        // Made at the first instruction that names an object other than the one created last,
+        // which a typical changeset (each object's fields right after its creation) never has.
+        let mut known_objects: Option<BTreeMap<(String, PrimaryKey), usize>> = None;
         let mut changes = Changes::new();
         // Asymmetric instructions wait here and go to the scratch store together (before the
         // next schema change and at the end): one apply, not one per instruction.
@@ -215,14 +217,23 @@ impl<'a> Splitter<'a> {
                         .filter(|(c, k)| c.as_str() == collection && k == key)
                         .map(|_| created.len() - 1);
                     let object = || (collection.to_owned(), key.clone());
-                    let index = latest.or_else(|| known_objects.get(&object()).copied());
+                    let index = latest.or_else(|| {
+                        known_objects
+                            .get_or_insert_with(|| {
+                                (0..).zip(&created).map(|(i, o)| (o.clone(), i)).collect()
+                            })
+                            .get(&object())
+                            .copied()
+                    });
                     split.ingested_instructions += 1;
                     let index = match (&instruction, index) {
                         (Instruction::CreateObject { .. }, None) => {
                             self.scratch()?
                                 .check_new_object(collection, key)
                                 .map_err(IngestError::Invalid)?;
-                            known_objects.insert(object(), created.len());
+                            if let Some(known) = known_objects.as_mut() {
+                                known.insert(object(), created.len());
+                            }
                             created.push(object());
                             documents.push(Some(Document::from([(
                                 PRIMARY_KEY.to_owned(),
@@ -371,9 +382,14 @@ pub const MAX_REPORTED_AGE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 /// and oldest pending age (at `now_ms`) that `changesets` (a client's pending uploads) hold,
 /// with zeros for a collection nothing is pending for. Empty when `schema` has no asymmetric
 /// collection.
+///
+/// Each changeset may come with its encoded body (`encode_changeset` of all its instructions):
+/// when every instruction of the changeset is on objects of one asymmetric collection, as with
+/// a typical batch of ingested readings, that body is what the collection's bytes count, and
+/// nothing is encoded again.
 pub fn ingest_status<'a>(
     schema: &Schema,
-    changesets: impl IntoIterator<Item = &'a Changeset>,
+    changesets: impl IntoIterator<Item = (&'a Changeset, Option<&'a [u8]>)>,
     now_ms: u64,
 ) -> Vec<IngestStatusEntry> {
     // In the schema's (name) order; a Vec rather than a map, as there are few asymmetric
@@ -387,7 +403,17 @@ pub fn ingest_status<'a>(
     if per.is_empty() {
         return Vec::new();
     }
-    for changeset in changesets {
+    for (changeset, body) in changesets {
+        let t = changeset.meta.origin_timestamp;
+        if let Some((index, objects, bytes)) = body.and_then(|body| only_one(&per, changeset, body))
+        {
+            if let Some((_, queue, _)) = per.get_mut(index) {
+                queue.objects += objects;
+                queue.bytes += bytes;
+                queue.oldest_timestamp = Some(queue.oldest_timestamp.map_or(t, |o| o.min(t)));
+            }
+            continue;
+        }
         for (_, _, instructions) in per.iter_mut() {
             instructions.clear();
         }
@@ -403,7 +429,6 @@ pub fn ingest_status<'a>(
                 instructions.push(instruction.clone());
             }
         }
-        let t = changeset.meta.origin_timestamp;
         for (_, queue, instructions) in per.iter_mut() {
             if instructions.is_empty() {
                 continue;
@@ -423,6 +448,27 @@ pub fn ingest_status<'a>(
             },
         })
         .collect()
+}
+
+/// When every instruction of `changeset` is on objects of one collection of `per`: that
+/// collection's index, the objects the changeset creates and its body's length.
+fn only_one(
+    per: &[(&str, IngestQueue, Vec<Instruction>)],
+    changeset: &Changeset,
+    body: &[u8],
+) -> Option<(usize, u64, u64)> {
+    let (first, _) = changeset.instructions.first()?.object()?;
+    let index = per.iter().position(|(c, ..)| *c == first)?;
+    let mut objects = 0;
+    for instruction in &changeset.instructions {
+        if instruction.object()?.0 != first {
+            return None;
+        }
+        if matches!(instruction, Instruction::CreateObject { .. }) {
+            objects += 1;
+        }
+    }
+    Some((index, objects, body.len() as u64))
 }
 
 /// Checks an INGEST_STATUS report against `schema`: every collection asymmetric and named once,
@@ -708,7 +754,7 @@ mod tests {
             ),
             changeset(3, 2_000, [reading(2, 21.0), reading(3, 22.0)].concat()),
         ];
-        let status = ingest_status(&schema, &changesets, 4_000);
+        let status = ingest_status(&schema, changesets.iter().map(|c| (c, None)), 4_000);
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].collection, "Reading");
         assert_eq!(status[0].objects, 3);
@@ -721,13 +767,29 @@ mod tests {
         assert!(check_ingest_status(&schema, &unknown, false).is_err());
         assert_eq!(check_ingest_status(&schema, &unknown, true), Ok(()));
 
-        let empty = ingest_status(&schema, &[], 4_000);
+        let empty = ingest_status(&schema, [], 4_000);
         assert_eq!(
             (empty[0].objects, empty[0].bytes, empty[0].oldest_age_ms),
             (0, 0, 0)
         );
         let mut plain = Schema::default();
         plain.insert(CollectionSchema::top_level("Task", PrimaryKeyType::Int));
-        assert!(ingest_status(&plain, &changesets, 4_000).is_empty());
+        assert!(ingest_status(&plain, changesets.iter().map(|c| (c, None)), 4_000).is_empty());
+
+        // With their bodies, changesets of one asymmetric collection count the body and the
+        // others are encoded as before: the same figures.
+        let bodies: Vec<Vec<u8>> = changesets
+            .iter()
+            .map(|c| encode_changeset(&c.instructions))
+            .collect();
+        let with_bodies = ingest_status(
+            &schema,
+            changesets
+                .iter()
+                .zip(&bodies)
+                .map(|(c, b)| (c, Some(b.as_slice()))),
+            4_000,
+        );
+        assert_eq!(with_bodies, status);
     }
 }

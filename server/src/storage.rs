@@ -136,11 +136,21 @@ fn migrate(conn: &Connection) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// A primary key as stored in the `ingested` table: canonical EJSON text.
+/// A primary key as stored in the `ingested` table: canonical EJSON text. Integer and string
+/// keys (the usual ones) are written directly, without building a `serde_json::Value` first.
 pub fn primary_key_text(key: &PrimaryKey) -> String {
-    Value::from(key.clone())
-        .to_ejson(EjsonMode::Canonical)
-        .to_string()
+    match key {
+        PrimaryKey::Int(i) if i32::try_from(*i).is_ok() => format!("{{\"$numberInt\":\"{i}\"}}"),
+        PrimaryKey::Int(i) => format!("{{\"$numberLong\":\"{i}\"}}"),
+        PrimaryKey::String(s) => serde_json::to_string(s).unwrap_or_else(|_| {
+            Value::from(key.clone())
+                .to_ejson(EjsonMode::Canonical)
+                .to_string()
+        }),
+        PrimaryKey::ObjectId(_) | PrimaryKey::Uuid(_) => Value::from(key.clone())
+            .to_ejson(EjsonMode::Canonical)
+            .to_string(),
+    }
 }
 
 /// A document as relaxed EJSON text, exactly as `document_to_ejson(doc, Relaxed).to_string()`
@@ -183,6 +193,26 @@ fn plain_document_text(doc: &Document) -> Option<String> {
     }
     map.end().ok()?;
     String::from_utf8(out).ok()
+}
+
+/// The rows per `INSERT` statement `insert_ingested` uses, largest first: an upload's objects
+/// go in chunks of the largest that fits what is left.
+const INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// The statement inserting `rows` ingested objects (six parameters each); the first insert of a
+/// key wins, also within one statement.
+fn insert_ingested_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT OR IGNORE INTO ingested (collection, pk, server_version, origin_file_ident,
+             origin_timestamp, document) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?)");
+    }
+    sql
 }
 
 /// How much of the history is durable: what the admin endpoint reports.
@@ -379,23 +409,35 @@ impl ServerStorage for SqliteStorage {
 
     fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError> {
         self.begin()?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO ingested (collection, pk, server_version,
-                     origin_file_ident, origin_timestamp, document) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(storage_error)?;
-        for r in records {
-            stmt.execute(params![
-                r.object.collection,
-                primary_key_text(&r.object.key),
-                to_sql(r.server_version),
-                to_sql(r.origin_file_ident),
-                to_sql(r.origin_timestamp),
-                document_text(&r.object.document),
-            ])
-            .map_err(storage_error)?;
+        // Several rows per statement: most of SQLite's cost per row beyond the b-tree inserts is
+        // running and resetting a statement. Chunks of the largest size that fits keep the
+        // number of distinct (cached) statements to a few.
+        let mut rest = records;
+        while !rest.is_empty() {
+            let rows = INSERT_ROWS
+                .iter()
+                .copied()
+                .find(|&rows| rows <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(rows.min(rest.len()));
+            rest = tail;
+            let mut stmt = self
+                .conn
+                .prepare_cached(&insert_ingested_sql(chunk.len()))
+                .map_err(storage_error)?;
+            for (i, r) in chunk.iter().enumerate() {
+                let at = i * 6;
+                stmt.raw_bind_parameter(at + 1, &r.object.collection)
+                    .and_then(|()| stmt.raw_bind_parameter(at + 2, primary_key_text(&r.object.key)))
+                    .and_then(|()| stmt.raw_bind_parameter(at + 3, to_sql(r.server_version)))
+                    .and_then(|()| stmt.raw_bind_parameter(at + 4, to_sql(r.origin_file_ident)))
+                    .and_then(|()| stmt.raw_bind_parameter(at + 5, to_sql(r.origin_timestamp)))
+                    .and_then(|()| {
+                        stmt.raw_bind_parameter(at + 6, document_text(&r.object.document))
+                    })
+                    .map_err(storage_error)?;
+            }
+            stmt.raw_execute().map_err(storage_error)?;
         }
         Ok(())
     }
@@ -627,6 +669,75 @@ mod tests {
                 "case {i}"
             );
             assert_eq!(plain_document_text(case).is_some(), i < 2, "case {i}");
+        }
+    }
+
+    #[test]
+    fn primary_keys_are_written_as_canonical_ejson() {
+        let keys = [
+            PrimaryKey::Int(0),
+            PrimaryKey::Int(-7),
+            PrimaryKey::Int(i64::from(i32::MAX)),
+            PrimaryKey::Int(i64::from(i32::MIN) - 1),
+            PrimaryKey::Int(i64::MIN),
+            PrimaryKey::Int(i64::MAX),
+            PrimaryKey::String("greenhouse-\"7\"\n\u{e9}\u{1F600}".into()),
+            PrimaryKey::String(String::new()),
+            PrimaryKey::ObjectId(eddy_core::value::ObjectId([7; 12])),
+        ];
+        for key in keys {
+            assert_eq!(
+                primary_key_text(&key),
+                Value::from(key.clone())
+                    .to_ejson(EjsonMode::Canonical)
+                    .to_string(),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ingested_objects_are_stored_once_whatever_the_statement_size() {
+        use eddy_core::ingest::IngestedObject;
+        let record = |key: i64, version: u64| IngestRecord {
+            server_version: version,
+            origin_file_ident: 3,
+            origin_timestamp: 1_800_000_000_000,
+            object: IngestedObject {
+                collection: "Reading".into(),
+                key: PrimaryKey::Int(key),
+                document: Document::from([
+                    ("_id".to_owned(), Value::Int(key)),
+                    ("celsius".to_owned(), Value::Double(version as f64)),
+                ]),
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStorage::open(dir.path()).unwrap();
+        // 101 rows (64 + 16 + 16 + 4 + 1), then keys that are already stored, or repeated
+        // within one statement: the first insert of each key wins.
+        let first: Vec<IngestRecord> = (0..101).map(|k| record(k, 1)).collect();
+        s.insert_ingested(&first).unwrap();
+        let again: Vec<IngestRecord> = (95..110).chain(105..120).map(|k| record(k, 2)).collect();
+        s.insert_ingested(&again).unwrap();
+        s.flush().unwrap();
+        let rows: Vec<(String, i64, String)> = s
+            .conn
+            .prepare("SELECT pk, server_version, document FROM ingested ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 120);
+        for (key, (pk, version, document)) in (0..120).zip(&rows) {
+            let expected = if key < 101 { 1 } else { 2 };
+            assert_eq!(pk, &primary_key_text(&PrimaryKey::Int(key)));
+            assert_eq!(*version, expected, "{key}");
+            assert_eq!(
+                document,
+                &document_text(&record(key, expected as u64).object.document)
+            );
         }
     }
 

@@ -5,11 +5,11 @@
 //! document's hex vectors. Metadata (versions, timestamp, origin) is not part of the body: it
 //! travels in the protocol message that carries the body.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Write;
 
-use flate2::{Compression, Decompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::{Instruction, Path, PathElement};
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
@@ -343,18 +343,61 @@ pub fn encode_changeset(instructions: &[Instruction]) -> Vec<u8> {
     body
 }
 
+thread_local! {
+    /// The thread's deflate state, reset for each body: making one allocates and zeroes about
+    /// 300 KB of tables (often fresh pages from the kernel), which cost more than compressing a
+    /// typical body of a few KB.
+    static COMPRESSOR: RefCell<Option<Compress>> = const { RefCell::new(None) };
+}
+
 /// The compressed form of a plain body: header, inflated size, zlib stream.
 fn compress(plain: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(plain.len() / 2 + 16);
     out.push(FORMAT_VERSION | COMPRESSED_FLAG);
     write_u64(&mut out, plain.len() as u64);
-    let mut z = flate2::write::ZlibEncoder::new(out, Compression::fast());
-    z.write_all(plain).ok()?;
-    z.finish().ok()
+    COMPRESSOR
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => {
+                let z = slot.get_or_insert_with(|| Compress::new(Compression::fast(), true));
+                z.reset();
+                deflate_into(z, plain, &mut out)
+            }
+            Err(_) => deflate_into(
+                &mut Compress::new(Compression::fast(), true),
+                plain,
+                &mut out,
+            ),
+        })
+        .ok()??;
+    Some(out)
 }
+
+/// Appends the zlib stream of `plain` to `out` with a fresh (or just reset) `z`.
+fn deflate_into(z: &mut Compress, plain: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    loop {
+        let (read, written) = (z.total_in(), z.total_out());
+        let input = plain.get(usize::try_from(read).ok()?..)?;
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(64));
+        }
+        let status = z.compress_vec(input, out, FlushCompress::Finish).ok()?;
+        if status == Status::StreamEnd {
+            return Some(());
+        }
+        if (z.total_in(), z.total_out()) == (read, written) {
+            return None;
+        }
+    }
+}
+
+/// Up to this many strings the encoder finds a name by scanning its table: most changesets
+/// name one collection and a few fields, and a scan of those is cheaper than hashing each name.
+const SCANNED_NAMES: usize = 16;
 
 /// Encoder state: the string table being built and the encoded instructions.
 struct Encoder<'a> {
+    /// The table's strings with their indices, filled once it holds more than
+    /// [`SCANNED_NAMES`].
     index: HashMap<&'a str, u64>,
     table: Vec<&'a str>,
     out: Vec<u8>,
@@ -364,11 +407,24 @@ impl<'a> Encoder<'a> {
     /// Writes the string-table index of `s`, adding it to the table first if needed.
     fn name(&mut self, s: &'a str) {
         let next = self.table.len() as u64;
-        let table = &mut self.table;
-        let i = *self.index.entry(s).or_insert_with(|| {
-            table.push(s);
-            next
-        });
+        let i = if self.table.len() <= SCANNED_NAMES {
+            match self.table.iter().position(|t| *t == s) {
+                Some(i) => i as u64,
+                None => {
+                    self.table.push(s);
+                    if self.table.len() > SCANNED_NAMES {
+                        self.index = (0..).zip(&self.table).map(|(i, t)| (*t, i)).collect();
+                    }
+                    next
+                }
+            }
+        } else {
+            let table = &mut self.table;
+            *self.index.entry(s).or_insert_with(|| {
+                table.push(s);
+                next
+            })
+        };
         write_u64(&mut self.out, i);
     }
 
@@ -1171,6 +1227,24 @@ mod tests {
         decode_changeset(body, &DecodeLimits::default())
     }
 
+    #[test]
+    fn names_past_the_scanned_table_keep_their_indices() {
+        // More names than the encoder scans: the table switches to its hash index midway and
+        // every name, old or new, keeps one index.
+        let names: Vec<String> = (0..3 * SCANNED_NAMES).map(|i| format!("f{i}")).collect();
+        let instructions: Vec<Instruction> = names
+            .iter()
+            .chain(names.iter().rev())
+            .chain(&names)
+            .map(|field| Instruction::Set {
+                path: key_path(field),
+                value: Value::Int(1),
+            })
+            .collect();
+        let body = encode_changeset(&instructions);
+        assert_eq!(decode(&body).unwrap(), instructions);
+    }
+
     /// The hex blocks of the format document, in order.
     fn doc_vectors() -> Vec<Vec<u8>> {
         let mut vectors = Vec::new();
@@ -1618,9 +1692,37 @@ mod tests {
     }
 
     fn zlib(plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
         z.write_all(plain).unwrap();
         z.finish().unwrap()
+    }
+
+    #[test]
+    fn the_reused_compressor_writes_what_a_fresh_one_writes() {
+        // Bodies of several sizes, one after another on this thread's compressor, the largest
+        // over the output's first allocation: each is what a new compressor makes of it, and
+        // inflates back.
+        for n in [2_000usize, 50, 300_000, 5_000] {
+            let plain: Vec<u8> = (0..n).map(|i| (i * 7 % 251 / 3) as u8).collect();
+            let body = compress(&plain).unwrap();
+            let mut fresh = body.get(..1 + encoded_len(n)).unwrap().to_vec();
+            deflate_into(
+                &mut Compress::new(Compression::fast(), true),
+                &plain,
+                &mut fresh,
+            )
+            .unwrap();
+            assert_eq!(body, fresh, "{n}");
+            let stream = body.get(1 + encoded_len(n)..).unwrap();
+            assert_eq!(inflate(stream, n as u64, 0).unwrap(), plain, "{n}");
+        }
+    }
+
+    fn encoded_len(n: usize) -> usize {
+        let mut v = Vec::new();
+        write_u64(&mut v, n as u64);
+        v.len()
     }
 
     #[test]

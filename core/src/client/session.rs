@@ -866,10 +866,18 @@ impl ClientSession {
         if !matches!(self.phase, Phase::Identified | Phase::Active) {
             return;
         }
-        let (schema, pending) = (self.store.schema(), &self.pending);
+        let (schema, pending, bodies) = (self.store.schema(), &self.pending, &self.bodies);
+        // The bodies kept beside the pending changesets spare encoding them again.
+        let with_bodies = pending.iter().enumerate().map(|(index, changeset)| {
+            let body = bodies
+                .get(index)
+                .filter(|(version, _)| *version == changeset.meta.version)
+                .and_then(|(_, body)| body.as_deref());
+            (changeset, body)
+        });
         if let Some(collections) = self
             .ingest_reporter
-            .poll(now_ms, || ingest_status(schema, pending, now_ms))
+            .poll(now_ms, || ingest_status(schema, with_bodies, now_ms))
         {
             self.outbox.push_back(ClientMessage::IngestStatus {
                 session: self.ident,
