@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Write;
 
-use flate2::{Compression, Decompress, FlushDecompress, Status};
+use miniz_oxide::inflate::stream::{inflate as inflate_stream, InflateState};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
 use super::{Instruction, Path, PathElement};
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
@@ -334,23 +334,23 @@ pub fn encode_changeset(instructions: &[Instruction]) -> Vec<u8> {
     body.extend_from_slice(&enc.out);
     let plain = body.get(1..).unwrap_or_default();
     if plain.len() > COMPRESSION_THRESHOLD {
-        if let Some(compressed) = compress(plain) {
-            if compressed.len() < body.len() {
-                return compressed;
-            }
+        let compressed = compress(plain);
+        if compressed.len() < body.len() {
+            return compressed;
         }
     }
     body
 }
 
-/// The compressed form of a plain body: header, inflated size, zlib stream.
-fn compress(plain: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(plain.len() / 2 + 16);
+/// The compressed form of a plain body: header, inflated size, zlib stream (at the fastest
+/// level).
+fn compress(plain: &[u8]) -> Vec<u8> {
+    let stream = miniz_oxide::deflate::compress_to_vec_zlib(plain, 1);
+    let mut out = Vec::with_capacity(stream.len() + 11);
     out.push(FORMAT_VERSION | COMPRESSED_FLAG);
     write_u64(&mut out, plain.len() as u64);
-    let mut z = flate2::write::ZlibEncoder::new(out, Compression::fast());
-    z.write_all(plain).ok()?;
-    z.finish().ok()
+    out.extend_from_slice(&stream);
+    out
 }
 
 /// Encoder state: the string table being built and the encoded instructions.
@@ -723,41 +723,44 @@ fn inflate(input: &[u8], stated: u64, offset: usize) -> Result<Vec<u8>, CodecErr
         offset,
         detail: detail.to_owned(),
     };
-    let mut z = Decompress::new(true);
-    let mut out: Vec<u8> = Vec::with_capacity(cap.min(CHUNK));
+    let mut z = InflateState::new_boxed(DataFormat::Zlib);
+    // `out` is the buffer, `written` how much of it the stream has filled.
+    let mut out: Vec<u8> = Vec::new();
+    let mut written = 0;
+    let mut consumed = 0;
     loop {
-        if out.len() == out.capacity() {
-            let room = cap.saturating_sub(out.len()).min(out.len().max(CHUNK));
-            out.reserve_exact(room);
+        if written == out.len() {
+            let room = cap.saturating_sub(written).min(written.max(CHUNK));
+            out.resize(written.saturating_add(room), 0);
         }
-        let consumed = usize::try_from(z.total_in()).unwrap_or(usize::MAX);
         let rest = input.get(consumed..).unwrap_or_default();
-        let (in_before, out_before) = (z.total_in(), z.total_out());
-        let status = z
-            .decompress_vec(rest, &mut out, FlushDecompress::None)
-            .map_err(|e| fail(&e.to_string()))?;
-        if out.len() > stated_len {
+        let free = out.get_mut(written..).unwrap_or_default();
+        let step = inflate_stream(&mut z, rest, free, MZFlush::None);
+        consumed += step.bytes_consumed;
+        written += step.bytes_written;
+        if written > stated_len {
             return Err(fail(&format!(
                 "it inflates to more than the {stated} bytes its header states"
             )));
         }
-        match status {
-            Status::StreamEnd => break,
-            Status::Ok | Status::BufError => {
-                let stalled = z.total_in() == in_before && z.total_out() == out_before;
-                if stalled && out.len() < out.capacity() {
+        match step.status {
+            Ok(MZStatus::StreamEnd) => break,
+            Ok(_) | Err(MZError::Buf) => {
+                let stalled = step.bytes_consumed == 0 && step.bytes_written == 0;
+                if stalled && written < out.len() {
                     return Err(fail("the stream is truncated"));
                 }
             }
+            Err(_) => return Err(fail("the stream is not valid zlib")),
         }
     }
-    if out.len() != stated_len {
+    if written != stated_len {
         return Err(CodecError::InflatedSizeMismatch {
             stated,
-            actual: out.len(),
+            actual: written,
         });
     }
-    let consumed = usize::try_from(z.total_in()).unwrap_or(usize::MAX);
+    out.truncate(written);
     if consumed < input.len() {
         return Err(CodecError::TrailingBytes {
             offset: offset.saturating_add(consumed),
@@ -1618,9 +1621,7 @@ mod tests {
     }
 
     fn zlib(plain: &[u8]) -> Vec<u8> {
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
-        z.write_all(plain).unwrap();
-        z.finish().unwrap()
+        miniz_oxide::deflate::compress_to_vec_zlib(plain, 6)
     }
 
     #[test]
