@@ -9,7 +9,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use miniz_oxide::deflate::core::{
+    compress as deflate, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush,
+    TDEFLStatus,
+};
+use miniz_oxide::inflate::stream::{inflate as inflate_stream, InflateState};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
 use super::{Instruction, Path, PathElement};
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
@@ -334,10 +339,8 @@ pub fn encode_changeset(instructions: &[Instruction]) -> Vec<u8> {
     body.extend_from_slice(&enc.out);
     let plain = body.get(1..).unwrap_or_default();
     if plain.len() > COMPRESSION_THRESHOLD {
-        if let Some(compressed) = compress(plain) {
-            if compressed.len() < body.len() {
-                return compressed;
-            }
+        if let Some(compressed) = compress(plain).filter(|c| c.len() < body.len()) {
+            return compressed;
         }
     }
     body
@@ -347,45 +350,40 @@ thread_local! {
     /// The thread's deflate state, reset for each body: making one allocates and zeroes about
     /// 300 KB of tables (often fresh pages from the kernel), which cost more than compressing a
     /// typical body of a few KB.
-    static COMPRESSOR: RefCell<Option<Compress>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<CompressorOxide>> = const { RefCell::new(None) };
 }
 
-/// The compressed form of a plain body: header, inflated size, zlib stream.
+/// The compressed form of a plain body: header, inflated size, zlib stream (at the fastest
+/// level); `None` if deflate failed, which leaves the body plain.
 fn compress(plain: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(plain.len() / 2 + 16);
     out.push(FORMAT_VERSION | COMPRESSED_FLAG);
     write_u64(&mut out, plain.len() as u64);
+    let new = || CompressorOxide::new(create_comp_flags_from_zip_params(1, 1, 0));
     COMPRESSOR
         .try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut slot) => {
-                let z = slot.get_or_insert_with(|| Compress::new(Compression::fast(), true));
+                let z = slot.get_or_insert_with(new);
                 z.reset();
                 deflate_into(z, plain, &mut out)
             }
-            Err(_) => deflate_into(
-                &mut Compress::new(Compression::fast(), true),
-                plain,
-                &mut out,
-            ),
+            Err(_) => deflate_into(&mut new(), plain, &mut out),
         })
         .ok()??;
     Some(out)
 }
 
 /// Appends the zlib stream of `plain` to `out` with a fresh (or just reset) `z`.
-fn deflate_into(z: &mut Compress, plain: &[u8], out: &mut Vec<u8>) -> Option<()> {
+fn deflate_into(z: &mut CompressorOxide, mut plain: &[u8], out: &mut Vec<u8>) -> Option<()> {
     loop {
-        let (read, written) = (z.total_in(), z.total_out());
-        let input = plain.get(usize::try_from(read).ok()?..)?;
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(64));
-        }
-        let status = z.compress_vec(input, out, FlushCompress::Finish).ok()?;
-        if status == Status::StreamEnd {
-            return Some(());
-        }
-        if (z.total_in(), z.total_out()) == (read, written) {
-            return None;
+        let start = out.len();
+        out.resize(start + (plain.len() / 2).max(64), 0);
+        let (status, read, written) = deflate(z, plain, &mut out[start..], TDEFLFlush::Finish);
+        out.truncate(start + written);
+        match status {
+            TDEFLStatus::Done => return Some(()),
+            TDEFLStatus::Okay if read > 0 || written > 0 => plain = plain.get(read..)?,
+            _ => return None,
         }
     }
 }
@@ -779,41 +777,44 @@ fn inflate(input: &[u8], stated: u64, offset: usize) -> Result<Vec<u8>, CodecErr
         offset,
         detail: detail.to_owned(),
     };
-    let mut z = Decompress::new(true);
-    let mut out: Vec<u8> = Vec::with_capacity(cap.min(CHUNK));
+    let mut z = InflateState::new_boxed(DataFormat::Zlib);
+    // `out` is the buffer, `written` how much of it the stream has filled.
+    let mut out: Vec<u8> = Vec::new();
+    let mut written = 0;
+    let mut consumed = 0;
     loop {
-        if out.len() == out.capacity() {
-            let room = cap.saturating_sub(out.len()).min(out.len().max(CHUNK));
-            out.reserve_exact(room);
+        if written == out.len() {
+            let room = cap.saturating_sub(written).min(written.max(CHUNK));
+            out.resize(written.saturating_add(room), 0);
         }
-        let consumed = usize::try_from(z.total_in()).unwrap_or(usize::MAX);
         let rest = input.get(consumed..).unwrap_or_default();
-        let (in_before, out_before) = (z.total_in(), z.total_out());
-        let status = z
-            .decompress_vec(rest, &mut out, FlushDecompress::None)
-            .map_err(|e| fail(&e.to_string()))?;
-        if out.len() > stated_len {
+        let free = out.get_mut(written..).unwrap_or_default();
+        let step = inflate_stream(&mut z, rest, free, MZFlush::None);
+        consumed += step.bytes_consumed;
+        written += step.bytes_written;
+        if written > stated_len {
             return Err(fail(&format!(
                 "it inflates to more than the {stated} bytes its header states"
             )));
         }
-        match status {
-            Status::StreamEnd => break,
-            Status::Ok | Status::BufError => {
-                let stalled = z.total_in() == in_before && z.total_out() == out_before;
-                if stalled && out.len() < out.capacity() {
+        match step.status {
+            Ok(MZStatus::StreamEnd) => break,
+            Ok(_) | Err(MZError::Buf) => {
+                let stalled = step.bytes_consumed == 0 && step.bytes_written == 0;
+                if stalled && written < out.len() {
                     return Err(fail("the stream is truncated"));
                 }
             }
+            Err(_) => return Err(fail("the stream is not valid zlib")),
         }
     }
-    if out.len() != stated_len {
+    if written != stated_len {
         return Err(CodecError::InflatedSizeMismatch {
             stated,
-            actual: out.len(),
+            actual: written,
         });
     }
-    let consumed = usize::try_from(z.total_in()).unwrap_or(usize::MAX);
+    out.truncate(written);
     if consumed < input.len() {
         return Err(CodecError::TrailingBytes {
             offset: offset.saturating_add(consumed),
@@ -1692,10 +1693,7 @@ mod tests {
     }
 
     fn zlib(plain: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
-        z.write_all(plain).unwrap();
-        z.finish().unwrap()
+        miniz_oxide::deflate::compress_to_vec_zlib(plain, 6)
     }
 
     #[test]
@@ -1707,12 +1705,7 @@ mod tests {
             let plain: Vec<u8> = (0..n).map(|i| (i * 7 % 251 / 3) as u8).collect();
             let body = compress(&plain).unwrap();
             let mut fresh = body.get(..1 + encoded_len(n)).unwrap().to_vec();
-            deflate_into(
-                &mut Compress::new(Compression::fast(), true),
-                &plain,
-                &mut fresh,
-            )
-            .unwrap();
+            fresh.extend(miniz_oxide::deflate::compress_to_vec_zlib(&plain, 1));
             assert_eq!(body, fresh, "{n}");
             let stream = body.get(1 + encoded_len(n)..).unwrap();
             assert_eq!(inflate(stream, n as u64, 0).unwrap(), plain, "{n}");

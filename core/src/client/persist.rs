@@ -19,9 +19,7 @@
 //! writes to a later checkpoint, and reads a file back with [`restore`]. Decoding never panics and is bounded by
 //! [`DecodeLimits`]; damaged or foreign records give a [`PersistError`].
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Bound;
 
 use crate::changeset::{
     decode_changeset, encode_changeset, object_instructions, schema_instructions, Changeset,
@@ -651,26 +649,31 @@ where
         }
         write.commit();
     }
-    let mut list = BTreeMap::new();
+    // In client version order. IndexedDB hands the records over in key order, so this appends;
+    // a sorted `Vec` spares the browser build a B-tree of changesets.
+    let mut list: Vec<Changeset> = Vec::new();
     for record in pending {
         let changeset = decode_pending(record.as_ref(), limits)?;
         let version = changeset.meta.version;
-        if list.insert(version, changeset).is_some() {
-            return Err(PersistError::Invalid {
-                record: "pending changeset",
-                reason: format!("client version {version} is stored twice"),
-            });
+        match list.binary_search_by_key(&version, |c| c.meta.version) {
+            Ok(_) => {
+                return Err(PersistError::Invalid {
+                    record: "pending changeset",
+                    reason: format!("client version {version} is stored twice"),
+                })
+            }
+            Err(at) => list.insert(at, changeset),
         }
     }
     let checkpointed = checkpointed.unwrap_or(meta.last_client_version);
-    let after = (Bound::Excluded(checkpointed), Bound::Unbounded);
-    let replayed = replay(&mut store, list.range(after).map(|(_, c)| c))?;
+    let after = list.partition_point(|c| c.meta.version <= checkpointed);
+    let replayed = replay(&mut store, list.get(after..).unwrap_or_default().iter())?;
     let write_ahead = WriteAhead::restored(&meta, checkpointed, &store, replayed);
     Ok(Restored {
         state: PersistedState {
             meta,
             store,
-            pending: list.into_values().collect(),
+            pending: list,
         },
         write_ahead,
     })

@@ -7,7 +7,7 @@
 //! [`ClientSession::poll_transmit`] (messages) and [`ClientSession::poll_event`] (storage writes,
 //! changes, state changes, errors).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::changeset::{
@@ -313,14 +313,51 @@ struct Bootstrap {
     deferred: Vec<ServerMessage>,
 }
 
+/// A set of objects, kept as a `Vec` sorted by collection and key: few objects wait to leave the
+/// view at a time, and the server lists them in order, so inserting them is appending; a
+/// `BTreeSet` of this type would cost the browser build its own B-tree code.
+#[derive(Clone, Debug, Default)]
+struct ObjectSet(Vec<ObjectKey>);
+
+impl ObjectSet {
+    /// Adds `object` unless it is there already.
+    fn insert(&mut self, object: ObjectKey) {
+        if let Err(at) = self.0.binary_search(&object) {
+            self.0.insert(at, object);
+        }
+    }
+
+    /// Removes `object` if it is there.
+    fn remove(&mut self, object: &ObjectKey) {
+        if let Ok(at) = self.0.binary_search(object) {
+            self.0.remove(at);
+        }
+    }
+
+    /// Keeps only the objects for which `keep` is true.
+    fn retain(&mut self, keep: impl FnMut(&ObjectKey) -> bool) {
+        self.0.retain(keep);
+    }
+
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Removes every object.
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// What integrating downloads changes besides the store, to put back if one of them fails.
 struct Saved {
     meta: FileMeta,
     pending: Vec<Changeset>,
     pending_acknowledged: u64,
     pending_rewritten: Vec<u64>,
-    leaving: BTreeSet<ObjectKey>,
-    released: BTreeSet<ObjectKey>,
+    leaving: ObjectSet,
+    released: ObjectSet,
     in_flight: u64,
     events: usize,
 }
@@ -361,9 +398,9 @@ pub struct ClientSession {
     events: VecDeque<SessionEvent>,
     limits: DecodeLimits,
     /// Objects the server said left the view, not yet released (a pending change touches them).
-    leaving: BTreeSet<ObjectKey>,
+    leaving: ObjectSet,
     /// Objects released with RELEASE, kept until the server's reset removes them.
-    released: BTreeSet<ObjectKey>,
+    released: ObjectSet,
     /// When to report the Data Ingest queue (INGEST_STATUS).
     ingest_reporter: IngestReporter,
     /// The bootstrap being received, if one is split over several DOWNLOADs.
@@ -415,8 +452,8 @@ impl ClientSession {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             limits: DecodeLimits::default(),
-            leaving: BTreeSet::new(),
-            released: BTreeSet::new(),
+            leaving: ObjectSet::default(),
+            released: ObjectSet::default(),
             ingest_reporter: IngestReporter::default(),
             bootstrap: Bootstrap::default(),
             max_bootstrap_bytes: DEFAULT_MAX_BOOTSTRAP_BYTES,
@@ -1139,7 +1176,9 @@ impl ClientSession {
             let instructions = decode_changeset(&download.leaving, &self.limits).map_err(|e| {
                 protocol_error(ErrorCode::BadChangeset, &format!("leaving list: {e}"))
             })?;
-            self.leaving.extend(object_keys(&instructions));
+            for object in object_keys(&instructions) {
+                self.leaving.insert(object);
+            }
         }
         self.meta.download = progress.download;
         self.meta.latest_server_version = progress.latest_server_version;
@@ -1221,21 +1260,21 @@ impl ClientSession {
         }
         let pending = &self.pending;
         let transaction = self.meta.transaction.as_ref();
-        let free: Vec<ObjectKey> = self
-            .leaving
-            .iter()
-            .filter(|(collection, key)| {
-                let touches = |i: &Instruction| i.object() == Some((collection.as_str(), key));
-                !pending.iter().any(|c| c.instructions.iter().any(touches))
-                    && !transaction.is_some_and(|t| t.instructions.iter().any(touches))
-            })
-            .cloned()
-            .collect();
+        let mut free: Vec<ObjectKey> = Vec::new();
+        self.leaving.retain(|object| {
+            let (collection, key) = object;
+            let touches = |i: &Instruction| i.object() == Some((collection.as_str(), key));
+            let touched = pending.iter().any(|c| c.instructions.iter().any(touches))
+                || transaction.is_some_and(|t| t.instructions.iter().any(touches));
+            if !touched {
+                free.push(object.clone());
+            }
+            touched
+        });
         if free.is_empty() {
             return;
         }
         for object in &free {
-            self.leaving.remove(object);
             self.released.insert(object.clone());
         }
         self.outbox.push_back(ClientMessage::Release {
