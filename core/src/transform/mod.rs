@@ -213,17 +213,24 @@ pub fn transform(
     if result.is_ok() || move_theirs {
         for (changeset, cells) in theirs.iter_mut().zip(their_cells) {
             if let Some(cells) = cells {
-                changeset.instructions = cells.into_iter().flatten().collect();
+                changeset.instructions = kept(cells);
             }
         }
     }
     result?;
     for (changeset, cells) in ours.iter_mut().zip(our_cells) {
         if let Some(cells) = cells {
-            changeset.instructions = cells.into_iter().flatten().collect();
+            changeset.instructions = kept(cells);
         }
     }
     Ok(())
+}
+
+/// The instructions left in a changeset's cells, in the cells' own allocation: `filter_map`
+/// collects in place where `flatten` allocates a new vector (one per downloaded changeset).
+#[allow(clippy::filter_map_identity)]
+fn kept(cells: Vec<Cell>) -> Vec<Instruction> {
+    cells.into_iter().filter_map(|cell| cell).collect()
 }
 
 fn cells(changeset: &Changeset) -> Vec<Cell> {
