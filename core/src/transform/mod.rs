@@ -168,31 +168,33 @@ pub fn transform(
         )
     };
     let mut our_cells: Vec<Option<Vec<Cell>>> = vec![None; ours.len()];
-    let mut their_cells: Vec<Option<Vec<Cell>>> = vec![None; theirs.len()];
     // A download brings many of their changesets, each transformed once: without a log their
-    // instructions are moved into the grid instead of copied.
+    // instructions are moved into the grid instead of copied, and moved back as soon as their
+    // column is done, while still in cache. With a log their transformed cells are kept aside
+    // until every pair succeeded.
     let move_theirs = log.is_none();
+    let mut their_cells: Vec<Option<Vec<Cell>>> = if move_theirs {
+        Vec::new()
+    } else {
+        vec![None; theirs.len()]
+    };
     let mut result = Ok(());
     // The grid is walked column by column: one of their changesets against each relevant one of
     // ours, in order. Any order that reaches cell (i, j) after (i-1, j) and (i, j-1) gives the
     // same result; this one visits each of their changesets (usually many: a download) once,
     // while ours (usually few: the pending uploads) stay in cache.
-    'columns: for (b_index, a_indices) in columns.iter() {
-        let (Some(b), Some(b_cells)) = (theirs.get_mut(b_index), their_cells.get_mut(b_index))
-        else {
+    for (b_index, a_indices) in columns.iter() {
+        let Some(b) = theirs.get_mut(b_index) else {
             continue;
         };
-        let b_cells = b_cells.get_or_insert_with(|| {
-            if move_theirs {
-                std::mem::take(&mut b.instructions)
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            } else {
-                cells(b)
-            }
-        });
-        let b = &*b;
+        let mut b_cells: Vec<Cell> = if move_theirs {
+            std::mem::take(&mut b.instructions)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            cells(b)
+        };
         for &a_index in a_indices {
             let (Some(a), Some(a_cells)) = (ours.get(a_index), our_cells.get_mut(a_index)) else {
                 continue;
@@ -202,15 +204,23 @@ pub fn transform(
                 ours: (a_index, a),
                 theirs: (b_index, b),
             };
-            result = grid.run(a_cells, b_cells, log.as_deref_mut());
+            result = grid.run(a_cells, &mut b_cells, log.as_deref_mut());
             if result.is_err() {
-                break 'columns;
+                break;
             }
+        }
+        if move_theirs {
+            b.instructions = kept(b_cells);
+        } else if let Some(slot) = their_cells.get_mut(b_index) {
+            *slot = Some(b_cells);
+        }
+        if result.is_err() {
+            break;
         }
     }
     // Only now, with every pair transformed, are the changesets rewritten: on error ours are
     // untouched, and so are theirs unless their instructions were moved into the grid.
-    if result.is_ok() || move_theirs {
+    if result.is_ok() {
         for (changeset, cells) in theirs.iter_mut().zip(their_cells) {
             if let Some(cells) = cells {
                 changeset.instructions = kept(cells);
@@ -418,7 +428,11 @@ impl<'t> Index<'t> {
             };
             positions.extend(found.into_iter().flatten().copied());
         }
-        crate::sort::sort(&mut positions);
+        // Each object's positions are already in order, so a changeset on one object (the
+        // common case) needs no sort, only the dedup of its repeated lookups.
+        if !positions.is_sorted() {
+            crate::sort::sort(&mut positions);
+        }
         positions.dedup();
         positions
     }
