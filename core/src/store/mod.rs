@@ -158,14 +158,28 @@ impl Store {
         undo: &mut Vec<Undo>,
     ) -> Result<(), ApplyError> {
         let mark = undo.len();
+        // Changes are recorded straight into the caller's when the batch's own collapsed changes
+        // merged into them would come out the same: a single instruction (it records its
+        // changes only once nothing can fail, and recording one change is what merging it does)
+        // or an empty `changes` (merging into nothing gives the batch's own). Otherwise the
+        // batch collapses on its own first: an object erased before this batch and created
+        // again by it is one modification of its old fields, not those plus the batch's writes.
+        let was_empty = changes.is_empty();
+        let direct = was_empty || instructions.len() == 1;
         let mut local = Changes::new();
+        let record = if direct { &mut *changes } else { &mut local };
         for instruction in instructions {
-            if let Err(error) = self.apply_one(instruction, undo, &mut local) {
+            if let Err(error) = self.apply_one(instruction, undo, record) {
                 self.rollback(undo, mark);
+                if was_empty {
+                    *changes = Changes::new();
+                }
                 return Err(error);
             }
         }
-        changes.merge(local);
+        if !direct {
+            changes.merge(local);
+        }
         Ok(())
     }
 
@@ -370,7 +384,8 @@ impl Store {
     }
 
     /// Applies one instruction, logging inverse steps into `undo` and changes into `changes`.
-    /// On error, steps already logged for this instruction must be rolled back by the caller.
+    /// On error, steps already logged for this instruction must be rolled back by the caller;
+    /// `changes` is recorded into last, once nothing can fail, so an error leaves it untouched.
     pub(crate) fn apply_one(
         &mut self,
         instruction: &Instruction,

@@ -654,4 +654,40 @@ proptest! {
         prop_assert_eq!(&s, &before);
         prop_assert!(changes.is_empty());
     }
+
+    /// Applying batches one after another into one `Changes` reports exactly what collapsing
+    /// each batch on its own and merging it in does (the store records straight into the
+    /// caller's changes where that comes out the same), and a failing batch leaves it as it was.
+    #[test]
+    fn successive_batches_report_their_merged_changes(
+        ops in proptest::collection::vec((0u8..5, 1i64..4), 1..24),
+        sizes in proptest::collection::vec(1usize..5, 1..12),
+    ) {
+        let mut s = with_item();
+        let mut reference = s.clone();
+        let mut changes = Changes::new();
+        let mut expected = Changes::new();
+        let mut instructions = ops.iter().map(|&(op, k)| match op {
+            0 => create(k),
+            1 => Instruction::EraseObject { collection: "Item".into(), key: pk(k) },
+            2 => set(item(k, "n"), Value::Int(k)),
+            3 => set(item(k, "s"), Value::from("x")),
+            // Like the sets, an error when the object is missing.
+            _ => Instruction::AddInteger { path: item(k, "n"), delta: 1 },
+        });
+        for size in sizes.iter().cycle().take(ops.len()) {
+            let batch: Vec<Instruction> = instructions.by_ref().take(*size).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let mut own = Changes::new();
+            let reference_result = reference.apply(&batch, &mut own);
+            if reference_result.is_ok() {
+                expected.merge(own);
+            }
+            prop_assert_eq!(s.apply(&batch, &mut changes), reference_result);
+            prop_assert_eq!(&s, &reference);
+            prop_assert_eq!(&changes, &expected);
+        }
+    }
 }

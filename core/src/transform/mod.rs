@@ -16,8 +16,9 @@
 //! diverged, which is reported, never ignored.
 //!
 //! **Fast path:** instructions on different top-level objects commute (schema instructions only
-//! interact with schema instructions), so `theirs` is indexed by object and each of our
-//! changesets is only transformed against the changesets of theirs that touch its objects.
+//! interact with schema instructions), so `ours` (usually few: the pending uploads) is indexed
+//! by object and each of their changesets (usually many: a download) is only transformed
+//! against the changesets of ours that touch its objects, in one pass over theirs.
 
 mod list;
 mod order;
@@ -158,41 +159,39 @@ pub fn transform(
     theirs: &mut [Changeset],
     mut log: Option<&mut Vec<MergeDecision>>,
 ) -> Result<(), TransformError> {
-    // Which of ours each of their changesets must be transformed against; computed before any
-    // cell is built so that the index's borrows of `theirs` end here.
-    let columns = {
-        let index = Index::new(theirs);
-        Columns::new(
-            ours.iter().map(|a| index.relevant(&a.instructions)),
-            theirs.len(),
-        )
-    };
     let mut our_cells: Vec<Option<Vec<Cell>>> = vec![None; ours.len()];
-    let mut their_cells: Vec<Option<Vec<Cell>>> = vec![None; theirs.len()];
     // A download brings many of their changesets, each transformed once: without a log their
-    // instructions are moved into the grid instead of copied.
+    // instructions are moved into the grid instead of copied, and moved back as soon as their
+    // column is done, while still in cache. With a log their transformed cells are kept aside
+    // until every pair succeeded.
     let move_theirs = log.is_none();
+    let mut their_cells: Vec<Option<Vec<Cell>>> = if move_theirs {
+        Vec::new()
+    } else {
+        vec![None; theirs.len()]
+    };
+    // Ours stay as passed in until the end (their cells are transformed instead), so the index
+    // can borrow them while theirs are rewritten.
+    let index = Index::new(ours);
+    let mut merged = Vec::new();
     let mut result = Ok(());
     // The grid is walked column by column: one of their changesets against each relevant one of
     // ours, in order. Any order that reaches cell (i, j) after (i-1, j) and (i, j-1) gives the
-    // same result; this one visits each of their changesets (usually many: a download) once,
-    // while ours (usually few: the pending uploads) stay in cache.
-    'columns: for (b_index, a_indices) in columns.iter() {
-        let (Some(b), Some(b_cells)) = (theirs.get_mut(b_index), their_cells.get_mut(b_index))
-        else {
+    // same result; this one reads each of their changesets once, in one pass, while ours stay
+    // in cache.
+    for (b_index, b) in theirs.iter_mut().enumerate() {
+        let a_indices = index.relevant(&b.instructions, &mut merged);
+        if a_indices.is_empty() {
             continue;
+        }
+        let mut b_cells: Vec<Cell> = if move_theirs {
+            std::mem::take(&mut b.instructions)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            cells(b)
         };
-        let b_cells = b_cells.get_or_insert_with(|| {
-            if move_theirs {
-                std::mem::take(&mut b.instructions)
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            } else {
-                cells(b)
-            }
-        });
-        let b = &*b;
         for &a_index in a_indices {
             let (Some(a), Some(a_cells)) = (ours.get(a_index), our_cells.get_mut(a_index)) else {
                 continue;
@@ -202,28 +201,43 @@ pub fn transform(
                 ours: (a_index, a),
                 theirs: (b_index, b),
             };
-            result = grid.run(a_cells, b_cells, log.as_deref_mut());
+            result = grid.run(a_cells, &mut b_cells, log.as_deref_mut());
             if result.is_err() {
-                break 'columns;
+                break;
             }
+        }
+        if move_theirs {
+            b.instructions = kept(b_cells);
+        } else if let Some(slot) = their_cells.get_mut(b_index) {
+            *slot = Some(b_cells);
+        }
+        if result.is_err() {
+            break;
         }
     }
     // Only now, with every pair transformed, are the changesets rewritten: on error ours are
     // untouched, and so are theirs unless their instructions were moved into the grid.
-    if result.is_ok() || move_theirs {
+    if result.is_ok() {
         for (changeset, cells) in theirs.iter_mut().zip(their_cells) {
             if let Some(cells) = cells {
-                changeset.instructions = cells.into_iter().flatten().collect();
+                changeset.instructions = kept(cells);
             }
         }
     }
     result?;
     for (changeset, cells) in ours.iter_mut().zip(our_cells) {
         if let Some(cells) = cells {
-            changeset.instructions = cells.into_iter().flatten().collect();
+            changeset.instructions = kept(cells);
         }
     }
     Ok(())
+}
+
+/// The instructions left in a changeset's cells, in the cells' own allocation: `filter_map`
+/// collects in place where `flatten` allocates a new vector (one per downloaded changeset).
+#[allow(clippy::filter_map_identity)]
+fn kept(cells: Vec<Cell>) -> Vec<Instruction> {
+    cells.into_iter().filter_map(|cell| cell).collect()
 }
 
 fn cells(changeset: &Changeset) -> Vec<Cell> {
@@ -299,73 +313,27 @@ fn outcome(before: &Cell, after: &Cell) -> Outcome {
     }
 }
 
-/// For each of their changesets, the ones of ours that may interact with it, in order: the
-/// relevance lists of ours regrouped by theirs (a counting sort, one allocation).
-struct Columns {
-    /// Where each of their changesets' entries start in `ours`; one more than there are of theirs.
-    starts: Vec<usize>,
-    /// Indices of ours, grouped by theirs.
-    ours: Vec<usize>,
-}
-
-impl Columns {
-    fn new(relevant: impl Iterator<Item = Vec<usize>>, theirs: usize) -> Self {
-        let relevant: Vec<Vec<usize>> = relevant.collect();
-        let mut starts = vec![0; theirs + 1];
-        for b in relevant.iter().flatten() {
-            if let Some(count) = starts.get_mut(b + 1) {
-                *count += 1;
-            }
-        }
-        for b in 0..theirs {
-            let before = starts.get(b).copied().unwrap_or(0);
-            if let Some(start) = starts.get_mut(b + 1) {
-                *start += before;
-            }
-        }
-        let mut next = starts.clone();
-        let mut ours = vec![0; starts.last().copied().unwrap_or(0)];
-        for (a, bs) in relevant.iter().enumerate() {
-            for &b in bs {
-                if let Some(slot) = next.get_mut(b) {
-                    if let Some(entry) = ours.get_mut(*slot) {
-                        *entry = a;
-                    }
-                    *slot += 1;
-                }
-            }
-        }
-        Columns { starts, ours }
-    }
-
-    /// Each of their changesets that some of ours may interact with, with those of ours.
-    fn iter(&self) -> impl Iterator<Item = (usize, &[usize])> + '_ {
-        self.starts
-            .windows(2)
-            .enumerate()
-            .filter_map(|(b, range)| match range {
-                [start, end] if start < end => self.ours.get(*start..*end).map(|ours| (b, ours)),
-                _ => None,
-            })
-    }
-}
-
-/// Their changesets by the objects they touch, plus those with schema instructions.
-struct Index<'t> {
-    by_object: BTreeMap<(&'t str, &'t PrimaryKey), Vec<usize>>,
+/// Our changesets by the objects they touch, plus those with schema instructions.
+struct Index<'o> {
+    /// Each object's entry in `lists` (so that a lookup with a key borrowed for less long still
+    /// returns a list borrowed from the index).
+    by_object: BTreeMap<(&'o str, &'o PrimaryKey), usize>,
+    /// The positions touching each object, increasing.
+    lists: Vec<Vec<usize>>,
     schema: Vec<usize>,
 }
 
-impl<'t> Index<'t> {
-    fn new(theirs: &'t [Changeset]) -> Self {
+impl<'o> Index<'o> {
+    fn new(ours: &'o [Changeset]) -> Self {
         let mut index = Index {
             by_object: BTreeMap::new(),
+            lists: Vec::new(),
             schema: Vec::new(),
         };
-        // Consecutive changesets touching the same object (a download editing one busy object)
-        // are gathered in a run and added to the map with one lookup.
-        let mut run: Option<((&'t str, &'t PrimaryKey), Vec<usize>)> = None;
-        for (position, changeset) in theirs.iter().enumerate() {
+        // Consecutive changesets touching the same object (many edits of one busy object) are
+        // gathered in a run and added to the map with one lookup.
+        let mut run: Option<((&'o str, &'o PrimaryKey), Vec<usize>)> = None;
+        for (position, changeset) in ours.iter().enumerate() {
             for instruction in &changeset.instructions {
                 let entry = match instruction.object() {
                     Some(object) => match &mut run {
@@ -392,8 +360,15 @@ impl<'t> Index<'t> {
 
     /// Records that the changesets at `positions` (increasing, and after any recorded for it
     /// already) touch `object`.
-    fn add(&mut self, object: (&'t str, &'t PrimaryKey), positions: Vec<usize>) {
-        let entry = self.by_object.entry(object).or_default();
+    fn add(&mut self, object: (&'o str, &'o PrimaryKey), positions: Vec<usize>) {
+        let next = self.lists.len();
+        let at = *self.by_object.entry(object).or_insert(next);
+        if at == next {
+            self.lists.push(Vec::new());
+        }
+        let Some(entry) = self.lists.get_mut(at) else {
+            return;
+        };
         for position in positions {
             if entry.last() != Some(&position) {
                 entry.push(position);
@@ -401,18 +376,50 @@ impl<'t> Index<'t> {
         }
     }
 
-    /// The positions, in order, of their changesets that may interact with `instructions`.
-    fn relevant(&self, instructions: &[Instruction]) -> Vec<usize> {
-        let mut positions = Vec::new();
+    /// The positions, in order, of our changesets that may interact with `instructions`. When
+    /// they touch one object (the common case) that is the index's own list; otherwise the
+    /// lists are merged in `merged`.
+    fn relevant<'a>(
+        &'a self,
+        instructions: &[Instruction],
+        merged: &'a mut Vec<usize>,
+    ) -> &'a [usize] {
+        let mut found: &'a [usize] = &[];
+        let mut several = false;
+        let mut last = None;
         for instruction in instructions {
-            let found = match instruction.object() {
-                Some(object) => self.by_object.get(&object),
-                None => Some(&self.schema),
+            let object = instruction.object();
+            if object.is_some() && object == last {
+                continue;
+            }
+            let list = match object {
+                Some(object) => self
+                    .by_object
+                    .get(&object)
+                    .and_then(|&at| self.lists.get(at))
+                    .map_or(&[][..], Vec::as_slice),
+                None => &self.schema,
             };
-            positions.extend(found.into_iter().flatten().copied());
+            last = object;
+            if list.is_empty() || std::ptr::eq(list, found) {
+                continue;
+            }
+            if found.is_empty() {
+                found = list;
+            } else {
+                if !several {
+                    merged.clear();
+                    merged.extend_from_slice(found);
+                    several = true;
+                }
+                merged.extend_from_slice(list);
+            }
         }
-        crate::sort::sort(&mut positions);
-        positions.dedup();
-        positions
+        if !several {
+            return found;
+        }
+        crate::sort::sort(merged);
+        merged.dedup();
+        merged
     }
 }
