@@ -265,6 +265,20 @@ struct RawDevice {
 }
 
 impl RawDevice {
+    /// Reports a queue of `objects` Readings (INGEST_STATUS).
+    async fn report_readings(&mut self, objects: u64, bytes: u64, oldest_age_ms: u64) {
+        self.send(ClientMessage::IngestStatus {
+            session: 1,
+            collections: vec![IngestStatusEntry {
+                collection: "Reading".into(),
+                objects,
+                bytes,
+                oldest_age_ms,
+            }],
+        })
+        .await;
+    }
+
     /// Connects, binds a new client file of the user of `token` and identifies it.
     async fn open(server: &Server, token: &str) -> RawDevice {
         let mut request = server.sync_url().into_client_request().unwrap();
@@ -364,17 +378,7 @@ async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
     let listen = server.addr.to_string();
     let token = anonymous_token(server.addr).await;
     let mut device = RawDevice::open(&server, &token).await;
-    device
-        .send(ClientMessage::IngestStatus {
-            session: 1,
-            collections: vec![IngestStatusEntry {
-                collection: "Reading".into(),
-                objects: 7,
-                bytes: 630,
-                oldest_age_ms: 1_500,
-            }],
-        })
-        .await;
+    device.report_readings(7, 630, 1_500).await;
     let before = device_figures(&server, device.file, |f| f["pending_objects"] == 7).await;
     assert_eq!(before["pending_bytes"], 630);
     let reported = before["pending_reported_ms"].as_u64().unwrap();
@@ -431,17 +435,7 @@ async fn the_queue_report_of_a_device_that_never_returns_can_be_forgotten() {
     let listen = server.addr.to_string();
     let token = anonymous_token(server.addr).await;
     let mut device = RawDevice::open(&server, &token).await;
-    device
-        .send(ClientMessage::IngestStatus {
-            session: 1,
-            collections: vec![IngestStatusEntry {
-                collection: "Reading".into(),
-                objects: 3,
-                bytes: 270,
-                oldest_age_ms: 10,
-            }],
-        })
-        .await;
+    device.report_readings(3, 270, 10).await;
     device_figures(&server, device.file, |f| f["pending_objects"] == 3).await;
     drop(device.socket);
 
