@@ -365,8 +365,9 @@ impl Client {
         };
         // A new file starts with an empty schema and the declared one is added by a local write,
         // so a server in development mode learns it from this client (and a reopened file gains
-        // what the declared schema added since). A file opened from a server snapshot takes the
-        // declared schema as it is: async open needs an empty upload queue.
+        // what the declared schema added since). A file opened from a server snapshot starts
+        // from the snapshot's schema, and the session adds what the app declares beyond it once
+        // the snapshot is in (async open needs an empty upload queue until then).
         let state = match state {
             None if !options.async_open => Some(PersistedState {
                 meta: FileMeta::default(),

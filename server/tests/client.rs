@@ -378,3 +378,61 @@ async fn a_development_mode_server_learns_the_schema_from_a_native_client() {
         Some(Value::Int(49))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_opened_from_a_snapshot_teaches_a_development_mode_server_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let writer = anonymous_client(&server).await;
+    writer.write(|tx| set_item(tx, 1, 1)).unwrap();
+    writer.wait_for_upload(WAIT).await.unwrap();
+
+    // The newer app declares a property the server has never seen.
+    let mut extended = sim_schema();
+    let item = extended.collections.get_mut("Item").unwrap();
+    let mut note = item.properties.get("s").unwrap().clone();
+    note.name = "note".into();
+    item.properties.insert(note.name.clone(), note);
+    let options = ClientOptions {
+        async_open: true,
+        ..ClientOptions::default()
+    };
+    let opened = Client::connect_with_options(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        extended.clone(),
+        options,
+    )
+    .unwrap();
+    opened.wait_for_download(WAIT).await.unwrap();
+    assert_eq!(opened.read(|s| s.len("Item")).unwrap(), 1);
+    opened
+        .write(|tx| {
+            tx.set(
+                FieldPath::field("Item", PrimaryKey::Int(1), "note"),
+                Value::String("from the snapshot".into()),
+            )
+        })
+        .unwrap();
+    opened.wait_for_upload(WAIT).await.unwrap();
+    let progress = opened.progress();
+    assert_eq!(progress.last_error, None, "{progress:?}");
+
+    let reader = Client::connect(
+        &server.sync_url(),
+        &anonymous_token(server.addr).await,
+        extended,
+    )
+    .unwrap();
+    reader.wait_for_download(WAIT).await.unwrap();
+    assert_eq!(
+        reader.read(|s| item_field(s, 1, "note")).unwrap(),
+        Some(Value::String("from the snapshot".into()))
+    );
+}

@@ -1451,7 +1451,9 @@ impl ClientSession {
         }
         let instructions = decode_changeset(&transfer.bytes, &self.limits)
             .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("server state: {e}")))?;
-        let mut store = Store::new(self.config.schema.clone());
+        // The state carries the server's schema; what the app declares beyond it is added below
+        // as a local write, so that a development-mode server learns it from this file too.
+        let mut store = Store::new(Schema::default());
         let mut changes = Changes::default();
         store.apply(&instructions, &mut changes).map_err(|e| {
             protocol_error(
@@ -1471,6 +1473,7 @@ impl ClientSession {
         let Some(reset) = transfer.reset else {
             self.persist(touched, PendingChange::Replaced);
             self.events.push_back(SessionEvent::Changes(changes));
+            self.add_schema_after_state(now_ms)?;
             self.send_ident();
             return Ok(());
         };
@@ -1491,6 +1494,8 @@ impl ClientSession {
             ResetMode::Discard => (Vec::new(), candidates.len()),
         };
         self.persist(touched, PendingChange::Replaced);
+        // Before the recovered changesets, which may use what only the app declares.
+        self.add_schema_after_state(now_ms)?;
         let mut recovered = 0;
         for changeset in recover {
             let mut tx = self.store.write();
@@ -1520,6 +1525,19 @@ impl ClientSession {
         self.events.push_back(SessionEvent::Changes(changes));
         self.send_ident();
         Ok(())
+    }
+
+    /// Adds the declared schema to a store just rebuilt from the server's state.
+    fn add_schema_after_state(&mut self, now_ms: u64) -> Result<(), SyncError> {
+        let declared = self.config.schema.clone();
+        self.add_declared_schema(now_ms, &declared)
+            .map(drop)
+            .map_err(|e| {
+                protocol_error(
+                    ErrorCode::InvalidSchemaChange,
+                    &format!("the server's schema conflicts with the app's: {e}"),
+                )
+            })
     }
 
     fn on_client_version(&mut self, client_version: u64) -> Result<(), SyncError> {
