@@ -126,7 +126,8 @@ pub struct Progress {
     pub active: bool,
     /// Whether the subscription set is fully downloaded.
     pub subscriptions_complete: bool,
-    /// The highest client version the server acknowledged.
+    /// The highest client version the server acknowledged, or that a client reset settled (it
+    /// re-makes recovered changes at new versions and drops discarded ones).
     pub uploaded: u64,
     /// The highest download-completion request answered.
     pub marks_completed: u64,
@@ -141,6 +142,22 @@ pub struct Progress {
     pub last_error: Option<SyncError>,
     /// Why the client file stopped accepting writes, if it did (nothing is sent after that).
     pub storage_error: Option<String>,
+    /// How many times the file was reset from the server's state (client reset).
+    pub client_resets: u64,
+    /// What the last client reset did with the local changes the server never integrated.
+    pub last_client_reset: Option<ClientReset>,
+}
+
+/// The outcome of a client reset: the file was rebuilt from the server's state and its local
+/// changes that the server never integrated were re-applied or dropped, per
+/// [`ClientOptions::reset_mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientReset {
+    /// Local changesets re-applied on top of the server's state (uploaded again).
+    pub recovered: usize,
+    /// Local changesets dropped: in discard mode all of them, in recover mode those that no
+    /// longer apply to the server's state.
+    pub discarded: usize,
 }
 
 /// Where a [`Client`] keeps its objects, pending uploads, ingest queue and subscriptions.
@@ -165,11 +182,15 @@ pub struct ClientOptions {
     pub async_open: bool,
     /// Where the state lives ([`Client::open`] sets a file).
     pub storage: ClientStorage,
+    /// What a client reset does with local changes the server never integrated: re-apply them
+    /// on the server's state (the default) or drop them. Either way [`Progress::last_client_reset`]
+    /// counts them.
+    pub reset_mode: ResetMode,
 }
 
 impl Default for ClientOptions {
     /// Backoff from 100 ms to 5 s, a 10 s connect timeout, a random seed, async open off, state in
-    /// memory.
+    /// memory, client resets recovering local changes.
     fn default() -> Self {
         ClientOptions {
             connection: ConnectionConfig {
@@ -181,6 +202,7 @@ impl Default for ClientOptions {
             },
             async_open: false,
             storage: ClientStorage::Memory,
+            reset_mode: ResetMode::Recover,
         }
     }
 }
@@ -382,7 +404,7 @@ impl Client {
                 path: "flx".into(),
                 access_token: token.to_string(),
                 schema: schema.clone(),
-                reset_mode: ResetMode::Recover,
+                reset_mode: options.reset_mode,
                 async_open: options.async_open,
             },
             state,
@@ -839,6 +861,26 @@ impl Driver {
                         SessionEvent::Error(e) => {
                             tracing::warn!(code = ?e.code, message = %e.message, "sync error");
                             self.state.last_error = Some(e);
+                        }
+                        SessionEvent::ClientReset {
+                            recovered,
+                            discarded,
+                        } => {
+                            tracing::warn!(
+                                recovered,
+                                discarded,
+                                "client reset: the file was rebuilt from the server's state"
+                            );
+                            self.state.client_resets = self.state.client_resets.wrapping_add(1);
+                            let settled = session.pending().first().map_or_else(
+                                || session.meta().last_client_version,
+                                |c| c.meta.version.saturating_sub(1),
+                            );
+                            self.state.uploaded = self.state.uploaded.max(settled);
+                            self.state.last_client_reset = Some(ClientReset {
+                                recovered,
+                                discarded,
+                            });
                         }
                         _ => {}
                     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 mod support;
 
 use eddy_core::changeset::Path as FieldPath;
+use eddy_core::client::ResetMode;
 use eddy_core::protocol::{ErrorCode, TransactResult};
 use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, Store, WriteTransaction};
@@ -435,4 +436,82 @@ async fn a_file_opened_from_a_snapshot_teaches_a_development_mode_server_its_sch
         reader.read(|s| item_field(s, 1, "note")).unwrap(),
         Some(Value::String("from the snapshot".into()))
     );
+}
+
+/// A client that wrote item 1 (acknowledged) and then item 2 while its server was wiped and
+/// restarted empty: the next connection resets the file in `mode`. Returns the client, the new
+/// server and what the reset reported.
+async fn reset_by_a_wiped_server(
+    dir: &Path,
+    mode: ResetMode,
+) -> (Client, Server, eddy_server::client::ClientReset) {
+    let mut server = Server::with_schema(dir, "127.0.0.1:0");
+    let listen = server.addr.to_string();
+    let options = ClientOptions {
+        reset_mode: mode,
+        ..ClientOptions::default()
+    };
+    let token = anonymous_token(server.addr).await;
+    let client =
+        Client::connect_with_options(&server.sync_url(), &token, sim_schema(), options).unwrap();
+    client.write(|tx| set_item(tx, 1, 1)).unwrap();
+    client.wait_for_upload(WAIT).await.unwrap();
+
+    server.kill9();
+    std::fs::remove_dir_all(dir.join("data")).unwrap();
+    client.write(|tx| set_item(tx, 2, 2)).unwrap();
+    let server = Server::with_schema(dir, &listen);
+    // The wiped server signs with a new key: the old token is refused until a new one comes.
+    client
+        .refresh_token(&anonymous_token(server.addr).await)
+        .unwrap();
+    let mut progress = client.watch_progress();
+    let reset = tokio::time::timeout(WAIT, progress.wait_for(|p| p.client_resets == 1))
+        .await
+        .unwrap()
+        .unwrap()
+        .last_client_reset
+        .unwrap();
+    client.wait_for_upload(WAIT).await.unwrap();
+    client.wait_for_download(WAIT).await.unwrap();
+    (client, server, reset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_recovers_the_changes_a_wiped_server_never_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, server, reset) = reset_by_a_wiped_server(dir.path(), ResetMode::Recover).await;
+    assert_eq!(
+        reset,
+        eddy_server::client::ClientReset {
+            recovered: 1,
+            discarded: 0
+        }
+    );
+    // Item 1 was lost with the server's data; item 2 was re-applied and uploaded again.
+    assert_eq!(client.read(|s| item_field(s, 1, "n")).unwrap(), None);
+    assert_eq!(
+        client.read(|s| item_field(s, 2, "n")).unwrap(),
+        Some(Value::Int(2))
+    );
+    let other = anonymous_client(&server).await;
+    other.wait_for_download(WAIT).await.unwrap();
+    assert_eq!(other.store().unwrap(), client.store().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_in_discard_mode_drops_and_counts_the_unsynced_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, server, reset) = reset_by_a_wiped_server(dir.path(), ResetMode::Discard).await;
+    assert_eq!(
+        reset,
+        eddy_server::client::ClientReset {
+            recovered: 0,
+            discarded: 1
+        }
+    );
+    assert_eq!(client.read(|s| s.len("Item")).unwrap(), 0);
+    let other = anonymous_client(&server).await;
+    other.wait_for_download(WAIT).await.unwrap();
+    assert_eq!(other.store().unwrap(), client.store().unwrap());
 }
