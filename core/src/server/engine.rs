@@ -1106,16 +1106,22 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             });
         }
         let fresh_objects = self.admit_writes(connection, ident, file_ident, base, &mut ours);
+        strip_known_schema(&mut ours, self.store.schema());
         // Only the concurrent changesets that can change ours are transformed against (and
         // cloned for it): with many clients writing, most of them touch other objects.
         let (objects, schema) = touched_objects(&ours);
-        let mut theirs: Vec<Changeset> = self
-            .decoded
-            .iter()
-            .skip(base as usize)
-            .filter(|c| c.meta.origin_file_ident != file_ident && interacts(c, &objects, schema))
-            .cloned()
-            .collect();
+        let mut theirs: Vec<Changeset> = if objects.is_empty() && !schema {
+            Vec::new()
+        } else {
+            self.decoded
+                .iter()
+                .skip(base as usize)
+                .filter(|c| {
+                    c.meta.origin_file_ident != file_ident && interacts(c, &objects, schema)
+                })
+                .cloned()
+                .collect()
+        };
         // The transform names changesets by index; the console needs their server versions.
         let concurrent: Vec<(u64, u64)> = theirs
             .iter()
@@ -2442,6 +2448,66 @@ fn touched_objects(changesets: &[Changeset]) -> (Vec<(&str, &PrimaryKey)>, bool)
     (objects, schema)
 }
 
+/// Drops from `changesets` the schema instructions that `schema` already holds exactly (every
+/// client's first changeset declares its app's schema, nearly always one the server has), unless
+/// the same upload also redefines that collection or property differently, where the order of
+/// its instructions decides. Applied at the server's latest state such an instruction changes
+/// nothing; kept, it would be transformed against every concurrent schema change, made
+/// concurrent with every later client's own declaration, stored, and downloaded by every
+/// client: each new client would cost the server work in proportion to the clients before it.
+fn strip_known_schema(changesets: &mut [Changeset], schema: &Schema) {
+    let known = |instruction: &Instruction| match instruction {
+        Instruction::AddCollection {
+            name,
+            kind,
+            primary_key,
+        } => schema
+            .collection(name)
+            .is_some_and(|c| c.kind == *kind && c.primary_key == *primary_key),
+        Instruction::AddProperty {
+            collection,
+            property,
+        } => schema
+            .collection(collection)
+            .and_then(|c| c.properties.get(&property.name))
+            .is_some_and(|p| p == property),
+        _ => false,
+    };
+    /// What an instruction defines: a collection, or one of its properties.
+    fn defines(instruction: &Instruction) -> Option<(&str, Option<&str>)> {
+        match instruction {
+            Instruction::AddCollection { name, .. } => Some((name.as_str(), None)),
+            Instruction::AddProperty {
+                collection,
+                property,
+            } => Some((collection.as_str(), Some(property.name.as_str()))),
+            _ => None,
+        }
+    }
+    if !changesets.iter().flat_map(|c| &c.instructions).any(known) {
+        return;
+    }
+    let mut redefined: Vec<(String, Option<String>)> = changesets
+        .iter()
+        .flat_map(|c| &c.instructions)
+        .filter(|i| !known(i))
+        .filter_map(defines)
+        .map(|(c, p)| (c.to_owned(), p.map(str::to_owned)))
+        .collect();
+    crate::sort::sort(&mut redefined);
+    let keep = |instruction: &Instruction| {
+        !known(instruction)
+            || defines(instruction).is_some_and(|(c, p)| {
+                redefined
+                    .binary_search_by(|(rc, rp)| (rc.as_str(), rp.as_deref()).cmp(&(c, p)))
+                    .is_ok()
+            })
+    };
+    for changeset in changesets {
+        changeset.instructions.retain(keep);
+    }
+}
+
 /// Whether transforming changesets that touch `objects` (sorted), and change the schema if
 /// `schema`, against `changeset` can change them. An instruction never interacts with one on
 /// another object (the transformation's own rule), so a concurrent changeset that touches none
@@ -2555,5 +2621,68 @@ mod tests {
             against_all, ours,
             "the later concurrent write wins over ours"
         );
+    }
+
+    fn declared(instructions: Vec<Instruction>) -> Changeset {
+        Changeset {
+            meta: ChangesetMeta::default(),
+            instructions,
+        }
+    }
+
+    #[test]
+    fn a_declared_schema_the_server_holds_is_not_kept() {
+        let schema = crate::sim::sim_schema();
+        let mut instructions = Vec::new();
+        crate::changeset::schema_instructions(&schema, &mut instructions);
+        let write = Instruction::Set {
+            path: Path::field("Item", PrimaryKey::Int(1), "n"),
+            value: Value::Int(1),
+        };
+        instructions.push(write.clone());
+        let mut ours = vec![declared(instructions)];
+        strip_known_schema(&mut ours, &schema);
+        assert_eq!(ours[0].instructions, vec![write]);
+
+        // A collection or property the server lacks stays.
+        let mut smaller = schema.clone();
+        smaller
+            .collections
+            .get_mut("Item")
+            .unwrap()
+            .properties
+            .remove("s");
+        let mut all = Vec::new();
+        crate::changeset::schema_instructions(&schema, &mut all);
+        let mut ours = vec![declared(all)];
+        strip_known_schema(&mut ours, &smaller);
+        assert!(
+            matches!(ours[0].instructions.as_slice(), [Instruction::AddProperty { collection, property }] if collection == "Item" && property.name == "s"),
+            "{:?}",
+            ours[0].instructions
+        );
+    }
+
+    #[test]
+    fn a_definition_an_upload_changes_twice_keeps_both_instructions() {
+        let schema = crate::sim::sim_schema();
+        let item = schema.collection("Item").unwrap();
+        let n = item.properties.get("n").unwrap().clone();
+        let s = item.properties.get("s").unwrap().clone();
+        let mut changed = n.clone();
+        changed.ty = crate::schema::ScalarType::String;
+        let add = |property: &crate::schema::Property| Instruction::AddProperty {
+            collection: "Item".into(),
+            property: property.clone(),
+        };
+        // The second changeset puts back what the server holds: without the first, both would
+        // be no-ops, but dropping only the second would leave `n` a string.
+        let mut ours = vec![
+            declared(vec![add(&changed), add(&s)]),
+            declared(vec![add(&n)]),
+        ];
+        strip_known_schema(&mut ours, &schema);
+        assert_eq!(ours[0].instructions, vec![add(&changed)]);
+        assert_eq!(ours[1].instructions, vec![add(&n)]);
     }
 }
