@@ -16,7 +16,7 @@ use eddy_core::protocol::{ErrorCode, TransactResult};
 use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, Store, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
-use eddy_server::client::{Client, ClientError, ClientOptions};
+use eddy_server::client::{Client, ClientError, ClientOptions, ClientStorage};
 use support::{anonymous_client, anonymous_token, http, Server, WAIT};
 
 fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
@@ -438,9 +438,9 @@ async fn a_file_opened_from_a_snapshot_teaches_a_development_mode_server_its_sch
     );
 }
 
-/// A client that wrote item 1 (acknowledged) and then item 2 while its server was wiped and
-/// restarted empty: the next connection resets the file in `mode`. Returns the client, the new
-/// server and what the reset reported.
+/// A device that wrote item 1 (acknowledged), then item 2 while its server was down, reopens
+/// its file after the server came back with its data wiped: the first connection resets the
+/// file in `mode`. Returns the client, the new server and what the reset reported.
 async fn reset_by_a_wiped_server(
     dir: &Path,
     mode: ResetMode,
@@ -449,22 +449,25 @@ async fn reset_by_a_wiped_server(
     let listen = server.addr.to_string();
     let options = ClientOptions {
         reset_mode: mode,
+        storage: ClientStorage::File(dir.join("device.eddy")),
         ..ClientOptions::default()
     };
     let token = anonymous_token(server.addr).await;
     let client =
-        Client::connect_with_options(&server.sync_url(), &token, sim_schema(), options).unwrap();
+        Client::connect_with_options(&server.sync_url(), &token, sim_schema(), options.clone())
+            .unwrap();
     client.write(|tx| set_item(tx, 1, 1)).unwrap();
     client.wait_for_upload(WAIT).await.unwrap();
-
     server.kill9();
-    std::fs::remove_dir_all(dir.join("data")).unwrap();
     client.write(|tx| set_item(tx, 2, 2)).unwrap();
+    drop(client);
+
+    std::fs::remove_dir_all(dir.join("data")).unwrap();
     let server = Server::with_schema(dir, &listen);
-    // The wiped server signs with a new key: the old token is refused until a new one comes.
-    client
-        .refresh_token(&anonymous_token(server.addr).await)
-        .unwrap();
+    // The wiped server signs with a new key: the device signs in again.
+    let token = anonymous_token(server.addr).await;
+    let client =
+        Client::connect_with_options(&server.sync_url(), &token, sim_schema(), options).unwrap();
     let mut progress = client.watch_progress();
     let reset = tokio::time::timeout(WAIT, progress.wait_for(|p| p.client_resets == 1))
         .await
