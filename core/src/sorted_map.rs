@@ -1,5 +1,6 @@
 //! `SortedMap`: a map kept as a `Vec` sorted by key, for small maps on the browser's paths (the
-//! schema's collections and properties, a persist batch's records).
+//! schema's collections and properties, a persist batch's records) and for the server's sessions
+//! of one connection (a `BTreeMap` reserves a whole node, eleven entries, for the first).
 //!
 //! Such maps hold tens of entries (a batch: one group commit's), read or walked far more often
 //! than changed. A sorted `Vec` searches them as fast as a `BTreeMap` and costs a fraction of its
@@ -107,6 +108,13 @@ impl<K, V> SortedMap<K, V> {
     /// The entries' values in name order.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
         self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// The entries in name order, their values to change.
+    pub fn iter_mut(
+        &mut self,
+    ) -> impl DoubleEndedIterator<Item = (&K, &mut V)> + ExactSizeIterator {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
     }
 
     /// The entries' values in name order, to change them.

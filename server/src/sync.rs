@@ -48,7 +48,7 @@ const CONNECTION_QUEUE: usize = 1024;
 const MAX_BATCH: usize = 512;
 /// The socket read chunk; tungstenite's default (128 KiB, allocated per connection) would
 /// dominate the memory of an idle session. Larger frames still arrive, in more reads.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 /// How long a closing connection may take to deliver its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 

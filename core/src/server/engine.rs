@@ -35,6 +35,7 @@ use crate::server::storage::{
     ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
 };
 use crate::server::view::{self, FileView, ObjectKey, SessionView, Touches};
+use crate::sorted_map::SortedMap;
 use crate::store::{ApplyError, Changes, Store};
 use crate::transform::{transform, MergeDecision};
 use crate::value::{EjsonMode, PrimaryKey, Value};
@@ -278,7 +279,8 @@ struct Session {
 
 #[derive(Debug, Default)]
 struct Connection {
-    sessions: BTreeMap<SessionIdent, Session>,
+    /// Nearly always one session: a `BTreeMap` leaf would reserve room for eleven (4 KiB).
+    sessions: SortedMap<SessionIdent, Session>,
     last_seen_ms: u64,
 }
 
@@ -486,7 +488,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.connections.insert(
             connection,
             Connection {
-                sessions: BTreeMap::new(),
+                sessions: SortedMap::default(),
                 last_seen_ms: now_ms,
             },
         );
@@ -1278,7 +1280,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.push_history(entry);
         }
         for (connection, conn) in &mut self.connections {
-            for (ident, session) in &mut conn.sessions {
+            for (ident, session) in conn.sessions.iter_mut() {
                 if matches!(session.phase, Phase::Identified { .. }) {
                     session.needs_download = true;
                     self.dirty.insert((*connection, *ident));
