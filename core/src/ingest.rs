@@ -808,12 +808,12 @@ mod tests {
 
     /// What `split_inserts` makes of `instructions` encoded, checked against `split`: the same
     /// split whenever it gives one.
-    fn split_fast(schema: &Schema, instructions: &[Instruction]) -> Option<Split> {
+    fn split_fast(schema: &Schema, instructions: Vec<Instruction>) -> Option<Split> {
         let limits = DecodeLimits::default();
-        let body = encode_changeset(instructions);
+        let body = encode_changeset(&instructions);
         let plain = PlainBody::new(&body, &limits).unwrap();
         let fast = Splitter::new(schema).split_inserts(&plain, &limits)?;
-        let slow = Splitter::new(schema).split(instructions.to_vec());
+        let slow = Splitter::new(schema).split(instructions.clone());
         assert_eq!(Ok(&fast), slow.as_ref(), "{instructions:?}");
         Some(fast)
     }
@@ -822,7 +822,7 @@ mod tests {
     fn a_changeset_of_inserts_is_split_from_its_body_as_split_would() {
         let schema = schema();
         let mut instructions: Vec<Instruction> = (0..200).flat_map(|k| reading(k, 1.5)).collect();
-        let split = split_fast(&schema, &instructions).expect("inserts only");
+        let split = split_fast(&schema, instructions.clone()).expect("inserts only");
         assert_eq!(split.ingested.len(), 200);
         assert_eq!(split.ingested_instructions, 400);
         assert!(split.synced.is_empty());
@@ -857,7 +857,11 @@ mod tests {
         ];
         for other in others {
             instructions.push(other);
-            assert_eq!(split_fast(&schema, &instructions), None, "{instructions:?}");
+            assert_eq!(
+                split_fast(&schema, instructions.clone()),
+                None,
+                "{instructions:?}"
+            );
             instructions.pop();
         }
         // Nor after a changeset that changed the schema.
@@ -919,7 +923,7 @@ mod tests {
                     _ => set(last, "celsius", Value::Int(key)),
                 });
             }
-            split_fast(&schema, &instructions);
+            split_fast(&schema, instructions.clone());
         }
     }
 
