@@ -6,10 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::changeset::{encode_changeset, object_instructions, Changeset, Instruction};
+use crate::changeset::{
+    encode_changeset, object_instructions, Changeset, DecodeLimits, Insert, Instruction, PlainBody,
+};
 use crate::protocol::IngestStatusEntry;
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
-use crate::store::{ApplyError, Changes, Store};
+use crate::store::{check_new_object, checked_top_level_value, ApplyError, Changes, Store};
 use crate::value::{Document, PrimaryKey, Value};
 
 /// An asymmetric object taken out of a changeset, built into its document.
@@ -82,6 +84,9 @@ pub struct Splitter<'a> {
     scratch: Option<Store>,
     /// Schema instructions seen before the scratch store was made, applied when it is.
     schema_changes: Vec<Instruction>,
+    /// Whether a changeset split so far changed the schema, which [`Splitter::split_inserts`]
+    /// does not follow.
+    schema_changed: bool,
     asymmetric: BTreeSet<String>,
 }
 
@@ -114,6 +119,7 @@ impl<'a> Splitter<'a> {
             schema,
             scratch: None,
             schema_changes: Vec::new(),
+            schema_changed: false,
             asymmetric,
         }
     }
@@ -141,6 +147,7 @@ impl<'a> Splitter<'a> {
 
     /// Applies a schema instruction to the scratch store, or keeps it for when one is made.
     fn schema_change(&mut self, instruction: &Instruction) -> Result<(), IngestError> {
+        self.schema_changed = true;
         let instruction = scratch_instruction(instruction);
         match self.scratch.as_mut() {
             Some(store) => store
@@ -166,6 +173,77 @@ impl<'a> Splitter<'a> {
             batch.clear();
         }
         Ok(())
+    }
+
+    /// Splits one changeset straight from its body when it is the usual changeset of ingested
+    /// objects: each asymmetric object's creation followed by scalar writes to its top-level
+    /// fields, nothing else. No [`Instruction`] is built, and no name is copied but the
+    /// collection's and the fields' in the documents. `None` for any other changeset, one that
+    /// does not decode, one that breaks a rule or does not fit the schema, and after a changeset
+    /// that changed the schema: then [`Splitter::split`] of the decoded body gives the result or
+    /// the error, exactly as without this path, which only ever returns what that would.
+    pub fn split_inserts(&mut self, body: &PlainBody<'_>, limits: &DecodeLimits) -> Option<Split> {
+        if self.schema_changed || self.asymmetric.is_empty() {
+            return None;
+        }
+        let (schema, asymmetric) = (self.schema, &self.asymmetric);
+        let mut ingested: Vec<IngestedObject> = Vec::new();
+        let mut instructions = 0;
+        let fits = body.inserts(limits, |insert| {
+            instructions += 1;
+            match insert {
+                Insert::Create { collection, key } => {
+                    let fits = asymmetric.contains(collection)
+                        && check_new_object(schema, collection, &key).is_ok();
+                    if fits {
+                        ingested.push(IngestedObject {
+                            collection: collection.to_owned(),
+                            document: Document::from([(
+                                PRIMARY_KEY.to_owned(),
+                                key.clone().into(),
+                            )]),
+                            key,
+                        });
+                    }
+                    fits
+                }
+                Insert::Set {
+                    collection,
+                    key,
+                    field,
+                    value,
+                } => {
+                    // Only the object created last, as the splitter builds it directly.
+                    let Some(object) = ingested
+                        .last_mut()
+                        .filter(|o| o.collection == collection && o.key == key)
+                    else {
+                        return false;
+                    };
+                    match checked_top_level_value(schema, collection, &key, field, value) {
+                        Ok(value) => {
+                            object.document.insert(field.to_owned(), value);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+            }
+        });
+        if !matches!(fits, Ok(true)) {
+            return None;
+        }
+        // An object created twice in one changeset is merged by `split`: rare, left to it.
+        let mut order: Vec<&IngestedObject> = ingested.iter().collect();
+        order.sort_unstable_by(|a, b| (&a.collection, &a.key).cmp(&(&b.collection, &b.key)));
+        let twice = order
+            .windows(2)
+            .any(|w| w[0].collection == w[1].collection && w[0].key == w[1].key);
+        (!twice).then_some(Split {
+            synced: Vec::new(),
+            ingested,
+            ingested_instructions: instructions,
+        })
     }
 
     /// Splits one changeset. Asymmetric objects must be created by the changeset before any of
@@ -726,6 +804,127 @@ mod tests {
         let split = splitter.split(reading(1, 2.0)).unwrap();
         assert!(split.synced.is_empty());
         assert_eq!(split.ingested.len(), 1);
+    }
+
+    /// What `split_inserts` makes of `instructions` encoded, checked against `split`: the same
+    /// split whenever it gives one.
+    fn split_fast(schema: &Schema, instructions: Vec<Instruction>) -> Option<Split> {
+        let limits = DecodeLimits::default();
+        let body = encode_changeset(&instructions);
+        let plain = PlainBody::new(&body, &limits).unwrap();
+        let fast = Splitter::new(schema).split_inserts(&plain, &limits)?;
+        let slow = Splitter::new(schema).split(instructions.clone());
+        assert_eq!(Ok(&fast), slow.as_ref(), "{instructions:?}");
+        Some(fast)
+    }
+
+    #[test]
+    fn a_changeset_of_inserts_is_split_from_its_body_as_split_would() {
+        let schema = schema();
+        let mut instructions: Vec<Instruction> = (0..200).flat_map(|k| reading(k, 1.5)).collect();
+        let split = split_fast(&schema, instructions.clone()).expect("inserts only");
+        assert_eq!(split.ingested.len(), 200);
+        assert_eq!(split.ingested_instructions, 400);
+        assert!(split.synced.is_empty());
+
+        // Anything else is left to `split`, which gives the result or the error.
+        let set = |key, field: &str, value| Instruction::Set {
+            path: Path::field("Reading", PrimaryKey::Int(key), field),
+            value,
+        };
+        let others = [
+            Instruction::CreateObject {
+                collection: "Task".into(),
+                key: PrimaryKey::Int(1),
+            },
+            Instruction::CreateObject {
+                collection: "Reading".into(),
+                key: PrimaryKey::String("one".into()),
+            },
+            Instruction::CreateObject {
+                collection: "Reading".into(),
+                key: PrimaryKey::Int(5),
+            },
+            Instruction::EraseObject {
+                collection: "Reading".into(),
+                key: PrimaryKey::Int(199),
+            },
+            set(199, "celsius", Value::String("warm".into())),
+            set(199, "nope", Value::Double(1.0)),
+            set(199, "_id", Value::Int(199)),
+            set(5, "celsius", Value::Double(1.0)),
+            set(199, "celsius", Value::List(vec![Value::Double(1.0)].into())),
+        ];
+        for other in others {
+            instructions.push(other);
+            assert_eq!(
+                split_fast(&schema, instructions.clone()),
+                None,
+                "{instructions:?}"
+            );
+            instructions.pop();
+        }
+        // Nor after a changeset that changed the schema.
+        let mut splitter = Splitter::new(&schema);
+        let add = Instruction::AddProperty {
+            collection: "Reading".into(),
+            property: Property {
+                optional: true,
+                ..Property::new("note", ScalarType::String)
+            },
+        };
+        splitter.split(vec![add]).unwrap();
+        let body = encode_changeset(&reading(1, 2.0));
+        let limits = DecodeLimits::default();
+        let plain = PlainBody::new(&body, &limits).unwrap();
+        assert_eq!(splitter.split_inserts(&plain, &limits), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn splitting_from_the_body_agrees_with_split(
+            steps in proptest::collection::vec((0u8..36, 0i64..4), 0..16)
+        ) {
+            // Mostly well-formed inserts (new objects, doubles written to `celsius` of the
+            // object created last), with every kind of departure from them now and then.
+            let schema = schema();
+            let mut next = 10;
+            let mut last = 0;
+            let mut instructions = Vec::new();
+            for (step, key) in steps {
+                let set = |key, field: &str, value| Instruction::Set {
+                    path: Path::field("Reading", PrimaryKey::Int(key), field),
+                    value,
+                };
+                let create = |collection: &str, key| Instruction::CreateObject {
+                    collection: collection.into(),
+                    key: PrimaryKey::Int(key),
+                };
+                instructions.push(match step {
+                    0..=11 => {
+                        next += 1;
+                        last = next;
+                        create("Reading", next)
+                    }
+                    12..=27 => set(last, "celsius", Value::Double(1.5)),
+                    28 => {
+                        last = 10 + key;
+                        create("Reading", last)
+                    }
+                    29 => create("Task", key),
+                    30 => Instruction::EraseObject {
+                        collection: "Reading".into(),
+                        key: PrimaryKey::Int(last),
+                    },
+                    31 => set(10 + key, "celsius", Value::Double(2.5)),
+                    32 => set(last, "celsius", Value::Null),
+                    33 => set(last, "nope", Value::Double(1.5)),
+                    34 => set(last, "_id", Value::Int(last)),
+                    _ => set(last, "celsius", Value::Int(key)),
+                });
+            }
+            split_fast(&schema, instructions.clone());
+        }
     }
 
     fn changeset(version: u64, at: u64, instructions: Vec<Instruction>) -> Changeset {

@@ -31,7 +31,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 use eddy_core::changeset::{
-    body_sizes, decode_changeset, encode_changeset, DecodeLimits, Instruction,
+    body_sizes, encode_changeset, DecodeLimits, Insert, Instruction, PlainBody,
 };
 use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits, SubscriptionSet};
 use eddy_core::server::{ConnectionId, IntegrationDecision, ServerEvent};
@@ -746,7 +746,23 @@ impl FeedState {
     }
 
     fn collect_collections(&self, body: &[u8], out: &mut BTreeSet<String>) {
-        if let Ok(instructions) = decode_changeset(body, &self.changeset_limits) {
+        let limits = &self.changeset_limits;
+        let Ok(plain) = PlainBody::new(body, limits) else {
+            return;
+        };
+        // A changeset of object creations and field writes (a batch of ingested objects) is
+        // read without building its instructions, each of its few collections copied once.
+        let mut found: Vec<String> = Vec::new();
+        let inserts = plain.inserts(limits, |insert| {
+            let (Insert::Create { collection, .. } | Insert::Set { collection, .. }) = insert;
+            if !found.iter().any(|c| c == collection) {
+                found.push(collection.to_owned());
+            }
+            true
+        });
+        if let Ok(true) = inserts {
+            out.extend(found);
+        } else if let Ok(instructions) = plain.decode(limits) {
             out.extend(instructions.iter().map(|i| collection_of(i).to_owned()));
         }
     }

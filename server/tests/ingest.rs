@@ -371,15 +371,54 @@ async fn device_figures(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
+/// A server in a fresh directory with one raw device that has reported a queue of `objects`
+/// Readings, once the admin API shows that report.
+struct Reported {
+    dir: tempfile::TempDir,
+    server: Server,
+    listen: String,
+    token: String,
+    device: RawDevice,
+    figures: serde_json::Value,
+}
+
+async fn reported(objects: u64, bytes: u64, oldest_age_ms: u64) -> Reported {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
     let listen = server.addr.to_string();
     let token = anonymous_token(server.addr).await;
     let mut device = RawDevice::open(&server, &token).await;
-    device.report_readings(7, 630, 1_500).await;
-    let before = device_figures(&server, device.file, |f| f["pending_objects"] == 7).await;
+    device.report_readings(objects, bytes, oldest_age_ms).await;
+    let figures = device_figures(&server, device.file, |f| f["pending_objects"] == objects).await;
+    Reported {
+        dir,
+        server,
+        listen,
+        token,
+        device,
+        figures,
+    }
+}
+
+/// Asserts that the admin API shows no queue report of `file` and none pending for Reading.
+async fn assert_report_gone(server: &Server, file: u64) {
+    let (status, figures) = server.admin("/api/admin/ingest").await;
+    assert_eq!(status, 200, "{figures}");
+    assert!(figures["clients"][file.to_string()].is_null(), "{figures}");
+    let pending = &figures["collections"]["Reading"]["pending_objects"];
+    assert!(pending.is_null() || *pending == 0, "{figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
+    let Reported {
+        dir,
+        mut server,
+        listen,
+        token,
+        device,
+        figures: before,
+    } = reported(7, 630, 1_500).await;
     assert_eq!(before["pending_bytes"], 630);
     let reported = before["pending_reported_ms"].as_u64().unwrap();
     assert!(reported > 0);
@@ -415,50 +454,35 @@ async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
         }
     }
     device_figures(&server, device.file, serde_json::Value::is_null).await;
+    assert_report_gone(&server, device.file).await;
     drop(reset);
     let mut server = server;
     server.kill9();
     let server = Server::with_schema(dir.path(), &listen);
-    let (_, figures) = server.admin("/api/admin/ingest").await;
-    assert!(
-        figures["clients"][device.file.to_string()].is_null(),
-        "{figures}"
-    );
-    let pending = &figures["collections"]["Reading"]["pending_objects"];
-    assert!(pending.is_null() || *pending == 0, "{figures}");
+    assert_report_gone(&server, device.file).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_report_of_a_device_that_never_returns_can_be_forgotten() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::with_schema(dir.path(), "127.0.0.1:0");
-    let listen = server.addr.to_string();
-    let token = anonymous_token(server.addr).await;
-    let mut device = RawDevice::open(&server, &token).await;
-    device.report_readings(3, 270, 10).await;
-    device_figures(&server, device.file, |f| f["pending_objects"] == 3).await;
+    let Reported {
+        dir,
+        mut server,
+        listen,
+        device,
+        ..
+    } = reported(3, 270, 10).await;
     drop(device.socket);
 
     let path = format!("/api/admin/ingest/clients/{}", device.file);
     let (status, body) = http(server.addr, "DELETE", &path, &[], None).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(server.admin_request("DELETE", &path).await.0, 204);
-    let (_, figures) = server.admin("/api/admin/ingest").await;
-    assert!(
-        figures["clients"][device.file.to_string()].is_null(),
-        "{figures}"
-    );
-    let pending = &figures["collections"]["Reading"]["pending_objects"];
-    assert!(pending.is_null() || *pending == 0, "{figures}");
+    assert_report_gone(&server, device.file).await;
 
     // Forgetting is durable, a second time finds nothing, and a bad ident is a bad request.
     server.kill9();
     let server = Server::with_schema(dir.path(), &listen);
-    let (_, figures) = server.admin("/api/admin/ingest").await;
-    assert!(
-        figures["clients"][device.file.to_string()].is_null(),
-        "{figures}"
-    );
+    assert_report_gone(&server, device.file).await;
     let (status, body) = server.admin_request("DELETE", &path).await;
     assert_eq!(status, 404, "{body}");
     assert!(

@@ -733,6 +733,74 @@ pub fn decode_changeset(
     body: &[u8],
     limits: &DecodeLimits,
 ) -> Result<Vec<Instruction>, CodecError> {
+    PlainBody::new(body, limits)?.decode(limits)
+}
+
+/// A changeset body with its header read and, when compressed, inflated: what both
+/// [`PlainBody::decode`] and [`PlainBody::inserts`] read, so that a caller trying the second
+/// first and falling back to the first inflates the body once.
+#[derive(Debug)]
+pub struct PlainBody<'b> {
+    plain: std::borrow::Cow<'b, [u8]>,
+}
+
+impl<'b> PlainBody<'b> {
+    /// Reads `body`'s header and inflates it, enforcing `limits` (the errors are those
+    /// [`decode_changeset`] gives for the same bytes).
+    pub fn new(body: &'b [u8], limits: &DecodeLimits) -> Result<Self, CodecError> {
+        plain_body(body, limits).map(|plain| PlainBody { plain })
+    }
+
+    /// Decodes the instructions, as [`decode_changeset`] does.
+    pub fn decode(&self, limits: &DecodeLimits) -> Result<Vec<Instruction>, CodecError> {
+        Decoder::new(&self.plain, limits).changeset()
+    }
+
+    /// Hands the instructions to `each` in order, as long as they are object creations and
+    /// writes of a scalar (neither a link, a collection nor an embedded object) to a top-level
+    /// field, with names borrowed from the body instead of built into [`Instruction`]s: the
+    /// shape of a changeset of ingested objects. `Ok(true)` when every instruction was such a
+    /// one and `each` accepted it (returned `true`); `Ok(false)` at the first one that is not,
+    /// or that `each` refuses, and the caller decodes the body with [`PlainBody::decode`]
+    /// instead. An error is the one [`PlainBody::decode`] gives, as both read the same bytes
+    /// the same way up to it.
+    pub fn inserts(
+        &self,
+        limits: &DecodeLimits,
+        each: impl FnMut(Insert<'_>) -> bool,
+    ) -> Result<bool, CodecError> {
+        Decoder::new(&self.plain, limits).inserts(each)
+    }
+}
+
+/// An instruction of a changeset that [`PlainBody::inserts`] hands on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Insert<'a> {
+    /// `CreateObject`.
+    Create {
+        /// The object's collection.
+        collection: &'a str,
+        /// Its primary key.
+        key: PrimaryKey,
+    },
+    /// A `Set` of a top-level field to a scalar.
+    Set {
+        /// The object's collection.
+        collection: &'a str,
+        /// Its primary key.
+        key: PrimaryKey,
+        /// The field.
+        field: &'a str,
+        /// The value: never a link, a list, a set, a dictionary or an embedded object.
+        value: Value,
+    },
+}
+
+/// The plain body of `body` (see [`decode_changeset`] for the checks).
+fn plain_body<'b>(
+    body: &'b [u8],
+    limits: &DecodeLimits,
+) -> Result<std::borrow::Cow<'b, [u8]>, CodecError> {
     if body.len() > limits.max_body_bytes {
         return Err(CodecError::LimitExceeded {
             limit: Limit::BodyBytes,
@@ -748,8 +816,7 @@ pub fn decode_changeset(
         return Err(CodecError::UnsupportedVersion { version });
     }
     if header & COMPRESSED_FLAG == 0 {
-        let plain = r.rest();
-        return Decoder::new(plain, limits).changeset();
+        return Ok(std::borrow::Cow::Borrowed(r.rest()));
     }
     let size_offset = r.position();
     let stated = r.u64("inflated size")?;
@@ -762,8 +829,7 @@ pub fn decode_changeset(
         });
     }
     let stream_offset = r.position();
-    let plain = inflate(r.rest(), stated, stream_offset)?;
-    Decoder::new(&plain, limits).changeset()
+    inflate(r.rest(), stated, stream_offset).map(std::borrow::Cow::Owned)
 }
 
 /// Inflates a zlib stream that must produce exactly `stated` bytes (already checked against
@@ -857,7 +923,8 @@ impl<'a, 'l> Decoder<'a, 'l> {
         }
     }
 
-    fn changeset(mut self) -> Result<Vec<Instruction>, CodecError> {
+    /// Reads the string table and returns the instruction count.
+    fn header(&mut self) -> Result<usize, CodecError> {
         let count = self
             .r
             .len("string count", self.limits.max_strings)
@@ -870,21 +937,81 @@ impl<'a, 'l> Decoder<'a, 'l> {
                 .map_err(limit_error(Limit::StringBytes))?;
             self.strings.push(s);
         }
-        let count = self
-            .r
+        self.r
             .len("instruction count", self.limits.max_instructions)
-            .map_err(limit_error(Limit::Instructions))?;
+            .map_err(limit_error(Limit::Instructions))
+    }
+
+    /// Checks that nothing follows the last instruction.
+    fn end(&self) -> Result<(), CodecError> {
+        if self.r.is_empty() {
+            Ok(())
+        } else {
+            Err(CodecError::TrailingBytes {
+                offset: self.r.position(),
+                count: self.r.remaining(),
+            })
+        }
+    }
+
+    fn changeset(mut self) -> Result<Vec<Instruction>, CodecError> {
+        let count = self.header()?;
         let mut instructions = Vec::with_capacity(self.prealloc(count));
         for _ in 0..count {
             instructions.push(self.instruction()?);
         }
-        if !self.r.is_empty() {
-            return Err(CodecError::TrailingBytes {
-                offset: self.r.position(),
-                count: self.r.remaining(),
-            });
-        }
+        self.end()?;
         Ok(instructions)
+    }
+
+    /// See [`PlainBody::inserts`]: reads exactly what [`Decoder::instruction`] reads for the
+    /// instructions it hands on.
+    fn inserts(mut self, mut each: impl FnMut(Insert<'a>) -> bool) -> Result<bool, CodecError> {
+        let count = self.header()?;
+        for _ in 0..count {
+            let (_, t) = self.tag("instruction tag")?;
+            let insert = match t {
+                tag::CREATE_OBJECT => Insert::Create {
+                    collection: self.name()?,
+                    key: self.key()?,
+                },
+                tag::SET => {
+                    let collection = self.name()?;
+                    let key = self.key()?;
+                    let field = self.name()?;
+                    let nested = self
+                        .r
+                        .len("path length", self.limits.max_depth)
+                        .map_err(limit_error(Limit::Depth))?;
+                    if nested != 0 {
+                        return Ok(false);
+                    }
+                    let value = self.value(0)?;
+                    if matches!(
+                        value,
+                        Value::Link(_)
+                            | Value::List(_)
+                            | Value::Set(_)
+                            | Value::Dict(_)
+                            | Value::Object(_)
+                    ) {
+                        return Ok(false);
+                    }
+                    Insert::Set {
+                        collection,
+                        key,
+                        field,
+                        value,
+                    }
+                }
+                _ => return Ok(false),
+            };
+            if !each(insert) {
+                return Ok(false);
+            }
+        }
+        self.end()?;
+        Ok(true)
     }
 
     /// How many items to reserve room for ahead of reading `count` of them: never more than
@@ -1824,6 +1951,57 @@ mod tests {
             if let Ok(decoded) = decode(&body) {
                 prop_assert_eq!(decode(&encode_changeset(&decoded))?, decoded);
             }
+            inserts_agree_with_decode(&body);
+        }
+
+        #[test]
+        fn inserts_of_arbitrary_bytes_agree_with_decode(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut plain = vec![FORMAT_VERSION];
+            plain.extend_from_slice(&bytes);
+            inserts_agree_with_decode(&plain);
+        }
+
+        #[test]
+        fn inserts_of_arbitrary_instructions_agree_with_decode(
+            instructions in proptest::collection::vec(crate::changeset::arbitrary::instruction(), 0..12),
+        ) {
+            inserts_agree_with_decode(&encode_changeset(&instructions));
+        }
+    }
+
+    /// What [`PlainBody::inserts`] hands on, turned back into instructions, is what
+    /// [`decode_changeset`] decodes when it reads the whole body, and its errors are the same.
+    fn inserts_agree_with_decode(body: &[u8]) {
+        let limits = DecodeLimits::default();
+        let Ok(plain) = PlainBody::new(body, &limits) else {
+            return;
+        };
+        let mut seen = Vec::new();
+        let inserts = plain.inserts(&limits, |insert| {
+            seen.push(match insert {
+                Insert::Create { collection, key } => Instruction::CreateObject {
+                    collection: collection.into(),
+                    key,
+                },
+                Insert::Set {
+                    collection,
+                    key,
+                    field,
+                    value,
+                } => Instruction::Set {
+                    path: Path::field(collection, key, field),
+                    value,
+                },
+            });
+            true
+        });
+        match (inserts, decode(body)) {
+            (Ok(true), decoded) => assert_eq!(decoded, Ok(seen)),
+            (Ok(false), Ok(decoded)) => assert!(decoded.starts_with(&seen)),
+            (Ok(false), Err(_)) => {}
+            (Err(e), decoded) => assert_eq!(decoded, Err(e)),
         }
     }
 }

@@ -5,8 +5,8 @@
 pub(crate) mod arbitrary;
 mod codec;
 pub use codec::{
-    body_sizes, decode_changeset, encode_changeset, BodySizes, CodecError, DecodeLimits, Limit,
-    COMPRESSION_THRESHOLD,
+    body_sizes, decode_changeset, encode_changeset, BodySizes, CodecError, DecodeLimits, Insert,
+    Limit, PlainBody, COMPRESSION_THRESHOLD,
 };
 
 use crate::schema::{CollectionKind, PrimaryKeyType, Property, Schema, PRIMARY_KEY};

@@ -18,7 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::changeset::{
-    decode_changeset, encode_changeset, Changeset, ChangesetMeta, DecodeLimits, Instruction,
+    decode_changeset, encode_changeset, Changeset, ChangesetMeta, CodecError, DecodeLimits,
+    Instruction, PlainBody,
 };
 use crate::client::SplitMix64;
 use crate::ingest::{check_ingest_status, IngestError, Splitter};
@@ -1075,23 +1076,31 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut ingested = Vec::with_capacity(fresh.len());
         let mut splitter = Splitter::new(self.store.schema());
         for c in &fresh {
-            let instructions =
-                decode_changeset(&c.body, &self.config.changeset_limits).map_err(|e| {
-                    fail(
-                        ErrorCode::BadChangeset,
-                        format!("changeset {}: {e}", c.client_version),
-                    )
-                })?;
-            self.check_schema_changes(&instructions)?;
+            let limits = &self.config.changeset_limits;
+            let bad = |e: CodecError| {
+                fail(
+                    ErrorCode::BadChangeset,
+                    format!("changeset {}: {e}", c.client_version),
+                )
+            };
+            let plain = PlainBody::new(&c.body, limits).map_err(bad)?;
             // Asymmetric objects never enter the synced state or the history: they go to
-            // storage as documents, in the same commit as the changeset that carried them.
-            let split = splitter.split(instructions).map_err(|e| {
-                let code = match e {
-                    IngestError::NotInsertOnly { .. } => ErrorCode::AsymmetricWriteRefused,
-                    _ => ErrorCode::BadChangeset,
-                };
-                fail(code, format!("changeset {}: {e}", c.client_version))
-            })?;
+            // storage as documents, in the same commit as the changeset that carried them. A
+            // changeset of ingested objects only is split as it is decoded.
+            let split = match splitter.split_inserts(&plain, limits) {
+                Some(split) => split,
+                None => {
+                    let instructions = plain.decode(limits).map_err(bad)?;
+                    self.check_schema_changes(&instructions)?;
+                    splitter.split(instructions).map_err(|e| {
+                        let code = match e {
+                            IngestError::NotInsertOnly { .. } => ErrorCode::AsymmetricWriteRefused,
+                            _ => ErrorCode::BadChangeset,
+                        };
+                        fail(code, format!("changeset {}: {e}", c.client_version))
+                    })?
+                }
+            };
             // The ingested objects' share of the uploaded body, for the ingest figures.
             let total = (split.synced.len() + split.ingested_instructions).max(1) as u64;
             let share = c.body.len() as u64 * split.ingested_instructions as u64 / total;

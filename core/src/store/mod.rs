@@ -36,6 +36,33 @@ pub use txn::WriteTransaction;
 use validate::Slot;
 use walk::Leaf;
 
+/// Checks, as applying a `CreateObject` to a store of `schema` would, that `collection` holds
+/// objects and `key` fits its primary key (see [`Store::check_new_object`]).
+pub(crate) fn check_new_object(
+    schema: &Schema,
+    collection: &str,
+    key: &PrimaryKey,
+) -> Result<(), ApplyError> {
+    let coll = validate::object_collection(schema, collection)?;
+    validate::key_fits(coll, key)
+}
+
+/// Checks, as applying a `Set` of the top-level `field` of the object `key` of `collection` to
+/// a store of `schema` would, that `value` may be written there, and returns it as the store
+/// would keep it (see [`Store::checked_field_value`]).
+pub(crate) fn checked_top_level_value(
+    schema: &Schema,
+    collection: &str,
+    key: &PrimaryKey,
+    field: &str,
+    mut value: Value,
+) -> Result<Value, ApplyError> {
+    let slot = validate::top_level_slot(schema, collection, key, field)?;
+    validate::check_value(schema, &slot, &value)?;
+    validate::normalize(&mut value);
+    Ok(value)
+}
+
 /// A schema and the objects of every collection.
 ///
 /// Two stores are equal when their schemas and objects are; [`Store::digest`] summarises both in
@@ -224,8 +251,7 @@ impl Store {
         collection: &str,
         key: &PrimaryKey,
     ) -> Result<(), ApplyError> {
-        let coll = validate::object_collection(&self.schema, collection)?;
-        validate::key_fits(coll, key)
+        check_new_object(&self.schema, collection, key)
     }
 
     /// Checks, as applying a `Set` would, that `value` may be written at the top-level field

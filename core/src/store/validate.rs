@@ -71,18 +71,7 @@ fn property<'s>(coll: &'s CollectionSchema, name: &str) -> Result<&'s Property, 
 /// Resolves `path` against the schema (asymmetric collections never get here: the store refuses
 /// their instructions first).
 pub(crate) fn resolve<'s>(schema: &'s Schema, path: &Path) -> Result<Slot<'s>, ApplyError> {
-    let coll = object_collection(schema, &path.collection)?;
-    if path.field == PRIMARY_KEY {
-        return Err(ApplyError::PrimaryKeyWrite {
-            collection: path.collection.clone(),
-            key: path.key.clone(),
-        });
-    }
-    let mut slot = Slot {
-        owner: &coll.name,
-        prop: property(coll, &path.field)?,
-        element: false,
-    };
+    let mut slot = top_level_slot(schema, &path.collection, &path.key, &path.field)?;
     for step in &path.nested {
         let container = slot.container();
         slot = match (step, container) {
@@ -120,6 +109,27 @@ pub(crate) fn resolve<'s>(schema: &'s Schema, path: &Path) -> Result<Slot<'s>, A
         };
     }
     Ok(slot)
+}
+
+/// The top-level `field` of the object `key` of `collection`: what [`resolve`] starts from.
+pub(crate) fn top_level_slot<'s>(
+    schema: &'s Schema,
+    collection: &str,
+    key: &PrimaryKey,
+    field: &str,
+) -> Result<Slot<'s>, ApplyError> {
+    let coll = object_collection(schema, collection)?;
+    if field == PRIMARY_KEY {
+        return Err(ApplyError::PrimaryKeyWrite {
+            collection: collection.to_owned(),
+            key: key.clone(),
+        });
+    }
+    Ok(Slot {
+        owner: &coll.name,
+        prop: property(coll, field)?,
+        element: false,
+    })
 }
 
 /// Whether `key` has the type of the collection's primary key.
