@@ -832,10 +832,38 @@ fn plain_body<'b>(
     inflate(r.rest(), stated, stream_offset).map(std::borrow::Cow::Owned)
 }
 
+thread_local! {
+    /// The thread's inflate state, reset for each body: a new one allocates and zeroes about
+    /// 43 KB (its tables and window), more than inflating a typical body of a few KB costs.
+    /// The reset zeroes the window too, so no stream can reach back into an earlier body (the
+    /// server inflates every user's uploads on one thread).
+    static INFLATER: RefCell<Option<Box<InflateState>>> = const { RefCell::new(None) };
+}
+
 /// Inflates a zlib stream that must produce exactly `stated` bytes (already checked against
 /// the limit) and end exactly at the end of `input`. The output buffer grows with what the
 /// stream actually produces, never past `stated + 1` bytes.
 fn inflate(input: &[u8], stated: u64, offset: usize) -> Result<Vec<u8>, CodecError> {
+    let new = || InflateState::new_boxed(DataFormat::Zlib);
+    INFLATER
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => {
+                let z = slot.get_or_insert_with(new);
+                z.reset(DataFormat::Zlib);
+                inflate_with(z, input, stated, offset)
+            }
+            Err(_) => inflate_with(&mut new(), input, stated, offset),
+        })
+        .unwrap_or_else(|_| inflate_with(&mut new(), input, stated, offset))
+}
+
+/// [`inflate`] with a fresh (or just reset) `z`.
+fn inflate_with(
+    z: &mut InflateState,
+    input: &[u8],
+    stated: u64,
+    offset: usize,
+) -> Result<Vec<u8>, CodecError> {
     const CHUNK: usize = 32 * 1024;
     let stated_len = usize::try_from(stated).unwrap_or(usize::MAX);
     let cap = stated_len.saturating_add(1);
@@ -843,7 +871,6 @@ fn inflate(input: &[u8], stated: u64, offset: usize) -> Result<Vec<u8>, CodecErr
         offset,
         detail: detail.to_owned(),
     };
-    let mut z = InflateState::new_boxed(DataFormat::Zlib);
     // `out` is the buffer, `written` how much of it the stream has filled.
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0;
@@ -855,7 +882,7 @@ fn inflate(input: &[u8], stated: u64, offset: usize) -> Result<Vec<u8>, CodecErr
         }
         let rest = input.get(consumed..).unwrap_or_default();
         let free = out.get_mut(written..).unwrap_or_default();
-        let step = inflate_stream(&mut z, rest, free, MZFlush::None);
+        let step = inflate_stream(z, rest, free, MZFlush::None);
         consumed += step.bytes_consumed;
         written += step.bytes_written;
         if written > stated_len {
