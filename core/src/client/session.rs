@@ -23,7 +23,7 @@ use crate::protocol::{
 use crate::schema::{CollectionKind, Schema};
 use crate::server::view::{encode_object_keys, object_keys, ObjectKey};
 use crate::store::{Changes, Store, Undo, WriteTransaction};
-use crate::transform::transform;
+use crate::transform::{transform, transform_each, EachError, TransformError};
 
 /// Most changesets one UPLOAD carries; the rest follow once it is acknowledged.
 const MAX_UPLOAD_CHANGESETS: usize = 1_000;
@@ -1146,24 +1146,34 @@ impl ClientSession {
                     })
                 })
                 .collect::<Result<Vec<_>, SyncError>>()?;
-            self.transform_pending(&mut remote)?;
-            for changeset in remote {
-                if self.storage_writes {
-                    touched.extend(touched_objects(&changeset.instructions));
+            // Each downloaded changeset is applied (and freed) as soon as it is transformed,
+            // while it is still in cache.
+            self.note_rewritten(&remote);
+            let (store, meta, storage_writes) =
+                (&mut self.store, &mut self.meta, self.storage_writes);
+            transform_each(&mut self.pending, &mut remote, |changeset| {
+                let instructions = std::mem::take(&mut changeset.instructions);
+                if storage_writes {
+                    touched.extend(touched_objects(&instructions));
                 }
-                self.store
-                    .apply_logged(&changeset.instructions, changes, undo)
+                store
+                    .apply_logged(&instructions, changes, undo)
                     .map_err(|e| {
                         protocol_error(
                             ErrorCode::BadChangeset,
                             &format!("cannot apply downloaded changeset: {e}"),
                         )
                     })?;
-                self.meta.download = DownloadCursor {
+                meta.download = DownloadCursor {
                     server_version: changeset.meta.version,
                     last_integrated_client_version: lirv,
                 };
-            }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                EachError::Transform(e) => diverged(&e),
+                EachError::Each(e) => e,
+            })?;
         }
         if progress.download.last_integrated_client_version > self.meta.last_client_version {
             return Err(protocol_error(
@@ -1744,12 +1754,16 @@ impl ClientSession {
     /// Transforms the pending changesets against `theirs` (changesets the server integrated
     /// before them), recording which of them the transformation may rewrite.
     fn transform_pending(&mut self, theirs: &mut [Changeset]) -> Result<(), SyncError> {
+        self.note_rewritten(theirs);
+        transform(&mut self.pending, theirs, None).map_err(|e| diverged(&e))
+    }
+
+    /// Records which pending changesets transforming them against `theirs` may rewrite.
+    fn note_rewritten(&mut self, theirs: &[Changeset]) {
         for version in possibly_rewritten(&self.pending, theirs) {
             self.pending_rewritten.push(version);
             forget_body(&mut self.bodies, version);
         }
-        transform(&mut self.pending, theirs, None)
-            .map_err(|e| protocol_error(ErrorCode::DivergingHistories, &e.to_string()))
     }
 
     fn persist(
@@ -1852,6 +1866,11 @@ fn protocol_error(code: ErrorCode, message: &str) -> SyncError {
         message: message.to_owned(),
         compensating: None,
     }
+}
+
+/// The error for pending changesets that cannot be transformed against downloaded ones.
+fn diverged(error: &TransformError) -> SyncError {
+    protocol_error(ErrorCode::DivergingHistories, &error.to_string())
 }
 
 /// The versions of the changesets of `ours` that transforming them against `theirs` may rewrite:

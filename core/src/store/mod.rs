@@ -172,7 +172,8 @@ impl Store {
         instructions: &[Instruction],
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        self.apply_logged(instructions, changes, &mut Vec::new())
+        // Nothing undoes a successful batch, so its last instruction logs no final step.
+        self.apply_batch(instructions, changes, &mut Vec::new(), false)
     }
 
     /// [`Store::apply`] that leaves the inverse steps of a successful apply in `undo`, so that a
@@ -183,6 +184,18 @@ impl Store {
         instructions: &[Instruction],
         changes: &mut Changes,
         undo: &mut Vec<Undo>,
+    ) -> Result<(), ApplyError> {
+        self.apply_batch(instructions, changes, undo, true)
+    }
+
+    /// [`Store::apply_logged`]; without `keep_last`, the last instruction's final step (one
+    /// that only undoing the batch after its success would need) is not logged.
+    fn apply_batch(
+        &mut self,
+        instructions: &[Instruction],
+        changes: &mut Changes,
+        undo: &mut Vec<Undo>,
+        keep_last: bool,
     ) -> Result<(), ApplyError> {
         let mark = undo.len();
         // Changes are recorded straight into the caller's when the batch's own collapsed changes
@@ -195,8 +208,10 @@ impl Store {
         let direct = was_empty || instructions.len() == 1;
         let mut local = Changes::new();
         let record = if direct { &mut *changes } else { &mut local };
-        for instruction in instructions {
-            if let Err(error) = self.apply_one(instruction, undo, record) {
+        let last = instructions.len().saturating_sub(1);
+        for (at, instruction) in instructions.iter().enumerate() {
+            let keep_final = keep_last || at != last;
+            if let Err(error) = self.apply_step(instruction, undo, record, keep_final) {
                 self.rollback(undo, mark);
                 if was_empty {
                     *changes = Changes::new();
@@ -418,6 +433,19 @@ impl Store {
         undo: &mut Vec<Undo>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
+        self.apply_step(instruction, undo, changes, true)
+    }
+
+    /// [`Store::apply_one`]; without `keep_final`, a list edit does not log the step that
+    /// undoes the edit itself (the last step, logged once nothing can fail), which saves
+    /// cloning its path when nothing will undo the instruction after it succeeded.
+    fn apply_step(
+        &mut self,
+        instruction: &Instruction,
+        undo: &mut Vec<Undo>,
+        changes: &mut Changes,
+        keep_final: bool,
+    ) -> Result<(), ApplyError> {
         if let Some((collection, _)) = instruction.object() {
             if self.schema.collection(collection).map(|c| c.kind)
                 == Some(CollectionKind::Asymmetric)
@@ -457,7 +485,7 @@ impl Store {
                 list,
                 ListEdit::Insert(*index, value),
                 *prior_size,
-                undo,
+                (undo, keep_final),
                 changes,
             ),
             Instruction::ListSet {
@@ -469,7 +497,7 @@ impl Store {
                 list,
                 ListEdit::Set(*index, value),
                 *prior_size,
-                undo,
+                (undo, keep_final),
                 changes,
             ),
             Instruction::ListMove {
@@ -477,12 +505,24 @@ impl Store {
                 from,
                 to,
                 prior_size,
-            } => self.list_edit(list, ListEdit::Move(*from, *to), *prior_size, undo, changes),
+            } => self.list_edit(
+                list,
+                ListEdit::Move(*from, *to),
+                *prior_size,
+                (undo, keep_final),
+                changes,
+            ),
             Instruction::ListErase {
                 list,
                 index,
                 prior_size,
-            } => self.list_edit(list, ListEdit::Erase(*index), *prior_size, undo, changes),
+            } => self.list_edit(
+                list,
+                ListEdit::Erase(*index),
+                *prior_size,
+                (undo, keep_final),
+                changes,
+            ),
             Instruction::Clear { path } => self.clear(path, undo, changes),
             Instruction::SetInsert { set, value } => {
                 self.set_member(set, value, true, undo, changes)
@@ -728,7 +768,7 @@ impl Store {
         path: &Path,
         edit: ListEdit<'_>,
         prior_size: u32,
-        undo: &mut Vec<Undo>,
+        (undo, keep_final): (&mut Vec<Undo>, bool),
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
         let element = match edit {
@@ -767,20 +807,20 @@ impl Store {
                 let mut value = value.clone();
                 validate::normalize(&mut value);
                 list.insert(at, value);
-                Undo::ListRemove {
+                keep_final.then(|| Undo::ListRemove {
                     path: path.clone(),
                     index: at,
-                }
+                })
             }
             ListEdit::Set(index, value) => {
                 let at = in_range(index, len)?;
                 let mut value = value.clone();
                 validate::normalize(&mut value);
                 let old = list.get_mut(at).map(|slot| mem::replace(slot, value));
-                Undo::Leaf {
+                keep_final.then(|| Undo::Leaf {
                     path: path.clone().child(PathElement::Index(index)),
                     old,
-                }
+                })
             }
             ListEdit::Move(from, to) => {
                 let (from_at, to_at) = (in_range(from, len)?, in_range(to, len)?);
@@ -792,11 +832,11 @@ impl Store {
                         len,
                     })?;
                 list.insert(to_at, value);
-                Undo::ListMove {
+                keep_final.then(|| Undo::ListMove {
                     path: path.clone(),
                     from: to_at,
                     to: from_at,
-                }
+                })
             }
             ListEdit::Erase(index) => {
                 let at = in_range(index, len)?;
@@ -805,14 +845,14 @@ impl Store {
                     index,
                     len,
                 })?;
-                Undo::ListInsert {
+                keep_final.then(|| Undo::ListInsert {
                     path: path.clone(),
                     index: at,
                     value,
-                }
+                })
             }
         };
-        undo.push(step);
+        undo.extend(step);
         changes.modified(&path.collection, &path.key, &path.field);
         Ok(())
     }

@@ -28,6 +28,7 @@ mod rules;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt;
 
 use crate::changeset::{Changeset, Instruction, Path};
@@ -157,8 +158,57 @@ impl std::error::Error for TransformError {}
 pub fn transform(
     ours: &mut [Changeset],
     theirs: &mut [Changeset],
-    mut log: Option<&mut Vec<MergeDecision>>,
+    log: Option<&mut Vec<MergeDecision>>,
 ) -> Result<(), TransformError> {
+    run(ours, theirs, log, |_| Ok::<(), Infallible>(())).map_err(|e| match e {
+        EachError::Transform(e) => e,
+        EachError::Each(never) => match never {},
+    })
+}
+
+/// Why [`transform_each`] stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EachError<E> {
+    /// The two sequences cannot be transformed against each other.
+    Transform(TransformError),
+    /// The caller's step failed on one of their changesets.
+    Each(E),
+}
+
+impl<E: fmt::Display> fmt::Display for EachError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EachError::Transform(e) => e.fmt(f),
+            EachError::Each(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for EachError<E> {}
+
+/// [`transform`] without a log that hands each of their changesets to `each`, in order, as soon
+/// as it is transformed against all of ours (while it is still in cache), instead of after the
+/// whole transform: a client integrating a download applies each changeset there, reading it
+/// once instead of once to transform and again to apply.
+///
+/// On error (the transform's or `each`'s) `ours` is unchanged, and the changesets of theirs
+/// already handed to `each` stay handed: callers undo what `each` did with them.
+pub fn transform_each<E>(
+    ours: &mut [Changeset],
+    theirs: &mut [Changeset],
+    each: impl FnMut(&mut Changeset) -> Result<(), E>,
+) -> Result<(), EachError<E>> {
+    run(ours, theirs, None, each)
+}
+
+/// [`transform`] and [`transform_each`]: `each` is only called without a log.
+fn run<E>(
+    ours: &mut [Changeset],
+    theirs: &mut [Changeset],
+    mut log: Option<&mut Vec<MergeDecision>>,
+    mut each: impl FnMut(&mut Changeset) -> Result<(), E>,
+) -> Result<(), EachError<E>> {
     let mut our_cells: Vec<Option<Vec<Cell>>> = vec![None; ours.len()];
     // A download brings many of their changesets, each transformed once: without a log their
     // instructions are moved into the grid instead of copied, and moved back as soon as their
@@ -173,8 +223,10 @@ pub fn transform(
     // Ours stay as passed in until the end (their cells are transformed instead), so the index
     // can borrow them while theirs are rewritten.
     let index = Index::new(ours);
+    let lists = Lists::new(ours);
+    let mut their_ids = Vec::new();
     let mut merged = Vec::new();
-    let mut result = Ok(());
+    let mut result: Result<(), EachError<E>> = Ok(());
     // The grid is walked column by column: one of their changesets against each relevant one of
     // ours, in order. Any order that reaches cell (i, j) after (i-1, j) and (i, j-1) gives the
     // same result; this one reads each of their changesets once, in one pass, while ours stay
@@ -182,6 +234,12 @@ pub fn transform(
     for (b_index, b) in theirs.iter_mut().enumerate() {
         let a_indices = index.relevant(&b.instructions, &mut merged);
         if a_indices.is_empty() {
+            if move_theirs {
+                result = each(b).map_err(EachError::Each);
+                if result.is_err() {
+                    break;
+                }
+            }
             continue;
         }
         let mut b_cells: Vec<Cell> = if move_theirs {
@@ -192,22 +250,33 @@ pub fn transform(
         } else {
             cells(b)
         };
+        their_ids.clear();
+        their_ids.extend(b_cells.iter().map(|cell| lists.id(cell.as_ref())));
         for &a_index in a_indices {
-            let (Some(a), Some(a_cells)) = (ours.get(a_index), our_cells.get_mut(a_index)) else {
+            let (Some(a), Some(a_cells), Some(a_ids)) = (
+                ours.get(a_index),
+                our_cells.get_mut(a_index),
+                lists.ours.get(a_index),
+            ) else {
                 continue;
             };
             let a_cells = a_cells.get_or_insert_with(|| cells(a));
             let grid = Grid {
-                ours: (a_index, a),
-                theirs: (b_index, b),
+                ours: (a_index, a, a_ids),
+                theirs: (b_index, b, &their_ids),
             };
-            result = grid.run(a_cells, &mut b_cells, log.as_deref_mut());
+            result = grid
+                .run(a_cells, &mut b_cells, log.as_deref_mut())
+                .map_err(EachError::Transform);
             if result.is_err() {
                 break;
             }
         }
         if move_theirs {
             b.instructions = kept(b_cells);
+            if result.is_ok() {
+                result = each(b).map_err(EachError::Each);
+            }
         } else if let Some(slot) = their_cells.get_mut(b_index) {
             *slot = Some(b_cells);
         }
@@ -244,11 +313,12 @@ fn cells(changeset: &Changeset) -> Vec<Cell> {
     changeset.instructions.iter().cloned().map(Some).collect()
 }
 
-/// One of our changesets against one of theirs. Their instructions as passed in are only read
-/// for the log, so they may have been moved out of `theirs` when there is none.
+/// One of our changesets against one of theirs, with their cells' list ids (see [`Lists`]).
+/// Their instructions as passed in are only read for the log, so they may have been moved out
+/// of `theirs` when there is none.
 struct Grid<'c> {
-    ours: (usize, &'c Changeset),
-    theirs: (usize, &'c Changeset),
+    ours: (usize, &'c Changeset, &'c [Option<u32>]),
+    theirs: (usize, &'c Changeset, &'c [Option<u32>]),
 }
 
 impl Grid<'_> {
@@ -258,15 +328,26 @@ impl Grid<'_> {
         b_cells: &mut [Cell],
         mut log: Option<&mut Vec<MergeDecision>>,
     ) -> Result<(), TransformError> {
-        let (a_index, a) = self.ours;
-        let (b_index, b) = self.theirs;
-        for (x_index, x) in a_cells.iter_mut().enumerate() {
-            for (y_index, y) in b_cells.iter_mut().enumerate() {
+        let (a_index, a, a_ids) = self.ours;
+        let (b_index, b, b_ids) = self.theirs;
+        for ((x_index, x), &x_id) in a_cells.iter_mut().enumerate().zip(a_ids) {
+            for ((y_index, y), &y_id) in b_cells.iter_mut().enumerate().zip(b_ids) {
                 if x.is_none() {
                     break;
                 }
+                let same_list = match (x_id, y_id) {
+                    // Two instructions on different top-level lists commute.
+                    (Some(x_list), Some(y_list)) if x_list != y_list => continue,
+                    (Some(_), Some(_)) => true,
+                    _ => false,
+                };
                 let before = log.is_some().then(|| (x.clone(), y.clone()));
-                let rule = rules::transform_pair(x, y, &a.meta, &b.meta).map_err(|diverged| {
+                let pair = if same_list {
+                    rules::same_list_pair
+                } else {
+                    rules::transform_pair
+                };
+                let rule = pair(x, y, &a.meta, &b.meta).map_err(|diverged| {
                     TransformError::SizeMismatch {
                         list: diverged.list,
                         ours: diverged.ours,
@@ -310,6 +391,46 @@ fn outcome(before: &Cell, after: &Cell) -> Outcome {
         None => Outcome::Discarded,
         Some(instruction) if before.as_ref() == Some(instruction) => Outcome::Kept,
         Some(instruction) => Outcome::Rewritten(instruction.clone()),
+    }
+}
+
+/// Ids for the top-level lists our list instructions act on, so that a pair of list
+/// instructions compares two integers instead of two paths (such a path never changes during a
+/// transform). Their instruction on a top-level list none of ours touch gets an id none of ours
+/// has.
+struct Lists<'o> {
+    ids: BTreeMap<&'o Path, u32>,
+    /// Each of our changesets' list ids, by instruction.
+    ours: Vec<Vec<Option<u32>>>,
+}
+
+impl<'o> Lists<'o> {
+    fn new(ours: &'o [Changeset]) -> Self {
+        let mut ids = BTreeMap::new();
+        let ours = ours
+            .iter()
+            .map(|changeset| {
+                changeset
+                    .instructions
+                    .iter()
+                    .map(|instruction| {
+                        let list = rules::top_level_list(instruction)?;
+                        let next = u32::try_from(ids.len()).ok()?;
+                        Some(*ids.entry(list).or_insert(next))
+                    })
+                    .collect()
+            })
+            .collect();
+        Lists { ids, ours }
+    }
+
+    /// A cell's list id: `None` unless it is a list instruction on a top-level list.
+    fn id(&self, cell: Option<&Instruction>) -> Option<u32> {
+        let list = rules::top_level_list(cell?)?;
+        match self.ids.get(list) {
+            Some(&id) => Some(id),
+            None => u32::try_from(self.ids.len()).ok(),
+        }
     }
 }
 

@@ -37,17 +37,9 @@ pub(crate) fn transform_pair(
     // Fast path: two list instructions on the same list (concurrent edits of one busy list are
     // the common case). This is where the general rules below end up, after one path
     // comparison instead of several.
-    if let (Some((xo, xl)), Some((yo, yl))) = (list_op_on(xi), list_op_on(yi)) {
+    if let (Some((_, xl)), Some((_, yl))) = (list_op_on(xi), list_op_on(yi)) {
         if same_path(xl, yl) {
-            if xo.1 != yo.1 {
-                return Err(Diverged {
-                    list: xl.clone(),
-                    ours: xo.1,
-                    theirs: yo.1,
-                });
-            }
-            let x_rank = rank(xi, x_meta, yi, y_meta);
-            return Ok(list_pair(x, y, xo, yo, x_rank));
+            return same_list_pair(x, y, x_meta, y_meta);
         }
     }
     if is_schema(xi) || is_schema(yi) {
@@ -74,6 +66,39 @@ pub(crate) fn transform_pair(
         (Instruction::CreateObject { .. }, _) | (_, Instruction::CreateObject { .. }) => Ok(None),
         _ => path_pair(x, y, x_meta, y_meta),
     }
+}
+
+/// [`transform_pair`] for two cells the caller knows act on the same list (when both are list
+/// instructions): it skips comparing their paths.
+pub(crate) fn same_list_pair(
+    x: &mut Cell,
+    y: &mut Cell,
+    x_meta: &ChangesetMeta,
+    y_meta: &ChangesetMeta,
+) -> Result<Option<Rule>, Diverged> {
+    let (Some(xi), Some(yi)) = (x.as_ref(), y.as_ref()) else {
+        return Ok(None);
+    };
+    let (Some((xo, xl)), Some((yo, _))) = (list_op_on(xi), list_op_on(yi)) else {
+        return transform_pair(x, y, x_meta, y_meta);
+    };
+    if xo.1 != yo.1 {
+        return Err(Diverged {
+            list: xl.clone(),
+            ours: xo.1,
+            theirs: yo.1,
+        });
+    }
+    let x_rank = rank(xi, x_meta, yi, y_meta);
+    Ok(list_pair(x, y, xo, yo, x_rank))
+}
+
+/// The list a list instruction acts on, when it is a top-level field: such a path never
+/// changes during a transform (rules only shift indices inside nested paths).
+pub(crate) fn top_level_list(instruction: &Instruction) -> Option<&Path> {
+    list_op_on(instruction)
+        .map(|(_, list)| list)
+        .filter(|list| list.nested.is_empty())
 }
 
 /// How `x` ranks against `y`: later last-writer-wins key, then the greater instruction.

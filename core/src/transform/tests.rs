@@ -619,6 +619,59 @@ fn a_late_size_mismatch_leaves_ours_unchanged_and_theirs_whole() {
 }
 
 #[test]
+fn transform_each_hands_on_every_changeset_in_order_and_stops_at_an_error() {
+    let list = item(1, "list");
+    let ours = vec![cs(meta(1, 1), vec![insert(list.clone(), 0, 1, 2)])];
+    let theirs = vec![
+        // Touches none of ours, so it has no column; it is handed on all the same.
+        cs(meta(2, 2), vec![set(item(2, "n"), Value::Int(1))]),
+        cs(meta(3, 2), vec![insert(list.clone(), 0, 2, 2)]),
+        cs(meta(4, 2), vec![insert(list.clone(), 0, 3, 3)]),
+    ];
+    let (mut ours_expected, mut theirs_expected) = (ours.clone(), theirs.clone());
+    transform(&mut ours_expected, &mut theirs_expected, None).unwrap();
+
+    let (mut o, mut t) = (ours.clone(), theirs.clone());
+    let mut handed = Vec::new();
+    transform_each(&mut o, &mut t, |c| {
+        handed.push(c.clone());
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+    assert_eq!(handed, theirs_expected);
+    assert_eq!(o, ours_expected);
+
+    let (mut o, mut t) = (ours.clone(), theirs.clone());
+    let mut calls = 0;
+    let err = transform_each(&mut o, &mut t, |_| {
+        calls += 1;
+        if calls == 2 {
+            Err("stop")
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, EachError::Each("stop")));
+    assert_eq!(calls, 2, "nothing is handed on after the error");
+    assert_eq!(o, ours, "ours is untouched");
+}
+
+#[test]
+fn different_top_level_lists_commute() {
+    // Two top-level lists of one object (one of ours, one none of ours touch): their ids
+    // differ, so the pair commutes (equal ids would report their different sizes).
+    let mut ours = vec![cs(meta(1, 1), vec![insert(item(1, "list"), 0, 1, 2)])];
+    let mut theirs = vec![cs(meta(2, 2), vec![insert(item(1, "subs"), 0, 2, 0)])];
+    let (ours_before, theirs_before) = (ours.clone(), theirs.clone());
+    let mut log = Vec::new();
+    transform(&mut ours, &mut theirs, Some(&mut log)).unwrap();
+    assert!(log.is_empty());
+    transform(&mut ours, &mut theirs, None).unwrap();
+    assert_eq!((ours, theirs), (ours_before, theirs_before));
+}
+
+#[test]
 fn fast_path_skips_unrelated_objects() {
     let mut theirs: Vec<Changeset> = (0..10_000)
         .map(|i| {
@@ -838,6 +891,17 @@ fn check_sequences(
     transform(&mut o_logged, &mut t_logged, Some(&mut Vec::new())).unwrap();
     prop_assert_eq!(&o_logged, &o);
     prop_assert_eq!(&t_logged, &t);
+
+    // Handing each of theirs on as soon as it is transformed: the same changesets, in order.
+    let (mut o_each, mut t_each) = (ours.clone(), theirs.clone());
+    let mut handed = Vec::new();
+    transform_each(&mut o_each, &mut t_each, |c| {
+        handed.push(c.clone());
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+    prop_assert_eq!(&o_each, &o);
+    prop_assert_eq!(&handed, &t);
 
     // Splitting theirs.
     let (o1, t1) = transformed(&ours, &theirs[..1]).unwrap();

@@ -112,10 +112,17 @@ impl Elements {
         let Some(items) = self.chunks.get_mut(chunk) else {
             return self.push(value);
         };
+        if items.len() == items.capacity() && items.len() >= MAX_CHUNK / 2 {
+            // A chunk this long grows once, straight to the most it holds before splitting,
+            // instead of doubling past it (a copy, and fresh pages to fault in, per doubling).
+            items.reserve_exact((MAX_CHUNK + 1).saturating_sub(items.len()));
+        }
         items.insert(offset, value);
         self.len += 1;
         if items.len() > MAX_CHUNK {
-            let upper = items.split_off(items.len() / 2);
+            // Both halves keep room to grow back to a full chunk without reallocating.
+            let mut upper = Vec::with_capacity(MAX_CHUNK + 1);
+            upper.extend(items.drain(items.len() / 2..));
             self.chunks.insert(chunk + 1, upper);
         }
     }
