@@ -35,6 +35,10 @@ struct Args {
     /// How many changesets each client writes before it waits for their acknowledgement.
     #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// Instead of batches: how many unacknowledged changesets each client keeps in flight,
+    /// writing the next as soon as fewer are (0: write in batches).
+    #[arg(long, default_value_t = 0)]
+    window: u64,
     /// Idle-session counts to measure server memory at (comma-separated; empty skips it).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     idle: Vec<usize>,
@@ -61,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let token = server.anonymous_token().await?;
     let clients = connect(&server, &token, args.clients).await?;
     latency(&server, &clients, args.writes).await?;
-    throughput(&server, &clients, args.seconds, args.batch).await?;
+    throughput(&server, &clients, args.seconds, args.batch, args.window).await?;
     drop(clients);
     // Nothing is left to flush that the figures depend on.
     server.kill9()?;
@@ -179,13 +183,15 @@ async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> any
     Ok(())
 }
 
-/// Every client writes batches of changesets and waits for their acknowledgement, for
-/// `seconds`; the server's committed history count gives the rate.
+/// Every client writes batches of changesets and waits for their acknowledgement (or, with a
+/// `window`, keeps that many unacknowledged in flight), for `seconds`, then waits for the rest;
+/// the server's committed history count gives the rate.
 async fn throughput(
     server: &Server,
     clients: &[Arc<Client>],
     seconds: u64,
     batch: usize,
+    window: u64,
 ) -> anyhow::Result<()> {
     let before = history_count(server).await?;
     let server_cpu = cpu_ms(server.child.id())?;
@@ -200,12 +206,19 @@ async fn throughput(
             tokio::spawn(async move {
                 let mut n = 0i64;
                 while Instant::now() < until {
+                    if window > 0 {
+                        n = n.saturating_add(1);
+                        client.write(|tx| set_item(tx, key, n))?;
+                        client.wait_for_upload_window(window, WAIT).await?;
+                        continue;
+                    }
                     for _ in 0..batch {
                         n = n.saturating_add(1);
                         client.write(|tx| set_item(tx, key, n))?;
                     }
                     client.wait_for_upload(WAIT).await?;
                 }
+                client.wait_for_upload(WAIT).await?;
                 Ok::<_, anyhow::Error>(())
             })
         })
@@ -222,8 +235,13 @@ async fn throughput(
     let (rate, per) = (integrated as f64 / elapsed, |cpu: u64| {
         cpu as f64 * 1000.0 / integrated.max(1) as f64
     });
+    let pacing = if window > 0 {
+        format!("window of {window} in flight")
+    } else {
+        format!("batches of {batch}")
+    };
     println!(
-        "throughput, {} clients, batches of {batch}: {integrated} changesets acknowledged durably in {elapsed:.2} s = {rate:.0} changesets/s",
+        "throughput, {} clients, {pacing}: {integrated} changesets acknowledged durably in {elapsed:.2} s = {rate:.0} changesets/s",
         clients.len(),
     );
     // CPU time per changeset depends far less on what else the machine runs than the rate does.

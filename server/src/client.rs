@@ -686,7 +686,19 @@ impl Client {
     /// Waits until the server acknowledged every local write made so far; returns the client
     /// version acknowledged.
     pub async fn wait_for_upload(&self, timeout: Duration) -> Result<u64, ClientError> {
-        let target = self.shared.lock().session()?.meta().last_client_version;
+        self.wait_for_upload_window(0, timeout).await
+    }
+
+    /// Waits until at most `window` of the local changesets made so far are unacknowledged, so a
+    /// writer can keep that many in flight instead of waiting for each; returns the client
+    /// version acknowledged.
+    pub async fn wait_for_upload_window(
+        &self,
+        window: u64,
+        timeout: Duration,
+    ) -> Result<u64, ClientError> {
+        let last = self.shared.lock().session()?.meta().last_client_version;
+        let target = last.saturating_sub(window);
         self.wait_until(timeout, "upload acknowledgement", |p| p.uploaded >= target)
             .await
             .map(|p| p.uploaded)
