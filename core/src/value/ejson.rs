@@ -261,9 +261,8 @@ pub(crate) fn finite_double_text(d: f64) -> String {
 /// `.` may be empty but not both) as the nearest double, as `str::parse::<f64>` does for that text;
 /// out-of-range magnitudes become infinities and zeros, as there.
 ///
-/// The digits go through serde_json's exact parser, which every build already has, so the
-/// standard library's second float parser (and its 10 KB power table) stays out of the browser
-/// build.
+/// The digits go through serde_json's exact parser, so the standard library's second float
+/// parser (and its 10 KB power table) stays out of the browser build.
 pub(crate) fn read_double(text: &str) -> Option<f64> {
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let (negative, body) = match text.as_bytes().first() {
@@ -297,12 +296,64 @@ pub(crate) fn read_double(text: &str) -> Option<f64> {
         json.push('e');
         json.push_str(exponent);
     }
-    // Read as a JSON value: that instance of the parser is in every build already.
-    match serde_json::from_str::<Json>(&json) {
-        Ok(number) => number.as_f64(),
+    let mut reader = serde_json::Deserializer::from_str(&json);
+    match serde::Deserializer::deserialize_any(&mut reader, NumberVisitor) {
+        Ok(number) => Some(number),
         // The text is well formed, so the only error left is a magnitude past `f64::MAX`.
         Err(_) if negative => Some(f64::NEG_INFINITY),
         Err(_) => Some(f64::INFINITY),
+    }
+}
+
+/// Takes a JSON number as a double, for [`read_double`]. It refuses everything else itself
+/// (the text is a number by then): serde's default refusals format what they refuse, which
+/// would link the standard library's float formatter into the browser build. So the browser
+/// build has serde_json's number parser without its `Value` tree.
+struct NumberVisitor;
+
+impl NumberVisitor {
+    fn refuse<E: serde::de::Error>(self) -> Result<f64, E> {
+        Err(E::custom("not a number"))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NumberVisitor {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<f64, E> {
+        self.refuse()
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<f64, E> {
+        self.refuse()
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<f64, E> {
+        self.refuse()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
+        self.refuse()
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
+        self.refuse()
     }
 }
 
@@ -575,6 +626,60 @@ fn quote(json: &Json) -> String {
     }
 }
 
+/// Appends `text` as a JSON string, escaped exactly as serde_json writes it.
+pub(crate) fn push_json_string(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c < ' ' => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[c as usize >> 4]));
+                out.push(char::from(HEX[c as usize & 15]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The canonical EJSON text of a primary key (what `Value::to_ejson` in canonical mode prints),
+/// written without building a JSON tree.
+pub(crate) fn canonical_key_text(key: &PrimaryKey) -> String {
+    let mut out = String::new();
+    match key {
+        PrimaryKey::Int(i) => {
+            let wrapper = if i32::try_from(*i).is_ok() {
+                "{\"$numberInt\":\""
+            } else {
+                "{\"$numberLong\":\""
+            };
+            out.push_str(wrapper);
+            out.push_str(&i.to_string());
+            out.push_str("\"}");
+        }
+        PrimaryKey::String(s) => push_json_string(&mut out, s),
+        PrimaryKey::ObjectId(o) => {
+            out.push_str("{\"$oid\":\"");
+            out.push_str(&o.to_string());
+            out.push_str("\"}");
+        }
+        PrimaryKey::Uuid(u) => {
+            out.push_str("{\"$binary\":{\"base64\":\"");
+            out.push_str(&base64_encode(&u.0));
+            out.push_str("\",\"subType\":\"04\"}}");
+        }
+    }
+    out
+}
+
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
@@ -768,6 +873,32 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn json_strings_are_escaped_as_serde_json_escapes_them(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            push_json_string(&mut out, &text);
+            prop_assert_eq!(out, Json::String(text).to_string());
+        }
+
+        #[test]
+        fn canonical_key_text_is_the_canonical_ejson_of_the_key(
+            int in any::<i64>(),
+            small in any::<i32>(),
+            text in "\\PC*|[\\x00-\\x7f]*",
+            bytes in any::<[u8; 16]>(),
+        ) {
+            for key in [
+                PrimaryKey::Int(int),
+                PrimaryKey::Int(i64::from(small)),
+                PrimaryKey::String(text.clone()),
+                PrimaryKey::ObjectId(ObjectId(bytes[..12].try_into().unwrap())),
+                PrimaryKey::Uuid(Uuid(bytes)),
+            ] {
+                let expected = Value::from(key.clone()).to_ejson(EjsonMode::Canonical).to_string();
+                prop_assert_eq!(canonical_key_text(&key), expected);
+            }
+        }
+
         #[test]
         fn read_double_agrees_with_the_standard_parser(
             text in "[+-]?[0-9]{0,3}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?",
