@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value as Json};
 
+use super::nearest_double::nearest_double;
 use super::{Decimal, Document, Link, ObjectId, PrimaryKey, Uuid, Value};
 
 /// How much type information EJSON output keeps.
@@ -245,8 +246,8 @@ pub(super) fn double_text(d: f64) -> String {
 /// The shortest text that reads back to the same bits, for a finite double, always with a `.` or
 /// an exponent so that it reads back as a double rather than an integer.
 ///
-/// serde_json's formatter is already in every build that writes JSON, so using it here (rather
-/// than `{:?}`) keeps the standard library's second float formatter out of the browser build.
+/// serde_json's shortest formatter (a small one, without the `Value` tree) rather than `{:?}`
+/// keeps the standard library's float formatter out of the browser build.
 pub(crate) fn finite_double_text(d: f64) -> String {
     let mut text = Number::from_f64(d)
         .map_or_else(String::new, |n| n.to_string())
@@ -261,8 +262,8 @@ pub(crate) fn finite_double_text(d: f64) -> String {
 /// `.` may be empty but not both) as the nearest double, as `str::parse::<f64>` does for that text;
 /// out-of-range magnitudes become infinities and zeros, as there.
 ///
-/// The digits go through serde_json's exact parser, so the standard library's second float
-/// parser (and its 10 KB power table) stays out of the browser build.
+/// The digits go through [`nearest_double`], so neither the standard library's float parser nor
+/// serde_json's (with their power tables) is in the browser build.
 pub(crate) fn read_double(text: &str) -> Option<f64> {
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let (negative, body) = match text.as_bytes().first() {
@@ -278,83 +279,30 @@ pub(crate) fn read_double(text: &str) -> Option<f64> {
     if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
         return None;
     }
-    let mut json = String::with_capacity(text.len() + 2);
-    if negative {
-        json.push('-');
-    }
-    let int = int.trim_start_matches('0');
-    json.push_str(if int.is_empty() { "0" } else { int });
-    if !frac.is_empty() {
-        json.push('.');
-        json.push_str(frac);
-    }
+    let mut exponent_value: i64 = 0;
     if let Some(exponent) = exponent {
-        let unsigned = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        let (sign, unsigned) = match exponent.as_bytes().first() {
+            Some(b'-') => (-1, &exponent[1..]),
+            Some(b'+') => (1, &exponent[1..]),
+            _ => (1, exponent),
+        };
         if unsigned.is_empty() || !digits(unsigned) {
             return None;
         }
-        json.push('e');
-        json.push_str(exponent);
+        // Past a million the value is an infinity or a zero whatever the digits.
+        let magnitude = unsigned
+            .bytes()
+            .fold(0i64, |n, d| (n * 10 + i64::from(d - b'0')).min(1_000_000));
+        exponent_value = sign * magnitude;
     }
-    let mut reader = serde_json::Deserializer::from_str(&json);
-    match serde::Deserializer::deserialize_any(&mut reader, NumberVisitor) {
-        Ok(number) => Some(number),
-        // The text is well formed, so the only error left is a magnitude past `f64::MAX`.
-        Err(_) if negative => Some(f64::NEG_INFINITY),
-        Err(_) => Some(f64::INFINITY),
-    }
-}
-
-/// Takes a JSON number as a double, for [`read_double`]. It refuses everything else itself
-/// (the text is a number by then): serde's default refusals format what they refuse, which
-/// would link the standard library's float formatter into the browser build. So the browser
-/// build has serde_json's number parser without its `Value` tree.
-struct NumberVisitor;
-
-impl NumberVisitor {
-    fn refuse<E: serde::de::Error>(self) -> Result<f64, E> {
-        Err(E::custom("not a number"))
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for NumberVisitor {
-    type Value = f64;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a number")
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f64, E> {
-        Ok(v)
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f64, E> {
-        Ok(v as f64)
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f64, E> {
-        Ok(v as f64)
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<f64, E> {
-        self.refuse()
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<f64, E> {
-        self.refuse()
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<f64, E> {
-        self.refuse()
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
-        self.refuse()
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
-        self.refuse()
-    }
+    let mut all = Vec::with_capacity(int.len() + frac.len());
+    all.extend_from_slice(int.as_bytes());
+    all.extend_from_slice(frac.as_bytes());
+    Some(nearest_double(
+        negative,
+        &all,
+        exponent_value - frac.len() as i64,
+    ))
 }
 
 fn parse_double_text(s: &str) -> Option<f64> {

@@ -3,6 +3,7 @@
 
 mod ejson;
 mod elements;
+mod nearest_double;
 
 pub(crate) use ejson::{canonical_key_text, finite_double_text, push_json_string, read_double};
 pub use ejson::{
