@@ -796,6 +796,31 @@ mod tests {
     }
 
     #[test]
+    fn a_node_tree_reads_as_its_json_and_errors_quote_it_as_json() {
+        let node = |text: &str| SchemaNode::from(&serde_json::from_str::<Json>(text).unwrap());
+        assert_eq!(schema_from_node(&node(EXAMPLE)), Ok(example()));
+        let spec = SchemaNode::Object(vec![
+            ("type".into(), SchemaNode::Other("[1,2]".into())),
+            ("optional".into(), SchemaNode::Bool(true)),
+            ("objectType".into(), SchemaNode::String("a\"b\n".into())),
+        ]);
+        let schema = SchemaNode::Object(vec![(
+            "T".into(),
+            SchemaNode::Object(vec![(
+                "properties".into(),
+                SchemaNode::Object(vec![("x".into(), spec)]),
+            )]),
+        )]);
+        let bad = r#"{"T": {"properties": {"x": {"type": [1,2], "optional": true, "objectType": "a\"b\n"}}}}"#;
+        let expected = schema_from_json(bad).unwrap_err();
+        assert_eq!(schema_from_node(&schema), Err(expected.clone()));
+        assert_eq!(
+            expected.to_string(),
+            r#"schema T.properties.x: expected a "type" string, found {"type":[1,2],"optional":true,"objectType":"a\"b\n"}"#
+        );
+    }
+
+    #[test]
     fn example_round_trips() {
         let schema = example();
         let json = schema_to_json(&schema);
