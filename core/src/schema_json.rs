@@ -29,7 +29,7 @@ use crate::schema::{
     CollectionKind, CollectionSchema, Container, NameMap, PrimaryKeyType, Property, ScalarType,
     Schema, SchemaError, PRIMARY_KEY,
 };
-use crate::value::{Document, PrimaryKey, Value};
+use crate::value::{push_json_string, Document, PrimaryKey, Value};
 
 /// Why a schema could not be read from JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +166,85 @@ impl fmt::Display for SchemaJsonError {
 
 impl std::error::Error for SchemaJsonError {}
 
+/// A schema (or any part of one) as the JSON shapes the format uses, for readers that do not
+/// start from serde_json: the browser walks the JavaScript objects it is given into one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaNode {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A string.
+    String(String),
+    /// An object's members, in order.
+    Object(Vec<(String, SchemaNode)>),
+    /// Any other JSON value (a number, `null`, an array), as its JSON text, for error messages.
+    Other(String),
+}
+
+impl SchemaNode {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            SchemaNode::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            SchemaNode::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn as_object(&self) -> Option<&[(String, SchemaNode)]> {
+        match self {
+            SchemaNode::Object(fields) => Some(fields),
+            _ => None,
+        }
+    }
+
+    /// Appends this node as compact JSON text, as serde_json writes it.
+    fn write_json(&self, out: &mut String) {
+        match self {
+            SchemaNode::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            SchemaNode::String(s) => push_json_string(out, s),
+            SchemaNode::Object(fields) => {
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_json_string(out, key);
+                    out.push(':');
+                    value.write_json(out);
+                }
+                out.push('}');
+            }
+            SchemaNode::Other(text) => out.push_str(text),
+        }
+    }
+}
+
+impl From<&Json> for SchemaNode {
+    fn from(json: &Json) -> Self {
+        match json {
+            Json::Bool(b) => SchemaNode::Bool(*b),
+            Json::String(s) => SchemaNode::String(s.clone()),
+            Json::Object(map) => SchemaNode::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), SchemaNode::from(v)))
+                    .collect(),
+            ),
+            other => SchemaNode::Other(other.to_string()),
+        }
+    }
+}
+
+/// The member `key` of an object's members.
+fn member<'n>(fields: &'n [(String, SchemaNode)], key: &str) -> Option<&'n SchemaNode> {
+    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
 /// A property as written, before type names are resolved against the other collections.
 struct RawProperty {
     base: String,
@@ -174,16 +253,17 @@ struct RawProperty {
     indexed: bool,
 }
 
-fn quote(json: &Json) -> String {
+fn quote(json: &SchemaNode) -> String {
     const MAX: usize = 80;
-    let text = json.to_string();
+    let mut text = String::new();
+    json.write_json(&mut text);
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
 }
 
-fn invalid(path: impl Into<String>, expected: &'static str, json: &Json) -> SchemaJsonError {
+fn invalid(path: impl Into<String>, expected: &'static str, json: &SchemaNode) -> SchemaJsonError {
     SchemaJsonError::Invalid {
         path: path.into(),
         expected,
@@ -238,6 +318,11 @@ pub fn schema_from_json(text: &str) -> Result<Schema, SchemaJsonError> {
 
 /// Reads a schema from parsed JSON.
 pub fn schema_from_json_value(json: &Json) -> Result<Schema, SchemaJsonError> {
+    schema_from_node(&SchemaNode::from(json))
+}
+
+/// Reads a schema from its tree of JSON shapes.
+pub fn schema_from_node(json: &SchemaNode) -> Result<Schema, SchemaJsonError> {
     let collections = json
         .as_object()
         .ok_or_else(|| invalid("root", "an object of collections by name", json))?;
@@ -303,7 +388,7 @@ pub fn schema_from_json_value(json: &Json) -> Result<Schema, SchemaJsonError> {
 
 type RawCollection = (CollectionSchema, Vec<(String, RawProperty)>);
 
-fn read_collection(name: &str, def: &Json) -> Result<RawCollection, SchemaJsonError> {
+fn read_collection(name: &str, def: &SchemaNode) -> Result<RawCollection, SchemaJsonError> {
     let fields = def
         .as_object()
         .ok_or_else(|| invalid(name, "an object with \"properties\"", def))?;
@@ -429,7 +514,7 @@ fn primary_key_type(collection: &str, p: &RawProperty) -> Result<PrimaryKeyType,
     Ok(ty)
 }
 
-fn read_property(path: &str, spec: &Json) -> Result<RawProperty, SchemaJsonError> {
+fn read_property(path: &str, spec: &SchemaNode) -> Result<RawProperty, SchemaJsonError> {
     const EXPECTED: &str = "a type such as \"string?\" or {\"type\": ..., \"objectType\": ...}";
     let from_text = |text: &str| -> Result<RawProperty, SchemaJsonError> {
         let (base, optional, container) = shorthand(text);
@@ -444,20 +529,20 @@ fn read_property(path: &str, spec: &Json) -> Result<RawProperty, SchemaJsonError
         })
     };
     let fields = match spec {
-        Json::String(text) => return from_text(text),
-        Json::Object(fields) => fields,
+        SchemaNode::String(text) => return from_text(text),
+        SchemaNode::Object(fields) => fields,
         _ => return Err(invalid(path, EXPECTED, spec)),
     };
     let flag = |key: &str| -> Result<bool, SchemaJsonError> {
-        match fields.get(key) {
+        match member(fields, key) {
             None => Ok(false),
-            Some(Json::Bool(b)) => Ok(*b),
+            Some(SchemaNode::Bool(b)) => Ok(*b),
             Some(other) => Err(invalid(format!("{path}.{key}"), "true or false", other)),
         }
     };
-    if let Some(key) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "type" | "objectType" | "optional" | "indexed"))
+    if let Some((key, _)) = fields
+        .iter()
+        .find(|(k, _)| !matches!(k.as_str(), "type" | "objectType" | "optional" | "indexed"))
     {
         return Err(SchemaJsonError::UnknownKey {
             path: path.into(),
@@ -465,11 +550,10 @@ fn read_property(path: &str, spec: &Json) -> Result<RawProperty, SchemaJsonError
         });
     }
     let (optional, indexed) = (flag("optional")?, flag("indexed")?);
-    let ty = fields
-        .get("type")
-        .and_then(Json::as_str)
+    let ty = member(fields, "type")
+        .and_then(SchemaNode::as_str)
         .ok_or_else(|| invalid(path, "a \"type\" string", spec))?;
-    let object_type = fields.get("objectType");
+    let object_type = member(fields, "objectType");
     let container = match ty {
         "list" => Some(Container::List),
         "set" => Some(Container::Set),
@@ -478,7 +562,7 @@ fn read_property(path: &str, spec: &Json) -> Result<RawProperty, SchemaJsonError
         _ => None,
     };
     let mut property = match (container, object_type) {
-        (Some(container), Some(Json::String(element))) => {
+        (Some(container), Some(SchemaNode::String(element))) => {
             let element = from_text(element)?;
             if element.container != Container::Single {
                 return Err(invalid(
@@ -709,6 +793,31 @@ mod tests {
         let reading = schema.collection("Reading").unwrap();
         assert_eq!(reading.kind, CollectionKind::Asymmetric);
         assert_eq!(reading.properties["t"].ty, ScalarType::Double);
+    }
+
+    #[test]
+    fn a_node_tree_reads_as_its_json_and_errors_quote_it_as_json() {
+        let node = |text: &str| SchemaNode::from(&serde_json::from_str::<Json>(text).unwrap());
+        assert_eq!(schema_from_node(&node(EXAMPLE)), Ok(example()));
+        let spec = SchemaNode::Object(vec![
+            ("type".into(), SchemaNode::Other("[1,2]".into())),
+            ("optional".into(), SchemaNode::Bool(true)),
+            ("objectType".into(), SchemaNode::String("a\"b\n".into())),
+        ]);
+        let schema = SchemaNode::Object(vec![(
+            "T".into(),
+            SchemaNode::Object(vec![(
+                "properties".into(),
+                SchemaNode::Object(vec![("x".into(), spec)]),
+            )]),
+        )]);
+        let bad = r#"{"T": {"properties": {"x": {"type": [1,2], "optional": true, "objectType": "a\"b\n"}}}}"#;
+        let expected = schema_from_json(bad).unwrap_err();
+        assert_eq!(schema_from_node(&schema), Err(expected.clone()));
+        assert_eq!(
+            expected.to_string(),
+            r#"schema T.properties.x: expected a "type" string, found {"type":[1,2],"optional":true,"objectType":"a\"b\n"}"#
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::credentials::{Credentials, CredentialsKind};
 use crate::errors;
-use crate::http::post_json;
+use crate::http::{post_json, reply_text};
 use crate::user::{Session, User};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -89,27 +89,17 @@ impl App {
     pub async fn log_in(&self, credentials: &Credentials) -> Result<User, JsValue> {
         let reply = match &credentials.kind {
             CredentialsKind::Anonymous => {
-                post_json(
-                    &format!("{}/api/auth/anonymous", self.base_url),
-                    &serde_json::json!({}),
-                )
-                .await?
+                post_json(&format!("{}/api/auth/anonymous", self.base_url), &[]).await?
             }
             CredentialsKind::EmailPassword { email, password } => {
                 post_json(
                     &format!("{}/api/auth/login", self.base_url),
-                    &serde_json::json!({ "email": email, "password": password }),
+                    &[("email", email), ("password", password)],
                 )
                 .await?
             }
         };
-        let text = |name: &str| {
-            reply
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let text = |name: &str| reply_text(&reply, name).unwrap_or_default();
         let mut session = Session {
             base_url: self.base_url.clone(),
             app_id: self.id.clone(),
@@ -153,8 +143,12 @@ impl EmailPasswordAuth {
                     ))
                 })
         };
-        let body = serde_json::json!({ "email": get("email")?, "password": get("password")? });
-        post_json(&format!("{}/api/auth/register", self.base_url), &body).await?;
+        let (email, password) = (get("email")?, get("password")?);
+        post_json(
+            &format!("{}/api/auth/register", self.base_url),
+            &[("email", &email), ("password", &password)],
+        )
+        .await?;
         Ok(())
     }
 }

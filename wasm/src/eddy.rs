@@ -16,7 +16,7 @@ use eddy_core::client::{
     SessionConfig,
 };
 use eddy_core::schema::{CollectionKind, Container, Schema, PRIMARY_KEY};
-use eddy_core::schema_json::schema_from_json_value;
+use eddy_core::schema_json::{schema_from_node, SchemaNode};
 use eddy_core::store::Store;
 use eddy_core::value::{Document, PrimaryKey, Value};
 use js_sys::{Array, Function, Object, Promise, Reflect};
@@ -167,41 +167,74 @@ fn get(object: &JsValue, name: &str) -> JsValue {
 /// The Realm-style schema (an array of `{ name, properties, ... }`, or the core's object form)
 /// as the core's schema, with the `default`s it declares.
 fn read_schema(js: &JsValue) -> Result<(Schema, Vec<driver::Default>), JsValue> {
-    let mut defaults = Vec::new();
-    let list: Vec<JsValue> = if Array::is_array(js) {
-        Array::from(js).iter().collect()
-    } else {
+    if !Array::is_array(js) {
         return Err(errors::usage(
             "schema must be an array of { name, primaryKey, properties }",
         ));
-    };
-    let mut root = serde_json::Map::new();
-    for def in list {
+    }
+    let mut defaults = Vec::new();
+    let mut root: Vec<(String, SchemaNode)> = Vec::new();
+    for def in Array::from(js).iter() {
         let name = get(&def, "name")
             .as_string()
             .ok_or_else(|| errors::usage("every schema entry needs a name"))?;
-        let text = js_sys::JSON::stringify(&def)
-            .map_err(|_| errors::usage(format!("schema {name} is not plain data")))?;
-        let mut json: serde_json::Value = serde_json::from_str(&String::from(text))
-            .map_err(|e| errors::usage(format!("schema {name}: {e}")))?;
-        if let Some(object) = json.as_object_mut() {
-            object.remove("name");
-            if let Some(props) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
-                for (prop, spec) in props.iter_mut() {
-                    if let Some(spec) = spec.as_object_mut() {
-                        if spec.remove("default").is_some() {
-                            let original = get(&get(&get(&def, "properties"), prop), "default");
-                            defaults.push((name.clone(), prop.clone(), original));
-                        }
+        let mut node = schema_node(&def, 1)
+            .ok_or_else(|| errors::usage(format!("schema {name} is not plain data")))?;
+        if let SchemaNode::Object(fields) = &mut node {
+            fields.retain(|(key, _)| key != "name");
+            let properties = fields.iter_mut().find(|(key, _)| key == "properties");
+            if let Some((_, SchemaNode::Object(properties))) = properties {
+                for (prop, spec) in properties.iter_mut() {
+                    let SchemaNode::Object(spec) = spec else {
+                        continue;
+                    };
+                    let before = spec.len();
+                    spec.retain(|(key, _)| key != "default");
+                    if spec.len() < before {
+                        let original = get(&get(&get(&def, "properties"), prop), "default");
+                        defaults.push((name.clone(), prop.clone(), original));
                     }
                 }
             }
         }
-        root.insert(name, json);
+        match root.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, earlier)) => *earlier = node,
+            None => root.push((name, node)),
+        }
     }
-    let schema = schema_from_json_value(&serde_json::Value::Object(root))
-        .map_err(|e| errors::usage(e.to_string()))?;
+    let schema =
+        schema_from_node(&SchemaNode::Object(root)).map_err(|e| errors::usage(e.to_string()))?;
     Ok((schema, defaults))
+}
+
+/// A schema entry as the core's tree of JSON shapes, read as `JSON.stringify` would see it:
+/// members that are `undefined`, functions or symbols are left out. Objects are walked down to
+/// the property specs' members (`depth` 4); anything deeper, and arrays, numbers and `null`, are
+/// kept as their JSON text for error messages. `None` for what `JSON.stringify` refuses (a cycle).
+fn schema_node(js: &JsValue, depth: usize) -> Option<SchemaNode> {
+    if let Some(text) = js.as_string() {
+        return Some(SchemaNode::String(text));
+    }
+    if let Some(b) = js.as_bool() {
+        return Some(SchemaNode::Bool(b));
+    }
+    if depth > 4 || !js.is_object() || Array::is_array(js) {
+        let text = js_sys::JSON::stringify(js).ok()?;
+        return Some(SchemaNode::Other(
+            text.as_string().unwrap_or_else(|| "null".into()),
+        ));
+    }
+    let object: &Object = js.unchecked_ref();
+    let mut fields = Vec::new();
+    for key in Object::keys(object).iter() {
+        let value = Reflect::get(object, &key).ok()?;
+        if value.is_undefined() || value.is_function() || value.is_symbol() {
+            continue;
+        }
+        let key = key.as_string().unwrap_or_default();
+        fields.push((key, schema_node(&value, depth + 1)?));
+    }
+    Some(SchemaNode::Object(fields))
 }
 
 impl Eddy {

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
-use crate::http::post_json;
+use crate::http::{member, post_json, reply_text};
 
 /// The tokens of a signed-in user, shared with the databases it opened (they take fresh access
 /// tokens from here after a refresh).
@@ -25,11 +25,11 @@ pub(crate) struct Session {
 
 impl Session {
     /// Takes the lifetime a sign-in or refresh reply gives (`expires_in`, seconds).
-    pub(crate) fn set_expiry(&mut self, reply: &serde_json::Value) {
-        let lifetime_ms = reply
-            .get("expires_in")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
+    pub(crate) fn set_expiry(&mut self, reply: &JsValue) {
+        let lifetime_ms = member(reply, "expires_in")
+            .and_then(|n| n.as_f64())
+            .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+            .map_or(0, |n| n as u64)
             .saturating_mul(1000);
         self.lifetime_ms = lifetime_ms;
         self.expires_at_ms = if lifetime_ms == 0 {
@@ -92,12 +92,8 @@ impl User {
                 s.refresh_token.clone(),
             )
         };
-        let reply = post_json(&url, &serde_json::json!({ "refresh_token": refresh_token })).await?;
-        let token = reply
-            .get("access_token")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let reply = post_json(&url, &[("refresh_token", &refresh_token)]).await?;
+        let token = reply_text(&reply, "access_token").unwrap_or_default();
         let mut session = self.session.borrow_mut();
         session.access_token = token.clone();
         session.set_expiry(&reply);
@@ -151,7 +147,7 @@ impl User {
                 s.refresh_token.clone(),
             )
         };
-        post_json(&url, &serde_json::json!({ "refresh_token": refresh_token })).await?;
+        post_json(&url, &[("refresh_token", &refresh_token)]).await?;
         self.session.borrow_mut().logged_in = false;
         Ok(())
     }

@@ -32,7 +32,7 @@ use crate::protocol::{DownloadCursor, Subscription, SubscriptionSet};
 use crate::schema::{CollectionKind, CollectionSchema, Schema, PRIMARY_KEY};
 use crate::sorted_map::SortedMap;
 use crate::store::{Changes, Store};
-use crate::value::{Document, EjsonMode, PrimaryKey, Value};
+use crate::value::{canonical_key_text, Document, PrimaryKey};
 use crate::wire::{write_bytes, write_str, write_u64, Reader, WireError};
 
 /// The version of the record format this build writes and reads.
@@ -367,9 +367,7 @@ pub fn decode_pending(bytes: &[u8], limits: &DecodeLimits) -> Result<Changeset, 
 /// The key under which an object's record is stored: its collection and canonical EJSON
 /// primary key, unambiguous for any collection name.
 pub fn object_record_key(collection: &str, key: &PrimaryKey) -> String {
-    let key = Value::from(key.clone())
-        .to_ejson(EjsonMode::Canonical)
-        .to_string();
+    let key = canonical_key_text(key);
     format!("{}:{collection}{key}", collection.len())
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value as Json};
 
+use super::nearest_double::nearest_double;
 use super::{Decimal, Document, Link, ObjectId, PrimaryKey, Uuid, Value};
 
 /// How much type information EJSON output keeps.
@@ -245,8 +246,8 @@ pub(super) fn double_text(d: f64) -> String {
 /// The shortest text that reads back to the same bits, for a finite double, always with a `.` or
 /// an exponent so that it reads back as a double rather than an integer.
 ///
-/// serde_json's formatter is already in every build that writes JSON, so using it here (rather
-/// than `{:?}`) keeps the standard library's second float formatter out of the browser build.
+/// serde_json's shortest formatter (a small one, without the `Value` tree) rather than `{:?}`
+/// keeps the standard library's float formatter out of the browser build.
 pub(crate) fn finite_double_text(d: f64) -> String {
     let mut text = Number::from_f64(d)
         .map_or_else(String::new, |n| n.to_string())
@@ -261,9 +262,8 @@ pub(crate) fn finite_double_text(d: f64) -> String {
 /// `.` may be empty but not both) as the nearest double, as `str::parse::<f64>` does for that text;
 /// out-of-range magnitudes become infinities and zeros, as there.
 ///
-/// The digits go through serde_json's exact parser, which every build already has, so the
-/// standard library's second float parser (and its 10 KB power table) stays out of the browser
-/// build.
+/// The digits go through [`nearest_double`], so neither the standard library's float parser nor
+/// serde_json's (with their power tables) is in the browser build.
 pub(crate) fn read_double(text: &str) -> Option<f64> {
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let (negative, body) = match text.as_bytes().first() {
@@ -279,31 +279,30 @@ pub(crate) fn read_double(text: &str) -> Option<f64> {
     if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
         return None;
     }
-    let mut json = String::with_capacity(text.len() + 2);
-    if negative {
-        json.push('-');
-    }
-    let int = int.trim_start_matches('0');
-    json.push_str(if int.is_empty() { "0" } else { int });
-    if !frac.is_empty() {
-        json.push('.');
-        json.push_str(frac);
-    }
+    let mut exponent_value: i64 = 0;
     if let Some(exponent) = exponent {
-        let unsigned = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        let (sign, unsigned) = match exponent.as_bytes().first() {
+            Some(b'-') => (-1, &exponent[1..]),
+            Some(b'+') => (1, &exponent[1..]),
+            _ => (1, exponent),
+        };
         if unsigned.is_empty() || !digits(unsigned) {
             return None;
         }
-        json.push('e');
-        json.push_str(exponent);
+        // Past a million the value is an infinity or a zero whatever the digits.
+        let magnitude = unsigned
+            .bytes()
+            .fold(0i64, |n, d| (n * 10 + i64::from(d - b'0')).min(1_000_000));
+        exponent_value = sign * magnitude;
     }
-    // Read as a JSON value: that instance of the parser is in every build already.
-    match serde_json::from_str::<Json>(&json) {
-        Ok(number) => number.as_f64(),
-        // The text is well formed, so the only error left is a magnitude past `f64::MAX`.
-        Err(_) if negative => Some(f64::NEG_INFINITY),
-        Err(_) => Some(f64::INFINITY),
-    }
+    let mut all = Vec::with_capacity(int.len() + frac.len());
+    all.extend_from_slice(int.as_bytes());
+    all.extend_from_slice(frac.as_bytes());
+    Some(nearest_double(
+        negative,
+        &all,
+        exponent_value - frac.len() as i64,
+    ))
 }
 
 fn parse_double_text(s: &str) -> Option<f64> {
@@ -575,6 +574,60 @@ fn quote(json: &Json) -> String {
     }
 }
 
+/// Appends `text` as a JSON string, escaped exactly as serde_json writes it.
+pub(crate) fn push_json_string(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c < ' ' => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[c as usize >> 4]));
+                out.push(char::from(HEX[c as usize & 15]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The canonical EJSON text of a primary key (what `Value::to_ejson` in canonical mode prints),
+/// written without building a JSON tree.
+pub(crate) fn canonical_key_text(key: &PrimaryKey) -> String {
+    let mut out = String::new();
+    match key {
+        PrimaryKey::Int(i) => {
+            let wrapper = if i32::try_from(*i).is_ok() {
+                "{\"$numberInt\":\""
+            } else {
+                "{\"$numberLong\":\""
+            };
+            out.push_str(wrapper);
+            out.push_str(&i.to_string());
+            out.push_str("\"}");
+        }
+        PrimaryKey::String(s) => push_json_string(&mut out, s),
+        PrimaryKey::ObjectId(o) => {
+            out.push_str("{\"$oid\":\"");
+            out.push_str(&o.to_string());
+            out.push_str("\"}");
+        }
+        PrimaryKey::Uuid(u) => {
+            out.push_str("{\"$binary\":{\"base64\":\"");
+            out.push_str(&base64_encode(&u.0));
+            out.push_str("\",\"subType\":\"04\"}}");
+        }
+    }
+    out
+}
+
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
@@ -768,6 +821,32 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn json_strings_are_escaped_as_serde_json_escapes_them(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            push_json_string(&mut out, &text);
+            prop_assert_eq!(out, Json::String(text).to_string());
+        }
+
+        #[test]
+        fn canonical_key_text_is_the_canonical_ejson_of_the_key(
+            int in any::<i64>(),
+            small in any::<i32>(),
+            text in "\\PC*|[\\x00-\\x7f]*",
+            bytes in any::<[u8; 16]>(),
+        ) {
+            for key in [
+                PrimaryKey::Int(int),
+                PrimaryKey::Int(i64::from(small)),
+                PrimaryKey::String(text.clone()),
+                PrimaryKey::ObjectId(ObjectId(bytes[..12].try_into().unwrap())),
+                PrimaryKey::Uuid(Uuid(bytes)),
+            ] {
+                let expected = Value::from(key.clone()).to_ejson(EjsonMode::Canonical).to_string();
+                prop_assert_eq!(canonical_key_text(&key), expected);
+            }
+        }
+
         #[test]
         fn read_double_agrees_with_the_standard_parser(
             text in "[+-]?[0-9]{0,3}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?",

@@ -3,11 +3,12 @@
 
 mod ejson;
 mod elements;
+mod nearest_double;
 
+pub(crate) use ejson::{canonical_key_text, finite_double_text, push_json_string, read_double};
 pub use ejson::{
     document_from_ejson, document_to_ejson, parse_ejson, EjsonError, EjsonMode, MAX_EJSON_DEPTH,
 };
-pub(crate) use ejson::{finite_double_text, read_double};
 pub use elements::{Elements, Iter as ElementsIter, MAX_CHUNK};
 
 use std::cmp::Ordering;

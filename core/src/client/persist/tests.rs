@@ -18,6 +18,7 @@ use crate::changeset::Instruction;
 use crate::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
 use crate::protocol::{BatchState, ClientMessage, DownloadChangeset, ServerMessage, SyncProgress};
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
+use crate::value::Value;
 
 fn limits() -> DecodeLimits {
     DecodeLimits::default()
