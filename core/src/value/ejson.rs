@@ -289,10 +289,12 @@ pub(crate) fn read_double(text: &str) -> Option<f64> {
         if unsigned.is_empty() || !digits(unsigned) {
             return None;
         }
-        // Past a million the value is an infinity or a zero whatever the digits.
+        // A million past the number of digits, the value is an infinity or a zero whatever the
+        // digits are.
+        let limit = 1_000_000 + (int.len() + frac.len()) as i64;
         let magnitude = unsigned
             .bytes()
-            .fold(0i64, |n, d| (n * 10 + i64::from(d - b'0')).min(1_000_000));
+            .fold(0i64, |n, d| (n * 10 + i64::from(d - b'0')).min(limit));
         exponent_value = sign * magnitude;
     }
     let mut all = Vec::with_capacity(int.len() + frac.len());
@@ -880,6 +882,23 @@ mod tests {
             "", ".", "-", "e5", "1e", "1e+", "1.2.3", "0x10", "inf", "NaN", "1 ",
         ] {
             assert_eq!(read_double(text), None, "{text}");
+        }
+        // Exponents past a million against as many digits: the digits still count. (The
+        // standard parser stops reading an exponent at 65,536, so it is not the reference here.)
+        let many = format!("1{}", "0".repeat(2_000_000));
+        for (text, expected) in [
+            (format!("{many}e-2000010"), 1e-10),
+            (format!("{many}e-1999990"), 1e10),
+            (format!("0.{many}e1000000"), f64::INFINITY),
+            (format!("1e{}", "9".repeat(30)), f64::INFINITY),
+            (format!("1e-{}", "9".repeat(30)), 0.0),
+        ] {
+            assert_eq!(
+                read_double(&text),
+                Some(expected),
+                "{}…",
+                &text[..40.min(text.len())]
+            );
         }
     }
 
