@@ -605,3 +605,54 @@ fn a_mark_answered_during_a_bootstrap_completes_only_after_it() {
         .position(|e| matches!(e, SessionEvent::DownloadComplete { .. }));
     assert!(persist.is_some() && complete > persist, "{events:?}");
 }
+
+#[test]
+fn a_download_that_fails_halfway_leaves_nothing_applied() {
+    let mut s = active();
+    write_one(&mut s);
+    let tags = Path::field("Item", PrimaryKey::Int(1), "tags");
+    s.write(2, |tx| tx.list_insert(tags.clone(), 0, Value::Int(1)))
+        .unwrap();
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+    let (store, pending, cursor) = (s.store().clone(), s.pending().to_vec(), s.meta().download);
+    assert_eq!(pending.len(), 2);
+
+    // The server integrated our first changeset, then made two: the first drops it from the
+    // pending list, rewrites our concurrent insert and applies; the second cannot apply.
+    let changeset = |server_version, instructions: &[Instruction]| DownloadChangeset {
+        server_version,
+        last_integrated_client_version: 1,
+        origin_timestamp: 5,
+        origin_file_ident: 9,
+        original_size: 0,
+        body: encode_changeset(instructions),
+    };
+    let good = changeset(
+        1,
+        &[
+            Instruction::ListInsert {
+                list: tags.clone(),
+                index: 0,
+                value: Value::Int(7),
+                prior_size: 0,
+            },
+            Instruction::CreateObject {
+                collection: "Item".into(),
+                key: PrimaryKey::Int(2),
+            },
+        ],
+    );
+    let bad = changeset(
+        2,
+        &[Instruction::Set {
+            path: Path::field("Item", PrimaryKey::Int(1), "n"),
+            value: Value::String("not a number".into()),
+        }],
+    );
+    s.handle_message(0, download(2, 1, vec![good, bad]));
+    assert_eq!(errors(&mut s), vec![ErrorCode::BadChangeset]);
+    assert!(s.store() == &store, "the first changeset stayed applied");
+    assert_eq!(s.pending(), &pending[..]);
+    assert_eq!(s.meta().download, cursor);
+}

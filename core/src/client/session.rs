@@ -352,8 +352,11 @@ impl ObjectSet {
 
 /// What integrating downloads changes besides the store, to put back if one of them fails.
 struct Saved {
-    meta: FileMeta,
-    pending: Vec<Changeset>,
+    /// The parts of the file's meta an integration changes (its subscriptions it never does).
+    download: DownloadCursor,
+    latest_server_version: u64,
+    latest_server_version_salt: u64,
+    transaction: Option<OutstandingTransaction>,
     pending_acknowledged: u64,
     pending_rewritten: Vec<u64>,
     leaving: ObjectSet,
@@ -409,6 +412,19 @@ pub struct ClientSession {
     max_bootstrap_bytes: usize,
     /// Whether storage writes are built ([`ClientSession::discard_storage_writes`] clears it).
     storage_writes: bool,
+    /// While downloads are integrated: what to put back into the pending changesets if the
+    /// integration fails.
+    journal: Option<Journal>,
+}
+
+/// The pending changesets an integration of downloads changed or dropped, as they were before.
+/// Copying only those keeps Data Ingest's queue (never rewritten by a download) out of the copy.
+#[derive(Debug, Default)]
+struct Journal {
+    /// Dropped as acknowledged, in version order (each drop takes a prefix of the pending list).
+    dropped: Vec<Changeset>,
+    /// Copies of changesets as they were before the integration first rewrote them.
+    originals: Vec<Changeset>,
 }
 
 impl ClientSession {
@@ -458,6 +474,7 @@ impl ClientSession {
             bootstrap: Bootstrap::default(),
             max_bootstrap_bytes: DEFAULT_MAX_BOOTSTRAP_BYTES,
             storage_writes: true,
+            journal: None,
         }
     }
 
@@ -1006,21 +1023,22 @@ impl ClientSession {
     }
 
     /// Integrates downloads (one, or every part of a bootstrap) as one unit: one storage write
-    /// and one change notification. If a part of a bootstrap fails, nothing of it stays applied.
-    /// (A single DOWNLOAD that fails is not undone: the session fails and nothing of it was
-    /// persisted. Undoing it would mean copying the pending list, Data Ingest's whole queue,
-    /// before every DOWNLOAD.)
+    /// and one change notification. If any part fails, nothing of it stays applied: the store
+    /// through its undo log, the pending changesets through the journal, the rest from a copy.
     fn integrate_downloads(&mut self, downloads: Vec<Download>) -> Result<(), SyncError> {
-        let saved = (downloads.len() > 1).then(|| Saved {
-            meta: self.meta.clone(),
-            pending: self.pending.clone(),
+        let saved = Saved {
+            download: self.meta.download,
+            latest_server_version: self.meta.latest_server_version,
+            latest_server_version_salt: self.meta.latest_server_version_salt,
+            transaction: self.meta.transaction.clone(),
             pending_acknowledged: self.pending_acknowledged,
             pending_rewritten: self.pending_rewritten.clone(),
             leaving: self.leaving.clone(),
             released: self.released.clone(),
             in_flight: self.in_flight,
             events: self.events.len(),
-        });
+        };
+        self.journal = Some(Journal::default());
         let mut undo = Vec::new();
         let mut changes = Changes::default();
         let mut touched = Vec::new();
@@ -1031,24 +1049,26 @@ impl ClientSession {
             match result {
                 Ok(objects) => touched.extend(objects),
                 Err(error) => {
-                    if let Some(saved) = saved {
-                        self.store.rollback(&mut undo, 0);
-                        self.meta = saved.meta;
-                        self.pending = saved.pending;
-                        self.pending_acknowledged = saved.pending_acknowledged;
-                        self.pending_rewritten = saved.pending_rewritten;
-                        self.bodies = unencoded(&self.pending);
-                        self.leaving = saved.leaving;
-                        self.released = saved.released;
-                        self.in_flight = saved.in_flight;
-                        self.events.truncate(saved.events);
-                    }
+                    self.store.rollback(&mut undo, 0);
+                    self.restore_journaled();
+                    self.meta.download = saved.download;
+                    self.meta.latest_server_version = saved.latest_server_version;
+                    self.meta.latest_server_version_salt = saved.latest_server_version_salt;
+                    self.meta.transaction = saved.transaction;
+                    self.pending_acknowledged = saved.pending_acknowledged;
+                    self.pending_rewritten = saved.pending_rewritten;
+                    self.bodies = unencoded(&self.pending);
+                    self.leaving = saved.leaving;
+                    self.released = saved.released;
+                    self.in_flight = saved.in_flight;
+                    self.events.truncate(saved.events);
                     return Err(error);
                 }
             }
             first = false;
             last = Some((download.progress, download.query_version));
         }
+        self.journal = None;
         let Some((progress, query_version)) = last else {
             return Ok(());
         };
@@ -1228,15 +1248,20 @@ impl ClientSession {
             .map_err(|e| protocol_error(ErrorCode::BadChangeset, &format!("resets: {e}")))?;
         for instruction in instructions {
             if let Instruction::EraseObject { collection, key } = &instruction {
-                for changeset in &mut self.pending {
-                    let before = changeset.instructions.len();
-                    changeset
+                let object = Some((collection.as_str(), key));
+                for index in 0..self.pending.len() {
+                    if !self.pending[index]
                         .instructions
-                        .retain(|i| i.object() != Some((collection.as_str(), key)));
-                    if changeset.instructions.len() != before {
-                        self.pending_rewritten.push(changeset.meta.version);
-                        forget_body(&mut self.bodies, changeset.meta.version);
+                        .iter()
+                        .any(|i| i.object() == object)
+                    {
+                        continue;
                     }
+                    self.journal_pending(index);
+                    let changeset = &mut self.pending[index];
+                    changeset.instructions.retain(|i| i.object() != object);
+                    self.pending_rewritten.push(changeset.meta.version);
+                    forget_body(&mut self.bodies, changeset.meta.version);
                 }
                 self.store.evict_logged(collection, key, changes, undo);
                 let object = (collection.clone(), key.clone());
@@ -1743,11 +1768,48 @@ impl ClientSession {
 
     /// Drops the pending changesets up to client version `through`: the server integrated them.
     fn drop_acknowledged(&mut self, through: u64) {
-        let before = self.pending.len();
-        self.pending.retain(|p| p.meta.version > through);
-        if self.pending.len() != before {
-            self.pending_acknowledged = self.pending_acknowledged.max(through);
-            self.bodies.retain(|(version, _)| *version > through);
+        // Pending changesets are in version order.
+        let dropped = self.pending.partition_point(|p| p.meta.version <= through);
+        if dropped == 0 {
+            return;
+        }
+        let gone = self.pending.drain(..dropped);
+        match &mut self.journal {
+            Some(journal) => journal.dropped.extend(gone),
+            None => drop(gone),
+        }
+        self.pending_acknowledged = self.pending_acknowledged.max(through);
+        self.bodies.retain(|(version, _)| *version > through);
+    }
+
+    /// Keeps a copy of the pending changeset at `index` in the journal, if an integration is
+    /// under way and it has none yet, before the integration changes it.
+    fn journal_pending(&mut self, index: usize) {
+        let (Some(journal), Some(changeset)) = (&mut self.journal, self.pending.get(index)) else {
+            return;
+        };
+        let version = changeset.meta.version;
+        if !journal.originals.iter().any(|c| c.meta.version == version) {
+            journal.originals.push(changeset.clone());
+        }
+    }
+
+    /// Puts the journaled pending changesets back as they were before a failed integration.
+    fn restore_journaled(&mut self) {
+        let Some(journal) = self.journal.take() else {
+            return;
+        };
+        // Every dropped changeset comes before every one still pending.
+        self.pending.splice(0..0, journal.dropped);
+        for changeset in journal.originals {
+            let version = changeset.meta.version;
+            match self
+                .pending
+                .binary_search_by_key(&version, |c| c.meta.version)
+            {
+                Ok(index) => self.pending[index] = changeset,
+                Err(index) => self.pending.insert(index, changeset),
+            }
         }
     }
 
@@ -1761,6 +1823,12 @@ impl ClientSession {
     /// Records which pending changesets transforming them against `theirs` may rewrite.
     fn note_rewritten(&mut self, theirs: &[Changeset]) {
         for version in possibly_rewritten(&self.pending, theirs) {
+            if let Ok(index) = self
+                .pending
+                .binary_search_by_key(&version, |c| c.meta.version)
+            {
+                self.journal_pending(index);
+            }
             self.pending_rewritten.push(version);
             forget_body(&mut self.bodies, version);
         }
