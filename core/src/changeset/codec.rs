@@ -845,16 +845,17 @@ thread_local! {
 /// stream actually produces, never past `stated + 1` bytes.
 fn inflate(input: &[u8], stated: u64, offset: usize) -> Result<Vec<u8>, CodecError> {
     let new = || InflateState::new_boxed(DataFormat::Zlib);
-    INFLATER
-        .try_with(|cell| match cell.try_borrow_mut() {
-            Ok(mut slot) => {
-                let z = slot.get_or_insert_with(new);
-                z.reset(DataFormat::Zlib);
-                inflate_with(z, input, stated, offset)
-            }
-            Err(_) => inflate_with(&mut new(), input, stated, offset),
-        })
-        .unwrap_or_else(|_| inflate_with(&mut new(), input, stated, offset))
+    let shared = INFLATER.try_with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let z = slot.get_or_insert_with(new);
+        z.reset(DataFormat::Zlib);
+        Some(inflate_with(z, input, stated, offset))
+    });
+    // Only while the thread is being torn down, or inflating re-entered, is it unavailable.
+    match shared {
+        Ok(Some(result)) => result,
+        _ => inflate_with(&mut new(), input, stated, offset),
+    }
 }
 
 /// [`inflate`] with a fresh (or just reset) `z`.

@@ -1773,10 +1773,10 @@ impl ClientSession {
         if dropped == 0 {
             return;
         }
-        let gone = self.pending.drain(..dropped);
-        match &mut self.journal {
-            Some(journal) => journal.dropped.extend(gone),
-            None => drop(gone),
+        let rest = self.pending.split_off(dropped);
+        let mut gone = std::mem::replace(&mut self.pending, rest);
+        if let Some(journal) = &mut self.journal {
+            journal.dropped.append(&mut gone);
         }
         self.pending_acknowledged = self.pending_acknowledged.max(through);
         self.bodies.retain(|(version, _)| *version > through);
@@ -1800,7 +1800,9 @@ impl ClientSession {
             return;
         };
         // Every dropped changeset comes before every one still pending.
-        self.pending.splice(0..0, journal.dropped);
+        let mut pending = journal.dropped;
+        pending.append(&mut self.pending);
+        self.pending = pending;
         for changeset in journal.originals {
             let version = changeset.meta.version;
             match self
@@ -1822,13 +1824,11 @@ impl ClientSession {
 
     /// Records which pending changesets transforming them against `theirs` may rewrite.
     fn note_rewritten(&mut self, theirs: &[Changeset]) {
-        for version in possibly_rewritten(&self.pending, theirs) {
-            if let Ok(index) = self
-                .pending
-                .binary_search_by_key(&version, |c| c.meta.version)
-            {
-                self.journal_pending(index);
-            }
+        for index in possibly_rewritten(&self.pending, theirs) {
+            let Some(version) = self.pending.get(index).map(|c| c.meta.version) else {
+                continue;
+            };
+            self.journal_pending(index);
             self.pending_rewritten.push(version);
             forget_body(&mut self.bodies, version);
         }
@@ -1941,12 +1941,12 @@ fn diverged(error: &TransformError) -> SyncError {
     protocol_error(ErrorCode::DivergingHistories, &error.to_string())
 }
 
-/// The versions of the changesets of `ours` that transforming them against `theirs` may rewrite:
+/// The positions of the changesets of `ours` that transforming them against `theirs` may rewrite:
 /// those with an instruction on an object that `theirs` touch, or a schema instruction when
 /// `theirs` hold one. This is the transformation's own test of which pairs interact (an
 /// instruction never interacts with one on another object), so every other changeset of `ours`
 /// comes out of it unchanged.
-fn possibly_rewritten(ours: &[Changeset], theirs: &[Changeset]) -> Vec<u64> {
+fn possibly_rewritten(ours: &[Changeset], theirs: &[Changeset]) -> Vec<usize> {
     if ours.is_empty() {
         return Vec::new();
     }
@@ -1963,15 +1963,16 @@ fn possibly_rewritten(ours: &[Changeset], theirs: &[Changeset]) -> Vec<u64> {
     }
     crate::sort::sort(&mut objects);
     objects.dedup();
-    ours.iter()
-        .filter(|c| {
-            c.instructions.iter().any(|i| {
-                i.object()
-                    .map_or(schema, |o| objects.binary_search(&o).is_ok())
-            })
-        })
-        .map(|c| c.meta.version)
-        .collect()
+    let mut rewritten = Vec::new();
+    for (index, changeset) in ours.iter().enumerate() {
+        if changeset.instructions.iter().any(|i| {
+            i.object()
+                .map_or(schema, |o| objects.binary_search(&o).is_ok())
+        }) {
+            rewritten.push(index);
+        }
+    }
+    rewritten
 }
 
 /// Cache entries for `pending`, none encoded yet.

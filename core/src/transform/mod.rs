@@ -28,7 +28,6 @@ mod rules;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt;
 
 use crate::changeset::{Changeset, Instruction, Path};
@@ -160,10 +159,11 @@ pub fn transform(
     theirs: &mut [Changeset],
     log: Option<&mut Vec<MergeDecision>>,
 ) -> Result<(), TransformError> {
-    run(ours, theirs, log, |_| Ok::<(), Infallible>(())).map_err(|e| match e {
-        EachError::Transform(e) => e,
-        EachError::Each(never) => match never {},
-    })
+    match run(ours, theirs, log, &mut |_| true) {
+        Err(Stop::Transform(e)) => Err(e),
+        // Nothing here stops the walk.
+        Ok(()) | Err(Stop::Each) => Ok(()),
+    }
 }
 
 /// Why [`transform_each`] stopped.
@@ -197,18 +197,38 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for EachError<E> {}
 pub fn transform_each<E>(
     ours: &mut [Changeset],
     theirs: &mut [Changeset],
-    each: impl FnMut(&mut Changeset) -> Result<(), E>,
+    mut each: impl FnMut(&mut Changeset) -> Result<(), E>,
 ) -> Result<(), EachError<E>> {
-    run(ours, theirs, None, each)
+    let mut failure = None;
+    let mut step = |changeset: &mut Changeset| match each(changeset) {
+        Ok(()) => true,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    };
+    match run(ours, theirs, None, &mut step) {
+        Ok(()) => Ok(()),
+        Err(Stop::Transform(e)) => Err(EachError::Transform(e)),
+        Err(Stop::Each) => failure.map_or(Ok(()), |e| Err(EachError::Each(e))),
+    }
 }
 
-/// [`transform`] and [`transform_each`]: `each` is only called without a log.
-fn run<E>(
+/// Why [`run`] stopped early.
+enum Stop {
+    Transform(TransformError),
+    /// `each` returned `false`.
+    Each,
+}
+
+/// [`transform`] and [`transform_each`]: `each` is only called without a log, and the walk
+/// stops when it returns `false`. One instance serves both (the browser build links both).
+fn run(
     ours: &mut [Changeset],
     theirs: &mut [Changeset],
     mut log: Option<&mut Vec<MergeDecision>>,
-    mut each: impl FnMut(&mut Changeset) -> Result<(), E>,
-) -> Result<(), EachError<E>> {
+    each: &mut dyn FnMut(&mut Changeset) -> bool,
+) -> Result<(), Stop> {
     let mut our_cells: Vec<Option<Vec<Cell>>> = vec![None; ours.len()];
     // A download brings many of their changesets, each transformed once: without a log their
     // instructions are moved into the grid instead of copied, and moved back as soon as their
@@ -226,7 +246,7 @@ fn run<E>(
     let lists = Lists::new(ours);
     let mut their_ids = Vec::new();
     let mut merged = Vec::new();
-    let mut result: Result<(), EachError<E>> = Ok(());
+    let mut result: Result<(), Stop> = Ok(());
     // The grid is walked column by column: one of their changesets against each relevant one of
     // ours, in order. Any order that reaches cell (i, j) after (i-1, j) and (i, j-1) gives the
     // same result; this one reads each of their changesets once, in one pass, while ours stay
@@ -234,11 +254,9 @@ fn run<E>(
     for (b_index, b) in theirs.iter_mut().enumerate() {
         let a_indices = index.relevant(&b.instructions, &mut merged);
         if a_indices.is_empty() {
-            if move_theirs {
-                result = each(b).map_err(EachError::Each);
-                if result.is_err() {
-                    break;
-                }
+            if move_theirs && !each(b) {
+                result = Err(Stop::Each);
+                break;
             }
             continue;
         }
@@ -267,15 +285,15 @@ fn run<E>(
             };
             result = grid
                 .run(a_cells, &mut b_cells, log.as_deref_mut())
-                .map_err(EachError::Transform);
+                .map_err(Stop::Transform);
             if result.is_err() {
                 break;
             }
         }
         if move_theirs {
             b.instructions = kept(b_cells);
-            if result.is_ok() {
-                result = each(b).map_err(EachError::Each);
+            if result.is_ok() && !each(b) {
+                result = Err(Stop::Each);
             }
         } else if let Some(slot) = their_cells.get_mut(b_index) {
             *slot = Some(b_cells);
@@ -399,38 +417,43 @@ fn outcome(before: &Cell, after: &Cell) -> Outcome {
 /// transform). Their instruction on a top-level list none of ours touch gets an id none of ours
 /// has.
 struct Lists<'o> {
-    ids: BTreeMap<&'o Path, u32>,
+    /// Our top-level lists, sorted; a list's id is its position. (A sorted `Vec` rather than a
+    /// map: a `BTreeMap` of this type would cost the browser build its own B-tree code.)
+    ids: Vec<&'o Path>,
     /// Each of our changesets' list ids, by instruction.
     ours: Vec<Vec<Option<u32>>>,
 }
 
 impl<'o> Lists<'o> {
     fn new(ours: &'o [Changeset]) -> Self {
-        let mut ids = BTreeMap::new();
-        let ours = ours
-            .iter()
-            .map(|changeset| {
-                changeset
-                    .instructions
-                    .iter()
-                    .map(|instruction| {
-                        let list = rules::top_level_list(instruction)?;
-                        let next = u32::try_from(ids.len()).ok()?;
-                        Some(*ids.entry(list).or_insert(next))
-                    })
-                    .collect()
-            })
-            .collect();
-        Lists { ids, ours }
+        let mut ids: Vec<&Path> = Vec::new();
+        for instruction in ours.iter().flat_map(|changeset| &changeset.instructions) {
+            if let Some(list) = rules::top_level_list(instruction) {
+                ids.push(list);
+            }
+        }
+        crate::sort::sort(&mut ids);
+        ids.dedup();
+        let mut lists = Lists {
+            ids,
+            ours: Vec::with_capacity(ours.len()),
+        };
+        for changeset in ours {
+            let mut row = Vec::with_capacity(changeset.instructions.len());
+            for instruction in &changeset.instructions {
+                row.push(lists.id(Some(instruction)));
+            }
+            lists.ours.push(row);
+        }
+        lists
     }
 
-    /// A cell's list id: `None` unless it is a list instruction on a top-level list.
+    /// A cell's list id: `None` unless it is a list instruction on a top-level list; one past
+    /// ours for a list that none of ours touches.
     fn id(&self, cell: Option<&Instruction>) -> Option<u32> {
         let list = rules::top_level_list(cell?)?;
-        match self.ids.get(list) {
-            Some(&id) => Some(id),
-            None => u32::try_from(self.ids.len()).ok(),
-        }
+        let position = self.ids.binary_search(&list).unwrap_or(self.ids.len());
+        u32::try_from(position).ok()
     }
 }
 

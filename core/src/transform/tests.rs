@@ -3,6 +3,7 @@
 //! transactions, including chunking consistency and three-replica merges.
 
 use std::cmp::Ordering;
+use std::convert::Infallible;
 
 use proptest::prelude::*;
 
