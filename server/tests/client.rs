@@ -334,13 +334,7 @@ async fn an_expired_session_binds_again_after_a_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_development_mode_server_learns_the_schema_from_a_native_client() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ]);
+    let server = Server::development(dir.path());
     let file = dir.path().join("device.eddy");
     let token = anonymous_token(server.addr).await;
     let writer = Client::open(&file, &server.sync_url(), &token, sim_schema()).unwrap();
@@ -383,13 +377,7 @@ async fn a_development_mode_server_learns_the_schema_from_a_native_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_opened_from_a_snapshot_teaches_a_development_mode_server_its_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ]);
+    let server = Server::development(dir.path());
     let writer = anonymous_client(&server).await;
     writer.write(|tx| set_item(tx, 1, 1)).unwrap();
     writer.wait_for_upload(WAIT).await.unwrap();

@@ -64,6 +64,18 @@ impl Server {
         }
     }
 
+    /// Starts a server in development mode (no schema: it learns one from its clients) over
+    /// `dir/data`.
+    pub fn development(dir: &Path) -> Server {
+        let data = dir.join("data");
+        Server::start(&[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ])
+    }
+
     /// Starts a server on `listen` over `dir/data`, enforcing the simulation schema.
     pub fn with_schema(dir: &Path, listen: &str) -> Server {
         let schema_file = dir.join("schema.json");
