@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
+use eddy_core::protocol::{Subscription, SubscriptionSet};
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
@@ -39,9 +40,15 @@ struct Args {
     /// writing the next as soon as fewer are (0: write in batches).
     #[arg(long, default_value_t = 0)]
     window: u64,
-    /// Idle-session counts to measure server memory at (comma-separated; empty skips it).
+    /// Idle-session counts to measure server memory at (comma-separated; 0 skips it).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     idle: Vec<usize>,
+    /// Objects every client's flexible-sync view holds before the runs (0: the clients subscribe
+    /// to everything, so the server keeps no per-object view). With N, a first client creates
+    /// N objects and every client subscribes to a query that matches them and every object the
+    /// runs write, so each write enters every receiver's view.
+    #[arg(long, default_value_t = 0)]
+    held: usize,
 }
 
 /// Primary keys of the latency run's objects start here; throughput objects are the client
@@ -49,6 +56,10 @@ struct Args {
 const LATENCY_KEYS: i64 = 1_000_000;
 /// How many idle clients connect at once.
 const IDLE_WAVE: usize = 250;
+/// Primary keys of the objects `--held` creates start here.
+const HELD_KEYS: i64 = 2_000_000;
+/// How many of those objects one write creates.
+const HELD_BATCH: usize = 10_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -64,12 +75,15 @@ async fn main() -> anyhow::Result<()> {
     let mut server = Server::start(&binary, dir.path())?;
     let token = server.anonymous_token().await?;
     let clients = connect(&server, &token, args.clients).await?;
+    if args.held > 0 {
+        hold(&clients, args.held).await?;
+    }
     latency(&server, &clients, args.writes).await?;
     throughput(&server, &clients, args.seconds, args.batch, args.window).await?;
     drop(clients);
     // Nothing is left to flush that the figures depend on.
     server.kill9()?;
-    for count in args.idle {
+    for count in args.idle.into_iter().filter(|c| *c > 0) {
         idle_memory(&binary, count).await?;
     }
     Ok(())
@@ -90,6 +104,37 @@ async fn connect(server: &Server, token: &str, count: usize) -> anyhow::Result<V
         client.wait_for_download(WAIT).await?;
     }
     Ok(clients)
+}
+
+/// The first client creates `count` objects; then every client subscribes to a query matching
+/// them (and every object the runs write) and waits until its view holds them all.
+async fn hold(clients: &[Arc<Client>], count: usize) -> anyhow::Result<()> {
+    let first = clients.first().ok_or_else(|| anyhow!("no clients"))?;
+    let keys: Vec<i64> = (HELD_KEYS..).take(count).collect();
+    for chunk in keys.chunks(HELD_BATCH) {
+        first.write(|tx| chunk.iter().try_for_each(|key| set_item(tx, *key, 0)))?;
+    }
+    first.wait_for_upload(WAIT).await?;
+    let set = SubscriptionSet {
+        version: 1,
+        subscriptions: vec![Subscription {
+            name: "held items".into(),
+            collection: "Item".into(),
+            query: "n >= 0".into(),
+        }],
+    };
+    for client in clients {
+        client.update_subscriptions(set.clone())?;
+    }
+    for client in clients {
+        client.wait_for_download(WAIT).await?;
+        let held = client.read(|s| s.objects("Item").count())?;
+        if held < count {
+            bail!("a client holds {held} of the {count} objects after subscribing");
+        }
+    }
+    println!("views: {} clients each hold {count} objects", clients.len());
+    Ok(())
 }
 
 /// Microseconds since `base`, saturating.
