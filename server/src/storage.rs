@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use eddy_core::protocol::IngestStatusEntry;
+use eddy_core::server::view::{ObjectState, StoredView, ViewDelta};
 use eddy_core::server::{
     ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
     StoredState,
@@ -75,6 +76,17 @@ const MIGRATIONS: &[&str] = &[
     // Nothing reads ingested objects by origin; the index cost every ingested object a third
     // b-tree insert.
     "DROP INDEX IF EXISTS ingested_by_origin;",
+    // Flexible-sync views stored per object, so that an object entering a view writes one row
+    // instead of the whole view; `client_views.view` keeps the header. A view stored whole
+    // before this migration reads as before and is stored per object with its next change.
+    "CREATE TABLE client_view_objects (
+         ident INTEGER NOT NULL,
+         object BLOB NOT NULL,
+         held INTEGER NOT NULL,
+         pending INTEGER NOT NULL,
+         last_reset INTEGER,
+         PRIMARY KEY (ident, object)
+     ) WITHOUT ROWID;",
 ];
 
 /// How long a connection waits for another one's write lock before failing.
@@ -331,11 +343,44 @@ impl ServerStorage for SqliteStorage {
             .conn
             .prepare("SELECT ident, view FROM client_views")
             .map_err(storage_error)?;
-        let views = stmt
-            .query_map([], |r| Ok((from_sql(r.get(0)?), r.get::<_, Vec<u8>>(1)?)))
+        let mut views: BTreeMap<u64, StoredView> = stmt
+            .query_map([], |r| {
+                Ok((
+                    from_sql(r.get(0)?),
+                    StoredView {
+                        header: r.get(1)?,
+                        objects: BTreeMap::new(),
+                    },
+                ))
+            })
             .map_err(storage_error)?
             .collect::<Result<_, _>>()
             .map_err(storage_error)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ident, object, held, pending, last_reset FROM client_view_objects")
+            .map_err(storage_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    from_sql(r.get(0)?),
+                    r.get::<_, Vec<u8>>(1)?,
+                    ObjectState {
+                        held: r.get(2)?,
+                        pending: r.get(3)?,
+                        last_reset: r.get::<_, Option<i64>>(4)?.map(from_sql),
+                    },
+                ))
+            })
+            .map_err(storage_error)?;
+        for row in rows {
+            let (ident, object, state) = row.map_err(storage_error)?;
+            views
+                .entry(ident)
+                .or_default()
+                .objects
+                .insert(object, state);
+        }
         let mut stmt = self
             .conn
             .prepare(
@@ -453,12 +498,45 @@ impl ServerStorage for SqliteStorage {
         Ok(())
     }
 
-    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError> {
+    fn save_view(&mut self, file_ident: u64, delta: &ViewDelta) -> Result<(), StorageError> {
         self.begin()?;
+        let ident = to_sql(file_ident);
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO client_views (ident, view) VALUES (?1, ?2)")
-            .and_then(|mut stmt| stmt.execute(params![to_sql(file_ident), view]))
+            .and_then(|mut stmt| stmt.execute(params![ident, delta.header]))
             .map_err(storage_error)?;
+        if delta.whole {
+            self.conn
+                .prepare_cached("DELETE FROM client_view_objects WHERE ident = ?1")
+                .and_then(|mut stmt| stmt.execute(params![ident]))
+                .map_err(storage_error)?;
+        }
+        let mut write = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO client_view_objects (ident, object, held, pending, last_reset)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(storage_error)?;
+        let mut delete = self
+            .conn
+            .prepare_cached("DELETE FROM client_view_objects WHERE ident = ?1 AND object = ?2")
+            .map_err(storage_error)?;
+        for (object, state) in &delta.objects {
+            match state {
+                Some(state) => write.execute(params![
+                    ident,
+                    object,
+                    state.held,
+                    state.pending,
+                    state.last_reset.map(to_sql)
+                ]),
+                // A whole delta started from no rows.
+                None if delta.whole => continue,
+                None => delete.execute(params![ident, object]),
+            }
+            .map_err(storage_error)?;
+        }
         Ok(())
     }
 
@@ -561,6 +639,43 @@ mod tests {
                 .get(&(u64::MAX - 1).to_string()),
             Some(&3)
         );
+    }
+
+    #[test]
+    fn views_are_stored_change_by_change_and_read_back_whole() {
+        use eddy_core::server::view::FileView;
+        let dir = tempfile::tempdir().unwrap();
+        let object = |k: i64| ("Item".to_owned(), PrimaryKey::Int(k));
+        let store = |view: &mut FileView| {
+            let mut s = SqliteStorage::open(dir.path()).unwrap();
+            if let Some(delta) = view.delta() {
+                s.save_view(3, &delta).unwrap();
+            }
+            s.flush().unwrap();
+            view.saved();
+            FileView::from_stored(&s.load().unwrap().views[&3]).unwrap()
+        };
+        let mut view = FileView::empty();
+        view.hold((0..100).map(object));
+        assert_eq!(store(&mut view), view);
+        view.owe_reset(object(200));
+        view.release(object(5));
+        view.record_reset(object(7), 9, false);
+        let delta = view.delta().unwrap();
+        assert_eq!(delta.objects.len(), 3, "one row per changed object");
+        assert_eq!(store(&mut view), view);
+        let read = store(&mut view);
+        assert!(!read.holds("Item", &PrimaryKey::Int(5)));
+        assert!(!read.holds("Item", &PrimaryKey::Int(7)));
+        assert!(read.holds("Item", &PrimaryKey::Int(99)));
+        assert_eq!(read.reset_since(9), vec![object(7)]);
+        view.store_failed();
+        assert_eq!(store(&mut view), view);
+        let rows: i64 = open_database(dir.path())
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM client_view_objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 101, "98 held, 5 and 200 owed a reset, 7 reset once");
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub type ConnectionId = u64;
 /// The largest client file ident (exclusive).
 const MAX_FILE_IDENT: u64 = 1 << 63;
 
+/// How many DOWNLOADs `poll_transmit` builds before one flush makes the views they changed
+/// durable: a bound on the messages queued at once, large enough that a changeset fanned out to
+/// many files costs a few flushes rather than one per file.
+const DOWNLOADS_PER_FLUSH: usize = 256;
+
 /// How the engine is set up.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -379,8 +384,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut scratch = Changes::default();
         let mut touches = Touches::default();
         let mut views = HashMap::new();
-        for (file, bytes) in &stored.views {
-            let view = FileView::decode(bytes).map_err(|e| {
+        for (file, stored) in &stored.views {
+            let view = FileView::from_stored(stored).map_err(|e| {
                 StorageError(format!(
                     "the view of client file {file} does not decode: {e}"
                 ))
@@ -929,7 +934,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             {
                 FileView::empty()
             } else {
-                FileView::default()
+                FileView::everything()
             };
             self.save_view(file_ident, view);
         }
@@ -1576,17 +1581,31 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// flush, so nothing is acknowledged before it is durable.
     pub fn poll_transmit(&mut self) -> Result<Option<(ConnectionId, ServerMessage)>, EngineError> {
         if self.outbox.is_empty() {
-            self.build_next_download();
-        }
-        // After building: a DOWNLOAD that changed a view goes out only once the view is durable.
-        while let Some(file) = self.dirty_views.pop_first() {
-            if let Some(view) = self.views.get(&file) {
-                self.storage.save_view(file, &view.encode())?;
+            // The DOWNLOADs owed now are built together, so that the views they change become
+            // durable in one flush rather than one per receiver.
+            for _ in 0..DOWNLOADS_PER_FLUSH {
+                if !self.build_next_download() {
+                    break;
+                }
             }
         }
-        if self.needs_flush {
-            self.storage.flush()?;
-            self.needs_flush = false;
+        // After building: a DOWNLOAD that changed a view goes out only once the view is durable.
+        let files = std::mem::take(&mut self.dirty_views);
+        if let Err(e) = self.store_views(&files) {
+            // What was buffered is lost with the failed transaction: each of these views is
+            // stored whole next time.
+            for file in files {
+                if let Some(view) = self.views.get_mut(&file) {
+                    view.store_failed();
+                }
+                self.dirty_views.insert(file);
+            }
+            return Err(e);
+        }
+        for file in &files {
+            if let Some(view) = self.views.get_mut(file) {
+                view.saved();
+            }
         }
         Ok(self.outbox.pop_front())
     }
@@ -1596,7 +1615,22 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         self.events.pop_front()
     }
 
-    fn build_next_download(&mut self) {
+    /// Stores what changed in the views of `files`, then flushes everything buffered.
+    fn store_views(&mut self, files: &BTreeSet<u64>) -> Result<(), EngineError> {
+        for file in files {
+            if let Some(delta) = self.views.get(file).and_then(FileView::delta) {
+                self.storage.save_view(*file, &delta)?;
+            }
+        }
+        if self.needs_flush {
+            self.storage.flush()?;
+            self.needs_flush = false;
+        }
+        Ok(())
+    }
+
+    /// Builds the next owed DOWNLOAD; false when none is owed.
+    fn build_next_download(&mut self) -> bool {
         // Sessions that need a DOWNLOAD queue up in `dirty`; entries of sessions that ended or
         // were served meanwhile are skipped.
         let target = std::iter::from_fn(|| self.dirty.pop_first()).find(|(c, s)| {
@@ -1606,7 +1640,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .is_some_and(|session| session.needs_download)
         });
         let Some((connection, ident)) = target else {
-            return;
+            return false;
         };
         let mut latest = self.latest_version();
         let Some(session) = self
@@ -1614,7 +1648,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .get_mut(&connection)
             .and_then(|c| c.sessions.get_mut(&ident))
         else {
-            return;
+            return true;
         };
         session.needs_download = false;
         let Phase::Identified {
@@ -1622,7 +1656,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             cursor,
         } = session.phase
         else {
-            return;
+            return true;
         };
         let recheck_from = session
             .view
@@ -1630,7 +1664,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .take()
             .unwrap_or(cursor.server_version);
         let Some(file) = self.files.get(&file_ident) else {
-            return;
+            return true;
         };
         let everything = FileView::default();
         let file_view = self.views.get(&file_ident).unwrap_or(&everything);
@@ -1677,7 +1711,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             if self
                 .views
                 .get(&file_ident)
-                .is_some_and(|v| !v.pending_resets.is_empty())
+                .is_some_and(FileView::owes_resets)
                 && self.append_reset_version().is_ok()
             {
                 latest = self.latest_version();
@@ -1692,7 +1726,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .get_mut(&connection)
                 .and_then(|c| c.sessions.get_mut(&ident)),
         ) else {
-            return;
+            return true;
         };
         let (upload_sv, upload_cv) = file.last_integration();
         let new_cursor = DownloadCursor {
@@ -1769,6 +1803,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         if !update.refused.is_empty() {
             self.send_compensating_write(connection, ident, latest, update.refused);
         }
+        true
     }
 
     /// Resets get a server version of their own: an empty changeset from the server. A client
@@ -1811,16 +1846,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         };
         let store = &self.store;
         let mut changed = false;
-        if fv.held.is_none() && !sv.matcher.selects_everything(store.schema()) {
+        if fv.holds_everything() && !sv.matcher.selects_everything(store.schema()) {
             // A file that held everything narrows: it holds exactly what exists now (and, should
             // this DOWNLOAD be lost, what it did not see erased; see `resend_lost_resets`).
-            fv.held = Some(view::all_objects(store));
-            fv.narrowed_at = self.history.len() as u64;
+            fv.narrow(view::all_objects(store), self.history.len() as u64);
             sv.recheck_all = true;
             changed = true;
         }
         let mut leaving = Vec::new();
-        if let Some(held) = fv.held.as_mut() {
+        if let Some(held) = fv.held() {
             let candidates: BTreeSet<ObjectKey> = if sv.recheck_all {
                 let mut all = view::all_objects(store);
                 all.extend(held.iter().cloned());
@@ -1840,10 +1874,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             for object in candidates {
                 let (collection, key) = (&object.0, &object.1);
                 let wanted = sv.matcher.selects(store, collection, key);
-                let holds = held.contains(&object);
+                let holds = fv.holds(collection, key);
                 if wanted {
                     sv.hinted.remove(&object);
-                    if !holds && fv.pending_resets.insert(object) {
+                    if !holds && fv.owe_reset(object) {
                         changed = true;
                     }
                 } else if holds {
@@ -1887,9 +1921,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let store = &self.store;
         let mut resets = Vec::new();
         let mut bytes = 0;
-        while let Some(object) = fv.pending_resets.pop_first() {
+        while let Some(object) = fv.take_reset() {
             if bytes >= self.config.max_reset_bytes {
-                fv.pending_resets.insert(object);
+                fv.owe_reset(object);
                 update.more_to_come = true;
                 break;
             }
@@ -1898,15 +1932,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             let instructions = view::reset_instructions(store, collection, key, present);
             bytes += encode_changeset(&instructions).len();
             resets.extend(instructions);
-            if let Some(held) = fv.held.as_mut() {
-                if present {
-                    held.insert(object.clone());
-                } else {
-                    held.remove(&object);
-                    sv.hinted.remove(&object);
-                }
+            if !present {
+                sv.hinted.remove(&object);
             }
-            fv.last_reset.insert(object, version);
+            fv.record_reset(object, version, present);
         }
         if !resets.is_empty() {
             update.resets = encode_changeset(&resets);
@@ -1933,13 +1962,17 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let user = view::user_context(&session.user.id);
         let roles = &self.config.roles;
         let checks_writes = roles.collections.values().any(|r| !r.write.is_true());
-        let unnarrowed = self.views.get(&file_ident).is_none_or(|fv| {
-            fv.held.is_none() && fv.pending_resets.is_empty() && fv.last_reset.is_empty()
-        });
+        let unnarrowed = self
+            .views
+            .get(&file_ident)
+            .is_none_or(FileView::is_unnarrowed);
         if unnarrowed && !checks_writes {
             return BTreeSet::new();
         }
-        let fv = self.views.entry(file_ident).or_default();
+        let fv = self
+            .views
+            .entry(file_ident)
+            .or_insert_with(FileView::everything);
         let store = &self.store;
         let mut per_object: BTreeMap<ObjectKey, Vec<Instruction>> = BTreeMap::new();
         for instruction in changesets.iter().flat_map(|c| &c.instructions) {
@@ -1974,8 +2007,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     .is_none_or(|(c, k)| !refused_keys.contains(&(c.to_owned(), k.clone())))
             });
         }
-        fv.pending_resets
-            .extend(refused.iter().map(|(o, _)| o.clone()));
+        for (object, _) in &refused {
+            fv.owe_reset(object.clone());
+        }
         self.dirty_views.insert(file_ident);
         self.needs_flush = true;
         if let Ok(session) = self.session_mut(connection, ident) {
@@ -2031,20 +2065,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// Records that a file holds objects it created.
     fn hold(&mut self, file_ident: u64, objects: BTreeSet<ObjectKey>) {
         let schema = self.store.schema();
-        let Some(held) = self
-            .views
-            .get_mut(&file_ident)
-            .and_then(|v| v.held.as_mut())
-        else {
+        let Some(fv) = self.views.get_mut(&file_ident) else {
             return;
         };
-        let before = held.len();
-        held.extend(
-            objects
-                .into_iter()
-                .filter(|(c, _)| view::viewable(schema, c)),
-        );
-        if held.len() != before {
+        let viewable = objects
+            .into_iter()
+            .filter(|(c, _)| view::viewable(schema, c));
+        if fv.hold(viewable) {
             self.dirty_views.insert(file_ident);
             self.needs_flush = true;
         }
@@ -2056,32 +2083,28 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let Some(fv) = self.views.get_mut(&file_ident) else {
             return;
         };
-        if cursor < fv.narrowed_at {
+        let narrowed_at = fv.narrowed_at();
+        if cursor < narrowed_at {
             // The DOWNLOAD that narrowed the view was lost: the client may still hold objects
             // erased since its cursor, which must keep receiving instructions.
-            if let Some(held) = fv.held.as_mut() {
-                let schema = self.store.schema();
-                for changeset in self
-                    .decoded
-                    .iter()
-                    .skip(cursor as usize)
-                    .take((fv.narrowed_at - cursor) as usize)
-                {
-                    held.extend(view::touched(schema, &changeset.instructions));
-                }
+            let schema = self.store.schema();
+            for changeset in self
+                .decoded
+                .iter()
+                .skip(cursor as usize)
+                .take((narrowed_at - cursor) as usize)
+            {
+                fv.hold(view::touched(schema, &changeset.instructions));
             }
-            fv.narrowed_at = cursor;
+            fv.set_narrowed_at(cursor);
             self.dirty_views.insert(file_ident);
             self.needs_flush = true;
         }
-        let lost: Vec<ObjectKey> = fv
-            .last_reset
-            .iter()
-            .filter(|(_, version)| **version >= cursor)
-            .map(|(object, _)| object.clone())
-            .collect();
+        let lost = fv.reset_since(cursor);
         if !lost.is_empty() {
-            fv.pending_resets.extend(lost);
+            for object in lost {
+                fv.owe_reset(object);
+            }
             self.dirty_views.insert(file_ident);
             self.needs_flush = true;
         }
@@ -2116,13 +2139,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let Some(fv) = self.views.get_mut(&file) else {
             return Ok(());
         };
-        let Some(held) = fv.held.as_mut() else {
-            return Ok(());
-        };
         for key in keys {
-            if held.remove(&key) {
-                fv.pending_resets.insert(key);
-            }
+            fv.release(key);
         }
         self.dirty_views.insert(file);
         self.needs_flush = true;

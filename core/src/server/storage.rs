@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::ingest::IngestedObject;
 use crate::protocol::IngestStatusEntry;
+use crate::server::view::{StoredView, ViewDelta};
 use crate::value::PrimaryKey;
 
 /// One integrated changeset in the server's history.
@@ -67,9 +68,8 @@ pub struct StoredState {
     pub history: Vec<HistoryEntry>,
     /// Every allocated client file.
     pub client_files: Vec<ClientFileRecord>,
-    /// The flexible-sync view of each client file that has one (see
-    /// [`crate::server::view::FileView::encode`]).
-    pub views: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// The flexible-sync view of each client file that has one.
+    pub views: std::collections::BTreeMap<u64, StoredView>,
     /// Each client file's latest Data Ingest queue report that held anything.
     pub ingest_status: std::collections::BTreeMap<u64, StoredIngestStatus>,
 }
@@ -104,8 +104,9 @@ pub trait ServerStorage {
     fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError>;
     /// Records a newly allocated client file.
     fn add_client_file(&mut self, record: &ClientFileRecord) -> Result<(), StorageError>;
-    /// Replaces the stored view of a client file.
-    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError>;
+    /// Stores the changes to a client file's view (its header, and its object rows: written,
+    /// deleted, or all replaced when the delta is whole).
+    fn save_view(&mut self, file_ident: u64, delta: &ViewDelta) -> Result<(), StorageError>;
     /// Replaces a client file's stored Data Ingest queue report; `None` removes it (the queue
     /// emptied, or the file was reset).
     fn save_ingest_status(
@@ -128,7 +129,7 @@ pub struct MemoryStorage {
     ingested: Vec<IngestRecord>,
     ingested_keys: BTreeSet<(String, PrimaryKey)>,
     buffered_ingested: Vec<IngestRecord>,
-    buffered_views: std::collections::BTreeMap<u64, Vec<u8>>,
+    buffered_views: Vec<(u64, ViewDelta)>,
     buffered_ingest_status: Vec<(u64, Option<StoredIngestStatus>)>,
     /// How many flushes happened (for tests of group commit).
     pub flushes: u64,
@@ -202,8 +203,8 @@ impl ServerStorage for MemoryStorage {
         Ok(())
     }
 
-    fn save_view(&mut self, file_ident: u64, view: &[u8]) -> Result<(), StorageError> {
-        self.buffered_views.insert(file_ident, view.to_vec());
+    fn save_view(&mut self, file_ident: u64, delta: &ViewDelta) -> Result<(), StorageError> {
+        self.buffered_views.push((file_ident, delta.clone()));
         Ok(())
     }
 
@@ -229,7 +230,9 @@ impl ServerStorage for MemoryStorage {
                 self.ingested.push(record);
             }
         }
-        self.durable.views.append(&mut self.buffered_views);
+        for (file, delta) in self.buffered_views.drain(..) {
+            self.durable.views.entry(file).or_default().apply(&delta);
+        }
         for (file, status) in self.buffered_ingest_status.drain(..) {
             match status {
                 Some(status) => self.durable.ingest_status.insert(file, status),

@@ -39,8 +39,8 @@ use crate::protocol::SubscriptionSet;
 use crate::query::{self, DocumentFilter, ObjectSource, Query, UserContext};
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
 use crate::store::Store;
-use crate::value::{Document, PrimaryKey, Value};
-use crate::wire::{write_bytes, Reader};
+use crate::value::{Document, ObjectId, PrimaryKey, Uuid, Value};
+use crate::wire::Reader;
 
 /// A top-level object: its collection and primary key.
 pub type ObjectKey = (String, PrimaryKey);
@@ -254,27 +254,132 @@ impl Matcher {
 }
 
 /// The objects a client file holds, and the resets owed to it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Every change is also noted in a change log, so that storing a view writes what changed
+/// ([`FileView::delta`]) rather than the whole view: a view holds as many objects as the file's
+/// subscriptions match, and each object entering it would otherwise rewrite all of them.
+#[derive(Clone, Debug, Default)]
 pub struct FileView {
     /// The objects held; `None` when the file holds every object (a file that never narrowed
     /// its view, or one opened from a full STATE snapshot).
-    pub held: Option<BTreeSet<ObjectKey>>,
+    held: Option<BTreeSet<ObjectKey>>,
     /// For each object, the server version of the last reset sent for it.
-    pub last_reset: BTreeMap<ObjectKey, u64>,
+    last_reset: BTreeMap<ObjectKey, u64>,
     /// Objects owed a reset in the next DOWNLOAD that reaches the latest version.
-    pub pending_resets: BTreeSet<ObjectKey>,
+    pending_resets: BTreeSet<ObjectKey>,
     /// The server version at which a file that held everything narrowed to the objects that
     /// existed then (0 if it never did).
-    pub narrowed_at: u64,
+    narrowed_at: u64,
+    /// What changed since the view was last stored.
+    unsaved: Unsaved,
 }
 
+/// A view's changes not yet stored.
+#[derive(Clone, Debug, Default)]
+struct Unsaved {
+    /// The stored view must be replaced whole (a new view, a narrowing, a failed store).
+    whole: bool,
+    /// The header (held-everything flag, `narrowed_at`) changed.
+    header: bool,
+    /// Objects whose held flag, pending reset or last reset changed.
+    objects: BTreeSet<ObjectKey>,
+}
+
+/// What a view records about one object, as stored (one row per object with any of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectState {
+    /// The file holds the object (only in a narrowed view).
+    pub held: bool,
+    /// A reset of the object is owed.
+    pub pending: bool,
+    /// The server version of the last reset sent for it.
+    pub last_reset: Option<u64>,
+}
+
+impl ObjectState {
+    /// Whether the view records nothing about the object (its row is deleted).
+    pub fn is_empty(&self) -> bool {
+        *self == ObjectState::default()
+    }
+}
+
+/// A view as storage holds it: its header ([`FileView::header`]) and one row per object,
+/// keyed by [`encode_object`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredView {
+    /// The encoded header.
+    pub header: Vec<u8>,
+    /// The object rows.
+    pub objects: BTreeMap<Vec<u8>, ObjectState>,
+}
+
+/// The changes to store for one view.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewDelta {
+    /// The new header.
+    pub header: Vec<u8>,
+    /// Every stored object row is dropped before `objects` are written.
+    pub whole: bool,
+    /// Rows to write, keyed by [`encode_object`]; `None` deletes the row.
+    pub objects: Vec<(Vec<u8>, Option<ObjectState>)>,
+}
+
+impl StoredView {
+    /// Applies a delta, as storage does.
+    pub fn apply(&mut self, delta: &ViewDelta) {
+        self.header.clone_from(&delta.header);
+        if delta.whole {
+            self.objects.clear();
+        }
+        for (object, state) in &delta.objects {
+            match state {
+                Some(state) => self.objects.insert(object.clone(), *state),
+                None => self.objects.remove(object),
+            };
+        }
+    }
+}
+
+impl PartialEq for FileView {
+    /// Views are equal when they record the same objects; the change log is not compared.
+    fn eq(&self, other: &Self) -> bool {
+        self.held == other.held
+            && self.last_reset == other.last_reset
+            && self.pending_resets == other.pending_resets
+            && self.narrowed_at == other.narrowed_at
+    }
+}
+
+impl Eq for FileView {}
+
 impl FileView {
-    /// A view holding nothing.
+    /// A new view holding nothing.
     pub fn empty() -> Self {
         FileView {
             held: Some(BTreeSet::new()),
+            ..FileView::everything()
+        }
+    }
+
+    /// A new view holding every object.
+    pub fn everything() -> Self {
+        FileView {
+            unsaved: Unsaved {
+                whole: true,
+                ..Unsaved::default()
+            },
             ..FileView::default()
         }
+    }
+
+    /// Whether the file holds every object (it never narrowed its view).
+    pub fn holds_everything(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// The objects held, when the view is narrowed.
+    pub fn held(&self) -> Option<&BTreeSet<ObjectKey>> {
+        self.held.as_ref()
     }
 
     /// Whether the file holds the object.
@@ -282,6 +387,101 @@ impl FileView {
         match &self.held {
             None => true,
             Some(held) => held.contains(&(collection.to_owned(), key.clone())),
+        }
+    }
+
+    /// Whether the view records nothing beyond holding everything.
+    pub fn is_unnarrowed(&self) -> bool {
+        self.held.is_none() && self.pending_resets.is_empty() && self.last_reset.is_empty()
+    }
+
+    /// Whether any reset is owed.
+    pub fn owes_resets(&self) -> bool {
+        !self.pending_resets.is_empty()
+    }
+
+    /// The server version at which the view narrowed (0 if it never did).
+    pub fn narrowed_at(&self) -> u64 {
+        self.narrowed_at
+    }
+
+    /// The objects whose last reset went out at or after `version`.
+    pub fn reset_since(&self, version: u64) -> Vec<ObjectKey> {
+        self.last_reset
+            .iter()
+            .filter(|(_, v)| **v >= version)
+            .map(|(object, _)| object.clone())
+            .collect()
+    }
+
+    /// A file that held everything narrows to `objects` (those that exist now) at `version`.
+    pub fn narrow(&mut self, objects: BTreeSet<ObjectKey>, version: u64) {
+        self.held = Some(objects);
+        self.narrowed_at = version;
+        self.unsaved.whole = true;
+    }
+
+    /// Moves the narrowing point back to `version`.
+    pub fn set_narrowed_at(&mut self, version: u64) {
+        self.narrowed_at = version;
+        self.unsaved.header = true;
+    }
+
+    /// Owes the file a reset of `object`; false if one was owed already.
+    pub fn owe_reset(&mut self, object: ObjectKey) -> bool {
+        if self.pending_resets.contains(&object) {
+            return false;
+        }
+        self.unsaved.objects.insert(object.clone());
+        self.pending_resets.insert(object);
+        true
+    }
+
+    /// Takes the first owed reset.
+    pub fn take_reset(&mut self) -> Option<ObjectKey> {
+        let object = self.pending_resets.pop_first()?;
+        self.unsaved.objects.insert(object.clone());
+        Some(object)
+    }
+
+    /// Records that a reset of `object` went out at `version`, leaving the file holding the
+    /// object or not (`present`; a view holding everything keeps doing so).
+    pub fn record_reset(&mut self, object: ObjectKey, version: u64, present: bool) {
+        if let Some(held) = self.held.as_mut() {
+            if present {
+                held.insert(object.clone());
+            } else {
+                held.remove(&object);
+            }
+        }
+        self.last_reset.insert(object.clone(), version);
+        self.unsaved.objects.insert(object);
+    }
+
+    /// Adds objects to a narrowed view; returns whether it changed.
+    pub fn hold(&mut self, objects: impl IntoIterator<Item = ObjectKey>) -> bool {
+        let Some(held) = self.held.as_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        for object in objects {
+            if !held.contains(&object) {
+                held.insert(object.clone());
+                self.unsaved.objects.insert(object);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// RELEASE of `object`: a held object stops being held and is owed a reset.
+    pub fn release(&mut self, object: ObjectKey) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        if held.remove(&object) {
+            self.pending_resets.insert(object.clone());
+            self.unsaved.objects.insert(object);
         }
     }
 
@@ -320,37 +520,99 @@ impl FileView {
             || (store.get(collection, key).is_none() && touches.last(&object) <= base)
     }
 
-    /// Serialises the view for storage.
-    pub fn encode(&self) -> Vec<u8> {
-        let erase = |keys: &mut dyn Iterator<Item = &ObjectKey>| {
-            keys.map(|(collection, key)| Instruction::EraseObject {
-                collection: collection.clone(),
-                key: key.clone(),
-            })
-            .collect::<Vec<_>>()
-        };
-        let mut out = vec![u8::from(self.held.is_some())];
-        let held = self.held.iter().flatten();
-        write_bytes(&mut out, &encode_changeset(&erase(&mut held.into_iter())));
-        write_bytes(
-            &mut out,
-            &encode_changeset(&erase(&mut self.pending_resets.iter())),
-        );
-        let resets: Vec<Instruction> = self
-            .last_reset
-            .iter()
-            .map(|((collection, key), version)| Instruction::Set {
-                path: Path::field(collection.clone(), key.clone(), PRIMARY_KEY),
-                value: Value::Int(i64::try_from(*version).unwrap_or(i64::MAX)),
-            })
-            .collect();
-        write_bytes(&mut out, &encode_changeset(&resets));
+    /// What the view records about one object.
+    fn state(&self, object: &ObjectKey) -> ObjectState {
+        ObjectState {
+            held: self.held.as_ref().is_some_and(|h| h.contains(object)),
+            pending: self.pending_resets.contains(object),
+            last_reset: self.last_reset.get(object).copied(),
+        }
+    }
+
+    /// The encoded header: whether the view is narrowed, and `narrowed_at`.
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = vec![HEADER_FORMAT, u8::from(self.held.is_some())];
         crate::wire::write_u64(&mut out, self.narrowed_at);
         out
     }
 
-    /// Reads a view written by [`FileView::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    /// The changes to store since the last [`FileView::saved`], if any.
+    pub fn delta(&self) -> Option<ViewDelta> {
+        let unsaved = &self.unsaved;
+        if !unsaved.whole && !unsaved.header && unsaved.objects.is_empty() {
+            return None;
+        }
+        let row = |object: &ObjectKey| {
+            let state = self.state(object);
+            (encode_object(object), (!state.is_empty()).then_some(state))
+        };
+        let objects = if unsaved.whole {
+            let mut all: BTreeSet<&ObjectKey> = self.held.iter().flatten().collect();
+            all.extend(self.pending_resets.iter());
+            all.extend(self.last_reset.keys());
+            all.into_iter().map(row).collect()
+        } else {
+            unsaved.objects.iter().map(row).collect()
+        };
+        Some(ViewDelta {
+            header: self.header(),
+            whole: unsaved.whole,
+            objects,
+        })
+    }
+
+    /// The last [`FileView::delta`] is stored.
+    pub fn saved(&mut self) {
+        self.unsaved = Unsaved::default();
+    }
+
+    /// Storing the last delta failed: the next one replaces the stored view whole.
+    pub fn store_failed(&mut self) {
+        self.unsaved.whole = true;
+    }
+
+    /// Reads a view as storage holds it. A header in the format of views stored whole (before
+    /// views were stored per object) holds the whole view; such a view is stored whole again
+    /// with its next change.
+    pub fn from_stored(stored: &StoredView) -> Result<Self, String> {
+        let mut view = match stored.header.first() {
+            Some(&HEADER_FORMAT) => {
+                let mut r = Reader::new(stored.header.get(1..).unwrap_or_default());
+                let wire = |e: crate::wire::WireError| format!("stored view: {e}");
+                let narrowed = r.u8("held flag").map_err(wire)? != 0;
+                FileView {
+                    held: narrowed.then(BTreeSet::new),
+                    narrowed_at: r.u64("narrowed_at").map_err(wire)?,
+                    ..FileView::default()
+                }
+            }
+            _ => {
+                let mut view = FileView::decode_whole(&stored.header)?;
+                view.unsaved.whole = true;
+                view
+            }
+        };
+        for (bytes, state) in &stored.objects {
+            let object = decode_object(bytes)?;
+            if state.held {
+                if let Some(held) = view.held.as_mut() {
+                    held.insert(object.clone());
+                }
+            }
+            if state.pending {
+                view.pending_resets.insert(object.clone());
+            }
+            if let Some(version) = state.last_reset {
+                view.last_reset.insert(object, version);
+            }
+        }
+        Ok(view)
+    }
+
+    /// Reads a view stored whole, in the format views had before they were stored per object
+    /// (a held flag, then the held objects, the owed resets and the last resets as changeset
+    /// bodies, then `narrowed_at`).
+    fn decode_whole(bytes: &[u8]) -> Result<Self, String> {
         let limits = DecodeLimits::default();
         let mut r = Reader::new(bytes);
         let wire = |e: crate::wire::WireError| format!("stored view: {e}");
@@ -377,8 +639,71 @@ impl FileView {
             last_reset,
             pending_resets,
             narrowed_at,
+            unsaved: Unsaved::default(),
         })
     }
+}
+
+/// The first byte of a view header stored per object. Views stored whole began with their held
+/// flag, 0 or 1.
+const HEADER_FORMAT: u8 = 2;
+
+/// An object's key in a stored view: its collection, then its primary key's type and value.
+pub fn encode_object(object: &ObjectKey) -> Vec<u8> {
+    let (collection, key) = object;
+    let mut out = Vec::with_capacity(collection.len() + 18);
+    crate::wire::write_str(&mut out, collection);
+    match key {
+        PrimaryKey::Int(i) => {
+            out.push(0);
+            crate::wire::write_i64(&mut out, *i);
+        }
+        PrimaryKey::String(s) => {
+            out.push(1);
+            crate::wire::write_str(&mut out, s);
+        }
+        PrimaryKey::ObjectId(o) => {
+            out.push(2);
+            out.extend_from_slice(&o.0);
+        }
+        PrimaryKey::Uuid(u) => {
+            out.push(3);
+            out.extend_from_slice(&u.0);
+        }
+    }
+    out
+}
+
+/// Reads an object key written by [`encode_object`].
+pub fn decode_object(bytes: &[u8]) -> Result<ObjectKey, String> {
+    let mut r = Reader::new(bytes);
+    let wire = |e: crate::wire::WireError| format!("stored view object: {e}");
+    let collection = r.str("collection", usize::MAX).map_err(wire)?.to_owned();
+    let key = match r.u8("key type").map_err(wire)? {
+        0 => PrimaryKey::Int(r.i64("key").map_err(wire)?),
+        1 => PrimaryKey::String(r.str("key", usize::MAX).map_err(wire)?.to_owned()),
+        2 => {
+            let bytes = r.take(12, "object id").map_err(wire)?;
+            PrimaryKey::ObjectId(ObjectId(
+                bytes
+                    .try_into()
+                    .map_err(|_| "stored view object: short object id")?,
+            ))
+        }
+        3 => {
+            let bytes = r.take(16, "uuid").map_err(wire)?;
+            PrimaryKey::Uuid(Uuid(
+                bytes
+                    .try_into()
+                    .map_err(|_| "stored view object: short uuid")?,
+            ))
+        }
+        other => return Err(format!("stored view object: unknown key type {other}")),
+    };
+    if !r.is_empty() {
+        return Err("stored view object: bytes after the key".into());
+    }
+    Ok((collection, key))
 }
 
 /// The objects named by `EraseObject` instructions, in order (the form of RELEASE, of the
@@ -598,21 +923,117 @@ mod tests {
         }
     }
 
+    /// Stores `view`'s delta into `stored` and marks it saved.
+    fn store(view: &mut FileView, stored: &mut StoredView) {
+        if let Some(delta) = view.delta() {
+            stored.apply(&delta);
+        }
+        view.saved();
+    }
+
     #[test]
-    fn a_view_survives_storage() {
+    fn a_view_survives_storage_change_by_change() {
+        let object = |k: i64| ("Item".to_owned(), PrimaryKey::Int(k));
+        let mut stored = StoredView::default();
         let mut view = FileView::empty();
-        let held = view.held.as_mut().unwrap();
-        held.insert(("Item".into(), PrimaryKey::Int(1)));
-        held.insert(("Item".into(), PrimaryKey::String("x".into())));
-        view.pending_resets
-            .insert(("Item".into(), PrimaryKey::Int(2)));
-        view.last_reset
-            .insert(("Item".into(), PrimaryKey::Int(3)), 42);
-        view.narrowed_at = 7;
-        assert_eq!(FileView::decode(&view.encode()).unwrap(), view);
-        let everything = FileView::default();
-        assert_eq!(FileView::decode(&everything.encode()).unwrap(), everything);
-        assert!(FileView::decode(&[1, 200]).is_err());
+        store(&mut view, &mut stored);
+        assert!(view.delta().is_none(), "nothing changed since");
+        assert!(view.hold([object(1), ("Item".into(), PrimaryKey::String("x".into()))]));
+        assert!(view.owe_reset(object(2)));
+        assert!(!view.owe_reset(object(2)));
+        view.record_reset(object(3), 42, true);
+        view.set_narrowed_at(7);
+        let delta = view.delta().unwrap();
+        assert!(!delta.whole);
+        assert_eq!(delta.objects.len(), 4, "only the changed objects");
+        store(&mut view, &mut stored);
+        assert_eq!(FileView::from_stored(&stored).unwrap(), view);
+
+        view.release(object(1));
+        assert_eq!(view.take_reset(), Some(object(1)));
+        view.record_reset(object(1), 50, false);
+        assert_eq!(view.delta().unwrap().objects.len(), 1);
+        store(&mut view, &mut stored);
+        let read = FileView::from_stored(&stored).unwrap();
+        assert_eq!(read, view);
+        assert!(!read.holds("Item", &PrimaryKey::Int(1)));
+        assert_eq!(read.reset_since(43), vec![object(1)]);
+
+        // A failed store leaves the next delta whole, replacing every row.
+        stored.objects.insert(
+            encode_object(&object(99)),
+            ObjectState {
+                held: true,
+                ..ObjectState::default()
+            },
+        );
+        view.store_failed();
+        assert!(view.delta().unwrap().whole);
+        store(&mut view, &mut stored);
+        assert_eq!(FileView::from_stored(&stored).unwrap(), view);
+
+        let mut everything = FileView::everything();
+        let mut stored = StoredView::default();
+        store(&mut everything, &mut stored);
+        assert!(stored.objects.is_empty());
+        assert!(FileView::from_stored(&stored).unwrap().holds_everything());
+        everything.narrow(BTreeSet::from([object(5)]), 9);
+        assert!(everything.delta().unwrap().whole);
+        store(&mut everything, &mut stored);
+        assert_eq!(FileView::from_stored(&stored).unwrap(), everything);
+    }
+
+    #[test]
+    fn a_view_stored_whole_reads_and_is_stored_whole_again() {
+        // The format views had when each was stored as one blob: held flag, held objects,
+        // owed resets, last resets, narrowed_at.
+        let held = encode_object_keys(&[("Item".into(), PrimaryKey::Int(1))]);
+        let pending = encode_object_keys(&[("Item".into(), PrimaryKey::Int(2))]);
+        let resets = encode_changeset(&[Instruction::Set {
+            path: Path::field("Item", PrimaryKey::Int(3), PRIMARY_KEY),
+            value: Value::Int(42),
+        }]);
+        let mut blob = vec![1];
+        for part in [&held, &pending, &resets] {
+            crate::wire::write_bytes(&mut blob, part);
+        }
+        crate::wire::write_u64(&mut blob, 7);
+        let mut stored = StoredView {
+            header: blob,
+            objects: BTreeMap::new(),
+        };
+        let mut view = FileView::from_stored(&stored).unwrap();
+        assert!(view.holds("Item", &PrimaryKey::Int(1)));
+        assert!(view.owes_resets());
+        assert_eq!(view.narrowed_at(), 7);
+        assert_eq!(view.reset_since(42).len(), 1);
+        assert!(view.delta().unwrap().whole);
+        store(&mut view, &mut stored);
+        assert_eq!(stored.objects.len(), 3);
+        assert_eq!(FileView::from_stored(&stored).unwrap(), view);
+        assert!(FileView::from_stored(&StoredView {
+            header: vec![1, 200],
+            objects: BTreeMap::new()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn object_keys_of_every_type_survive_storage() {
+        let keys = [
+            PrimaryKey::Int(-5),
+            PrimaryKey::String("ü x".into()),
+            PrimaryKey::ObjectId(ObjectId([7; 12])),
+            PrimaryKey::Uuid(Uuid([9; 16])),
+        ];
+        for key in keys {
+            let object = ("Coll".to_owned(), key);
+            assert_eq!(decode_object(&encode_object(&object)).unwrap(), object);
+        }
+        assert!(decode_object(&[]).is_err());
+        let mut extra = encode_object(&("C".into(), PrimaryKey::Int(1)));
+        extra.push(0);
+        assert!(decode_object(&extra).is_err());
     }
 
     #[test]
