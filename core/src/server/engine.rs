@@ -47,9 +47,9 @@ pub type ConnectionId = u64;
 /// The largest client file ident (exclusive).
 const MAX_FILE_IDENT: u64 = 1 << 63;
 
-/// How many DOWNLOADs `poll_transmit` builds before one flush makes the views they changed
-/// durable: a bound on the messages queued at once, large enough that a changeset fanned out to
-/// many files costs a few flushes rather than one per file.
+/// How many DOWNLOADs that changed views `poll_transmit` builds before one flush makes those
+/// views durable: a bound on the messages queued at once, large enough that a changeset entering
+/// many files' views costs a few flushes rather than one per file.
 const DOWNLOADS_PER_FLUSH: usize = 256;
 
 /// How the engine is set up.
@@ -1581,10 +1581,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// flush, so nothing is acknowledged before it is durable.
     pub fn poll_transmit(&mut self) -> Result<Option<(ConnectionId, ServerMessage)>, EngineError> {
         if self.outbox.is_empty() {
-            // The DOWNLOADs owed now are built together, so that the views they change become
-            // durable in one flush rather than one per receiver.
+            // A DOWNLOAD that needs nothing flushed goes out at once; those that changed views
+            // are built together, so that their views become durable in one flush rather than
+            // one per receiver.
             for _ in 0..DOWNLOADS_PER_FLUSH {
-                if !self.build_next_download() {
+                if !self.build_next_download() || !self.needs_flush {
                     break;
                 }
             }
