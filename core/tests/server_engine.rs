@@ -750,7 +750,7 @@ fn ingested_objects_are_stored_once_and_never_downloaded() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].origin_file_ident, alice);
     assert_eq!(
-        stored[0].object.document.get("value"),
+        stored[0].object.document().unwrap().get("value"),
         Some(&Value::Int(10))
     );
     let ingested: Vec<_> = std::iter::from_fn(|| h.engine.poll_event())
