@@ -77,6 +77,12 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX IF EXISTS ingested_by_origin;",
 ];
 
+/// The page cache of the engine's connection: 32 MiB (a negative `cache_size` counts KiB). One
+/// group commit can hold hundreds of uploads of ingested objects (megabytes of table and index
+/// pages); with SQLite's default of 2 MiB it spilled dirty pages into the WAL before its commit,
+/// about 5% of the engine thread's time in an ingest run.
+const ENGINE_CACHE_SIZE: i64 = -32 * 1024;
+
 /// How long a connection waits for another one's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -214,8 +220,10 @@ fn storage_error(e: rusqlite::Error) -> StorageError {
 impl SqliteStorage {
     /// Opens the storage in `data_dir`, creating the database when missing.
     pub fn open(data_dir: &Path) -> Result<Self, ServerError> {
+        let conn = open_database(data_dir)?;
+        conn.pragma_update(None, "cache_size", ENGINE_CACHE_SIZE)?;
         Ok(SqliteStorage {
-            conn: open_database(data_dir)?,
+            conn,
             in_transaction: false,
         })
     }
