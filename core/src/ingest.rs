@@ -12,17 +12,131 @@ use crate::changeset::{
 use crate::protocol::IngestStatusEntry;
 use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
 use crate::store::{check_new_object, checked_top_level_value, ApplyError, Changes, Store};
-use crate::value::{Document, PrimaryKey, Value};
+use crate::value::{
+    document_to_ejson, parse_ejson, Document, EjsonError, EjsonMode, PrimaryKey, Value,
+};
 
-/// An asymmetric object taken out of a changeset, built into its document.
+/// An asymmetric object taken out of a changeset, built into its document's text.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IngestedObject {
     /// Its (asymmetric) collection.
     pub collection: String,
     /// Its primary key.
     pub key: PrimaryKey,
-    /// Its fields, `_id` included.
-    pub document: Document,
+    /// Its fields, `_id` included, as relaxed EJSON: what [`document_text`] writes for its
+    /// document, and what storage keeps.
+    pub text: String,
+}
+
+impl IngestedObject {
+    /// The object of `collection` with key `key` and fields `document` (`_id` included).
+    pub fn new(collection: String, key: PrimaryKey, document: &Document) -> Self {
+        IngestedObject {
+            collection,
+            key,
+            text: document_text(document),
+        }
+    }
+
+    /// Its document, read back from its text.
+    pub fn document(&self) -> Result<Document, EjsonError> {
+        match parse_ejson(&self.text)? {
+            Value::Object(document) => Ok(document),
+            _ => Err(EjsonError::Invalid {
+                path: "$".into(),
+                expected: "a JSON object (a document)",
+                json: self.text.clone(),
+            }),
+        }
+    }
+}
+
+/// A document as relaxed EJSON text, exactly as `document_to_ejson(doc, Relaxed).to_string()`
+/// writes it, but without building a JSON tree for a document whose field names do not start
+/// with `$` (a typical one).
+pub fn document_text(doc: &Document) -> String {
+    let plain = || {
+        if doc.keys().any(|k| k.starts_with('$')) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(24 * doc.len() + 2);
+        out.push(b'{');
+        for (i, (field, value)) in doc.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_field(&mut out, field, value).ok()?;
+        }
+        out.push(b'}');
+        String::from_utf8(out).ok()
+    };
+    plain().unwrap_or_else(|| document_to_ejson(doc, EjsonMode::Relaxed).to_string())
+}
+
+/// Writes `"field":value` as a relaxed EJSON document holds it. Values that stay plain JSON (null,
+/// booleans, integers, strings, finite doubles other than `-0.0`) are written directly.
+fn write_field(out: &mut Vec<u8>, field: &str, value: &Value) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *out, field)?;
+    out.push(b':');
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => serde_json::to_writer(&mut *out, b)?,
+        Value::Int(i) => serde_json::to_writer(&mut *out, i)?,
+        Value::String(s) => serde_json::to_writer(&mut *out, s)?,
+        Value::Double(d) if d.is_finite() && (*d != 0.0 || d.is_sign_positive()) => {
+            serde_json::to_writer(&mut *out, d)?;
+        }
+        other => serde_json::to_writer(&mut *out, &other.to_ejson(EjsonMode::Relaxed))?,
+    }
+    Ok(())
+}
+
+/// The text of the object [`Splitter::split_inserts`] is writing: its fields must come in
+/// order, as a client writes a document's, so that they land where the document's sorted
+/// fields would be.
+#[derive(Debug)]
+struct Draft {
+    collection: String,
+    key: PrimaryKey,
+    text: Vec<u8>,
+    /// Whether `_id` is written (it goes where it sorts among the fields).
+    id_written: bool,
+}
+
+impl Draft {
+    fn write_id(&mut self) -> serde_json::Result<()> {
+        self.id_written = true;
+        if self.text.len() > 1 {
+            self.text.push(b',');
+        }
+        match &self.key {
+            PrimaryKey::Int(i) => write_field(&mut self.text, PRIMARY_KEY, &Value::Int(*i)),
+            key => write_field(&mut self.text, PRIMARY_KEY, &key.clone().into()),
+        }
+    }
+
+    /// Writes a field that sorts after every field written so far.
+    fn write(&mut self, field: &str, value: &Value) -> serde_json::Result<()> {
+        if !self.id_written && field > PRIMARY_KEY {
+            self.write_id()?;
+        }
+        if self.text.len() > 1 {
+            self.text.push(b',');
+        }
+        write_field(&mut self.text, field, value)
+    }
+
+    fn finish(mut self) -> Option<IngestedObject> {
+        if !self.id_written {
+            self.write_id().ok()?;
+        }
+        self.text.push(b'}');
+        Some(IngestedObject {
+            collection: self.collection,
+            key: self.key,
+            text: String::from_utf8(self.text).ok()?,
+        })
+    }
 }
 
 /// Why a changeset's asymmetric part was refused.
@@ -177,35 +291,48 @@ impl<'a> Splitter<'a> {
 
     /// Splits one changeset straight from its body when it is the usual changeset of ingested
     /// objects: each asymmetric object's creation followed by scalar writes to its top-level
-    /// fields, nothing else. No [`Instruction`] is built, and no name is copied but the
-    /// collection's and the fields' in the documents. `None` for any other changeset, one that
-    /// does not decode, one that breaks a rule or does not fit the schema, and after a changeset
-    /// that changed the schema: then [`Splitter::split`] of the decoded body gives the result or
-    /// the error, exactly as without this path, which only ever returns what that would.
+    /// fields in the order of their names (as a client writes a document), nothing else. No
+    /// [`Instruction`] and no [`Document`] is built: each object's text is written as its fields
+    /// are checked. `None` for any other changeset, one that does not decode, one that breaks a
+    /// rule or does not fit the schema, and after a changeset that changed the schema: then
+    /// [`Splitter::split`] of the decoded body gives the result or the error, exactly as
+    /// without this path, which only ever returns what that would.
     pub fn split_inserts(&mut self, body: &PlainBody<'_>, limits: &DecodeLimits) -> Option<Split> {
         if self.schema_changed || self.asymmetric.is_empty() {
             return None;
         }
         let (schema, asymmetric) = (self.schema, &self.asymmetric);
         let mut ingested: Vec<IngestedObject> = Vec::new();
+        let mut draft: Option<Draft> = None;
+        // The field the draft wrote last, if any: the next one must sort after it.
+        let mut last_field = String::new();
+        let mut wrote_field = false;
         let mut instructions = 0;
         let fits = body.inserts(limits, |insert| {
             instructions += 1;
             match insert {
                 Insert::Create { collection, key } => {
-                    let fits = asymmetric.contains(collection)
-                        && check_new_object(schema, collection, &key).is_ok();
-                    if fits {
-                        ingested.push(IngestedObject {
-                            collection: collection.to_owned(),
-                            document: Document::from([(
-                                PRIMARY_KEY.to_owned(),
-                                key.clone().into(),
-                            )]),
-                            key,
-                        });
+                    if !asymmetric.contains(collection)
+                        || check_new_object(schema, collection, &key).is_err()
+                    {
+                        return false;
                     }
-                    fits
+                    if let Some(done) = draft.take() {
+                        match done.finish() {
+                            Some(object) => ingested.push(object),
+                            None => return false,
+                        }
+                    }
+                    let mut text = Vec::with_capacity(128);
+                    text.push(b'{');
+                    draft = Some(Draft {
+                        collection: collection.to_owned(),
+                        key,
+                        text,
+                        id_written: false,
+                    });
+                    wrote_field = false;
+                    true
                 }
                 Insert::Set {
                     collection,
@@ -213,17 +340,27 @@ impl<'a> Splitter<'a> {
                     field,
                     value,
                 } => {
-                    // Only the object created last, as the splitter builds it directly.
-                    let Some(object) = ingested
-                        .last_mut()
+                    // Only the object created last, as the splitter builds it directly, and
+                    // only fields in order, none twice, not `_id`, none that makes the
+                    // document's text wrapped.
+                    let Some(object) = draft
+                        .as_mut()
                         .filter(|o| o.collection == collection && o.key == key)
                     else {
                         return false;
                     };
+                    if (wrote_field && field <= last_field.as_str())
+                        || field == PRIMARY_KEY
+                        || field.starts_with('$')
+                    {
+                        return false;
+                    }
                     match checked_top_level_value(schema, collection, &key, field, value) {
                         Ok(value) => {
-                            object.document.insert(field.to_owned(), value);
-                            true
+                            last_field.clear();
+                            last_field.push_str(field);
+                            wrote_field = true;
+                            object.write(field, &value).is_ok()
                         }
                         Err(_) => false,
                     }
@@ -232,6 +369,9 @@ impl<'a> Splitter<'a> {
         });
         if !matches!(fits, Ok(true)) {
             return None;
+        }
+        if let Some(done) = draft {
+            ingested.push(done.finish()?);
         }
         // An object created twice in one changeset is merged by `split`: rare, left to it.
         let mut order: Vec<&IngestedObject> = ingested.iter().collect();
@@ -360,11 +500,9 @@ impl<'a> Splitter<'a> {
                 Some(document) => document,
                 None => self.scratch()?.take(&collection, &key).unwrap_or_default(),
             };
-            split.ingested.push(IngestedObject {
-                collection,
-                key,
-                document,
-            });
+            split
+                .ingested
+                .push(IngestedObject::new(collection, key, &document));
         }
         Ok(split)
     }
@@ -641,10 +779,14 @@ mod tests {
         assert_eq!(split.ingested.len(), 2);
         assert_eq!(split.ingested[0].key, PrimaryKey::Int(7));
         assert_eq!(
-            split.ingested[0].document.get("celsius"),
+            split.ingested[0].document().unwrap().get("celsius"),
             Some(&Value::Double(21.5))
         );
-        assert_eq!(split.ingested[1].document.get("_id"), Some(&Value::Int(8)));
+        assert_eq!(
+            split.ingested[1].document().unwrap().get("_id"),
+            Some(&Value::Int(8))
+        );
+        assert_eq!(split.ingested[1].text, r#"{"_id":8,"celsius":-3.0}"#);
         // The scratch store keeps nothing between changesets: the same key inserts again.
         assert_eq!(splitter.split(reading(7, 1.0)).unwrap().ingested.len(), 1);
     }
@@ -745,8 +887,8 @@ mod tests {
         assert_eq!(keys, [1, 2, 3].map(PrimaryKey::Int));
         for object in &split.ingested {
             assert_eq!(
-                Some(&object.document),
-                reference.get("Reading", &object.key),
+                Some(object.text.clone()),
+                reference.get("Reading", &object.key).map(document_text),
                 "{object:?}"
             );
         }
@@ -878,6 +1020,95 @@ mod tests {
         let limits = DecodeLimits::default();
         let plain = PlainBody::new(&body, &limits).unwrap();
         assert_eq!(splitter.split_inserts(&plain, &limits), None);
+    }
+
+    #[test]
+    fn documents_are_written_as_the_ejson_module_writes_them() {
+        let doc = |fields: Vec<(&str, Value)>| -> Document {
+            fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        };
+        let cases = [
+            doc(vec![
+                ("_id", Value::Int(7)),
+                (
+                    "sensor",
+                    Value::String("greenhouse-\"7\"\n\u{e9}\u{1F600}".into()),
+                ),
+                ("celsius", Value::Double(18.0)),
+                ("humidity", Value::Double(0.43)),
+                ("tiny", Value::Double(1e-300)),
+                ("big", Value::Int(i64::MIN)),
+                ("ok", Value::Bool(true)),
+                ("none", Value::Null),
+            ]),
+            doc(vec![]),
+            // Wrapped doubles, keys with `$`, other values.
+            doc(vec![("negative_zero", Value::Double(-0.0))]),
+            doc(vec![("nan", Value::Double(f64::NAN))]),
+            doc(vec![("$weird", Value::Int(1))]),
+            doc(vec![("at", Value::Date(1_800_000_000_000))]),
+            doc(vec![(
+                "samples",
+                Value::List([1, 2].map(Value::Int).into_iter().collect()),
+            )]),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(
+                document_text(case),
+                document_to_ejson(case, EjsonMode::Relaxed).to_string(),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn fields_are_written_where_the_document_sorts_them() {
+        let mut schema = Schema::default();
+        schema.insert(CollectionSchema {
+            kind: CollectionKind::Asymmetric,
+            ..CollectionSchema::top_level("Note", PrimaryKeyType::String)
+                .with(Property::new("Upper", ScalarType::String))
+                .with(Property::new("at", ScalarType::Date))
+                .with(Property::new("n", ScalarType::Int))
+                .with(Property {
+                    optional: true,
+                    ..Property::new("zero", ScalarType::Double)
+                })
+        });
+        let key = PrimaryKey::String("a \"quoted\" key".into());
+        let mut doc = Document::new();
+        doc.insert("Upper".into(), Value::String("é\n".into()));
+        doc.insert("at".into(), Value::Date(1_800_000_000_000));
+        doc.insert("n".into(), Value::Int(-4));
+        doc.insert("zero".into(), Value::Double(-0.0));
+        let instructions = insert_instructions("Note", &key, &doc);
+        let split = split_fast(&schema, instructions.clone()).expect("fields in order");
+        doc.insert(PRIMARY_KEY.into(), key.clone().into());
+        assert_eq!(split.ingested[0].text, document_text(&doc));
+        assert_eq!(split.ingested[0].document(), Ok(doc));
+        // Fields out of order, or one written twice, are left to `split`.
+        let mut reversed = instructions.clone();
+        reversed[1..].reverse();
+        assert_eq!(split_fast(&schema, reversed), None);
+        let mut twice = instructions;
+        twice.push(twice[1].clone());
+        assert_eq!(split_fast(&schema, twice), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn document_text_is_the_relaxed_ejson_of_the_document(
+            doc in proptest::collection::btree_map(
+                crate::changeset::arbitrary::name(),
+                crate::changeset::arbitrary::value(),
+                0..6,
+            )
+        ) {
+            proptest::prop_assert_eq!(
+                document_text(&doc),
+                document_to_ejson(&doc, EjsonMode::Relaxed).to_string()
+            );
+        }
     }
 
     proptest::proptest! {

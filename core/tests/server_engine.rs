@@ -740,6 +740,7 @@ fn ingested_objects_are_stored_once_and_never_downloaded() {
     both.extend(create_item(5, 1));
     let out = h.send(1, upload(1, alice, 1, 0, &both));
     assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(h.engine.take_upload_collections(), None, "a mixed upload");
     // Bob gets the item, not the reading; the server's state holds no reading either.
     assert_eq!(downloaded_instructions(&out, 2), 2);
     assert_eq!(h.engine.store().len("Reading"), 0);
@@ -750,7 +751,7 @@ fn ingested_objects_are_stored_once_and_never_downloaded() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].origin_file_ident, alice);
     assert_eq!(
-        stored[0].object.document.get("value"),
+        stored[0].object.document().unwrap().get("value"),
         Some(&Value::Int(10))
     );
     let ingested: Vec<_> = std::iter::from_fn(|| h.engine.poll_event())
@@ -764,6 +765,16 @@ fn ingested_objects_are_stored_once_and_never_downloaded() {
         })
         .collect();
     assert_eq!(ingested, vec![("Reading".to_owned(), 1)]);
+    // Nor does a re-upload name its collections for the driver; an upload of ingested objects
+    // only does, once.
+    assert_eq!(h.engine.take_upload_collections(), None);
+    let out = h.send(1, upload(1, alice, 2, 1, &reading(2, 20)));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(
+        h.engine.take_upload_collections(),
+        Some(vec!["Reading".to_owned()])
+    );
+    assert_eq!(h.engine.take_upload_collections(), None);
 }
 
 #[test]

@@ -83,6 +83,9 @@ pub enum Record {
         connection: ConnectionId,
         /// The frame as received.
         bytes: Bytes,
+        /// An UPLOAD's collections when the engine read them (ingested objects only), so the
+        /// feed need not read the bodies again.
+        collections: Option<Vec<String>>,
     },
     /// A frame to a client. The engine thread knows what it sent, so the feed need not decode it.
     FrameOut {
@@ -621,7 +624,11 @@ impl FeedState {
                 let body = json!({ "event": "closed", "peer": peer.map(|p| p.to_string()) });
                 self.publish(Kind::Connection, labels, at, body);
             }
-            Record::FrameIn { connection, bytes } => self.frame_in(at, connection, &bytes),
+            Record::FrameIn {
+                connection,
+                bytes,
+                collections,
+            } => self.frame_in(at, connection, &bytes, collections),
             Record::FrameOut {
                 connection,
                 bytes,
@@ -642,7 +649,13 @@ impl FeedState {
         }
     }
 
-    fn frame_in(&mut self, at: u64, connection: ConnectionId, bytes: &Bytes) {
+    fn frame_in(
+        &mut self,
+        at: u64,
+        connection: ConnectionId,
+        bytes: &Bytes,
+        read: Option<Vec<String>>,
+    ) {
         let decoded = decode_client_message(bytes, &self.limits);
         let (name, session) = match &decoded {
             Ok(msg) => (msg.name(), msg.session()),
@@ -654,8 +667,12 @@ impl FeedState {
         if let Ok(msg) = &decoded {
             match msg {
                 ClientMessage::Upload { changesets, .. } => {
+                    let unread = read.is_none();
+                    labels.collections.extend(read.into_iter().flatten());
                     for c in changesets {
-                        self.collect_collections(&c.body, &mut labels.collections);
+                        if unread {
+                            self.collect_collections(&c.body, &mut labels.collections);
+                        }
                         bodies.add(&c.body);
                     }
                 }
@@ -1224,6 +1241,7 @@ mod tests {
             Record::FrameIn {
                 connection: 1,
                 bytes: Bytes::from(upload.clone()),
+                collections: None,
             },
         );
         let event: Json = serde_json::from_str(state.ring.back().unwrap().json()).unwrap();
@@ -1237,6 +1255,23 @@ mod tests {
             event["body_uncompressed_bytes"],
             big.uncompressed + small.len() as u64
         );
+        let names = |state: &FeedState| -> Vec<String> {
+            let labels = &state.ring.back().unwrap().collections;
+            labels.iter().cloned().collect()
+        };
+        assert_eq!(names(&state), ["Item"]);
+        // The collections the engine read label the UPLOAD as they are: no body is read again.
+        state.record(
+            0,
+            Record::FrameIn {
+                connection: 1,
+                bytes: Bytes::from(upload.clone()),
+                collections: Some(vec!["Reading".to_owned()]),
+            },
+        );
+        assert_eq!(names(&state), ["Reading"]);
+        let event: Json = serde_json::from_str(state.ring.back().unwrap().json()).unwrap();
+        assert_eq!(event["body_count"], 2);
 
         state.record(
             0,

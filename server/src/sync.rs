@@ -261,11 +261,12 @@ impl EngineDriver {
             }
             EngineInput::Frame { id, bytes } => {
                 if self.connections.contains_key(&id) {
+                    self.engine.handle_frame(id, now, &bytes);
                     self.feed.record(Record::FrameIn {
                         connection: id,
-                        bytes: bytes.clone(),
+                        collections: self.engine.take_upload_collections(),
+                        bytes,
                     });
-                    self.engine.handle_frame(id, now, &bytes);
                 }
             }
             EngineInput::Violation { id, code, message } => {

@@ -334,6 +334,9 @@ pub struct ServerEngine<S, A> {
     dirty_views: BTreeSet<u64>,
     /// The latest INGEST_STATUS of each client file that held anything, as stored.
     ingest_status: HashMap<u64, StoredIngestStatus>,
+    /// The collections of the last UPLOAD handled, when it held ingested objects only (see
+    /// [`ServerEngine::take_upload_collections`]).
+    upload_collections: Option<Vec<String>>,
 }
 
 /// What the view adds to a DOWNLOAD.
@@ -460,6 +463,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             touches,
             dirty_views: BTreeSet::new(),
             ingest_status,
+            upload_collections: None,
         })
     }
 
@@ -1019,6 +1023,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         ident: SessionIdent,
         changesets: Vec<UploadChangeset>,
     ) -> Result<(), SessionFailure> {
+        self.upload_collections = None;
+        let uploaded = changesets.len();
         let session = self.session_mut(connection, ident)?;
         let Phase::Identified {
             file: file_ident, ..
@@ -1080,6 +1086,8 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut ours = Vec::with_capacity(fresh.len());
         let mut ingested = Vec::with_capacity(fresh.len());
         let mut splitter = Splitter::new(self.store.schema());
+        // The upload's collections, while every changeset is split straight from its body.
+        let mut collections = (fresh.len() == uploaded).then(Vec::<String>::new);
         for c in &fresh {
             let limits = &self.config.changeset_limits;
             let bad = |e: CodecError| {
@@ -1093,8 +1101,18 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             // storage as documents, in the same commit as the changeset that carried them. A
             // changeset of ingested objects only is split as it is decoded.
             let split = match splitter.split_inserts(&plain, limits) {
-                Some(split) => split,
+                Some(split) => {
+                    if let Some(collections) = collections.as_mut() {
+                        for object in &split.ingested {
+                            if !collections.contains(&object.collection) {
+                                collections.push(object.collection.clone());
+                            }
+                        }
+                    }
+                    split
+                }
                 None => {
+                    collections = None;
                     let instructions = plain.decode(limits).map_err(bad)?;
                     self.check_schema_changes(&instructions)?;
                     splitter.split(instructions).map_err(|e| {
@@ -1121,6 +1139,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 instructions,
             });
         }
+        self.upload_collections = collections;
         let fresh_objects = self.admit_writes(connection, ident, file_ident, base, &mut ours);
         strip_known_schema(&mut ours, self.store.schema());
         // Only the concurrent changesets that can change ours are transformed against (and
@@ -1628,6 +1647,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.needs_flush = false;
         }
         Ok(())
+    }
+
+    /// The collections of the last UPLOAD handled (each once, in the order they first appear),
+    /// when every one of its changesets held ingested objects only and was split straight from
+    /// its body: then the engine has read every instruction, and a driver labelling the frame
+    /// (the dev console's feed) need not inflate and read the bodies again. `None` for any
+    /// other UPLOAD, and once taken.
+    pub fn take_upload_collections(&mut self) -> Option<Vec<String>> {
+        self.upload_collections.take()
     }
 
     /// Builds the next owed DOWNLOAD; false when none is owed.
