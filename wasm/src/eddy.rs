@@ -15,6 +15,7 @@ use eddy_core::client::{
     ClientConnection, ClientSession, ConnectionConfig, FileMeta, PersistedState, ResetMode,
     SessionConfig,
 };
+use eddy_core::quote::Quoted;
 use eddy_core::schema::{CollectionKind, Container, Schema, PRIMARY_KEY};
 use eddy_core::schema_json::{schema_from_node, SchemaNode};
 use eddy_core::store::Store;
@@ -407,12 +408,14 @@ impl Eddy {
             .filter(|c| c.kind != CollectionKind::Embedded)
             .ok_or_else(|| {
                 errors::usage(format!(
-                    "{name:?} is not a top-level collection of the schema"
+                    "{name} is not a top-level collection of the schema",
+                    name = Quoted(&name)
                 ))
             })?;
         if collection.kind == CollectionKind::Asymmetric {
             return Err(errors::usage(format!(
-                "{name:?} is asymmetric: insert its objects with db.ingest"
+                "{name} is asymmetric: insert its objects with db.ingest",
+                name = Quoted(&name)
             )));
         }
         let mut doc = convert::to_document(&self.inner.schema, collection, &values, true)
@@ -477,7 +480,7 @@ impl Eddy {
             .filter(|c| c.kind == CollectionKind::Asymmetric)
             .ok_or_else(|| {
                 errors::usage(format!(
-                    "{name:?} is not an asymmetric collection of the schema; declare it with asymmetric: true, or use create"
+                    "{name} is not an asymmetric collection of the schema; declare it with asymmetric: true, or use create", name = Quoted(&name)
                 ))
             })?;
         let mut doc = convert::to_document(&self.inner.schema, collection, &values, true)
@@ -544,10 +547,10 @@ impl Eddy {
                 Ok(Results::all(Rc::clone(&self.inner), name))
             }
             Some(c) if c.kind == CollectionKind::Asymmetric => Err(errors::usage(format!(
-                "{name:?} is asymmetric: its objects go to the server with db.ingest and are never readable on a device"
+                "{name} is asymmetric: its objects go to the server with db.ingest and are never readable on a device", name = Quoted(&name)
             ))),
             _ => Err(errors::usage(format!(
-                "{name:?} is not a top-level collection of the schema"
+                "{name} is not a top-level collection of the schema", name = Quoted(&name)
             ))),
         }
     }
@@ -563,7 +566,8 @@ impl Eddy {
             .and_then(|c| c.primary_key)
             .ok_or_else(|| {
                 errors::usage(format!(
-                    "{name:?} is not a top-level collection of the schema"
+                    "{name} is not a top-level collection of the schema",
+                    name = Quoted(&name)
                 ))
             })?;
         let key = convert::to_primary_key(pk, &key).map_err(errors::usage)?;
@@ -625,9 +629,12 @@ impl Eddy {
             ));
         }
         let schema = &self.inner.schema;
-        let coll = schema
-            .collection(&collection)
-            .ok_or_else(|| errors::usage(format!("unknown collection {collection:?}")))?;
+        let coll = schema.collection(&collection).ok_or_else(|| {
+            errors::usage(format!(
+                "unknown collection {collection}",
+                collection = Quoted(&collection)
+            ))
+        })?;
         let property = coll
             .properties
             .get(&field)
@@ -797,7 +804,10 @@ impl Opening {
             now_ms(),
         );
         conn.add_session(session);
-        let url = format!("{}/api/sync", base_url.replacen("http", "ws", 1));
+        let url = format!(
+            "ws{}/api/sync",
+            base_url.strip_prefix("http").unwrap_or(&base_url)
+        );
         let mut state = State::new(conn, url, user, storage);
         let on_error = get(&sync, "onError");
         state.on_error = on_error.dyn_into::<Function>().ok();

@@ -16,6 +16,7 @@ use std::cell::RefCell;
 
 use eddy_core::client::persist::{restore, PersistBatch, WriteAhead, FORMAT_VERSION};
 use eddy_core::client::{PersistedState, StorageWrite};
+use eddy_core::quote::Quoted;
 use eddy_core::schema::Schema;
 use js_sys::Uint8Array;
 use rexie::{KeyRange, ObjectStore, Rexie, TransactionMode};
@@ -59,7 +60,7 @@ fn bytes(value: &JsValue, store: &str) -> Result<Vec<u8>, String> {
         .dyn_ref::<Uint8Array>()
         .map(Uint8Array::to_vec)
         .ok_or_else(|| {
-            format!("the IndexedDB store {store:?} holds a value that is not an eddy record; delete the database to download the data again")
+            format!("the IndexedDB store {} holds a value that is not an eddy record; delete the database to download the data again", Quoted(store))
         })
 }
 
