@@ -161,7 +161,7 @@ impl fmt::Display for SchemaError {
                 write!(
                     f,
                     "unknown collection {collection}: add it to the schema first",
-                    collection = Quoted(&collection)
+                    collection = Quoted(collection)
                 )
             }
             SchemaError::UnknownProperty {
@@ -171,8 +171,8 @@ impl fmt::Display for SchemaError {
                 write!(
                     f,
                     "collection {collection} has no property {property}",
-                    collection = Quoted(&collection),
-                    property = Quoted(&property)
+                    collection = Quoted(collection),
+                    property = Quoted(property)
                 )
             }
             SchemaError::TypeMismatch {

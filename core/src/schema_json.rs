@@ -132,43 +132,43 @@ impl fmt::Display for SchemaJsonError {
                 f,
                 "schema {path}: unknown key {key} (allowed: primaryKey, embedded, asymmetric, \
                  properties; type, objectType, optional, indexed in property objects)",
-                key = Quoted(&key)
+                key = Quoted(key)
             ),
             SchemaJsonError::UnknownType { path, name } => write!(
                 f,
                 "schema {path}: unknown type {name}: use a built-in type or the name of a \
                  collection in the schema",
-                name = Quoted(&name)
+                name = Quoted(name)
             ),
             SchemaJsonError::BadName { path, name } => write!(
                 f,
                 "schema {path}: {name} cannot be used as a name (empty, or a built-in type name)",
-                name = Quoted(&name)
+                name = Quoted(name)
             ),
             SchemaJsonError::MissingPrimaryKey { collection } => write!(
                 f,
                 "collection {collection} needs \"primaryKey\": \"_id\" and an \"_id\" property \
                  (or \"embedded\": true)",
-                collection = Quoted(&collection)
+                collection = Quoted(collection)
             ),
             SchemaJsonError::BadPrimaryKey { collection, detail } => {
                 write!(
                     f,
                     "collection {collection} has a bad primary key: {detail}",
-                    collection = Quoted(&collection)
+                    collection = Quoted(collection)
                 )
             }
             SchemaJsonError::BadCollectionKind { collection, detail } => {
                 write!(
                     f,
                     "collection {collection}: {detail}",
-                    collection = Quoted(&collection)
+                    collection = Quoted(collection)
                 )
             }
             SchemaJsonError::LinkToAsymmetric { path, target } => write!(
                 f,
                 "schema {path}: {target} is asymmetric and cannot be linked to or embedded",
-                target = Quoted(&target)
+                target = Quoted(target)
             ),
             SchemaJsonError::BadContainer { path, detail } => write!(f, "schema {path}: {detail}"),
         }
@@ -483,7 +483,7 @@ fn read_collection(name: &str, def: &SchemaNode) -> Result<RawCollection, Schema
                 collection: name.into(),
                 detail: format!(
                     "the primary key must be named \"_id\", not {pk}",
-                    pk = Quoted(&pk)
+                    pk = Quoted(pk)
                 ),
             })
         }

@@ -129,7 +129,7 @@ fn to_element(
                     format!(
                         "{}: {target} is not a top-level collection",
                         at(),
-                        target = Quoted(&target)
+                        target = Quoted(target)
                     )
                 })?;
             let key_js = match js.dyn_ref::<Object>() {
@@ -147,7 +147,7 @@ fn to_element(
                 format!(
                     "{}: unknown embedded collection {name}",
                     at(),
-                    name = Quoted(&name)
+                    name = Quoted(name)
                 )
             })?;
             Value::Object(to_document(schema, collection, js, false)?)

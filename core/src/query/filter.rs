@@ -171,34 +171,34 @@ impl fmt::Display for FilterError {
             ),
             FilterError::UnknownOperator { operator } => write!(
                 f,
-                "unknown filter operator {operator}: use $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $not, $and, $or or $nor", operator = Quoted(&operator)
+                "unknown filter operator {operator}: use $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $not, $and, $or or $nor", operator = Quoted(operator)
             ),
             FilterError::ExpectedArray { operator, found } => {
-                write!(f, "{operator} takes an array, found {found}", operator = Quoted(&operator))
+                write!(f, "{operator} takes an array, found {found}", operator = Quoted(operator))
             }
             FilterError::EmptyArray { operator } => {
-                write!(f, "{operator} needs at least one filter in its array", operator = Quoted(&operator))
+                write!(f, "{operator} needs at least one filter in its array", operator = Quoted(operator))
             }
             FilterError::ExpectedBool { operator, found } => {
-                write!(f, "{operator} takes true or false, found {found}", operator = Quoted(&operator))
+                write!(f, "{operator} takes true or false, found {found}", operator = Quoted(operator))
             }
             FilterError::ExpectedObject { operator, found } => {
-                write!(f, "{operator} takes an object of conditions, found {found}", operator = Quoted(&operator))
+                write!(f, "{operator} takes an object of conditions, found {found}", operator = Quoted(operator))
             }
             FilterError::UnknownPlaceholder { placeholder } => write!(
                 f,
-                "unknown placeholder {placeholder}: use %%user.id, %%user.name, %%user.custom_data.<field>, %%true or %%false", placeholder = Quoted(&placeholder)
+                "unknown placeholder {placeholder}: use %%user.id, %%user.name, %%user.custom_data.<field>, %%true or %%false", placeholder = Quoted(placeholder)
             ),
             FilterError::InvalidValue { key, found } => {
-                write!(f, "invalid {key} value {found}", key = Quoted(&key))
+                write!(f, "invalid {key} value {found}", key = Quoted(key))
             }
             FilterError::MixedOperators { field } => write!(
                 f,
-                "the condition on {field} mixes $ operators and field names: use either operators or a plain value", field = Quoted(&field)
+                "the condition on {field} mixes $ operators and field names: use either operators or a plain value", field = Quoted(field)
             ),
             FilterError::InvalidField { field } => write!(
                 f,
-                "invalid field path {field}: segments between dots must not be empty", field = Quoted(&field)
+                "invalid field path {field}: segments between dots must not be empty", field = Quoted(field)
             ),
             FilterError::TooDeep { limit } => {
                 write!(f, "the filter nests deeper than {limit} levels")

@@ -17,7 +17,7 @@ pub(crate) fn asymmetric(collection: &str) -> QueryError {
     QueryError {
         position: 0,
         expected: "a collection that is not asymmetric (ingested objects are never readable on a device; query them on the server)".to_owned(),
-        found: format!("asymmetric collection {collection}", collection = Quoted(&collection)),
+        found: format!("asymmetric collection {collection}", collection = Quoted(collection)),
     }
 }
 
@@ -25,7 +25,7 @@ pub(crate) fn validate(query: &Query, schema: &Schema, collection: &str) -> Resu
     let root = schema.collection(collection).ok_or_else(|| QueryError {
         position: 0,
         expected: "a collection that is in the schema".to_owned(),
-        found: format!("{collection}", collection = Quoted(&collection)),
+        found: format!("{collection}", collection = Quoted(collection)),
     })?;
     if root.kind == CollectionKind::Asymmetric {
         return Err(asymmetric(collection));
@@ -99,7 +99,7 @@ fn describe(ty: &ScalarType) -> String {
         ScalarType::Date => "a date".to_owned(),
         ScalarType::ObjectId => "an objectId".to_owned(),
         ScalarType::Uuid => "a uuid".to_owned(),
-        ScalarType::Link(target) => format!("a link to {target}", target = Quoted(&target)),
+        ScalarType::Link(target) => format!("a link to {target}", target = Quoted(target)),
         ScalarType::Embedded(_) => "null (embedded objects only compare with null)".to_owned(),
         _ => "any value".to_owned(),
     }
@@ -237,7 +237,7 @@ impl Checker<'_> {
         Err(QueryError {
             position: path.offset.0,
             expected: format!("a property of {}", Quoted(&collection.name)),
-            found: format!("{name}", name = Quoted(&name)),
+            found: format!("{name}", name = Quoted(name)),
         })
     }
 
@@ -275,7 +275,7 @@ impl Checker<'_> {
                     let collection = self.schema.collection(target).ok_or_else(|| QueryError {
                         position: path.offset.0,
                         expected: "a link target that is in the schema".to_owned(),
-                        found: format!("{target}", target = Quoted(&target)),
+                        found: format!("{target}", target = Quoted(target)),
                     })?;
                     self.lookup(collection, name, path)?
                 }

@@ -173,11 +173,11 @@ impl fmt::Display for ApplyError {
             } => match expected {
                 Some(ty) => write!(
                     f,
-                    "primary key {key:?} does not fit collection {collection}, whose keys are {ty:?}", collection = Quoted(&collection)
+                    "primary key {key:?} does not fit collection {collection}, whose keys are {ty:?}", collection = Quoted(collection)
                 ),
                 None => write!(
                     f,
-                    "collection {collection} is embedded and has no primary keys, but {key:?} was given", collection = Quoted(&collection)
+                    "collection {collection} is embedded and has no primary keys, but {key:?} was given", collection = Quoted(collection)
                 ),
             },
             ApplyError::Asymmetric {
@@ -186,16 +186,16 @@ impl fmt::Display for ApplyError {
             } => write!(
                 f,
                 "{instruction} refused: objects of asymmetric collection {collection} are never \
-                 stored on a replica; insert them with ingest", collection = Quoted(&collection)
+                 stored on a replica; insert them with ingest", collection = Quoted(collection)
             ),
             ApplyError::NotAsymmetric { collection } => write!(
                 f,
                 "collection {collection} is not asymmetric; only asymmetric collections take \
-                 ingested objects (create the object instead)", collection = Quoted(&collection)
+                 ingested objects (create the object instead)", collection = Quoted(collection)
             ),
             ApplyError::NotTopLevel { collection } => write!(
                 f,
-                "collection {collection} is embedded: its objects live inside other objects' properties", collection = Quoted(&collection)
+                "collection {collection} is embedded: its objects live inside other objects' properties", collection = Quoted(collection)
             ),
             ApplyError::ListTooLong { path } => {
                 write!(f, "list {} cannot grow past 2^32-1 elements", ShowPath(path))

@@ -546,7 +546,7 @@ impl Store {
             return Err(ApplyError::Schema(SchemaError::IncompatibleChange {
                 detail: format!(
                     "collection {name} must have a primary key exactly when it is not embedded",
-                    name = Quoted(&name)
+                    name = Quoted(name)
                 ),
             }));
         }
@@ -587,7 +587,7 @@ impl Store {
                 detail: format!(
                     "{key} of {collection} is implicit and cannot be redefined",
                     key = Quoted(PRIMARY_KEY),
-                    collection = Quoted(&collection)
+                    collection = Quoted(collection)
                 ),
             }));
         }
