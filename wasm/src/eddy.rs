@@ -70,7 +70,29 @@ export interface Configuration {
     initialSubscriptions?: { update: (subs: MutableSubscriptionSet, db: Eddy) => void; rerunOnOpen?: boolean };
     /** Called with sync and storage errors (instances of SyncError, CompensatingWriteError, StorageError). */
     onError?: (session: null, error: Error) => void;
+    /** What a client reset does: when the server no longer knows this database's client file
+     * (restored from a backup, data wiped, file expired), the local data is replaced by the
+     * server's. */
+    clientReset?: ClientResetConfiguration;
   };
+}
+/** Realm JS's names for what a client reset does with local changes the server never saw. */
+export type ClientResetMode = "recoverUnsyncedChanges" | "discardUnsyncedChanges";
+/** `sync.clientReset`. */
+export interface ClientResetConfiguration {
+  /** "recoverUnsyncedChanges" (the default) re-applies them on top of the server's data and
+   * uploads them again; "discardUnsyncedChanges" drops them. */
+  mode?: ClientResetMode;
+  /** Called once a reset has replaced the local data with the server's (and, in recover mode,
+   * re-applied the unsynced changes, which then upload again). */
+  onAfter?: (summary: ClientResetSummary) => void;
+}
+/** What a client reset did with the local changes the server had not integrated. */
+export interface ClientResetSummary {
+  /** Changesets re-applied on top of the server's data. */
+  recovered: number;
+  /** Changesets dropped: all of them in discard mode, those that no longer apply otherwise. */
+  discarded: number;
 }
 "#;
 
@@ -703,6 +725,8 @@ struct Opening {
     user: User,
     /// The database's name: app, user and path.
     name: String,
+    reset_mode: ResetMode,
+    on_reset: Option<Function>,
 }
 
 impl Opening {
@@ -728,12 +752,30 @@ impl Opening {
             let s = user.session.borrow();
             format!("eddy:{}:{}:{path}", s.app_id, s.id)
         };
+        let reset = get(&sync, "clientReset");
+        let reset_mode = match get(&reset, "mode").as_string().as_deref() {
+            None | Some("recoverUnsyncedChanges") => ResetMode::Recover,
+            Some("discardUnsyncedChanges") => ResetMode::Discard,
+            Some(other) => {
+                return Err(errors::usage(format!(
+                    "sync.clientReset.mode {} is not supported: use \"recoverUnsyncedChanges\" or \"discardUnsyncedChanges\"",
+                    Quoted(other)
+                )))
+            }
+        };
+        if !get(&reset, "onBefore").is_undefined() {
+            return Err(errors::usage(
+                "sync.clientReset.onBefore is not supported: a reset happens inside the sync session; onAfter reports it",
+            ));
+        }
         Ok(Opening {
             sync,
             schema,
             defaults,
             user,
             name,
+            reset_mode,
+            on_reset: get(&reset, "onAfter").dyn_into().ok(),
         })
     }
 
@@ -763,6 +805,8 @@ impl Opening {
             defaults,
             user,
             name: _,
+            reset_mode,
+            on_reset,
         } = self;
         let (base_url, token) = {
             let s = user.session.borrow();
@@ -784,7 +828,7 @@ impl Opening {
                 path: "flx".into(),
                 access_token: token,
                 schema: schema.clone(),
-                reset_mode: ResetMode::Recover,
+                reset_mode,
                 async_open: false,
             },
             Some(persisted),
@@ -811,6 +855,7 @@ impl Opening {
         let mut state = State::new(conn, url, user, storage);
         let on_error = get(&sync, "onError");
         state.on_error = on_error.dyn_into::<Function>().ok();
+        state.on_reset = on_reset;
         let inner = Inner::new(state, schema, defaults);
         *inner.lock_release.borrow_mut() = release;
         let db = Eddy {
