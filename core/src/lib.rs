@@ -20,6 +20,7 @@ pub mod client;
 pub mod ingest;
 pub mod protocol;
 pub mod query;
+pub mod quote;
 pub mod schema;
 pub mod schema_json;
 pub mod server;

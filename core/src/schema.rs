@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::quote::Quoted;
 use crate::value::{Value, ValueKind};
 
 /// The schema's maps: collections and properties by name.
@@ -159,14 +160,20 @@ impl fmt::Display for SchemaError {
             SchemaError::UnknownCollection { collection } => {
                 write!(
                     f,
-                    "unknown collection {collection:?}: add it to the schema first"
+                    "unknown collection {collection}: add it to the schema first",
+                    collection = Quoted(collection)
                 )
             }
             SchemaError::UnknownProperty {
                 collection,
                 property,
             } => {
-                write!(f, "collection {collection:?} has no property {property:?}")
+                write!(
+                    f,
+                    "collection {collection} has no property {property}",
+                    collection = Quoted(collection),
+                    property = Quoted(property)
+                )
             }
             SchemaError::TypeMismatch {
                 collection,

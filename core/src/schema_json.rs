@@ -25,6 +25,7 @@ use std::fmt;
 
 use serde_json::{Map, Value as Json};
 
+use crate::quote::Quoted;
 use crate::schema::{
     CollectionKind, CollectionSchema, Container, NameMap, PrimaryKeyType, Property, ScalarType,
     Schema, SchemaError, PRIMARY_KEY,
@@ -129,35 +130,45 @@ impl fmt::Display for SchemaJsonError {
             } => write!(f, "schema {path}: expected {expected}, found {json}"),
             SchemaJsonError::UnknownKey { path, key } => write!(
                 f,
-                "schema {path}: unknown key {key:?} (allowed: primaryKey, embedded, asymmetric, \
-                 properties; type, objectType, optional, indexed in property objects)"
+                "schema {path}: unknown key {key} (allowed: primaryKey, embedded, asymmetric, \
+                 properties; type, objectType, optional, indexed in property objects)",
+                key = Quoted(key)
             ),
             SchemaJsonError::UnknownType { path, name } => write!(
                 f,
-                "schema {path}: unknown type {name:?}: use a built-in type or the name of a \
-                 collection in the schema"
+                "schema {path}: unknown type {name}: use a built-in type or the name of a \
+                 collection in the schema",
+                name = Quoted(name)
             ),
             SchemaJsonError::BadName { path, name } => write!(
                 f,
-                "schema {path}: {name:?} cannot be used as a name (empty, or a built-in type name)"
+                "schema {path}: {name} cannot be used as a name (empty, or a built-in type name)",
+                name = Quoted(name)
             ),
             SchemaJsonError::MissingPrimaryKey { collection } => write!(
                 f,
-                "collection {collection:?} needs \"primaryKey\": \"_id\" and an \"_id\" property \
-                 (or \"embedded\": true)"
+                "collection {collection} needs \"primaryKey\": \"_id\" and an \"_id\" property \
+                 (or \"embedded\": true)",
+                collection = Quoted(collection)
             ),
             SchemaJsonError::BadPrimaryKey { collection, detail } => {
                 write!(
                     f,
-                    "collection {collection:?} has a bad primary key: {detail}"
+                    "collection {collection} has a bad primary key: {detail}",
+                    collection = Quoted(collection)
                 )
             }
             SchemaJsonError::BadCollectionKind { collection, detail } => {
-                write!(f, "collection {collection:?}: {detail}")
+                write!(
+                    f,
+                    "collection {collection}: {detail}",
+                    collection = Quoted(collection)
+                )
             }
             SchemaJsonError::LinkToAsymmetric { path, target } => write!(
                 f,
-                "schema {path}: {target:?} is asymmetric and cannot be linked to or embedded"
+                "schema {path}: {target} is asymmetric and cannot be linked to or embedded",
+                target = Quoted(target)
             ),
             SchemaJsonError::BadContainer { path, detail } => write!(f, "schema {path}: {detail}"),
         }
@@ -257,10 +268,11 @@ fn quote(json: &SchemaNode) -> String {
     const MAX: usize = 80;
     let mut text = String::new();
     json.write_json(&mut text);
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+    if let Some((cut, _)) = text.char_indices().nth(MAX) {
+        text.truncate(cut);
+        text.push('…');
     }
+    text
 }
 
 fn invalid(path: impl Into<String>, expected: &'static str, json: &SchemaNode) -> SchemaJsonError {
@@ -469,7 +481,10 @@ fn read_collection(name: &str, def: &SchemaNode) -> Result<RawCollection, Schema
         (_, Some(pk)) if pk != PRIMARY_KEY => {
             return Err(SchemaJsonError::BadPrimaryKey {
                 collection: name.into(),
-                detail: format!("the primary key must be named \"_id\", not {pk:?}"),
+                detail: format!(
+                    "the primary key must be named \"_id\", not {pk}",
+                    pk = Quoted(pk)
+                ),
             })
         }
         (_, Some(_)) => {
@@ -501,7 +516,10 @@ fn primary_key_type(collection: &str, p: &RawProperty) -> Result<PrimaryKeyType,
         other => {
             return Err(SchemaJsonError::BadPrimaryKey {
                 collection: collection.into(),
-                detail: format!("\"_id\" is {other:?}; use int, string, objectId or uuid"),
+                detail: format!(
+                    "\"_id\" is {}; use int, string, objectId or uuid",
+                    Quoted(other)
+                ),
             })
         }
     };

@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use eddy_core::quote::Quoted;
 use wasm_bindgen::prelude::*;
 
 use crate::credentials::{Credentials, CredentialsKind};
@@ -48,7 +49,8 @@ impl App {
         })?;
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(errors::usage(format!(
-                "baseUrl {base_url:?} must start with http:// or https://"
+                "baseUrl {base_url} must start with http:// or https://",
+                base_url = Quoted(&base_url)
             )));
         }
         Ok(App {

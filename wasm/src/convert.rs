@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use eddy_core::quote::Quoted;
 use eddy_core::schema::{
     CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema, PRIMARY_KEY,
 };
@@ -124,7 +125,13 @@ fn to_element(
             let pk_type = schema
                 .collection(target)
                 .and_then(|c| c.primary_key)
-                .ok_or_else(|| format!("{}: {target:?} is not a top-level collection", at()))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{}: {target} is not a top-level collection",
+                        at(),
+                        target = Quoted(target)
+                    )
+                })?;
             let key_js = match js.dyn_ref::<Object>() {
                 Some(object) if !js.is_string() => Reflect::get(object, &PRIMARY_KEY.into())
                     .map_err(|_| wrong("an object with an _id"))?,
@@ -136,9 +143,13 @@ fn to_element(
             })
         }
         ScalarType::Embedded(name) => {
-            let collection = schema
-                .collection(name)
-                .ok_or_else(|| format!("{}: unknown embedded collection {name:?}", at()))?;
+            let collection = schema.collection(name).ok_or_else(|| {
+                format!(
+                    "{}: unknown embedded collection {name}",
+                    at(),
+                    name = Quoted(name)
+                )
+            })?;
             Value::Object(to_document(schema, collection, js, false)?)
         }
         _ => return Err(format!("{}: unsupported type", at())),
@@ -290,7 +301,7 @@ fn describe(js: &JsValue) -> String {
     }
     if let Some(s) = js.as_string() {
         let short: String = s.chars().take(40).collect();
-        return format!("the string {short:?}");
+        return format!("the string {short}", short = Quoted(&short));
     }
     if Array::is_array(js) {
         return "an array".into();

@@ -139,6 +139,8 @@ pub(crate) struct State {
     pub(crate) connection_listeners: Vec<Function>,
     pub(crate) progress_listeners: Vec<(bool, Function)>,
     pub(crate) on_error: Option<Function>,
+    /// `sync.clientReset.onAfter`.
+    pub(crate) on_reset: Option<Function>,
     pending_changes: Changes,
     notify_scheduled: bool,
     last_connection_state: &'static str,
@@ -212,6 +214,7 @@ impl State {
             connection_listeners: Vec::new(),
             progress_listeners: Vec::new(),
             on_error: None,
+            on_reset: None,
             pending_changes: Changes::new(),
             notify_scheduled: false,
             last_connection_state: "disconnected",
@@ -572,9 +575,14 @@ fn drain_events(st: &mut State, calls: &mut Vec<Call>, refresh: &mut bool) -> bo
                 recovered,
                 discarded,
             } => {
-                web_sys::console::info_1(
-                    &format!("eddy-sync: client reset ({recovered} local changes recovered, {discarded} discarded)").into(),
-                );
+                let summary = Object::new();
+                for (name, count) in [("recovered", recovered), ("discarded", discarded)] {
+                    let _ = Reflect::set(&summary, &name.into(), &JsValue::from(count));
+                }
+                match &st.on_reset {
+                    Some(f) => calls.push((f.clone(), vec![summary.into()])),
+                    None => web_sys::console::info_2(&"eddy-sync: client reset".into(), &summary),
+                }
             }
             _ => {}
         }

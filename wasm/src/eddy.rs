@@ -15,6 +15,7 @@ use eddy_core::client::{
     ClientConnection, ClientSession, ConnectionConfig, FileMeta, PersistedState, ResetMode,
     SessionConfig,
 };
+use eddy_core::quote::Quoted;
 use eddy_core::schema::{CollectionKind, Container, Schema, PRIMARY_KEY};
 use eddy_core::schema_json::{schema_from_node, SchemaNode};
 use eddy_core::store::Store;
@@ -69,7 +70,29 @@ export interface Configuration {
     initialSubscriptions?: { update: (subs: MutableSubscriptionSet, db: Eddy) => void; rerunOnOpen?: boolean };
     /** Called with sync and storage errors (instances of SyncError, CompensatingWriteError, StorageError). */
     onError?: (session: null, error: Error) => void;
+    /** What a client reset does: when the server no longer knows this database's client file
+     * (restored from a backup, data wiped, file expired), the local data is replaced by the
+     * server's. */
+    clientReset?: ClientResetConfiguration;
   };
+}
+/** Realm JS's names for what a client reset does with local changes the server never saw. */
+export type ClientResetMode = "recoverUnsyncedChanges" | "discardUnsyncedChanges";
+/** `sync.clientReset`. */
+export interface ClientResetConfiguration {
+  /** "recoverUnsyncedChanges" (the default) re-applies them on top of the server's data and
+   * uploads them again; "discardUnsyncedChanges" drops them. */
+  mode?: ClientResetMode;
+  /** Called once a reset has replaced the local data with the server's (and, in recover mode,
+   * re-applied the unsynced changes, which then upload again). */
+  onAfter?: (summary: ClientResetSummary) => void;
+}
+/** What a client reset did with the local changes the server had not integrated. */
+export interface ClientResetSummary {
+  /** Changesets re-applied on top of the server's data. */
+  recovered: number;
+  /** Changesets dropped: all of them in discard mode, those that no longer apply otherwise. */
+  discarded: number;
 }
 "#;
 
@@ -407,12 +430,14 @@ impl Eddy {
             .filter(|c| c.kind != CollectionKind::Embedded)
             .ok_or_else(|| {
                 errors::usage(format!(
-                    "{name:?} is not a top-level collection of the schema"
+                    "{name} is not a top-level collection of the schema",
+                    name = Quoted(&name)
                 ))
             })?;
         if collection.kind == CollectionKind::Asymmetric {
             return Err(errors::usage(format!(
-                "{name:?} is asymmetric: insert its objects with db.ingest"
+                "{name} is asymmetric: insert its objects with db.ingest",
+                name = Quoted(&name)
             )));
         }
         let mut doc = convert::to_document(&self.inner.schema, collection, &values, true)
@@ -477,7 +502,7 @@ impl Eddy {
             .filter(|c| c.kind == CollectionKind::Asymmetric)
             .ok_or_else(|| {
                 errors::usage(format!(
-                    "{name:?} is not an asymmetric collection of the schema; declare it with asymmetric: true, or use create"
+                    "{name} is not an asymmetric collection of the schema; declare it with asymmetric: true, or use create", name = Quoted(&name)
                 ))
             })?;
         let mut doc = convert::to_document(&self.inner.schema, collection, &values, true)
@@ -544,10 +569,10 @@ impl Eddy {
                 Ok(Results::all(Rc::clone(&self.inner), name))
             }
             Some(c) if c.kind == CollectionKind::Asymmetric => Err(errors::usage(format!(
-                "{name:?} is asymmetric: its objects go to the server with db.ingest and are never readable on a device"
+                "{name} is asymmetric: its objects go to the server with db.ingest and are never readable on a device", name = Quoted(&name)
             ))),
             _ => Err(errors::usage(format!(
-                "{name:?} is not a top-level collection of the schema"
+                "{name} is not a top-level collection of the schema", name = Quoted(&name)
             ))),
         }
     }
@@ -563,7 +588,8 @@ impl Eddy {
             .and_then(|c| c.primary_key)
             .ok_or_else(|| {
                 errors::usage(format!(
-                    "{name:?} is not a top-level collection of the schema"
+                    "{name} is not a top-level collection of the schema",
+                    name = Quoted(&name)
                 ))
             })?;
         let key = convert::to_primary_key(pk, &key).map_err(errors::usage)?;
@@ -625,9 +651,12 @@ impl Eddy {
             ));
         }
         let schema = &self.inner.schema;
-        let coll = schema
-            .collection(&collection)
-            .ok_or_else(|| errors::usage(format!("unknown collection {collection:?}")))?;
+        let coll = schema.collection(&collection).ok_or_else(|| {
+            errors::usage(format!(
+                "unknown collection {collection}",
+                collection = Quoted(&collection)
+            ))
+        })?;
         let property = coll
             .properties
             .get(&field)
@@ -696,6 +725,8 @@ struct Opening {
     user: User,
     /// The database's name: app, user and path.
     name: String,
+    reset_mode: ResetMode,
+    on_reset: Option<Function>,
 }
 
 impl Opening {
@@ -721,12 +752,30 @@ impl Opening {
             let s = user.session.borrow();
             format!("eddy:{}:{}:{path}", s.app_id, s.id)
         };
+        let reset = get(&sync, "clientReset");
+        let reset_mode = match get(&reset, "mode").as_string().as_deref() {
+            None | Some("recoverUnsyncedChanges") => ResetMode::Recover,
+            Some("discardUnsyncedChanges") => ResetMode::Discard,
+            Some(other) => {
+                return Err(errors::usage(format!(
+                    "sync.clientReset.mode {} is not supported: use \"recoverUnsyncedChanges\" or \"discardUnsyncedChanges\"",
+                    Quoted(other)
+                )))
+            }
+        };
+        if !get(&reset, "onBefore").is_undefined() {
+            return Err(errors::usage(
+                "sync.clientReset.onBefore is not supported: a reset happens inside the sync session; onAfter reports it",
+            ));
+        }
         Ok(Opening {
             sync,
             schema,
             defaults,
             user,
             name,
+            reset_mode,
+            on_reset: get(&reset, "onAfter").dyn_into().ok(),
         })
     }
 
@@ -756,6 +805,8 @@ impl Opening {
             defaults,
             user,
             name: _,
+            reset_mode,
+            on_reset,
         } = self;
         let (base_url, token) = {
             let s = user.session.borrow();
@@ -777,7 +828,7 @@ impl Opening {
                 path: "flx".into(),
                 access_token: token,
                 schema: schema.clone(),
-                reset_mode: ResetMode::Recover,
+                reset_mode,
                 async_open: false,
             },
             Some(persisted),
@@ -797,10 +848,14 @@ impl Opening {
             now_ms(),
         );
         conn.add_session(session);
-        let url = format!("{}/api/sync", base_url.replacen("http", "ws", 1));
+        let url = format!(
+            "ws{}/api/sync",
+            base_url.strip_prefix("http").unwrap_or(&base_url)
+        );
         let mut state = State::new(conn, url, user, storage);
         let on_error = get(&sync, "onError");
         state.on_error = on_error.dyn_into::<Function>().ok();
+        state.on_reset = on_reset;
         let inner = Inner::new(state, schema, defaults);
         *inner.lock_release.borrow_mut() = release;
         let db = Eddy {

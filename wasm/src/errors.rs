@@ -31,7 +31,12 @@ pub(crate) fn usage(message: impl AsRef<str>) -> JsValue {
 
 /// A storage failure; quota errors get their own code.
 pub(crate) fn storage(message: &str) -> JsValue {
-    let quota = message.contains("QuotaExceeded") || message.contains("quota");
+    // Byte windows rather than `str::contains`, whose substring search would link the
+    // standard library's string slicing panic (and with it `char`'s `Debug`).
+    let quota = message
+        .as_bytes()
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"quota"));
     let (code, text) = if quota {
         (
             "storage-quota",

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use std::rc::Rc;
 
 use eddy_core::query::{self, ObjectSource};
+use eddy_core::quote::Quoted;
 use eddy_core::schema::Schema;
 use eddy_core::store::Store;
 use eddy_core::value::{PrimaryKey, Value};
@@ -200,14 +201,19 @@ impl Results {
         arg7: JsValue,
     ) -> Result<Results, JsValue> {
         let args = [arg0, arg1, arg2, arg3, arg4, arg5, arg6, arg7];
-        let parsed = query::parse(&predicate)
-            .map_err(|e| errors::usage(format!("query {predicate:?}: {e}")))?;
+        let parsed = query::parse(&predicate).map_err(|e| {
+            errors::usage(format!(
+                "query {predicate}: {e}",
+                predicate = Quoted(&predicate)
+            ))
+        })?;
         parsed
             .validate(&self.inner.schema, &self.query.collection)
             .map_err(|e| {
                 errors::usage(format!(
-                    "query {predicate:?} on {}: {e}",
-                    self.query.collection
+                    "query {predicate} on {}: {e}",
+                    self.query.collection,
+                    predicate = Quoted(&predicate)
                 ))
             })?;
         let schema = &self.inner.schema;
@@ -235,8 +241,9 @@ impl Results {
             });
         if !known {
             return Err(errors::usage(format!(
-                "sorted({property:?}): {} has no such property",
-                self.query.collection
+                "sorted({property}): {} has no such property",
+                self.query.collection,
+                property = Quoted(&property)
             )));
         }
         let mut query = self.query.clone();

@@ -1,4 +1,4 @@
-//! IndexedDB persistence through rexie: one database per app, user and path, holding the records
+//! IndexedDB persistence through idb: one database per app, user and path, holding the records
 //! of `eddy_core::client::persist` as `Uint8Array`s in three object stores: `objects` (one record
 //! per object, keyed by `object_record_key`), `pending` (local changesets not yet integrated by
 //! the server, keyed by client version) and `meta` (`file`: identity, cursors, subscriptions and
@@ -16,9 +16,11 @@ use std::cell::RefCell;
 
 use eddy_core::client::persist::{restore, PersistBatch, WriteAhead, FORMAT_VERSION};
 use eddy_core::client::{PersistedState, StorageWrite};
+use eddy_core::quote::Quoted;
 use eddy_core::schema::Schema;
+use idb::event::DatabaseEvent;
+use idb::{Database, Factory, KeyRange, ObjectStoreParams, TransactionMode};
 use js_sys::Uint8Array;
-use rexie::{KeyRange, ObjectStore, Rexie, TransactionMode};
 use wasm_bindgen::{JsCast, JsValue};
 
 const OBJECTS: &str = "objects";
@@ -29,7 +31,7 @@ const SCHEMA: &str = "schema";
 
 /// An open IndexedDB database of one synced file.
 pub(crate) struct Storage {
-    db: Rexie,
+    db: Database,
     write_ahead: RefCell<WriteAhead>,
 }
 
@@ -41,12 +43,32 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// The text of a rexie error, including the browser's error name (e.g. `QuotaExceededError`).
-fn idb_text(e: rexie::Error) -> String {
-    match e {
-        rexie::Error::IdbError(inner) => inner.to_string(),
-        other => other.to_string(),
-    }
+/// The text of an idb error, including the browser's error name (e.g. `QuotaExceededError`).
+/// Only `Display`: idb's `Debug` would link the standard library's Unicode printable tables.
+fn idb_text(e: idb::Error) -> String {
+    e.to_string()
+}
+
+/// The record stored under `key` in `store`, if any.
+async fn get(store: &idb::ObjectStore, key: &str) -> Result<Option<JsValue>, String> {
+    store
+        .get(JsValue::from_str(key))
+        .map_err(idb_text)?
+        .await
+        .map_err(idb_text)
+}
+
+/// Every record of `store`, as bytes.
+async fn all_records(tx: &idb::Transaction, store: &str) -> Result<Vec<Vec<u8>>, String> {
+    tx.object_store(store)
+        .map_err(idb_text)?
+        .get_all(None, None)
+        .map_err(idb_text)?
+        .await
+        .map_err(idb_text)?
+        .iter()
+        .map(|v| bytes(v, store))
+        .collect()
 }
 
 fn record(bytes: &[u8]) -> JsValue {
@@ -59,7 +81,7 @@ fn bytes(value: &JsValue, store: &str) -> Result<Vec<u8>, String> {
         .dyn_ref::<Uint8Array>()
         .map(Uint8Array::to_vec)
         .ok_or_else(|| {
-            format!("the IndexedDB store {store:?} holds a value that is not an eddy record; delete the database to download the data again")
+            format!("the IndexedDB store {store} holds a value that is not an eddy record; delete the database to download the data again", store = Quoted(store))
         })
 }
 
@@ -67,14 +89,25 @@ impl Storage {
     /// Opens (creating if needed) the database of the file `name`. The database's name carries
     /// the record format version, so databases of another format are never misread.
     pub(crate) async fn open(name: &str) -> Result<Storage, String> {
-        let db = Rexie::builder(&format!("{name}:records{FORMAT_VERSION}"))
-            .version(1)
-            .add_object_store(ObjectStore::new(OBJECTS))
-            .add_object_store(ObjectStore::new(PENDING))
-            .add_object_store(ObjectStore::new(META))
-            .build()
-            .await
+        let mut request = Factory::new()
+            .and_then(|f| f.open(&format!("{name}:records{FORMAT_VERSION}"), Some(1)))
             .map_err(idb_text)?;
+        // Version 1 is the only one, so an upgrade always starts from no stores. A store that
+        // cannot be created fails the first transaction that names it, as a storage error.
+        request.on_upgrade_needed(|event| {
+            if let Ok(db) = event.database() {
+                for store in [OBJECTS, PENDING, META] {
+                    let _ = db.create_object_store(store, ObjectStoreParams::new());
+                }
+            }
+        });
+        let mut db = request.await.map_err(idb_text)?;
+        // Another tab deleting or upgrading the database must not wait for this one.
+        db.on_version_change(|event| {
+            if let Ok(db) = event.database() {
+                db.close();
+            }
+        });
         Ok(Storage {
             db,
             write_ahead: RefCell::new(WriteAhead::new()),
@@ -92,34 +125,18 @@ impl Storage {
             .db
             .transaction(&[OBJECTS, PENDING, META], TransactionMode::ReadOnly)
             .map_err(idb_text)?;
-        let metas = tx.store(META).map_err(idb_text)?;
-        let Some(meta) = metas.get(FILE.into()).await.map_err(idb_text)? else {
+        let metas = tx.object_store(META).map_err(idb_text)?;
+        let Some(meta) = get(&metas, FILE).await? else {
             return Ok(None);
         };
         let meta = bytes(&meta, META)?;
-        let stored_schema = match metas.get(SCHEMA.into()).await.map_err(idb_text)? {
+        let stored_schema = match get(&metas, SCHEMA).await? {
             Some(s) => Some(bytes(&s, META)?),
             None => None,
         };
-        let objects = tx
-            .store(OBJECTS)
-            .map_err(idb_text)?
-            .get_all(None, None)
-            .await
-            .map_err(idb_text)?
-            .iter()
-            .map(|v| bytes(v, OBJECTS))
-            .collect::<Result<Vec<_>, _>>()?;
-        let pending = tx
-            .store(PENDING)
-            .map_err(idb_text)?
-            .get_all(None, None)
-            .await
-            .map_err(idb_text)?
-            .iter()
-            .map(|v| bytes(v, PENDING))
-            .collect::<Result<Vec<_>, _>>()?;
-        tx.done().await.map_err(idb_text)?;
+        let objects = all_records(&tx, OBJECTS).await?;
+        let pending = all_records(&tx, PENDING).await?;
+        tx.await.map_err(idb_text)?;
         let restored = restore(
             &meta,
             stored_schema.as_deref(),
@@ -159,48 +176,65 @@ impl Storage {
             .db
             .transaction(&[OBJECTS, PENDING, META], TransactionMode::ReadWrite)
             .map_err(idb_text)?;
-        let objects = tx.store(OBJECTS).map_err(idb_text)?;
-        let mut puts = Vec::new();
+        let objects = tx.object_store(OBJECTS).map_err(idb_text)?;
         for (key, object) in &batch.objects {
-            let key = JsValue::from_str(key);
-            match object {
-                Some(object) => puts.push((record(object), Some(key))),
-                None => objects.delete(key).await.map_err(idb_text)?,
+            if object.is_none() {
+                objects
+                    .delete(JsValue::from_str(key))
+                    .map_err(idb_text)?
+                    .await
+                    .map_err(idb_text)?;
             }
         }
-        objects.put_all(puts.into_iter()).await.map_err(idb_text)?;
-        let pending = tx.store(PENDING).map_err(idb_text)?;
+        // Requests of one transaction complete in order: awaiting the last put awaits them all.
+        // Nothing may be awaited between the puts: a request's future only hears of its result
+        // if it exists before the request completes.
+        let mut last_put = None;
+        for (key, object) in &batch.objects {
+            if let Some(object) = object {
+                let key = JsValue::from_str(key);
+                last_put = Some(objects.put(&record(object), Some(&key)).map_err(idb_text)?);
+            }
+        }
+        if let Some(put) = last_put {
+            put.await.map_err(idb_text)?;
+        }
+        let pending = tx.object_store(PENDING).map_err(idb_text)?;
         // Keys sort numerically as long as versions stay below 2^53.
         if batch.clear_pending {
-            pending.clear().await.map_err(idb_text)?;
+            pending.clear().map_err(idb_text)?.await.map_err(idb_text)?;
         } else if batch.acknowledged > 0 {
             let through = JsValue::from_f64(batch.acknowledged as f64);
-            let acknowledged =
-                KeyRange::upper_bound(&through, Some(false)).map_err(|e| idb_text(e.into()))?;
+            let acknowledged = KeyRange::upper_bound(&through, Some(false)).map_err(idb_text)?;
             pending
-                .delete(acknowledged.into())
+                .delete(acknowledged)
+                .map_err(idb_text)?
                 .await
                 .map_err(idb_text)?;
         }
-        let entries = batch
-            .pending
-            .iter()
-            .map(|(version, c)| (record(c), Some(JsValue::from_f64(*version as f64))));
-        pending.put_all(entries).await.map_err(idb_text)?;
-        let metas = tx.store(META).map_err(idb_text)?;
-        if let Some(meta) = &batch.meta {
-            metas
-                .put(&record(meta), Some(&FILE.into()))
-                .await
-                .map_err(idb_text)?;
+        let mut last_put = None;
+        for (version, changeset) in &batch.pending {
+            let key = JsValue::from_f64(*version as f64);
+            last_put = Some(
+                pending
+                    .put(&record(changeset), Some(&key))
+                    .map_err(idb_text)?,
+            );
         }
-        if let Some(schema) = &batch.schema {
-            metas
-                .put(&record(schema), Some(&SCHEMA.into()))
-                .await
-                .map_err(idb_text)?;
+        if let Some(put) = last_put {
+            put.await.map_err(idb_text)?;
         }
-        tx.done().await.map_err(idb_text)?;
+        let metas = tx.object_store(META).map_err(idb_text)?;
+        for (value, key) in [(&batch.meta, FILE), (&batch.schema, SCHEMA)] {
+            if let Some(value) = value {
+                metas
+                    .put(&record(value), Some(&key.into()))
+                    .map_err(idb_text)?
+                    .await
+                    .map_err(idb_text)?;
+            }
+        }
+        tx.await.map_err(idb_text)?;
         Ok(())
     }
 }

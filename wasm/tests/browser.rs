@@ -1,15 +1,18 @@
-//! End-to-end tests in headless Chromium against two live `eddy serve`s started by `./dev test`
+//! End-to-end tests in headless Chromium against three live `eddy serve`s started by `./dev test`
 //! with `wasm/tests/app.toml` (whose roles let only a note's owner write it): the main one at
-//! `EDDY_TEST_URL`, and one whose access tokens expire after 2 to 3 seconds at
-//! `EDDY_TEST_SHORT_TOKEN_URL` (both compiled in). Two clients converge, a reopened database keeps
+//! `EDDY_TEST_URL`, one whose access tokens expire after 2 to 3 seconds at
+//! `EDDY_TEST_SHORT_TOKEN_URL`, and one restored from a backup of the main one's data at
+//! `EDDY_TEST_RESTORED_URL` (all compiled in). Two clients converge, a reopened database keeps
 //! committed and pending writes, writes made while paused sync after `resume`, subscription
 //! changes bring objects in and remove others, a refused write is undone and reported as a
 //! compensating write, tokens are renewed before they expire without the session ending, a revoked
 //! one is reported, a failed IndexedDB transaction and a quota error reject the write and are
 //! reported (both provoked through a patched `IDBObjectStore.put`), a write survives a reload
 //! between its commit and the checkpoint of its object records (the checkpoint aborted the same
-//! way), a second tab is refused, and objects ingested offline survive a reopen and reach the
-//! server (`./dev test` then checks the server holds exactly 10,001 of them).
+//! way), a second tab is refused, objects ingested offline survive a reopen and reach the
+//! server (`./dev test` then checks the server holds exactly 10,001 of them), and a database
+//! reopened against the restored server, which never saw its client file, is reset in either
+//! `sync.clientReset` mode and reports what it recovered and discarded to `onAfter`.
 
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -38,6 +41,23 @@ fn short_token_server_url() -> &'static str {
         ),
     }
 }
+
+/// A third server, started from a copy of the main one's data taken after [`RESET_EMAIL`] had
+/// registered and before any database synced: it knows that user but none of the client files
+/// the main server allocates, as a server restored from an old backup would.
+fn restored_server_url() -> &'static str {
+    match option_env!("EDDY_TEST_RESTORED_URL") {
+        Some(url) => url,
+        None => panic!(
+            "EDDY_TEST_RESTORED_URL is not set: run these tests with ./dev test, which starts a server restored from a backup"
+        ),
+    }
+}
+
+/// The user `./dev test` registers on the main server before copying its data for the restored
+/// one.
+const RESET_EMAIL: &str = "reset@example.com";
+const RESET_PASSWORD: &str = "reset-password";
 
 fn server_url() -> &'static str {
     match option_env!("EDDY_TEST_URL") {
@@ -140,6 +160,12 @@ fn schema() -> JsValue {
 async fn log_in_at(url: &str) -> User {
     let app = App::new(obj(&[("id", "tests".into()), ("baseUrl", url.into())])).unwrap();
     app.log_in(&Credentials::anonymous()).await.unwrap()
+}
+
+async fn log_in_as_reset_user(url: &str) -> User {
+    let app = App::new(obj(&[("id", "tests".into()), ("baseUrl", url.into())])).unwrap();
+    let credentials = Credentials::email_password(RESET_EMAIL.into(), RESET_PASSWORD.into());
+    app.log_in(&credentials).await.unwrap()
 }
 
 async fn log_in() -> User {
@@ -1100,5 +1126,102 @@ async fn a_quota_error_reaches_the_app_as_storage_quota() {
                 .contains("quota exceeded"),
             "{error:?}"
         );
+    }
+}
+
+/// Opens `path` with `sync.clientReset` set to `client_reset`.
+async fn open_with_client_reset(user: &User, path: &str, client_reset: JsValue) -> Eddy {
+    let sync = obj(&[
+        ("user", JsValue::from(user.clone())),
+        ("flexible", true.into()),
+        ("clientReset", client_reset),
+    ]);
+    let config = obj(&[("schema", schema()), ("path", path.into()), ("sync", sync)]);
+    Eddy::open(config).await.unwrap()
+}
+
+/// A database that synced one task with the main server and wrote a second one while paused is
+/// reopened against the restored server, which has never heard of its client file: the first
+/// connection resets it in `mode`. Returns the database, what `onAfter` got, and the tag the two
+/// titles (`"<tag> synced"`, `"<tag> unsynced"`) start with.
+async fn reset_by_a_restored_server(mode: &str) -> (Eddy, JsValue, String) {
+    let t = tag(mode);
+    let (synced, unsynced) = (format!("{t} synced"), format!("{t} unsynced"));
+    let config = obj(&[("mode", mode.into())]);
+    let db = open_with_client_reset(
+        &log_in_as_reset_user(server_url()).await,
+        &t,
+        config.clone(),
+    )
+    .await;
+    write(&db, move |db| {
+        add_task(db, &synced);
+    })
+    .await;
+    settle(&db).await;
+    db.sync_session().pause();
+    write(&db, move |db| {
+        add_task(db, &unsynced);
+    })
+    .await;
+    close(&db).await;
+
+    let mut on_after = None;
+    let reset = Promise::new(&mut |resolve, _| on_after = Some(resolve));
+    Reflect::set(&config, &"onAfter".into(), &on_after.unwrap()).unwrap();
+    let restored = log_in_as_reset_user(restored_server_url()).await;
+    let db = open_with_client_reset(&restored, &t, config).await;
+    let summary = within("sync.clientReset.onAfter", reset).await;
+    (db, summary, t)
+}
+
+#[wasm_bindgen_test]
+async fn a_client_reset_recovers_the_writes_a_restored_server_never_saw() {
+    let (db, summary, t) = reset_by_a_restored_server("recoverUnsyncedChanges").await;
+    assert_eq!(json_text(&summary), r#"{"recovered":1,"discarded":0}"#);
+    let unsynced = format!("{t} unsynced");
+    // The synced task was lost with the server's data; the unsynced one was re-applied and
+    // reaches the restored server.
+    assert_eq!(titles(&tasks_tagged(&db, &t)), vec![unsynced.clone()]);
+    settle(&db).await;
+    close(&db).await;
+    let other = open(&log_in_at(restored_server_url()).await, &tag("other")).await;
+    subscribe_to_prefix(&other, &t).await;
+    assert_eq!(titles(&tasks_tagged(&other, &t)), vec![unsynced]);
+    close(&other).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_client_reset_in_discard_mode_drops_and_counts_the_unsynced_writes() {
+    let (db, summary, t) = reset_by_a_restored_server("discardUnsyncedChanges").await;
+    assert_eq!(json_text(&summary), r#"{"recovered":0,"discarded":1}"#);
+    assert!(titles(&tasks_tagged(&db, &t)).is_empty());
+    settle(&db).await;
+    close(&db).await;
+}
+
+#[wasm_bindgen_test]
+async fn unsupported_client_reset_settings_are_refused() {
+    let user = log_in().await;
+    for (config, expected) in [
+        (
+            obj(&[("mode", "manual".into())]),
+            "sync.clientReset.mode \"manual\" is not supported",
+        ),
+        (
+            obj(&[("onBefore", Function::new_no_args("").into())]),
+            "sync.clientReset.onBefore is not supported",
+        ),
+    ] {
+        let sync = obj(&[
+            ("user", JsValue::from(user.clone())),
+            ("flexible", true.into()),
+            ("clientReset", config),
+        ]);
+        let open = Eddy::open(obj(&[("schema", schema()), ("sync", sync)]));
+        let error = open.await.err().unwrap();
+        let message = get(&error, "message").as_string().unwrap();
+        assert!(message.starts_with(expected), "{message}");
+        assert_eq!(get(&error, "code"), JsValue::from("usage"));
     }
 }

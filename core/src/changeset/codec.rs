@@ -17,6 +17,7 @@ use miniz_oxide::inflate::stream::{inflate as inflate_stream, InflateState};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
 use super::{Instruction, Path, PathElement};
+use crate::quote::Quoted;
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
 use crate::value::{Decimal, Link, ObjectId, PrimaryKey, Uuid, Value};
 use crate::wire::{write_bytes, write_i64, write_str, write_u64, Reader, WireError};
@@ -286,14 +287,18 @@ impl fmt::Display for CodecError {
                 what,
                 offset,
                 input,
-            } => write!(f, "{what} {input:?} at offset {offset} is invalid"),
+            } => write!(f, "{what} {} at offset {offset} is invalid", Quoted(input)),
             CodecError::UnsortedSet { offset } => write!(
                 f,
                 "set at offset {offset} is not in strictly increasing order (unsorted or with \
                  duplicates)"
             ),
             CodecError::DuplicateKey { offset, key } => {
-                write!(f, "key {key:?} at offset {offset} appears twice in its map")
+                write!(
+                    f,
+                    "key {} at offset {offset} appears twice in its map",
+                    Quoted(key)
+                )
             }
         }
     }

@@ -29,6 +29,7 @@ use crate::client::{
     FileMeta, OutstandingTransaction, PendingUpdate, PersistedState, StorageWrite,
 };
 use crate::protocol::{DownloadCursor, Subscription, SubscriptionSet};
+use crate::quote::Quoted;
 use crate::schema::{CollectionKind, CollectionSchema, Schema, PRIMARY_KEY};
 use crate::sorted_map::SortedMap;
 use crate::store::{Changes, Store};
@@ -452,7 +453,10 @@ pub fn decode_schema(bytes: &[u8], limits: &DecodeLimits) -> Result<Schema, Pers
                 primary_key,
             } => {
                 if schema.collections.contains_key(&name) {
-                    return Err(invalid(format!("it adds collection {name:?} twice")));
+                    return Err(invalid(format!(
+                        "it adds collection {name} twice",
+                        name = Quoted(&name)
+                    )));
                 }
                 schema.insert(CollectionSchema {
                     name,
@@ -467,7 +471,8 @@ pub fn decode_schema(bytes: &[u8], limits: &DecodeLimits) -> Result<Schema, Pers
             } => {
                 let Some(c) = schema.collections.get_mut(&collection) else {
                     return Err(invalid(format!(
-                        "it adds a property to {collection:?} before the collection"
+                        "it adds a property to {collection} before the collection",
+                        collection = Quoted(&collection)
                     )));
                 };
                 c.properties.insert(property.name.clone(), property);

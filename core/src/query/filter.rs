@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
+use crate::quote::Quoted;
 use crate::value::{Decimal, Document, ObjectId, Uuid, Value};
 
 use super::compare::{equals, ordered};
@@ -170,34 +171,34 @@ impl fmt::Display for FilterError {
             ),
             FilterError::UnknownOperator { operator } => write!(
                 f,
-                "unknown filter operator {operator:?}: use $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $not, $and, $or or $nor"
+                "unknown filter operator {operator}: use $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $not, $and, $or or $nor", operator = Quoted(operator)
             ),
             FilterError::ExpectedArray { operator, found } => {
-                write!(f, "{operator:?} takes an array, found {found}")
+                write!(f, "{operator} takes an array, found {found}", operator = Quoted(operator))
             }
             FilterError::EmptyArray { operator } => {
-                write!(f, "{operator:?} needs at least one filter in its array")
+                write!(f, "{operator} needs at least one filter in its array", operator = Quoted(operator))
             }
             FilterError::ExpectedBool { operator, found } => {
-                write!(f, "{operator:?} takes true or false, found {found}")
+                write!(f, "{operator} takes true or false, found {found}", operator = Quoted(operator))
             }
             FilterError::ExpectedObject { operator, found } => {
-                write!(f, "{operator:?} takes an object of conditions, found {found}")
+                write!(f, "{operator} takes an object of conditions, found {found}", operator = Quoted(operator))
             }
             FilterError::UnknownPlaceholder { placeholder } => write!(
                 f,
-                "unknown placeholder {placeholder:?}: use %%user.id, %%user.name, %%user.custom_data.<field>, %%true or %%false"
+                "unknown placeholder {placeholder}: use %%user.id, %%user.name, %%user.custom_data.<field>, %%true or %%false", placeholder = Quoted(placeholder)
             ),
             FilterError::InvalidValue { key, found } => {
-                write!(f, "invalid {key:?} value {found}")
+                write!(f, "invalid {key} value {found}", key = Quoted(key))
             }
             FilterError::MixedOperators { field } => write!(
                 f,
-                "the condition on {field:?} mixes $ operators and field names: use either operators or a plain value"
+                "the condition on {field} mixes $ operators and field names: use either operators or a plain value", field = Quoted(field)
             ),
             FilterError::InvalidField { field } => write!(
                 f,
-                "invalid field path {field:?}: segments between dots must not be empty"
+                "invalid field path {field}: segments between dots must not be empty", field = Quoted(field)
             ),
             FilterError::TooDeep { limit } => {
                 write!(f, "the filter nests deeper than {limit} levels")

@@ -1,6 +1,7 @@
 //! Splits RQL text into tokens with byte offsets, decoding every literal (numbers, strings,
 //! dates, object ids, UUIDs, decimals, base64) so the parser only deals with finished values.
 
+use crate::quote::Quoted;
 use crate::value::{Decimal, ObjectId, Uuid};
 
 use super::literal;
@@ -113,7 +114,7 @@ fn is_word_char(c: char) -> bool {
 }
 
 fn quote(text: &str) -> String {
-    format!("{text:?}")
+    Quoted(text).to_string()
 }
 
 impl<'a> Lexer<'a> {

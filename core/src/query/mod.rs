@@ -54,6 +54,7 @@ mod tests;
 
 use std::fmt;
 
+use crate::quote::Quoted;
 use crate::schema::Schema;
 use crate::value::{Document, PrimaryKey, Value};
 
@@ -170,7 +171,7 @@ impl Query {
                 return Err(QueryError {
                     position: 0,
                     expected: "a collection that is in the schema".to_owned(),
-                    found: format!("{collection:?}"),
+                    found: format!("{collection}", collection = Quoted(collection)),
                 })
             }
             Some(c) if c.kind == crate::schema::CollectionKind::Asymmetric => {

@@ -6,6 +6,7 @@ use super::ast::{
 };
 use super::lexer::{tokenize, Punct, Token, TokenKind};
 use super::{Query, QueryError};
+use crate::quote::Quoted;
 use crate::value::Value;
 
 /// How deeply parentheses and `NOT`s may nest; deeper input is refused rather than risking the
@@ -87,12 +88,12 @@ impl Parser<'_> {
 
     /// Source text from `start` to the end of the last consumed token, quoted.
     fn quoted_since(&self, start: usize) -> String {
-        format!("{:?}", self.text.get(start..self.last_end()).unwrap_or(""))
+        Quoted(self.text.get(start..self.last_end()).unwrap_or("")).to_string()
     }
 
     fn error(&self, expected: impl Into<String>) -> QueryError {
         let found = match self.peek() {
-            Some(token) => format!("{:?}", self.token_text(token)),
+            Some(token) => Quoted(self.token_text(token)).to_string(),
             None => "end of query".to_owned(),
         };
         QueryError {
@@ -394,7 +395,7 @@ impl Parser<'_> {
                         None
                     };
                     if quantifier.is_some() {
-                        let quantifier_text = format!("{word:?}");
+                        let quantifier_text = Quoted(word).to_string();
                         self.pos += 1;
                         if self.peek_kind() != Some(&TokenKind::Word) {
                             return Err(self.error(format!("a key path after {quantifier_text}")));

@@ -1,6 +1,7 @@
 //! Checks a parsed query against a schema: every key path must exist, `@` operations must fit
 //! the property they end on, and literals must fit the type they are compared with.
 
+use crate::quote::Quoted;
 use crate::schema::{
     CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, ScalarType, Schema,
     PRIMARY_KEY,
@@ -16,7 +17,7 @@ pub(crate) fn asymmetric(collection: &str) -> QueryError {
     QueryError {
         position: 0,
         expected: "a collection that is not asymmetric (ingested objects are never readable on a device; query them on the server)".to_owned(),
-        found: format!("asymmetric collection {collection:?}"),
+        found: format!("asymmetric collection {collection}", collection = Quoted(collection)),
     }
 }
 
@@ -24,7 +25,7 @@ pub(crate) fn validate(query: &Query, schema: &Schema, collection: &str) -> Resu
     let root = schema.collection(collection).ok_or_else(|| QueryError {
         position: 0,
         expected: "a collection that is in the schema".to_owned(),
-        found: format!("{collection:?}"),
+        found: format!("{collection}", collection = Quoted(collection)),
     })?;
     if root.kind == CollectionKind::Asymmetric {
         return Err(asymmetric(collection));
@@ -70,7 +71,7 @@ fn path_text(path: &KeyPath) -> String {
         quantifier: None,
         ..path.clone()
     };
-    format!("{:?}", bare.to_string())
+    Quoted(&bare.to_string()).to_string()
 }
 
 fn path_error(path: &KeyPath, expected: impl Into<String>, property: &Property) -> QueryError {
@@ -98,7 +99,7 @@ fn describe(ty: &ScalarType) -> String {
         ScalarType::Date => "a date".to_owned(),
         ScalarType::ObjectId => "an objectId".to_owned(),
         ScalarType::Uuid => "a uuid".to_owned(),
-        ScalarType::Link(target) => format!("a link to {target:?}"),
+        ScalarType::Link(target) => format!("a link to {target}", target = Quoted(target)),
         ScalarType::Embedded(_) => "null (embedded objects only compare with null)".to_owned(),
         _ => "any value".to_owned(),
     }
@@ -191,7 +192,7 @@ impl Checker<'_> {
         {
             return Err(path_error(
                 path,
-                format!("a string property before {:?}", op.as_str()),
+                format!("a string property before {}", Quoted(op.as_str())),
                 &resolved.property,
             ));
         }
@@ -203,7 +204,10 @@ impl Checker<'_> {
         {
             return Err(path_error(
                 path,
-                format!("a property that can be ordered with {:?}", op.as_str()),
+                format!(
+                    "a property that can be ordered with {}",
+                    Quoted(op.as_str())
+                ),
                 &resolved.property,
             ));
         }
@@ -232,8 +236,8 @@ impl Checker<'_> {
         }
         Err(QueryError {
             position: path.offset.0,
-            expected: format!("a property of {:?}", collection.name),
-            found: format!("{name:?}"),
+            expected: format!("a property of {}", Quoted(&collection.name)),
+            found: format!("{name}", name = Quoted(name)),
         })
     }
 
@@ -271,7 +275,7 @@ impl Checker<'_> {
                     let collection = self.schema.collection(target).ok_or_else(|| QueryError {
                         position: path.offset.0,
                         expected: "a link target that is in the schema".to_owned(),
-                        found: format!("{target:?}"),
+                        found: format!("{target}", target = Quoted(target)),
                     })?;
                     self.lookup(collection, name, path)?
                 }
@@ -305,7 +309,7 @@ impl Checker<'_> {
         let wrong = |expected: &str| {
             Err(path_error(
                 &before_tail,
-                format!("{expected} before {:?}", tail.as_str()),
+                format!("{expected} before {}", Quoted(tail.as_str())),
                 &property,
             ))
         };

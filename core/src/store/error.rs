@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::changeset::{Path, PathElement};
+use crate::quote::Quoted;
 use crate::schema::{PrimaryKeyType, SchemaError};
 use crate::value::{PrimaryKey, ValueKind};
 
@@ -172,11 +173,11 @@ impl fmt::Display for ApplyError {
             } => match expected {
                 Some(ty) => write!(
                     f,
-                    "primary key {key:?} does not fit collection {collection:?}, whose keys are {ty:?}"
+                    "primary key {key:?} does not fit collection {collection}, whose keys are {ty:?}", collection = Quoted(collection)
                 ),
                 None => write!(
                     f,
-                    "collection {collection:?} is embedded and has no primary keys, but {key:?} was given"
+                    "collection {collection} is embedded and has no primary keys, but {key:?} was given", collection = Quoted(collection)
                 ),
             },
             ApplyError::Asymmetric {
@@ -184,17 +185,17 @@ impl fmt::Display for ApplyError {
                 instruction,
             } => write!(
                 f,
-                "{instruction} refused: objects of asymmetric collection {collection:?} are never \
-                 stored on a replica; insert them with ingest"
+                "{instruction} refused: objects of asymmetric collection {collection} are never \
+                 stored on a replica; insert them with ingest", collection = Quoted(collection)
             ),
             ApplyError::NotAsymmetric { collection } => write!(
                 f,
-                "collection {collection:?} is not asymmetric; only asymmetric collections take \
-                 ingested objects (create the object instead)"
+                "collection {collection} is not asymmetric; only asymmetric collections take \
+                 ingested objects (create the object instead)", collection = Quoted(collection)
             ),
             ApplyError::NotTopLevel { collection } => write!(
                 f,
-                "collection {collection:?} is embedded: its objects live inside other objects' properties"
+                "collection {collection} is embedded: its objects live inside other objects' properties", collection = Quoted(collection)
             ),
             ApplyError::ListTooLong { path } => {
                 write!(f, "list {} cannot grow past 2^32-1 elements", ShowPath(path))
@@ -230,7 +231,7 @@ impl fmt::Display for ShowPath<'_> {
             match step {
                 PathElement::Field(name) => write!(f, ".{name}")?,
                 PathElement::Index(index) => write!(f, "[{index}]")?,
-                PathElement::Key(key) => write!(f, "[{key:?}]")?,
+                PathElement::Key(key) => write!(f, "[{}]", Quoted(key))?,
             }
         }
         Ok(())

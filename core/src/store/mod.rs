@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::mem;
 
 use crate::changeset::{Instruction, Path, PathElement};
+use crate::quote::Quoted;
 use crate::schema::{
     CollectionKind, CollectionSchema, Container, PrimaryKeyType, Property, Schema, SchemaError,
     PRIMARY_KEY,
@@ -544,7 +545,8 @@ impl Store {
         if (kind == CollectionKind::Embedded) != primary_key.is_none() {
             return Err(ApplyError::Schema(SchemaError::IncompatibleChange {
                 detail: format!(
-                    "collection {name:?} must have a primary key exactly when it is not embedded"
+                    "collection {name} must have a primary key exactly when it is not embedded",
+                    name = Quoted(name)
                 ),
             }));
         }
@@ -583,7 +585,9 @@ impl Store {
         if property.name == PRIMARY_KEY {
             return Err(ApplyError::Schema(SchemaError::IncompatibleChange {
                 detail: format!(
-                    "{PRIMARY_KEY:?} of {collection:?} is implicit and cannot be redefined"
+                    "{key} of {collection} is implicit and cannot be redefined",
+                    key = Quoted(PRIMARY_KEY),
+                    collection = Quoted(collection)
                 ),
             }));
         }

@@ -7,6 +7,7 @@ use serde_json::{Map, Number, Value as Json};
 
 use super::nearest_double::nearest_double;
 use super::{Decimal, Document, Link, ObjectId, PrimaryKey, Uuid, Value};
+use crate::quote::Quoted;
 
 /// How much type information EJSON output keeps.
 ///
@@ -249,9 +250,9 @@ pub(super) fn double_text(d: f64) -> String {
 /// serde_json's shortest formatter (a small one, without the `Value` tree) rather than `{:?}`
 /// keeps the standard library's float formatter out of the browser build.
 pub(crate) fn finite_double_text(d: f64) -> String {
-    let mut text = Number::from_f64(d)
-        .map_or_else(String::new, |n| n.to_string())
-        .replace("e+", "e");
+    let mut text = Number::from_f64(d).map_or_else(String::new, |n| n.to_string());
+    // The only `+` is an exponent's sign (`1e+300`), which the text leaves out.
+    text.retain(|c| c != '+');
     if !text.contains(['.', 'e', 'E']) {
         text.push_str(".0");
     }
@@ -266,13 +267,10 @@ pub(crate) fn finite_double_text(d: f64) -> String {
 /// serde_json's (with their power tables) is in the browser build.
 pub(crate) fn read_double(text: &str) -> Option<f64> {
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    let (negative, body) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
-        Some(at) => (&body[..at], Some(&body[at + 1..])),
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let negative = text.starts_with('-');
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
         None => (body, None),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -281,11 +279,8 @@ pub(crate) fn read_double(text: &str) -> Option<f64> {
     }
     let mut exponent_value: i64 = 0;
     if let Some(exponent) = exponent {
-        let (sign, unsigned) = match exponent.as_bytes().first() {
-            Some(b'-') => (-1, &exponent[1..]),
-            Some(b'+') => (1, &exponent[1..]),
-            _ => (1, exponent),
-        };
+        let unsigned = exponent.strip_prefix(['-', '+']).unwrap_or(exponent);
+        let sign = if exponent.starts_with('-') { -1 } else { 1 };
         if unsigned.is_empty() || !digits(unsigned) {
             return None;
         }
@@ -341,7 +336,7 @@ impl<'j> Parser<'j> {
                     out.push('.');
                     out.push_str(k);
                 }
-                Step::Key(k) => out.push_str(&format!("[{k:?}]")),
+                Step::Key(k) => out.push_str(&format!("[{}]", Quoted(k))),
             }
         }
         out

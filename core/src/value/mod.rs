@@ -15,6 +15,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::quote::Quoted;
+
 /// The fields of an object or embedded object, by property name.
 ///
 /// A `BTreeMap` so that iteration (and therefore encoding, hashing and comparison) is
@@ -279,7 +281,7 @@ impl fmt::Debug for Value {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Double(d) => f.write_str(&ejson::double_text(*d)),
-            Value::String(s) => write!(f, "{s:?}"),
+            Value::String(s) => write!(f, "{}", Quoted(s)),
             Value::Binary(b) => write!(f, "bin{b:02x?}"),
             Value::Date(ms) => write!(f, "date({ms})"),
             Value::ObjectId(o) => write!(f, "{o:?}"),
@@ -288,7 +290,10 @@ impl fmt::Debug for Value {
             Value::Link(l) => write!(f, "link({}:{:?})", l.collection, l.key),
             Value::List(l) => f.debug_list().entries(l).finish(),
             Value::Set(s) => f.debug_set().entries(s).finish(),
-            Value::Dict(d) | Value::Object(d) => f.debug_map().entries(d).finish(),
+            Value::Dict(d) | Value::Object(d) => f
+                .debug_map()
+                .entries(d.iter().map(|(k, v)| (Quoted(k), v)))
+                .finish(),
         }
     }
 }
@@ -354,7 +359,7 @@ impl fmt::Debug for PrimaryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PrimaryKey::Int(i) => write!(f, "{i}"),
-            PrimaryKey::String(s) => write!(f, "{s:?}"),
+            PrimaryKey::String(s) => write!(f, "{}", Quoted(s)),
             PrimaryKey::ObjectId(o) => write!(f, "{o:?}"),
             PrimaryKey::Uuid(u) => write!(f, "{u:?}"),
         }
@@ -383,7 +388,12 @@ pub struct ParseScalarError {
 
 impl fmt::Display for ParseScalarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not a valid {}", self.input, self.expected)
+        write!(
+            f,
+            "{} is not a valid {}",
+            Quoted(&self.input),
+            self.expected
+        )
     }
 }
 
@@ -478,8 +488,8 @@ impl Decimal {
             return Ok(Decimal(s.to_owned()));
         }
         let body = s.strip_prefix(['-', '+']).unwrap_or(s);
-        let (mantissa, exponent) = match body.find(['e', 'E']) {
-            Some(i) => (&body[..i], Some(&body[i + 1..])),
+        let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+            Some((mantissa, exponent)) => (mantissa, Some(exponent)),
             None => (body, None),
         };
         let mut parts = mantissa.splitn(2, '.');
