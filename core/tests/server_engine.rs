@@ -8,8 +8,9 @@
 
 use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
 use eddy_core::protocol::{
-    encode_client_message, ClientMessage, DownloadCursor, ErrorCode, IngestStatusEntry,
-    ServerMessage, Subscription, SubscriptionSet, TransactResult, UploadChangeset,
+    encode_client_message, ClientMessage, DownloadCursor, ErrorAction, ErrorCode,
+    IngestStatusEntry, ServerMessage, Subscription, SubscriptionSet, TransactResult,
+    UploadChangeset,
 };
 use eddy_core::server::view::{object_keys, ObjectKey};
 use eddy_core::server::{
@@ -332,6 +333,40 @@ fn re_uploads_are_idempotent() {
     let out = h.send(1, upload(1, ident, 1, 0, &create_item(1, 5)));
     assert!(error_code(&out).is_none(), "{out:?}");
     assert_eq!(h.engine.latest_version(), 1);
+}
+
+#[test]
+fn a_client_version_reused_for_another_changeset_needs_a_client_reset() {
+    // A client file whose storage lost an uploaded changeset (a browser commit that did not
+    // survive a power loss, a file restored from a copy) makes another with the same version.
+    let mut h = Harness::new();
+    let (ident, _) = h.open(1, "alice");
+    h.send(1, upload(1, ident, 1, 0, &create_item(1, 5)));
+    let ClientMessage::Upload {
+        session,
+        mut changesets,
+    } = upload(1, ident, 1, 0, &create_item(2, 6))
+    else {
+        unreachable!()
+    };
+    changesets[0].origin_timestamp += 1;
+    let out = h.send(
+        1,
+        ClientMessage::Upload {
+            session,
+            changesets,
+        },
+    );
+    assert_eq!(
+        error_code(&out),
+        Some((1, ErrorCode::DivergingHistories)),
+        "{out:?}"
+    );
+    assert_eq!(
+        ErrorCode::DivergingHistories.action(),
+        ErrorAction::ClientReset
+    );
+    assert_eq!(h.engine.latest_version(), 1, "nothing of it was integrated");
 }
 
 #[test]

@@ -1059,7 +1059,22 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 ));
             }
             if c.client_version <= own_cv {
-                // Already integrated (a re-upload after a lost acknowledgement): idempotent.
+                // Already integrated (a re-upload after a lost acknowledgement): idempotent,
+                // unless the client file lost that changeset and made another with its version.
+                if let Some(made) = self.integrated_timestamp(file_ident, c.client_version) {
+                    if made != c.origin_timestamp {
+                        return Err(fail(
+                            ErrorCode::DivergingHistories,
+                            format!(
+                                "client version {} was integrated from a changeset made at {made} \
+                                 ms, and this one was made at {} ms: the client file lost changes \
+                                 the server holds (storage that did not keep a commit, or a file \
+                                 restored from a copy), so it must reset",
+                                c.client_version, c.origin_timestamp
+                            ),
+                        ));
+                    }
+                }
                 continue;
             }
             previous = c.client_version;
@@ -1633,6 +1648,21 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
+    }
+
+    /// When client version `client_version` of a file was integrated into the history: the
+    /// timestamp its changeset was made at (`None` when it is not in the history).
+    fn integrated_timestamp(&self, file_ident: u64, client_version: u64) -> Option<u64> {
+        let integrations = &self.files.get(&file_ident)?.integrations;
+        let at = integrations
+            .binary_search_by_key(&client_version, |(_, cv)| *cv)
+            .ok()?;
+        let (server_version, _) = *integrations.get(at)?;
+        let entry = self
+            .history
+            .get(usize::try_from(server_version).ok()?.checked_sub(1)?)?;
+        (entry.client_version == client_version && entry.origin_file_ident == file_ident)
+            .then_some(entry.origin_timestamp)
     }
 
     /// Stores what changed in the views of `files`, then flushes everything buffered.
