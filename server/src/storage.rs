@@ -465,10 +465,12 @@ impl ServerStorage for SqliteStorage {
     fn save_view(&mut self, file_ident: u64, delta: &ViewDelta) -> Result<(), StorageError> {
         self.begin()?;
         let ident = to_sql(file_ident);
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO client_views (ident, view) VALUES (?1, ?2)")
-            .and_then(|mut stmt| stmt.execute(params![ident, delta.header]))
-            .map_err(storage_error)?;
+        if let Some(header) = &delta.header {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO client_views (ident, view) VALUES (?1, ?2)")
+                .and_then(|mut stmt| stmt.execute(params![ident, header]))
+                .map_err(storage_error)?;
+        }
         if delta.whole {
             self.conn
                 .prepare_cached("DELETE FROM client_view_objects WHERE ident = ?1")

@@ -316,8 +316,8 @@ pub struct StoredView {
 /// The changes to store for one view.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ViewDelta {
-    /// The new header.
-    pub header: Vec<u8>,
+    /// The new header, when it changed (always with `whole`).
+    pub header: Option<Vec<u8>>,
     /// Every stored object row is dropped before `objects` are written.
     pub whole: bool,
     /// Rows to write, keyed by [`encode_object`]; `None` deletes the row.
@@ -327,7 +327,9 @@ pub struct ViewDelta {
 impl StoredView {
     /// Applies a delta, as storage does.
     pub fn apply(&mut self, delta: &ViewDelta) {
-        self.header.clone_from(&delta.header);
+        if let Some(header) = &delta.header {
+            self.header.clone_from(header);
+        }
         if delta.whole {
             self.objects.clear();
         }
@@ -429,11 +431,10 @@ impl FileView {
 
     /// Owes the file a reset of `object`; false if one was owed already.
     pub fn owe_reset(&mut self, object: ObjectKey) -> bool {
-        if self.pending_resets.contains(&object) {
+        if !self.pending_resets.insert(object.clone()) {
             return false;
         }
-        self.unsaved.objects.insert(object.clone());
-        self.pending_resets.insert(object);
+        self.unsaved.objects.insert(object);
         true
     }
 
@@ -465,8 +466,7 @@ impl FileView {
         };
         let mut changed = false;
         for object in objects {
-            if !held.contains(&object) {
-                held.insert(object.clone());
+            if held.insert(object.clone()) {
                 self.unsaved.objects.insert(object);
                 changed = true;
             }
@@ -555,7 +555,7 @@ impl FileView {
             unsaved.objects.iter().map(row).collect()
         };
         Some(ViewDelta {
-            header: self.header(),
+            header: (unsaved.whole || unsaved.header).then(|| self.header()),
             whole: unsaved.whole,
             objects,
         })
@@ -674,6 +674,14 @@ pub fn encode_object(object: &ObjectKey) -> Vec<u8> {
     out
 }
 
+/// Reads `N` bytes of a stored view object.
+fn fixed<const N: usize>(r: &mut Reader<'_>, what: &'static str) -> Result<[u8; N], String> {
+    r.take(N, what)
+        .map_err(|e| format!("stored view object: {e}"))?
+        .try_into()
+        .map_err(|_| format!("stored view object: short {what}"))
+}
+
 /// Reads an object key written by [`encode_object`].
 pub fn decode_object(bytes: &[u8]) -> Result<ObjectKey, String> {
     let mut r = Reader::new(bytes);
@@ -682,22 +690,8 @@ pub fn decode_object(bytes: &[u8]) -> Result<ObjectKey, String> {
     let key = match r.u8("key type").map_err(wire)? {
         0 => PrimaryKey::Int(r.i64("key").map_err(wire)?),
         1 => PrimaryKey::String(r.str("key", usize::MAX).map_err(wire)?.to_owned()),
-        2 => {
-            let bytes = r.take(12, "object id").map_err(wire)?;
-            PrimaryKey::ObjectId(ObjectId(
-                bytes
-                    .try_into()
-                    .map_err(|_| "stored view object: short object id")?,
-            ))
-        }
-        3 => {
-            let bytes = r.take(16, "uuid").map_err(wire)?;
-            PrimaryKey::Uuid(Uuid(
-                bytes
-                    .try_into()
-                    .map_err(|_| "stored view object: short uuid")?,
-            ))
-        }
+        2 => PrimaryKey::ObjectId(ObjectId(fixed(&mut r, "object id")?)),
+        3 => PrimaryKey::Uuid(Uuid(fixed(&mut r, "uuid")?)),
         other => return Err(format!("stored view object: unknown key type {other}")),
     };
     if !r.is_empty() {
@@ -953,6 +947,10 @@ mod tests {
         assert_eq!(view.take_reset(), Some(object(1)));
         view.record_reset(object(1), 50, false);
         assert_eq!(view.delta().unwrap().objects.len(), 1);
+        assert!(
+            view.delta().unwrap().header.is_none(),
+            "the header did not change"
+        );
         store(&mut view, &mut stored);
         let read = FileView::from_stored(&stored).unwrap();
         assert_eq!(read, view);
