@@ -15,7 +15,7 @@
 //!   with its whole current state (the object entered the view) or with nothing (the client
 //!   released it, or wrote to an object it does not hold). The client drops every pending local
 //!   write to that object when it applies the reset, and the server refuses every write of that
-//!   client to the object whose base version is older than the reset ([`FileView::last_reset`]),
+//!   client to the object whose base version is older than the reset (the view keeps the version of each object's last reset),
 //!   so both sides agree on exactly which writes survive. Resets go out only in a DOWNLOAD that
 //!   brings the client to the latest server version, and instructions on an object with a
 //!   pending reset are not sent meanwhile, so a reset is always positioned after everything it
