@@ -15,11 +15,11 @@
 //!   with its whole current state (the object entered the view) or with nothing (the client
 //!   released it, or wrote to an object it does not hold). The client drops every pending local
 //!   write to that object when it applies the reset, and the server refuses every write of that
-//!   client to the object whose base version is older than the reset (the view keeps the version of each object's last reset),
-//!   so both sides agree on exactly which writes survive. Resets go out only in a DOWNLOAD that
-//!   brings the client to the latest server version, and instructions on an object with a
-//!   pending reset are not sent meanwhile, so a reset is always positioned after everything it
-//!   contains.
+//!   client to the object whose base version is older than the reset (the view keeps the
+//!   version of each object's last reset), so both sides agree on exactly which writes survive.
+//!   Resets go out only in a DOWNLOAD that brings the client to the latest server version, and
+//!   instructions on an object with a pending reset are not sent meanwhile, so a reset is always
+//!   positioned after everything it contains.
 //! - **Leaving hints.** An object that no longer matches is not removed by the server: it tells
 //!   the client, which releases the object (RELEASE) once none of its pending changesets touches
 //!   it. Until the server processes the RELEASE the object stays held and its changes keep
