@@ -282,10 +282,12 @@ pub fn client_message(frame: &[u8]) -> Result<MessageView, String> {
         ClientMessage::ClientVersionRequest {
             client_file_ident,
             client_file_ident_salt,
+            from_client_version,
             ..
         } => {
             view.field("client_file_ident", client_file_ident);
             view.field("client_file_ident_salt", client_file_ident_salt);
+            view.field("from_client_version", from_client_version);
         }
         ClientMessage::Ping { timestamp, rtt } => {
             view.field("timestamp", timestamp);
@@ -347,8 +349,10 @@ pub fn server_message(frame: &[u8]) -> Result<MessageView, String> {
             view.field(
                 "upload acknowledged",
                 format!(
-                    "client version {} at server version {}",
-                    progress.upload.client_version, progress.upload.last_integrated_server_version
+                    "client version {} (made at {}) at server version {}",
+                    progress.upload.client_version,
+                    progress.upload.origin_timestamp,
+                    progress.upload.last_integrated_server_version
                 ),
             );
             view.field("latest_server_version", progress.latest_server_version);
@@ -392,10 +396,12 @@ pub fn server_message(frame: &[u8]) -> Result<MessageView, String> {
         ServerMessage::ClientVersion {
             client_file_ident,
             client_version,
+            integrated,
             ..
         } => {
             view.field("client_file_ident", client_file_ident);
             view.field("client_version", client_version);
+            view.field("integrated changesets listed", integrated.len());
         }
         ServerMessage::Error {
             code,

@@ -170,7 +170,7 @@ async fn the_sessions_page_shows_an_empty_state_then_a_live_row_and_its_timeline
     console.model.update(|m: &mut Model| {
         m.apply(event(serde_json::json!({
             "seq": 1, "kind": "session", "event": "identified", "connection": 3, "session": 1,
-            "user": "anon-1", "client": 42, "peer": "127.0.0.1:1", "protocol": "eddy-sync/3",
+            "user": "anon-1", "client": 42, "peer": "127.0.0.1:1", "protocol": "eddy-sync/4",
         })));
         m.apply(event(serde_json::json!({
             "seq": 2, "kind": "message", "connection": 3, "session": 1, "direction": "out",

@@ -9,7 +9,7 @@ use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Ins
 use eddy_core::client::{ClientSession, ResetMode, SessionConfig, SessionEvent};
 use eddy_core::protocol::{
     BatchState, ClientMessage, DownloadChangeset, DownloadCursor, ErrorCode, ServerMessage,
-    SubscriptionSet, SyncProgress,
+    SubscriptionSet, SyncProgress, UploadCursor,
 };
 use eddy_core::server::view::{encode_object_keys, object_keys};
 use eddy_core::sim::sim_schema;
@@ -655,4 +655,74 @@ fn a_download_that_fails_halfway_leaves_nothing_applied() {
     assert!(s.store() == &store, "the first changeset stayed applied");
     assert_eq!(s.pending(), &pending[..]);
     assert_eq!(s.meta().download, cursor);
+}
+
+/// A DOWNLOAD at server version 1 whose upload cursor names client version `client_version`
+/// made at `made`.
+fn acknowledging(client_version: u64, made: u64) -> ServerMessage {
+    let ServerMessage::Download {
+        session,
+        mut progress,
+        downloadable_bytes,
+        batch_state,
+        query_version,
+        changesets,
+        resets,
+        leaving,
+    } = download(1, 0, vec![])
+    else {
+        unreachable!()
+    };
+    progress.upload = UploadCursor {
+        client_version,
+        last_integrated_server_version: 1,
+        origin_timestamp: made,
+    };
+    ServerMessage::Download {
+        session,
+        progress,
+        downloadable_bytes,
+        batch_state,
+        query_version,
+        changesets,
+        resets,
+        leaving,
+    }
+}
+
+#[test]
+fn an_upload_cursor_naming_another_changeset_resets_the_file_keeping_the_local_one() {
+    // The file's write (version 1, made at 1 ms) is not the changeset the server integrated
+    // under version 1 (made at 99 ms): the file lost that one and reused its version.
+    let mut s = active();
+    write_one(&mut s);
+    while s.poll_transmit().is_some() {}
+    s.handle_message(2, acknowledging(1, 99));
+    assert_eq!(errors(&mut s), vec![ErrorCode::DivergingHistories]);
+    assert_eq!(s.pending().len(), 1, "the local write is not dropped");
+    let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert!(
+        sent.iter().any(|m| matches!(
+            m,
+            ClientMessage::ClientVersionRequest {
+                client_file_ident: 5,
+                from_client_version: 1,
+                ..
+            }
+        )),
+        "{sent:?}"
+    );
+
+    // The same version made at the same time is this file's own changeset: acknowledged.
+    let mut s = active();
+    write_one(&mut s);
+    s.handle_message(2, acknowledging(1, 1));
+    assert_eq!(errors(&mut s), Vec::new());
+    assert!(s.is_active());
+
+    // A version the file never made: it lost changes too.
+    let mut s = active();
+    s.handle_message(2, acknowledging(3, 5));
+    assert_eq!(errors(&mut s), vec![ErrorCode::DivergingHistories]);
+    assert!(!s.is_closed(), "the session resets rather than ends");
 }

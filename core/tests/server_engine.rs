@@ -9,8 +9,8 @@
 use eddy_core::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
 use eddy_core::protocol::{
     encode_client_message, ClientMessage, DownloadCursor, ErrorAction, ErrorCode,
-    IngestStatusEntry, ServerMessage, Subscription, SubscriptionSet, TransactResult,
-    UploadChangeset,
+    IngestStatusEntry, IntegratedChangeset, ServerMessage, Subscription, SubscriptionSet,
+    TransactResult, UploadChangeset,
 };
 use eddy_core::server::view::{object_keys, ObjectKey};
 use eddy_core::server::{
@@ -653,34 +653,46 @@ fn client_version_requests_reveal_nothing_about_foreign_files() {
     let mut h = Harness::new();
     let (ident, salt) = h.open(1, "alice");
     h.send(1, upload(1, ident, 1, 0, &create_item(1, 1)));
-    let ask = |ident, salt| ClientMessage::ClientVersionRequest {
+    h.send(1, upload(1, ident, 2, 1, &create_item(2, 2)));
+    let ask = |ident, salt, from| ClientMessage::ClientVersionRequest {
         session: 1,
         client_file_ident: ident,
         client_file_ident_salt: salt,
+        from_client_version: from,
     };
-    let out = h.send(1, ask(ident, salt));
-    assert!(matches!(
-        &out[..],
-        [(
-            _,
-            ServerMessage::ClientVersion {
-                client_version: 1,
-                ..
-            }
-        )]
-    ));
+    // The integrated changesets from the asked version on, each with when it was made.
+    let out = h.send(1, ask(ident, salt, 2));
+    let [(
+        _,
+        ServerMessage::ClientVersion {
+            client_version: 2,
+            integrated,
+            ..
+        },
+    )] = &out[..]
+    else {
+        panic!("expected CLIENT_VERSION, got {out:?}");
+    };
+    assert_eq!(
+        integrated,
+        &[IntegratedChangeset {
+            client_version: 2,
+            origin_timestamp: 20,
+        }]
+    );
     h.connect(2);
     h.send(2, bind(1, "good:mallory", true));
-    let out = h.send(2, ask(ident, salt));
+    let out = h.send(2, ask(ident, salt, 1));
     assert!(matches!(
         &out[..],
         [(
             _,
             ServerMessage::ClientVersion {
                 client_version: 0,
+                integrated,
                 ..
             }
-        )]
+        )] if integrated.is_empty()
     ));
 }
 
@@ -1042,6 +1054,7 @@ fn queue_reports_are_stored_shrink_as_objects_arrive_survive_a_restart_and_go_on
         session: 1,
         client_file_ident: alice,
         client_file_ident_salt: salt,
+        from_client_version: 1,
     };
     h.send(2, request(salt ^ 1));
     assert!(h.engine.ingest_status(alice).is_some());

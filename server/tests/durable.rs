@@ -269,3 +269,83 @@ async fn a_damaged_or_busy_file_gives_a_clear_error() {
     drop(first);
     Client::open(&file, NOWHERE, "t", sim_schema()).unwrap();
 }
+
+/// Copies a closed client file (and its write-ahead log, if SQLite left one) over `to`.
+fn copy_file(from: &Path, to: &Path) {
+    let wal = |p: &Path| PathBuf::from(format!("{}-wal", p.display()));
+    std::fs::copy(from, to).unwrap();
+    let _ = std::fs::remove_file(wal(to));
+    if wal(from).exists() {
+        std::fs::copy(wal(from), wal(to)).unwrap();
+    }
+}
+
+fn create_item(client: &Client, key: i64) {
+    client
+        .write(|tx| {
+            let pk = PrimaryKey::Int(key);
+            tx.create("Item", pk.clone())?;
+            tx.set(FieldPath::field("Item", pk, "n"), Value::Int(key))
+        })
+        .unwrap();
+}
+
+/// A client file restored from a copy taken before its last upload reuses that upload's client
+/// version for its next write. The upload cursor names the version with the time the server's
+/// changeset was made, so the file sees that it lost changes: it resets and recovers the new
+/// write instead of dropping it as acknowledged, and the server keeps both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_restored_from_a_copy_resets_and_keeps_its_new_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.eddy");
+    let copy = dir.path().join("copy.eddy");
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let token = anonymous_token(server.addr).await;
+    let online = || Client::open(&file, &server.sync_url(), &token, sim_schema()).unwrap();
+
+    let client = online();
+    create_item(&client, 1);
+    client.wait_for_upload(WAIT).await.unwrap();
+    let old_ident = client.client_file_ident().unwrap();
+    drop(client);
+    copy_file(&file, &copy);
+
+    let client = online();
+    create_item(&client, 2);
+    client.wait_for_upload(WAIT).await.unwrap();
+    drop(client);
+    assert_eq!(server_count(&server, "Item").await, 2);
+
+    // Back to the copy: the write of item 2 is gone from the file, and item 3 takes its version.
+    copy_file(&copy, &file);
+    let client = Client::open(&file, NOWHERE, "t", sim_schema()).unwrap();
+    create_item(&client, 3);
+    drop(client);
+
+    let client = online();
+    let keys = || -> Vec<PrimaryKey> {
+        client
+            .read(|s| s.objects("Item").map(|(k, _)| k.clone()).collect())
+            .unwrap()
+    };
+    let expected = [1, 2, 3].map(PrimaryKey::Int).to_vec();
+    let mut progress = client.watch_progress();
+    let waited = tokio::time::timeout(WAIT, async {
+        while keys() != expected {
+            progress.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the local objects stayed {:?}", keys());
+    client.wait_for_upload(WAIT).await.unwrap();
+    assert_eq!(
+        server_count(&server, "Item").await,
+        3,
+        "item 3 reached the server"
+    );
+    assert_ne!(
+        client.client_file_ident().unwrap(),
+        old_ident,
+        "the file was reset under a new ident"
+    );
+}

@@ -284,7 +284,7 @@ impl RawDevice {
         let mut request = server.sync_url().into_client_request().unwrap();
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("eddy-sync/3"),
+            HeaderValue::from_static("eddy-sync/4"),
         );
         let socket = tokio_tungstenite::connect_async(request).await.unwrap().0;
         let mut device = RawDevice {
@@ -442,6 +442,7 @@ async fn a_device_queue_report_survives_a_restart_until_its_file_is_reset() {
     let mut reset = RawDevice::open(&server, &token).await;
     reset
         .send(ClientMessage::ClientVersionRequest {
+            from_client_version: 1,
             session: 1,
             client_file_ident: device.file,
             client_file_ident_salt: device.salt,

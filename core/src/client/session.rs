@@ -17,8 +17,8 @@ use crate::client::ingest_status::IngestReporter;
 use crate::ingest::{ingest_status, IngestQueue};
 use crate::protocol::{
     BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorAction,
-    ErrorCode, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
-    UploadChangeset, UploadCursor,
+    ErrorCode, IntegratedChangeset, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress,
+    TransactResult, UploadChangeset, UploadCursor,
 };
 use crate::schema::{CollectionKind, Schema};
 use crate::server::view::{encode_object_keys, object_keys, ObjectKey};
@@ -271,8 +271,36 @@ struct Reset {
     new_ident: Option<(u64, u64)>,
     /// The old file's ident and salt, to ask which of its client versions the server integrated.
     old_ident: Option<(u64, u64)>,
-    /// The answer: the last client version of the old file the server integrated.
-    integrated: Option<u64>,
+    /// The answer: which changesets of the old file the server integrated.
+    integrated: Option<Integrated>,
+}
+
+/// Which changesets of a client file the server integrated, as CLIENT_VERSION reports them.
+#[derive(Debug, Default)]
+struct Integrated {
+    /// The last client version integrated.
+    last: u64,
+    /// The integrated changesets from the first local one on, by client version.
+    listed: Vec<IntegratedChangeset>,
+}
+
+impl Integrated {
+    /// Whether the server holds the local changeset `meta`: the same client version made at the
+    /// same time. A file that lost changes the server integrated reuses their versions for new
+    /// changesets, which the server does not hold. Past the listed ones (the list is bounded),
+    /// every version up to `last` counts as integrated.
+    fn holds(&self, meta: &ChangesetMeta) -> bool {
+        match self.listed.last() {
+            Some(listed) if meta.version <= listed.client_version => self
+                .listed
+                .binary_search(&IntegratedChangeset {
+                    client_version: meta.version,
+                    origin_timestamp: meta.origin_timestamp,
+                })
+                .is_ok(),
+            _ => meta.version <= self.last,
+        }
+    }
 }
 
 /// One DOWNLOAD's content, as received.
@@ -877,9 +905,14 @@ impl ClientSession {
                 total_size,
                 segment,
             ),
-            ServerMessage::ClientVersion { client_version, .. } => {
-                self.on_client_version(client_version)
-            }
+            ServerMessage::ClientVersion {
+                client_version,
+                integrated,
+                ..
+            } => self.on_client_version(Integrated {
+                last: client_version,
+                listed: integrated,
+            }),
             ServerMessage::Error {
                 code,
                 message,
@@ -978,6 +1011,12 @@ impl ClientSession {
                 ErrorCode::BadMessageOrder,
                 "DOWNLOAD before the session was identified",
             ));
+        }
+        if let Some(lost) = self.lost_changes(&download.progress.upload) {
+            // The server holds changes this file no longer has: start over from its state,
+            // recovering the local changesets it does not hold (see `Integrated::holds`).
+            self.on_error(ErrorCode::DivergingHistories, lost, None);
+            return Ok(());
         }
         let previous = self
             .bootstrap
@@ -1334,6 +1373,11 @@ impl ClientSession {
                 "TRANSACT answer for no outstanding transaction",
             ));
         }
+        let made = self
+            .meta
+            .transaction
+            .as_ref()
+            .map_or(0, |t| t.origin_timestamp);
         let mut changes = Changes::default();
         let (accepted, reported) = match result {
             TransactResult::Accepted { server_version } => (
@@ -1341,6 +1385,7 @@ impl ClientSession {
                 UploadCursor {
                     client_version,
                     last_integrated_server_version: server_version,
+                    origin_timestamp: made,
                 },
             ),
             rejected => {
@@ -1518,11 +1563,11 @@ impl ClientSession {
         self.meta.client_file_ident = ident;
         self.meta.client_file_ident_salt = salt;
         self.acknowledged = 0;
-        let integrated = reset.integrated.unwrap_or(0);
+        let integrated = reset.integrated.unwrap_or_default();
         self.bodies.clear();
         let candidates: Vec<Changeset> = std::mem::take(&mut self.pending)
             .into_iter()
-            .filter(|c| c.meta.version > integrated)
+            .filter(|c| !integrated.holds(&c.meta))
             .collect();
         let (recover, mut discarded) = match self.config.reset_mode {
             ResetMode::Recover => (candidates, 0),
@@ -1575,14 +1620,14 @@ impl ClientSession {
             })
     }
 
-    fn on_client_version(&mut self, client_version: u64) -> Result<(), SyncError> {
+    fn on_client_version(&mut self, integrated: Integrated) -> Result<(), SyncError> {
         let Some(reset) = self.state_transfer.as_mut().and_then(|t| t.reset.as_mut()) else {
             return Err(protocol_error(
                 ErrorCode::BadMessageOrder,
                 "CLIENT_VERSION without a request",
             ));
         };
-        reset.integrated = Some(client_version);
+        reset.integrated = Some(integrated);
         self.maybe_fetch_reset_state();
         Ok(())
     }
@@ -1651,6 +1696,12 @@ impl ClientSession {
         };
         reset.new_ident = None;
         let ask = reset.old_ident.filter(|_| reset.integrated.is_none());
+        let from_client_version = self
+            .pending
+            .first()
+            .map_or(self.meta.last_client_version.saturating_add(1), |c| {
+                c.meta.version
+            });
         self.outbox.push_back(ClientMessage::Bind {
             session: self.ident,
             path: self.config.path.clone(),
@@ -1662,6 +1713,7 @@ impl ClientSession {
                 session: self.ident,
                 client_file_ident,
                 client_file_ident_salt,
+                from_client_version,
             });
         }
         self.phase = Phase::Binding;
@@ -1764,6 +1816,40 @@ impl ClientSession {
                 changesets: batch,
             });
         }
+    }
+
+    /// Why the server's upload cursor shows that this file lost changesets the server integrated
+    /// from it (storage that did not keep a commit, or a file restored from a copy), if it does:
+    /// the cursor names a client version this file never made, or one this file holds a
+    /// different changeset under. Dropping local changesets by that cursor would lose them.
+    fn lost_changes(&self, upload: &UploadCursor) -> Option<String> {
+        if upload.client_version > self.meta.last_client_version {
+            return Some(format!(
+                "the server integrated client version {} from this file, which holds changes only \
+                 up to version {}: the file lost changes (storage that did not keep a commit, or a \
+                 file restored from a copy), so it resets",
+                upload.client_version, self.meta.last_client_version
+            ));
+        }
+        let ours = match self
+            .pending
+            .binary_search_by_key(&upload.client_version, |c| c.meta.version)
+        {
+            Ok(index) => self.pending.get(index).map(|c| c.meta.origin_timestamp),
+            Err(_) => self
+                .meta
+                .transaction
+                .as_ref()
+                .filter(|t| t.client_version == upload.client_version)
+                .map(|t| t.origin_timestamp),
+        };
+        let made = ours.filter(|made| *made != upload.origin_timestamp)?;
+        Some(format!(
+            "the server integrated client version {} from a changeset made at {} ms, and this file \
+             holds one made at {made} ms under that version: the file lost changes (storage that \
+             did not keep a commit, or a file restored from a copy), so it resets",
+            upload.client_version, upload.origin_timestamp
+        ))
     }
 
     /// Drops the pending changesets up to client version `through`: the server integrated them.

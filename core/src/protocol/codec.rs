@@ -11,8 +11,9 @@ use std::fmt;
 
 use crate::protocol::{
     BatchState, ClientMessage, CompensatingWrite, DownloadChangeset, DownloadCursor, ErrorCode,
-    IngestStatusEntry, RejectedWrite, ServerMessage, Subscription, SubscriptionSet, SyncProgress,
-    TransactResult, UploadChangeset, UploadCursor, MAX_DOWNLOAD_BYTES,
+    IngestStatusEntry, IntegratedChangeset, RejectedWrite, ServerMessage, Subscription,
+    SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
+    MAX_DOWNLOAD_BYTES, MAX_LISTED_INTEGRATIONS,
 };
 use crate::wire::{write_bytes, write_str, write_u64, Reader, WireError};
 
@@ -309,11 +310,13 @@ pub fn encode_client_message(msg: &ClientMessage) -> Vec<u8> {
             session,
             client_file_ident,
             client_file_ident_salt,
+            from_client_version,
         } => {
             out.push(client_type::CLIENT_VERSION_REQUEST);
             write_u64(&mut out, *session);
             write_u64(&mut out, *client_file_ident);
             write_u64(&mut out, *client_file_ident_salt);
+            write_u64(&mut out, *from_client_version);
         }
         ClientMessage::Ping { timestamp, rtt } => {
             out.push(client_type::PING);
@@ -380,6 +383,7 @@ pub fn encode_server_message(msg: &ServerMessage) -> Vec<u8> {
             write_download_cursor(&mut out, &progress.download);
             write_u64(&mut out, progress.upload.client_version);
             write_u64(&mut out, progress.upload.last_integrated_server_version);
+            write_u64(&mut out, progress.upload.origin_timestamp);
             write_u64(&mut out, progress.latest_server_version);
             write_u64(&mut out, progress.latest_server_version_salt);
             write_u64(&mut out, *downloadable_bytes);
@@ -450,11 +454,17 @@ pub fn encode_server_message(msg: &ServerMessage) -> Vec<u8> {
             session,
             client_file_ident,
             client_version,
+            integrated,
         } => {
             out.push(server_type::CLIENT_VERSION);
             write_u64(&mut out, *session);
             write_u64(&mut out, *client_file_ident);
             write_u64(&mut out, *client_version);
+            write_u64(&mut out, integrated.len() as u64);
+            for changeset in integrated {
+                write_u64(&mut out, changeset.client_version);
+                write_u64(&mut out, changeset.origin_timestamp);
+            }
         }
         ServerMessage::Error {
             session,
@@ -564,6 +574,7 @@ pub fn decode_client_message(
             session: d.u64("session")?,
             client_file_ident: d.u64("client_file_ident")?,
             client_file_ident_salt: d.u64("client_file_ident_salt")?,
+            from_client_version: d.u64("from_client_version")?,
         },
         client_type::PING => ClientMessage::Ping {
             timestamp: d.u64("timestamp")?,
@@ -607,6 +618,7 @@ pub fn decode_server_message(
                     client_version: d.u64("upload.client_version")?,
                     last_integrated_server_version: d
                         .u64("upload.last_integrated_server_version")?,
+                    origin_timestamp: d.u64("upload.origin_timestamp")?,
                 },
                 latest_server_version: d.u64("latest_server_version")?,
                 latest_server_version_salt: d.u64("latest_server_version_salt")?,
@@ -685,11 +697,30 @@ pub fn decode_server_message(
                 .bytes("segment", "max_segment_bytes", limits.max_segment_bytes)?
                 .to_vec(),
         },
-        server_type::CLIENT_VERSION => ServerMessage::ClientVersion {
-            session: d.u64("session")?,
-            client_file_ident: d.u64("client_file_ident")?,
-            client_version: d.u64("client_version")?,
-        },
+        server_type::CLIENT_VERSION => {
+            let session = d.u64("session")?;
+            let client_file_ident = d.u64("client_file_ident")?;
+            let client_version = d.u64("client_version")?;
+            let count = d.count(
+                "integrated",
+                "max_changesets",
+                limits.max_changesets.min(MAX_LISTED_INTEGRATIONS),
+                2,
+            )?;
+            let mut integrated = Vec::with_capacity(count.capacity);
+            for _ in 0..count.len {
+                integrated.push(IntegratedChangeset {
+                    client_version: d.u64("integrated.client_version")?,
+                    origin_timestamp: d.u64("integrated.origin_timestamp")?,
+                });
+            }
+            ServerMessage::ClientVersion {
+                session,
+                client_file_ident,
+                client_version,
+                integrated,
+            }
+        }
         server_type::ERROR => ServerMessage::Error {
             session: d.u64("session")?,
             code: d.error_code()?,

@@ -55,6 +55,20 @@ pub struct UploadCursor {
     pub client_version: u64,
     /// The server version that integration produced.
     pub last_integrated_server_version: u64,
+    /// When the changeset with `client_version` was made (its `origin_timestamp`; 0 when
+    /// `client_version` is 0). A client that holds a different changeset under that version lost
+    /// changes the server integrated (a file restored from a copy, or storage that did not keep
+    /// a commit) and must reset.
+    pub origin_timestamp: u64,
+}
+
+/// One changeset of a client file that the server integrated, named by what identifies it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IntegratedChangeset {
+    /// Its client version.
+    pub client_version: u64,
+    /// When it was made, in milliseconds since the Unix epoch on the client's clock.
+    pub origin_timestamp: u64,
 }
 
 /// Progress reported in every DOWNLOAD.
@@ -187,6 +201,9 @@ pub enum ClientMessage {
         client_file_ident: u64,
         /// Its salt.
         client_file_ident_salt: u64,
+        /// The first client version the client still holds as a local changeset: CLIENT_VERSION
+        /// lists the integrated changesets from this version on.
+        from_client_version: u64,
     },
     /// Keepalive; connection-level.
     Ping {
@@ -351,6 +368,9 @@ pub enum ServerMessage {
         client_file_ident: u64,
         /// The last client version integrated.
         client_version: u64,
+        /// The integrated changesets from the request's `from_client_version` on, in version
+        /// order: at most [`MAX_LISTED_INTEGRATIONS`], the oldest first.
+        integrated: Vec<IntegratedChangeset>,
     },
     /// Something the client did or that happened to its session; see [`ErrorCode`].
     Error {

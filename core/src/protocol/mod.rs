@@ -16,17 +16,22 @@ pub use message::*;
 
 /// The protocol version this build speaks, as negotiated in the WebSocket subprotocol
 /// (`eddy-sync/<version>`).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The WebSocket subprotocol name for [`PROTOCOL_VERSION`].
-pub const SUBPROTOCOL: &str = "eddy-sync/3";
+pub const SUBPROTOCOL: &str = "eddy-sync/4";
 
 /// The same subprotocol under the name browsers can offer: their WebSocket API accepts only RFC
 /// 6455 tokens, and `/` is not a token character.
-pub const BROWSER_SUBPROTOCOL: &str = "eddy-sync.3";
+pub const BROWSER_SUBPROTOCOL: &str = "eddy-sync.4";
 
 /// The prefix every Eddy subprotocol name starts with.
 pub const SUBPROTOCOL_PREFIX: &str = "eddy-sync/";
 
 /// The largest DOWNLOAD the server builds, in bytes of changeset bodies.
 pub const MAX_DOWNLOAD_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most integrated changesets one CLIENT_VERSION lists; a client holding more local
+/// changesets than that counts those past the last listed one as integrated up to the message's
+/// `client_version`.
+pub const MAX_LISTED_INTEGRATIONS: usize = 1 << 16;

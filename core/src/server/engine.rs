@@ -25,9 +25,9 @@ use crate::client::SplitMix64;
 use crate::ingest::{check_ingest_status, IngestError, Splitter};
 use crate::protocol::{
     decode_client_message, BatchState, ClientMessage, CompensatingWrite, DownloadChangeset,
-    DownloadCursor, ErrorCode, IngestStatusEntry, MessageLimits, RejectedWrite, ServerMessage,
-    SessionIdent, SubscriptionSet, SyncProgress, TransactResult, UploadChangeset, UploadCursor,
-    MAX_DOWNLOAD_BYTES,
+    DownloadCursor, ErrorCode, IngestStatusEntry, IntegratedChangeset, MessageLimits,
+    RejectedWrite, ServerMessage, SessionIdent, SubscriptionSet, SyncProgress, TransactResult,
+    UploadChangeset, UploadCursor, MAX_DOWNLOAD_BYTES, MAX_LISTED_INTEGRATIONS,
 };
 use crate::query;
 use crate::schema::Schema;
@@ -680,6 +680,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             ClientMessage::ClientVersionRequest {
                 client_file_ident,
                 client_file_ident_salt,
+                from_client_version,
                 ..
             } => {
                 let user_id = self.session_mut(connection, ident)?.user.id.clone();
@@ -690,6 +691,20 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     .get(&client_file_ident)
                     .filter(|f| f.salt == client_file_ident_salt && f.user_id == user_id);
                 let client_version = own.map_or(0, |f| f.last_integration().1);
+                let integrated = own.map_or_else(Vec::new, |f| {
+                    let from = f
+                        .integrations
+                        .partition_point(|(_, cv)| *cv < from_client_version);
+                    f.integrations
+                        .iter()
+                        .skip(from)
+                        .take(MAX_LISTED_INTEGRATIONS)
+                        .map(|&(sv, cv)| IntegratedChangeset {
+                            client_version: cv,
+                            origin_timestamp: made_at(&self.history, sv),
+                        })
+                        .collect()
+                });
                 // The device resets this file: its ingest queue moves to the file replacing it.
                 if own.is_some() {
                     self.drop_ingest_status(client_file_ident)?;
@@ -700,6 +715,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                         session: ident,
                         client_file_ident,
                         client_version,
+                        integrated,
                     },
                 ));
                 Ok(())
@@ -1788,6 +1804,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             return true;
         };
         let (upload_sv, upload_cv) = file.last_integration();
+        let upload_made = made_at(&self.history, upload_sv);
         let new_cursor = DownloadCursor {
             server_version: version,
             last_integrated_client_version: file.client_version_at(version),
@@ -1822,6 +1839,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             upload: UploadCursor {
                 client_version: upload_cv,
                 last_integrated_server_version: upload_sv,
+                origin_timestamp: upload_made,
             },
             latest_server_version: latest,
             latest_server_version_salt: latest_salt,
@@ -2607,6 +2625,15 @@ fn interacts(changeset: &Changeset, objects: &[(&str, &PrimaryKey)], schema: boo
             i.object()
                 .is_none_or(|object| objects.binary_search(&object).is_ok())
         })
+}
+
+/// When the changeset at `server_version` was made (its origin's timestamp; 0 for none).
+fn made_at(history: &[HistoryEntry], server_version: u64) -> u64 {
+    usize::try_from(server_version)
+        .ok()
+        .and_then(|v| v.checked_sub(1))
+        .and_then(|index| history.get(index))
+        .map_or(0, |entry| entry.origin_timestamp)
 }
 
 fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {

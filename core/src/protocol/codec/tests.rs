@@ -192,13 +192,16 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 }
             }
         ),
-        (num(), num(), num()).prop_map(|(session, client_file_ident, client_file_ident_salt)| {
-            ClientMessage::ClientVersionRequest {
-                session,
-                client_file_ident,
-                client_file_ident_salt,
+        (num(), num(), num(), num()).prop_map(
+            |(session, client_file_ident, client_file_ident_salt, from_client_version)| {
+                ClientMessage::ClientVersionRequest {
+                    session,
+                    client_file_ident,
+                    client_file_ident_salt,
+                    from_client_version,
+                }
             }
-        }),
+        ),
         (num(), num()).prop_map(|(timestamp, rtt)| ClientMessage::Ping { timestamp, rtt }),
         (num(), subscription_set()).prop_map(|(session, subscriptions)| ClientMessage::Query {
             session,
@@ -226,15 +229,18 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 }
 
 fn sync_progress() -> impl Strategy<Value = SyncProgress> {
-    (download_cursor(), num(), num(), num(), num()).prop_map(
-        |(download, client_version, last_integrated_server_version, latest, salt)| SyncProgress {
-            download,
-            upload: UploadCursor {
-                client_version,
-                last_integrated_server_version,
-            },
-            latest_server_version: latest,
-            latest_server_version_salt: salt,
+    (download_cursor(), (num(), num(), num()), num(), num()).prop_map(
+        |(download, (client_version, last_integrated_server_version, made), latest, salt)| {
+            SyncProgress {
+                download,
+                upload: UploadCursor {
+                    client_version,
+                    last_integrated_server_version,
+                    origin_timestamp: made,
+                },
+                latest_server_version: latest,
+                latest_server_version_salt: salt,
+            }
         },
     )
 }
@@ -337,13 +343,22 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 }
             }
         ),
-        (num(), num(), num()).prop_map(|(session, client_file_ident, client_version)| {
-            ServerMessage::ClientVersion {
-                session,
-                client_file_ident,
-                client_version,
+        (num(), num(), num(), vec((num(), num()), 0..4)).prop_map(
+            |(session, client_file_ident, client_version, integrated)| {
+                ServerMessage::ClientVersion {
+                    session,
+                    client_file_ident,
+                    client_version,
+                    integrated: integrated
+                        .into_iter()
+                        .map(|(client_version, origin_timestamp)| IntegratedChangeset {
+                            client_version,
+                            origin_timestamp,
+                        })
+                        .collect(),
+                }
             }
-        }),
+        ),
         (num(), error_code(), text(), compensating_write()).prop_map(
             |(session, code, message, compensating)| ServerMessage::Error {
                 session,
@@ -365,9 +380,11 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
 }
 
 fn any_message() -> impl Strategy<Value = Msg> {
+    // Boxed: the unions' value trees are large enough to overflow a test thread's stack in
+    // debug builds when kept inline.
     prop_oneof![
-        client_message().prop_map(Msg::Client),
-        server_message().prop_map(Msg::Server),
+        client_message().prop_map(Msg::Client).boxed(),
+        server_message().prop_map(Msg::Server).boxed(),
     ]
 }
 
@@ -441,11 +458,11 @@ fn usage(msg: &Msg) -> Vec<(&'static str, usize)> {
                 }
             }
             ServerMessage::QueryError { message, .. } => strings.push(message.len()),
+            ServerMessage::ClientVersion { integrated, .. } => changesets.push(integrated.len()),
             ServerMessage::Ident { .. }
             | ServerMessage::Transact { .. }
             | ServerMessage::Unbound { .. }
             | ServerMessage::Mark { .. }
-            | ServerMessage::ClientVersion { .. }
             | ServerMessage::Pong { .. } => {}
         },
     }
@@ -758,7 +775,7 @@ fn server_specific_errors() {
         })
     );
     // DOWNLOAD with batch state 3.
-    let err = decode_server_message(&[0x82, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0], &limits);
+    let err = decode_server_message(&[0x82, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0], &limits);
     assert_eq!(
         err,
         Err(DecodeError::BadTag {
@@ -770,7 +787,7 @@ fn server_specific_errors() {
     // reserving memory for them.
     let err = decode_server_message(
         &[
-            0x82, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x94, 0xeb, 0xdc, 0x03,
+            0x82, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x94, 0xeb, 0xdc, 0x03,
         ],
         &limits_with("max_changesets", usize::MAX),
     );
@@ -949,6 +966,7 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
                 session: 1,
                 client_file_ident: 5,
                 client_file_ident_salt: 300,
+                from_client_version: 4,
             }),
         ),
         (
@@ -1007,6 +1025,7 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
                     upload: UploadCursor {
                         client_version: 6,
                         last_integrated_server_version: 11,
+                        origin_timestamp: 1_700_000_000_002,
                     },
                     latest_server_version: 11,
                     latest_server_version_salt: 99,
@@ -1112,6 +1131,16 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
                 session: 1,
                 client_file_ident: 5,
                 client_version: 6,
+                integrated: vec![
+                    IntegratedChangeset {
+                        client_version: 5,
+                        origin_timestamp: 1_700_000_000_001,
+                    },
+                    IntegratedChangeset {
+                        client_version: 6,
+                        origin_timestamp: 1_700_000_000_002,
+                    },
+                ],
             }),
         ),
         (
