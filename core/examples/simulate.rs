@@ -100,6 +100,7 @@ fn main() -> ExitCode {
                             t.server_versions += report.server_versions;
                             t.server_crashes += report.server_crashes;
                             t.client_restarts += report.client_restarts;
+                            t.client_rollbacks += report.client_rollbacks;
                             t.disconnects += report.disconnects;
                             t.messages += report.messages;
                             t.backup_restores += report.backup_restores;
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
     let totals = totals.into_inner().unwrap_or_default();
     let converged = args.seeds - failures.len() as u64;
     println!(
-        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts; {} client resets, {} transactions accepted / {} rejected, {} marks, {} bootstrap DOWNLOADs held back until their last, {} subscription sets completed / {} refused, {} writes compensated (outside the view) / {} (refused by a role); in {:.1?}",
+        "{} writes ({} readings ingested, {} stored), {} integrated changesets, {} messages; faults: {} disconnects, {} server crashes, {} backup restores, {} client restarts, {} client rollbacks; {} client resets, {} transactions accepted / {} rejected, {} marks, {} bootstrap DOWNLOADs held back until their last, {} subscription sets completed / {} refused, {} writes compensated (outside the view) / {} (refused by a role); in {:.1?}",
         totals.writes,
         totals.ingested,
         totals.ingested_stored,
@@ -146,6 +147,7 @@ fn main() -> ExitCode {
         totals.server_crashes,
         totals.backup_restores,
         totals.client_restarts,
+        totals.client_rollbacks,
         totals.client_resets,
         totals.transacts.0,
         totals.transacts.1,

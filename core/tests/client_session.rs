@@ -712,6 +712,11 @@ fn an_upload_cursor_naming_another_changeset_resets_the_file_keeping_the_local_o
         )),
         "{sent:?}"
     );
+    // What the server sent before it saw the UNBIND belongs to the old binding.
+    s.handle_message(2, acknowledging(1, 99));
+    s.handle_message(2, ServerMessage::Unbound { session: 1 });
+    assert_eq!(errors(&mut s), Vec::new());
+    assert_eq!(s.pending().len(), 1);
 
     // The same version made at the same time is this file's own changeset: acknowledged.
     let mut s = active();

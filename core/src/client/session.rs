@@ -424,6 +424,9 @@ pub struct ClientSession {
     persisted_schema: Schema,
     connected: bool,
     waiting_for_token: bool,
+    /// Set when this side ended a live binding (UNBIND) to bind again at once: the server's
+    /// messages until its UNBOUND belong to the old binding and are dropped.
+    unbinding: bool,
     wants_reconnect: bool,
     outbox: VecDeque<ClientMessage>,
     events: VecDeque<SessionEvent>,
@@ -492,6 +495,7 @@ impl ClientSession {
             persisted_schema,
             connected: false,
             waiting_for_token: false,
+            unbinding: false,
             wants_reconnect: false,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -736,6 +740,7 @@ impl ClientSession {
     /// The connection is up: bind.
     pub fn handle_connected(&mut self) {
         self.connected = true;
+        self.unbinding = false;
         if self.is_closed() {
             return;
         }
@@ -827,6 +832,10 @@ impl ClientSession {
 
     /// Handles a message from the server for this session.
     pub fn handle_message(&mut self, now_ms: u64, msg: ServerMessage) {
+        if self.unbinding {
+            self.unbinding = !matches!(msg, ServerMessage::Unbound { .. });
+            return;
+        }
         if matches!(
             self.phase,
             Phase::Disconnected | Phase::Unbound | Phase::Failed
@@ -1014,8 +1023,10 @@ impl ClientSession {
         }
         if let Some(lost) = self.lost_changes(&download.progress.upload) {
             // The server holds changes this file no longer has: start over from its state,
-            // recovering the local changesets it does not hold (see `Integrated::holds`).
+            // recovering the local changesets it does not hold (see `Integrated::holds`). The
+            // server's session is live, so DOWNLOADs it sent before the UNBIND may follow.
             self.on_error(ErrorCode::DivergingHistories, lost, None);
+            self.unbinding = true;
             return Ok(());
         }
         let previous = self

@@ -1,7 +1,7 @@
 //! Deterministic simulation: one server engine and N client connections in memory, a virtual
 //! clock, and a seeded network that delays, disconnects (dropping messages in flight) and keeps
 //! clients offline while they write. Servers crash (losing unflushed storage) and restart;
-//! clients restart from what they persisted. At quiescence every replica must be identical and
+//! clients restart from what they persisted, or from an older copy of it. At quiescence every replica must be identical and
 //! every acknowledged changeset must be in the server's durable history.
 //!
 //! Everything is driven by one seed, so a failing seed replays exactly.
@@ -54,6 +54,10 @@ pub struct SimConfig {
     pub server_crash_per_mille: u64,
     /// Per-step probability (in 1/1000) that a client process restarts from its storage.
     pub client_restart_per_mille: u64,
+    /// Per-step probability (in 1/1000) of a client storage fault: the first for a client takes a
+    /// copy of its storage, the next restarts the client from that copy (a file restored from a
+    /// copy, or commits undone by a power loss after the server integrated them).
+    pub client_rollback_per_mille: u64,
     /// Per-step probability (in 1/1000) that the server is restored from an older backup,
     /// losing recent history (clients that saw it must reset).
     pub backup_restore_per_mille: u64,
@@ -84,6 +88,7 @@ impl SimConfig {
             offline_per_mille: 10,
             server_crash_per_mille: 4,
             client_restart_per_mille: 4,
+            client_rollback_per_mille: 10,
             backup_restore_per_mille: 1,
             settle_budget_ms: 10 * 60 * 1000,
             trace: false,
@@ -126,6 +131,8 @@ pub struct SimReport {
     pub server_crashes: u64,
     /// Client restarts.
     pub client_restarts: u64,
+    /// Client restarts from an older copy of their storage.
+    pub client_rollbacks: u64,
     /// Server restores from an older backup.
     pub backup_restores: u64,
     /// Client resets completed.
@@ -196,6 +203,8 @@ struct SimClient {
     link: Link,
     offline_until: u64,
     disk: Option<Disk>,
+    /// An older copy of `disk`, taken by a storage fault for the next one to restart from.
+    copy: Option<Disk>,
     /// Client versions of local commits, per client file ident they were made under.
     written: Vec<u64>,
     /// Keys of the readings ingested by each local commit not yet acknowledged.
@@ -276,6 +285,7 @@ impl Simulation {
                     link: Link::default(),
                     offline_until: 0,
                     disk: None,
+                    copy: None,
                     written: Vec::new(),
                     ingests: BTreeMap::new(),
                     acknowledged: 0,
@@ -348,6 +358,10 @@ impl Simulation {
         threshold += cfg.client_restart_per_mille;
         if roll < threshold {
             return self.restart_client(c);
+        }
+        threshold += cfg.client_rollback_per_mille;
+        if roll < threshold {
+            return self.roll_back_client(c);
         }
         threshold += cfg.backup_restore_per_mille;
         if roll < threshold {
@@ -487,6 +501,33 @@ impl Simulation {
             .map_err(|e| self.failure(format!("server restart: {e}")))?;
         self.server = Some(server);
         Ok(())
+    }
+
+    /// A storage fault: takes a copy of the client's storage, or, when it has one, restarts the
+    /// client from it. The file then lacks what it wrote since, some of which the server may have
+    /// integrated; it must find that out and reset rather than reuse those client versions.
+    fn roll_back_client(&mut self, c: usize) -> Result<(), SimFailure> {
+        let client = &mut self.clients[c];
+        let Some(copy) = client.copy.take() else {
+            client.copy = client.disk.clone();
+            return Ok(());
+        };
+        self.report.client_rollbacks += 1;
+        if copy.meta.client_file_ident == client.file_ident {
+            // Local commits past the copy are gone; those the server acknowledged stay so.
+            let last = copy.meta.last_client_version;
+            client.written.retain(|v| *v <= last);
+            client.ingests.retain(|v, _| *v <= last);
+            client.acknowledged = client.acknowledged.min(last);
+        } else {
+            // The copy is of a file that was reset since: what is tracked is the newer file's.
+            client.written.clear();
+            client.ingests.clear();
+            client.acknowledged = 0;
+            client.file_ident = copy.meta.client_file_ident;
+        }
+        client.disk = Some(copy);
+        self.restart_client(c)
     }
 
     fn restart_client(&mut self, c: usize) -> Result<(), SimFailure> {
@@ -1090,6 +1131,7 @@ mod tests {
         config.offline_per_mille = 0;
         config.server_crash_per_mille = 0;
         config.client_restart_per_mille = 0;
+        config.client_rollback_per_mille = 0;
         let report = Simulation::new(config).and_then(Simulation::run).unwrap();
         assert!(report.writes > 100);
         assert!(report.server_versions > 100);
