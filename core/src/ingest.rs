@@ -792,6 +792,24 @@ mod tests {
     }
 
     #[test]
+    fn a_client_records_what_insert_instructions_builds() {
+        let mut store = crate::store::Store::new(schema());
+        let doc = Document::from([
+            ("_id".to_owned(), Value::Int(4)),
+            ("celsius".to_owned(), Value::Double(19.5)),
+        ]);
+        let mut tx = store.write();
+        tx.ingest("Reading", PrimaryKey::Int(4), doc.clone())
+            .unwrap();
+        let (recorded, _) = tx.commit();
+        assert_eq!(
+            recorded,
+            insert_instructions("Reading", &PrimaryKey::Int(4), &doc)
+        );
+        assert_eq!(recorded.len(), 2, "the key is not set again as a field");
+    }
+
+    #[test]
     fn updates_and_erases_are_refused() {
         let schema = schema();
         let mut splitter = Splitter::new(&schema);

@@ -16,12 +16,13 @@ use eddy_core::changeset::{decode_changeset, DecodeLimits};
 use eddy_core::schema::{CollectionKind, Schema};
 use eddy_core::store::{Changes, Store};
 use eddy_core::value::{document_to_ejson, parse_ejson, EjsonMode, PrimaryKey};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServerError;
 use crate::ingest::IngestReport;
-use crate::storage::{history_summary, primary_key_text};
+use crate::storage::{history_summary, ingested_key, ingested_key_from_sql};
 use crate::{AppState, ADMIN_KEY_HEADER};
 
 /// The most documents one page may hold.
@@ -297,40 +298,41 @@ pub fn ingested_count(conn: &Connection, collection: &str) -> Result<usize, Serv
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// A page of an asymmetric collection's ingested documents, in the order they were stored.
+/// A page of an asymmetric collection's ingested documents, in primary key order (integer keys
+/// by value, others by their canonical EJSON text; see `storage::ingested_key`).
 pub fn ingested_page(
     conn: &Connection,
     collection: &str,
     query: &PageQuery,
 ) -> Result<Page, ServerError> {
     let limit = page_limit(query)?;
-    let after_rowid: i64 = match &query.after {
-        None => 0,
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get_ref(0)?.into(), r.get::<_, String>(1)?));
+    let rows: Vec<(SqlValue, String)> = match &query.after {
+        None => conn
+            .prepare_cached(
+                "SELECT pk, document FROM ingested WHERE collection = ?1 ORDER BY pk LIMIT ?2",
+            )?
+            .query_map(params![collection, fetch], row)?
+            .collect::<Result<_, _>>()?,
         Some(text) => {
-            let key = after_key(text)?;
-            conn.query_row(
-                "SELECT rowid FROM ingested WHERE collection = ?1 AND pk = ?2",
-                params![collection, primary_key_text(&key)],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| {
-                ServerError::BadRequest(format!(
+            let key = ingested_key(&after_key(text)?);
+            let known = conn
+                .prepare_cached("SELECT 1 FROM ingested WHERE collection = ?1 AND pk = ?2")?
+                .exists(params![collection, key])?;
+            if !known {
+                return Err(ServerError::BadRequest(format!(
                     "after=\"{text}\" names no object of \"{collection}\"; pass the next value of the previous page"
-                ))
-            })?
+                )));
+            }
+            conn.prepare_cached(
+                "SELECT pk, document FROM ingested WHERE collection = ?1 AND pk > ?2
+                 ORDER BY pk LIMIT ?3",
+            )?
+            .query_map(params![collection, key, fetch], row)?
+            .collect::<Result<_, _>>()?
         }
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT pk, document FROM ingested WHERE collection = ?1 AND rowid > ?2
-         ORDER BY rowid LIMIT ?3",
-    )?;
-    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-    let rows = stmt
-        .query_map(params![collection, after_rowid, fetch], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
     let more = rows.len() > limit;
     let mut documents = Vec::with_capacity(limit);
     let mut last = None;
@@ -343,10 +345,13 @@ pub fn ingested_page(
     }
     let next = match (more, last) {
         (true, Some(pk)) => Some(
-            parse_ejson(&pk)
-                .map_err(|e| ServerError::Internal(format!("stored primary key {pk}: {e}")))?
-                .to_ejson(EjsonMode::Relaxed)
-                .to_string(),
+            ingested_key_from_sql(ValueRef::from(&pk))
+                .map_err(ServerError::Internal)
+                .map(|key| {
+                    eddy_core::value::Value::from(key)
+                        .to_ejson(EjsonMode::Relaxed)
+                        .to_string()
+                })?,
         ),
         _ => None,
     };
@@ -526,7 +531,7 @@ pub fn export(
         .filter(|c| collection.is_none_or(|name| name == c.name));
     for coll in asymmetric {
         let mut stmt =
-            conn.prepare("SELECT document FROM ingested WHERE collection = ?1 ORDER BY rowid")?;
+            conn.prepare("SELECT document FROM ingested WHERE collection = ?1 ORDER BY pk")?;
         let mut rows = stmt.query([&coll.name])?;
         while let Some(row) = rows.next()? {
             let text: String = row.get(0)?;

@@ -12,7 +12,8 @@ use eddy_core::server::{
     ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
     StoredState,
 };
-use eddy_core::value::{EjsonMode, PrimaryKey, Value};
+use eddy_core::value::{parse_ejson, EjsonMode, PrimaryKey, Value};
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::ServerError;
@@ -87,6 +88,33 @@ const MIGRATIONS: &[&str] = &[
          last_reset INTEGER,
          PRIMARY KEY (ident, object)
      ) WITHOUT ROWID;",
+    // Data Ingest in one b-tree: the rows keyed by (collection, pk) themselves, instead of a
+    // rowid table plus a second b-tree for that key (two b-tree inserts per object). Integer
+    // keys become SQLite integers, so keys written in increasing order append to the tree
+    // (their canonical EJSON text sorted "10" before "9" and scattered them); other keys keep
+    // their canonical EJSON text. Admin pages go by this key.
+    "CREATE TABLE ingested_by_key (
+         collection TEXT NOT NULL,
+         pk NOT NULL,
+         server_version INTEGER NOT NULL,
+         origin_file_ident INTEGER NOT NULL,
+         origin_timestamp INTEGER NOT NULL,
+         document TEXT NOT NULL,
+         PRIMARY KEY (collection, pk)
+     ) WITHOUT ROWID;
+     INSERT INTO ingested_by_key
+         SELECT collection,
+                CASE
+                    WHEN json_valid(pk) AND json_type(pk, '$.\"$numberInt\"') = 'text'
+                        THEN CAST(json_extract(pk, '$.\"$numberInt\"') AS INTEGER)
+                    WHEN json_valid(pk) AND json_type(pk, '$.\"$numberLong\"') = 'text'
+                        THEN CAST(json_extract(pk, '$.\"$numberLong\"') AS INTEGER)
+                    ELSE pk
+                END,
+                server_version, origin_file_ident, origin_timestamp, document
+         FROM ingested ORDER BY rowid;
+     DROP TABLE ingested;
+     ALTER TABLE ingested_by_key RENAME TO ingested;",
 ];
 
 /// The page cache of the engine's connection: 32 MiB (a negative `cache_size` counts KiB). One
@@ -133,19 +161,25 @@ pub fn open_database(data_dir: &Path) -> Result<Connection, ServerError> {
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 fn migrate(conn: &Connection) -> Result<(), ServerError> {
+    migrate_with(conn, MIGRATIONS)
+}
+
+/// [`migrate`] with `migrations` as the list of all migrations (tests bring a database to an
+/// older version with a prefix of [`MIGRATIONS`]).
+fn migrate_with(conn: &Connection, migrations: &[&str]) -> Result<(), ServerError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let current: Option<i64> = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .optional()?
         .flatten();
     let current = usize::try_from(current.unwrap_or(0)).unwrap_or(usize::MAX);
-    if current > MIGRATIONS.len() {
+    if current > migrations.len() {
         return Err(ServerError::Storage(format!(
             "the database is at schema version {current}, newer than this server's {}; run a newer eddy",
-            MIGRATIONS.len()
+            migrations.len()
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, sql) in migrations.iter().enumerate().skip(current) {
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql}; INSERT INTO schema_version (version) VALUES ({version}); COMMIT;"
@@ -168,6 +202,33 @@ pub fn primary_key_text(key: &PrimaryKey) -> String {
         PrimaryKey::ObjectId(_) | PrimaryKey::Uuid(_) => Value::from(key.clone())
             .to_ejson(EjsonMode::Canonical)
             .to_string(),
+    }
+}
+
+/// A primary key as the `ingested` table keys it: an integer key as an SQLite integer (keys
+/// written in increasing order then append to the table's b-tree), any other as its canonical
+/// EJSON text ([`primary_key_text`]).
+pub fn ingested_key(key: &PrimaryKey) -> SqlValue {
+    match key {
+        PrimaryKey::Int(i) => SqlValue::Integer(*i),
+        _ => SqlValue::Text(primary_key_text(key)),
+    }
+}
+
+/// Reads back an `ingested` key written by [`ingested_key`].
+pub fn ingested_key_from_sql(value: ValueRef<'_>) -> Result<PrimaryKey, String> {
+    match value {
+        ValueRef::Integer(i) => Ok(PrimaryKey::Int(i)),
+        ValueRef::Text(text) => {
+            let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+            parse_ejson(text)
+                .map_err(|e| format!("stored primary key {text}: {e}"))
+                .and_then(|v| {
+                    PrimaryKey::try_from(v)
+                        .map_err(|e| format!("stored primary key {text} is a {e}"))
+                })
+        }
+        other => Err(format!("stored primary key of type {}", other.data_type())),
     }
 }
 
@@ -439,7 +500,7 @@ impl ServerStorage for SqliteStorage {
             for (i, r) in chunk.iter().enumerate() {
                 let at = i * 6;
                 stmt.raw_bind_parameter(at + 1, &r.object.collection)
-                    .and_then(|()| stmt.raw_bind_parameter(at + 2, primary_key_text(&r.object.key)))
+                    .and_then(|()| stmt.raw_bind_parameter(at + 2, ingested_key(&r.object.key)))
                     .and_then(|()| stmt.raw_bind_parameter(at + 3, to_sql(r.server_version)))
                     .and_then(|()| stmt.raw_bind_parameter(at + 4, to_sql(r.origin_file_ident)))
                     .and_then(|()| stmt.raw_bind_parameter(at + 5, to_sql(r.origin_timestamp)))
@@ -763,9 +824,9 @@ mod tests {
         let again: Vec<IngestRecord> = (95..110).chain(105..120).map(|k| record(k, 2)).collect();
         s.insert_ingested(&again).unwrap();
         s.flush().unwrap();
-        let rows: Vec<(String, i64, String)> = s
+        let rows: Vec<(i64, i64, String)> = s
             .conn
-            .prepare("SELECT pk, server_version, document FROM ingested ORDER BY rowid")
+            .prepare("SELECT pk, server_version, document FROM ingested ORDER BY pk")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
@@ -774,10 +835,58 @@ mod tests {
         assert_eq!(rows.len(), 120);
         for (key, (pk, version, document)) in (0..120).zip(&rows) {
             let expected = if key < 101 { 1 } else { 2 };
-            assert_eq!(pk, &primary_key_text(&PrimaryKey::Int(key)));
+            assert_eq!(*pk, key);
             assert_eq!(*version, expected, "{key}");
             assert_eq!(document, &record(key, expected as u64).object.text);
         }
+    }
+
+    #[test]
+    fn ingested_objects_stored_before_the_keyed_table_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        // A data directory of the version before: a rowid table with text keys.
+        migrate_with(&conn, &MIGRATIONS[..6]).unwrap();
+        let keys = [
+            PrimaryKey::Int(12),
+            PrimaryKey::Int(9),
+            PrimaryKey::Int(i64::MIN),
+            PrimaryKey::Int(i64::MAX),
+            PrimaryKey::String("greenhouse-\"7\"".into()),
+            PrimaryKey::ObjectId(eddy_core::value::ObjectId([7; 12])),
+        ];
+        for (n, key) in keys.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO ingested VALUES ('Reading', ?1, ?2, 3, 4, ?3)",
+                params![primary_key_text(key), n as i64, format!("{{\"n\":{n}}}")],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let s = SqliteStorage::open(dir.path()).unwrap();
+        for (n, key) in keys.iter().enumerate() {
+            let (version, document): (i64, String) = s
+                .conn
+                .query_row(
+                    "SELECT server_version, document FROM ingested
+                     WHERE collection = 'Reading' AND pk = ?1",
+                    [ingested_key(key)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((version, document), (n as i64, format!("{{\"n\":{n}}}")));
+        }
+        let order: Vec<PrimaryKey> = s
+            .conn
+            .prepare("SELECT pk FROM ingested ORDER BY pk")
+            .unwrap()
+            .query_map([], |r| Ok(ingested_key_from_sql(r.get_ref(0)?).unwrap()))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // Integer keys by value, before the text keys.
+        let ints = [i64::MIN, 9, 12, i64::MAX].map(PrimaryKey::Int);
+        assert_eq!((order.len(), &order[..4]), (6, &ints[..]));
     }
 
     #[test]

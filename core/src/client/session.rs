@@ -606,13 +606,7 @@ impl ClientSession {
             origin_timestamp: now_ms,
             origin_file_ident: self.meta.client_file_ident,
         };
-        let schema = self.store.schema();
-        let touched = touched_objects(&instructions)
-            .into_iter()
-            .filter(|(c, _)| {
-                schema.collection(c).map(|c| c.kind) != Some(CollectionKind::Asymmetric)
-            })
-            .collect();
+        let touched = stored_objects(self.store.schema(), &instructions);
         self.bodies
             .push((version, Some(encode_changeset(&instructions).into())));
         self.pending.push(Changeset { meta, instructions });
@@ -2093,6 +2087,32 @@ fn touched_objects(instructions: &[Instruction]) -> Vec<(String, crate::value::P
         .filter_map(|i| i.object())
         .map(|(c, k)| (c.to_owned(), k.clone()))
         .collect()
+}
+
+/// The objects of stored (not asymmetric) collections that `instructions` touch. Asymmetric
+/// ones are left out before anything is cloned: a batch of ingested objects touches none.
+fn stored_objects(
+    schema: &Schema,
+    instructions: &[Instruction],
+) -> Vec<(String, crate::value::PrimaryKey)> {
+    // Consecutive instructions mostly name one collection: look each name up once per run.
+    let mut last: Option<(&str, bool)> = None;
+    let mut out = Vec::new();
+    for (collection, key) in instructions.iter().filter_map(Instruction::object) {
+        let stored = match last {
+            Some((name, stored)) if name == collection => stored,
+            _ => {
+                let stored = schema.collection(collection).map(|c| c.kind)
+                    != Some(CollectionKind::Asymmetric);
+                last = Some((collection, stored));
+                stored
+            }
+        };
+        if stored {
+            out.push((collection.to_owned(), key.clone()));
+        }
+    }
+    out
 }
 
 fn all_objects(store: &Store) -> Vec<(String, crate::value::PrimaryKey)> {

@@ -3,8 +3,7 @@
 //! instructions, and dropping without commit restores the store exactly.
 
 use crate::changeset::{Instruction, Path, PathElement};
-use crate::ingest::insert_instructions;
-use crate::schema::{CollectionKind, PrimaryKeyType, Property, SchemaError};
+use crate::schema::{CollectionKind, PrimaryKeyType, Property, SchemaError, PRIMARY_KEY};
 use crate::value::{Document, PrimaryKey, Value, ValueKind};
 
 use super::{walk, ApplyError, Changes, Store, Undo};
@@ -131,8 +130,20 @@ impl<'a> WriteTransaction<'a> {
         if let Some(coll) = schema.collection(collection) {
             super::validate::check_document(schema, coll, &key, &document)?;
         }
-        let instructions = insert_instructions(collection, &key, &document);
-        self.instructions.extend(instructions);
+        // What `insert_instructions` records, with the document's values moved rather than
+        // cloned.
+        self.instructions.push(Instruction::CreateObject {
+            collection: collection.to_owned(),
+            key: key.clone(),
+        });
+        for (field, value) in document {
+            if field != PRIMARY_KEY {
+                self.instructions.push(Instruction::Set {
+                    path: Path::field(collection, key.clone(), field),
+                    value,
+                });
+            }
+        }
         Ok(())
     }
 
