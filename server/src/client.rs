@@ -56,6 +56,9 @@ const READ_CHUNK: usize = 4 * 1024;
 /// The most transaction outcomes kept for callers that have not collected them yet (a caller
 /// that timed out never collects its own).
 const MAX_UNCOLLECTED_OUTCOMES: usize = 16;
+/// How often, at most, the driver asks the kernel again to delay TCP acknowledgements, in ms:
+/// well under the 40 ms after which Linux's delayed acknowledgement fires and ends that mode.
+const ACK_HINT_MS: u64 = 5;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -748,6 +751,8 @@ struct Driver {
     socket: Option<Socket>,
     limits: MessageLimits,
     state: Progress,
+    /// When the kernel was last asked to delay acknowledgements (see [`Driver::delay_acks`]).
+    ack_hint_at: u64,
 }
 
 /// What woke the driver.
@@ -771,6 +776,7 @@ impl Driver {
             socket: None,
             limits: MessageLimits::default(),
             state,
+            ack_hint_at: 0,
         }
     }
 
@@ -820,6 +826,7 @@ impl Driver {
                     match self.open().await {
                         Ok(socket) => {
                             self.socket = Some(socket);
+                            self.ack_hint_at = 0;
                             self.state.connects += 1;
                             self.shared.lock().conn.handle_connected(now_ms());
                         }
@@ -931,9 +938,14 @@ impl Driver {
     /// one as each read drains the socket: the server's frames mostly come unanswered, and that
     /// acknowledgement (its trip through the server's TCP stack included) cost about an eighth
     /// of the clients' CPU in the load benchmark. Linux leaves this mode when a delayed
-    /// acknowledgement's timer fires, so it is asked for again after every frame; at worst it
-    /// is not, and acknowledgements go out at once as before.
-    fn delay_acks(&self) {
+    /// acknowledgement's timer fires (after 40 ms at the least), so it is asked for again on
+    /// the first frame read at least `ACK_HINT_MS` after the last request, not after every
+    /// frame of a busy stream; when it lapses, acknowledgements go out at once as before.
+    fn delay_acks(&mut self, now: u64) {
+        if now.saturating_sub(self.ack_hint_at) < ACK_HINT_MS {
+            return;
+        }
+        self.ack_hint_at = now;
         #[cfg(target_os = "linux")]
         if let Some(MaybeTlsStream::Plain(tcp)) = self.socket.as_ref().map(|s| s.get_ref()) {
             // Only a hint; the connection works the same without it.
@@ -977,10 +989,11 @@ impl Driver {
             };
             match wake {
                 Wake::Read(Some(Ok(Message::Binary(bytes)))) => {
-                    self.delay_acks();
+                    let now = now_ms();
+                    self.delay_acks(now);
                     self.state.messages = self.state.messages.wrapping_add(1);
                     match decode_server_message(&bytes, &self.limits) {
-                        Ok(msg) => self.shared.lock().conn.handle_message(now_ms(), msg),
+                        Ok(msg) => self.shared.lock().conn.handle_message(now, msg),
                         Err(e) => {
                             tracing::warn!(error = %e, "undecodable frame from the server");
                             self.disconnected();
