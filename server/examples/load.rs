@@ -10,7 +10,8 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -20,6 +21,7 @@ use eddy_core::sim::sim_schema;
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
 use support::{eddy_binary, set_item, Server, WAIT};
+use tokio::sync::Notify;
 
 /// Measures latency, throughput and idle-session memory of a real `eddy serve`.
 #[derive(Debug, Parser)]
@@ -181,6 +183,27 @@ fn ms(us: i64) -> String {
     format!("{}.{:03} ms", us / 1000, us % 1000)
 }
 
+/// What the readers of one write report: each pushes its sample (or error), and the last one
+/// wakes the writer's loop, so collecting a write's samples wakes it once instead of once per
+/// reader that finishes after it started waiting.
+struct Round {
+    samples: Mutex<Vec<anyhow::Result<i64>>>,
+    left: AtomicUsize,
+    done: Notify,
+}
+
+impl Round {
+    fn report(&self, sample: anyhow::Result<i64>) {
+        self.samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(sample);
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
 /// Writers take turns writing one object stamped with the shared clock; every other client
 /// records when it sees it.
 async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
@@ -190,18 +213,31 @@ async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> any
     let mut samples = Vec::with_capacity(writes.saturating_mul(clients.len()));
     for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
         let writer = round % clients.len();
-        let readers: Vec<_> = clients
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != writer)
-            .map(|(_, c)| tokio::spawn(visible_after(Arc::clone(c), key, base)))
-            .collect();
+        let readers = clients.len().saturating_sub(1);
+        let shared = Arc::new(Round {
+            samples: Mutex::new(Vec::with_capacity(readers)),
+            left: AtomicUsize::new(readers),
+            done: Notify::new(),
+        });
+        for (_, reader) in clients.iter().enumerate().filter(|(i, _)| *i != writer) {
+            let (reader, shared) = (Arc::clone(reader), Arc::clone(&shared));
+            tokio::spawn(async move { shared.report(visible_after(reader, key, base).await) });
+        }
         let client = clients
             .get(writer)
             .ok_or_else(|| anyhow!("no client {writer}"))?;
         client.write(|tx| set_item(tx, key, micros_since(base)))?;
-        for reader in readers {
-            samples.push(reader.await??);
+        if readers > 0 {
+            shared.done.notified().await;
+        }
+        let reported = std::mem::take(
+            &mut *shared
+                .samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for sample in reported {
+            samples.push(sample?);
         }
     }
     samples.sort_unstable();
