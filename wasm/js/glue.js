@@ -1,5 +1,6 @@
-// Small JavaScript helpers the eddy-sync bindings import: real Error subclasses, and the
-// managed-object proxy (a plain snapshot object whose assignments are recorded as writes).
+// Small JavaScript helpers the eddy-sync bindings import: real Error subclasses, and the live
+// object proxy (every field read asks the wasm handle for the current value; assignments inside
+// write() are applied to the transaction).
 
 export class EddyError extends Error {
   constructor(message, code, action) {
@@ -23,8 +24,6 @@ export class StorageError extends EddyError {}
 
 export class AuthError extends EddyError {}
 
-const META = Symbol("eddy.object");
-
 export function errorClass(kind, message, code, action, extra) {
   switch (kind) {
     case "sync": return new SyncError(message, code, action);
@@ -35,22 +34,49 @@ export function errorClass(kind, message, code, action, extra) {
   }
 }
 
-export function managedObject(db, collection, key, fields) {
-  Object.defineProperty(fields, META, { value: { collection, key } });
-  Object.defineProperty(fields, "addListener", {
-    value(callback) { db._addObjectListener(collection, key, callback); },
-  });
-  Object.defineProperty(fields, "removeListener", {
-    value(callback) { db._removeObjectListener(callback); },
-  });
-  return new Proxy(fields, {
-    set(target, prop, value) {
-      if (typeof prop !== "string") return false;
-      db._setProperty(collection, key, prop, value);
-      target[prop] = value;
-      return true;
-    },
-  });
+const META = Symbol("eddy.object");
+const HANDLE = Symbol("eddy.handle");
+
+// The prototype of every object's proxy target: the methods a live object has besides its fields
+// (a property with one of these names is read through toJSON()).
+const LIVE = {
+  isValid() { return this[HANDLE].isValid(); },
+  toJSON() { return this[HANDLE].toJSON(); },
+  addListener(callback) { this[HANDLE].addListener(this, callback); },
+  removeListener(callback) { this[HANDLE].removeListener(callback); },
+};
+
+const FIELDS = {
+  get(target, prop, receiver) {
+    if (typeof prop === "string" && !(prop in target)) return target[HANDLE].get(prop);
+    return Reflect.get(target, prop, receiver);
+  },
+  set(target, prop, value) {
+    if (typeof prop !== "string" || prop in LIVE) return false;
+    target[HANDLE].set(prop, value);
+    return true;
+  },
+  has(target, prop) {
+    return (typeof prop === "string" && target[HANDLE].has(prop)) || prop in target;
+  },
+  ownKeys(target) {
+    return target[HANDLE].keys();
+  },
+  getOwnPropertyDescriptor(target, prop) {
+    if (typeof prop !== "string" || !target[HANDLE].has(prop)) {
+      return Reflect.getOwnPropertyDescriptor(target, prop);
+    }
+    const value = target[HANDLE].get(prop);
+    if (value === undefined) return undefined;
+    return { value, writable: true, enumerable: true, configurable: true };
+  },
+};
+
+export function liveObject(handle, collection, key) {
+  const target = Object.create(LIVE);
+  target[HANDLE] = handle;
+  target[META] = { collection, key };
+  return new Proxy(target, FIELDS);
 }
 
 export function objectRef(obj) {
