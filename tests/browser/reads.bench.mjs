@@ -1,7 +1,9 @@
 // Field reads in the browser: one page with the packed eddy-sync package creates a task, then
 // times loops of 100,000 reads of one of its fields (`task.title`, a string, and `task.done`, a
 // boolean), seven loops each; prints the median and fastest loop in milliseconds and the median
-// per read. Each read checks the value, so the loop cannot be optimised away.
+// per read. Each read checks the value, so the loop cannot be optimised away. Nothing changes the
+// store during the loops, so after the first read each one is served by the value the object's
+// proxy keeps until the next change (the first read after a change costs one wasm call).
 //
 // Run it by hand against a built package (not part of ./dev test):
 //   EDDY_BIN=target/release/eddy EDDY_PKG_DIR=wasm/pkg node --test tests/browser/reads.bench.mjs

@@ -1,6 +1,7 @@
 // Small JavaScript helpers the eddy-sync bindings import: real Error subclasses, and the live
-// object proxy (every field read asks the wasm handle for the current value; assignments inside
-// write() are applied to the transaction).
+// object proxy (a field read asks the wasm handle for the current value, unless the proxy holds
+// it from a read since the store last changed; assignments inside write() are applied to the
+// transaction).
 
 export class EddyError extends Error {
   constructor(message, code, action) {
@@ -36,6 +37,30 @@ export function errorClass(kind, message, code, action, extra) {
 
 const META = Symbol("eddy.object");
 const HANDLE = Symbol("eddy.handle");
+const CACHE = Symbol("eddy.cache");
+
+// Counts the times the bindings said a store may have changed. A proxy keeps the primitive
+// values it read (arrays, dates and objects are fresh copies on every read) only while this
+// count stays the same.
+let epoch = 0;
+
+export function storeChanged() {
+  epoch++;
+}
+
+function read(target, prop) {
+  let cache = target[CACHE];
+  if (cache === undefined || cache.epoch !== epoch) {
+    cache = target[CACHE] = { epoch, values: new Map() };
+  }
+  let value = cache.values.get(prop);
+  if (value !== undefined) return value;
+  value = target[HANDLE].get(prop);
+  if (value !== undefined && (value === null || typeof value !== "object")) {
+    cache.values.set(prop, value);
+  }
+  return value;
+}
 
 // The prototype of every object's proxy target: the methods a live object has besides its fields
 // (a property with one of these names is read through toJSON()).
@@ -48,7 +73,7 @@ const LIVE = {
 
 const FIELDS = {
   get(target, prop, receiver) {
-    if (typeof prop === "string" && !(prop in target)) return target[HANDLE].get(prop);
+    if (typeof prop === "string" && !(prop in target)) return read(target, prop);
     return Reflect.get(target, prop, receiver);
   },
   set(target, prop, value) {
@@ -66,7 +91,7 @@ const FIELDS = {
     if (typeof prop !== "string" || !target[HANDLE].has(prop)) {
       return Reflect.getOwnPropertyDescriptor(target, prop);
     }
-    const value = target[HANDLE].get(prop);
+    const value = read(target, prop);
     if (value === undefined) return undefined;
     return { value, writable: true, enumerable: true, configurable: true };
   },

@@ -319,6 +319,7 @@ impl Inner {
     /// Stops reacting to the network, closes the socket and releases the tab lock; returns the
     /// promise that resolves once the lock is free.
     pub(crate) fn shut_down(&self) -> Option<js_sys::Promise> {
+        crate::object::store_changed();
         if let Some(window) = web_sys::window() {
             for (name, closure) in self.window_listeners.borrow_mut().drain(..) {
                 let _ = window
@@ -405,6 +406,7 @@ fn open_socket(inner: &Rc<Inner>, st: &mut State) -> Result<(), JsValue> {
 
 /// Runs everything the connection and session want done; see the module docs.
 pub(crate) fn pump(inner: &Rc<Inner>) {
+    crate::object::store_changed();
     let mut calls = Vec::new();
     let mut refresh = false;
     let notice;

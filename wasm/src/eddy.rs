@@ -273,6 +273,7 @@ impl Eddy {
     /// transaction's writes stay applied and revertible between calls (the core's
     /// `SuspendedWrite`); a failed write undoes the whole transaction, and `write()` then fails.
     pub(crate) fn stage(&self, op: Op) -> Result<(), JsValue> {
+        crate::object::store_changed();
         let mut staged = self.inner.staged.borrow_mut();
         let earlier = match staged.as_mut() {
             Some(Ok(earlier)) => std::mem::take(earlier),
@@ -313,6 +314,7 @@ impl Eddy {
     /// Ends the running `write()`'s transaction: commits it as one local changeset when `keep`,
     /// else undoes it. The message of a failed transaction is returned as the error.
     fn finish_write(&self, keep: bool) -> Result<(), JsValue> {
+        crate::object::store_changed();
         let staged = self.inner.staged.borrow_mut().take();
         let earlier = match staged {
             Some(Ok(earlier)) => earlier,

@@ -3,7 +3,10 @@
 //! wasm call, converting only that field), so it shows local writes (inside `write()` too, where
 //! the transaction's own changes are already applied) and sync downloads as soon as they happen.
 //! An object deleted locally or by sync is no longer valid: `isValid()` is false and reading one
-//! of its properties throws.
+//! of its properties throws. The proxy keeps the primitive values it read until
+//! [`store_changed`] says a store may have changed; the bindings call it wherever one can: in
+//! every `pump` (which follows every network, timer and storage event and every write outside
+//! `write()`), in each write inside `write()`, and at close.
 
 use std::rc::Rc;
 
@@ -22,6 +25,9 @@ use crate::errors;
 extern "C" {
     #[wasm_bindgen(js_name = liveObject)]
     fn glue_live_object(handle: LiveObject, collection: &str, key: &JsValue) -> JsValue;
+    /// Drops the primitive values the object proxies keep (see `js/glue.js`).
+    #[wasm_bindgen(js_name = storeChanged)]
+    pub(crate) fn store_changed();
 }
 
 /// One object of a top-level collection, by collection and primary key (used by the object
