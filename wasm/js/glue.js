@@ -63,13 +63,15 @@ function read(target, prop) {
 }
 
 // The prototype of every object's proxy target: the methods a live object has besides its fields
-// (a property with one of these names is read through toJSON()).
-const LIVE = {
-  isValid() { return this[HANDLE].isValid(); },
-  toJSON() { return this[HANDLE].toJSON(); },
-  addListener(callback) { this[HANDLE].addListener(this, callback); },
-  removeListener(callback) { this[HANDLE].removeListener(callback); },
-};
+// (a class, so that for...in does not list them; a schema property with one of their names can
+// be read only through toJSON()).
+class Live {
+  isValid() { return this[HANDLE].isValid(); }
+  toJSON() { return this[HANDLE].toJSON(); }
+  addListener(callback) { this[HANDLE].addListener(this, callback); }
+  removeListener(callback) { this[HANDLE].removeListener(callback); }
+}
+const LIVE = Live.prototype;
 
 const FIELDS = {
   get(target, prop, receiver) {

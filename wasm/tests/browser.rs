@@ -585,6 +585,15 @@ async fn objects_are_live_and_a_write_reads_its_own_changes() {
         keys.contains(&"_id".into()) && keys.contains(&"title".into()),
         "{keys:?}"
     );
+    // for...in lists the same fields, not the methods.
+    let for_in = Function::new_with_args(
+        "o",
+        "const k = []; for (const p in o) k.push(p); return k.join();",
+    );
+    assert_eq!(
+        for_in.call1(&JsValue::UNDEFINED, &task).unwrap(),
+        JsValue::from(keys.join(","))
+    );
 
     // An object read on B before A's next change shows the change once it is downloaded.
     settle(&a).await;
