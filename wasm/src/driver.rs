@@ -22,7 +22,7 @@ use eddy_core::protocol::{
     decode_server_message, encode_client_message, ErrorAction, MessageLimits, SessionIdent,
 };
 use eddy_core::schema::Schema;
-use eddy_core::store::{Changes, Store};
+use eddy_core::store::{Changes, Store, SuspendedWrite};
 use eddy_core::value::PrimaryKey;
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Object, Reflect};
@@ -31,6 +31,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, MessageEvent, WebSocket};
 
 use crate::errors;
+use crate::lock::HeldLock;
 use crate::results::Query;
 use crate::storage::Storage;
 use crate::user::User;
@@ -141,6 +142,15 @@ pub(crate) struct State {
     pub(crate) on_error: Option<Function>,
     /// `sync.clientReset.onAfter`.
     pub(crate) on_reset: Option<Function>,
+    /// `sync.clientReset.onBefore`.
+    pub(crate) on_reset_before: Option<Function>,
+    /// `sync.clientReset` mode `"manual"`: its `onManual` and the database's `path`. A reset the
+    /// server asks for then stops the session instead of running.
+    pub(crate) manual_reset: Option<(Option<Function>, String)>,
+    /// The server asked for a reset in manual mode: the session stays stopped.
+    pub(crate) reset_required: bool,
+    /// A reset callback to call once the state's borrow ends.
+    reset_notice: Option<ResetNotice>,
     pending_changes: Changes,
     notify_scheduled: bool,
     last_connection_state: &'static str,
@@ -153,17 +163,18 @@ pub(crate) struct State {
 /// An open database: the state plus what lives outside the borrow.
 pub(crate) struct Inner {
     pub(crate) state: RefCell<State>,
-    /// Writes recorded by `create`/assignments/`delete` during `write()`; `None` outside it.
-    pub(crate) ops: RefCell<Option<Vec<crate::eddy::Op>>>,
+    /// The running `write()`'s writes, applied to the store and set aside between calls (see
+    /// `Eddy::stage`); `Err` with the message once one of them failed and the transaction was
+    /// undone. `None` outside `write()`.
+    pub(crate) staged: RefCell<Option<Result<SuspendedWrite, String>>>,
     pub(crate) in_write: Cell<bool>,
+    /// Set while `sync.clientReset.onBefore` runs: writes are refused.
+    pub(crate) read_only: Cell<bool>,
     pub(crate) schema: Schema,
     /// Schema `default`s: collection, property, value.
     pub(crate) defaults: Vec<Default>,
     window_listeners: RefCell<Vec<WindowListener>>,
-    pub(crate) lock_release: RefCell<Option<Function>>,
-    /// One JavaScript `Eddy` handle shared by every live object of this database (made on first
-    /// use, dropped by `close`).
-    pub(crate) handle: RefCell<Option<JsValue>>,
+    pub(crate) lock: RefCell<Option<HeldLock>>,
 }
 
 /// A `window` event listener: the event name and the closure.
@@ -171,6 +182,15 @@ type WindowListener = (&'static str, Closure<dyn FnMut(JsValue)>);
 
 /// A schema `default`: collection, property, value.
 pub(crate) type Default = (String, String, JsValue);
+
+/// What the app is told when the server asks for a client reset.
+#[derive(Debug)]
+enum ResetNotice {
+    /// `onBefore(db)`: the reset starts; the store still holds the local state.
+    Before(Function),
+    /// `onManual(session, path)`: manual mode stopped the session.
+    Manual(Option<Function>, String),
+}
 
 /// A callback to run once the state is no longer borrowed.
 pub(crate) type Call = (Function, Vec<JsValue>);
@@ -215,6 +235,10 @@ impl State {
             progress_listeners: Vec::new(),
             on_error: None,
             on_reset: None,
+            on_reset_before: None,
+            manual_reset: None,
+            reset_required: false,
+            reset_notice: None,
             pending_changes: Changes::new(),
             notify_scheduled: false,
             last_connection_state: "disconnected",
@@ -250,13 +274,13 @@ impl Inner {
     pub(crate) fn new(state: State, schema: Schema, defaults: Vec<Default>) -> Rc<Inner> {
         Rc::new(Inner {
             state: RefCell::new(state),
-            ops: RefCell::new(None),
+            staged: RefCell::new(None),
             in_write: Cell::new(false),
+            read_only: Cell::new(false),
             schema,
             defaults,
             window_listeners: RefCell::new(Vec::new()),
-            lock_release: RefCell::new(None),
-            handle: RefCell::new(None),
+            lock: RefCell::new(None),
         })
     }
 
@@ -272,7 +296,7 @@ impl Inner {
                 if let Some(inner) = weak.upgrade() {
                     {
                         let mut st = inner.state.borrow_mut();
-                        if st.closed || st.user_paused {
+                        if st.closed || st.user_paused || st.reset_required {
                             return;
                         }
                         if online {
@@ -292,8 +316,10 @@ impl Inner {
         }
     }
 
-    /// Stops reacting to the network and closes the socket.
-    pub(crate) fn shut_down(&self) {
+    /// Stops reacting to the network, closes the socket and releases the tab lock; returns the
+    /// promise that resolves once the lock is free.
+    pub(crate) fn shut_down(&self) -> Option<js_sys::Promise> {
+        crate::object::store_changed();
         if let Some(window) = web_sys::window() {
             for (name, closure) in self.window_listeners.borrow_mut().drain(..) {
                 let _ = window
@@ -306,10 +332,7 @@ impl Inner {
         st.refresh_timer = None;
         st.socket = None;
         st.conn.pause();
-        self.handle.borrow_mut().take();
-        if let Some(release) = self.lock_release.borrow_mut().take() {
-            let _ = release.call0(&JsValue::UNDEFINED);
-        }
+        self.lock.borrow_mut().take().map(HeldLock::release)
     }
 }
 
@@ -383,8 +406,10 @@ fn open_socket(inner: &Rc<Inner>, st: &mut State) -> Result<(), JsValue> {
 
 /// Runs everything the connection and session want done; see the module docs.
 pub(crate) fn pump(inner: &Rc<Inner>) {
+    crate::object::store_changed();
     let mut calls = Vec::new();
     let mut refresh = false;
+    let notice;
     {
         let mut st = inner.state.borrow_mut();
         if st.closed {
@@ -457,8 +482,12 @@ pub(crate) fn pump(inner: &Rc<Inner>) {
         } else {
             refresh = false;
         }
+        notice = st.reset_notice.take();
     }
     call_all(calls);
+    if let Some(notice) = notice {
+        tell_reset(inner, notice);
+    }
     if refresh {
         wasm_bindgen_futures::spawn_local(refresh_token(Rc::clone(inner), false));
     }
@@ -569,6 +598,9 @@ fn drain_events(st: &mut State, calls: &mut Vec<Call>, refresh: &mut bool) -> bo
                 if error.action == ErrorAction::RefreshToken {
                     *refresh = true;
                 }
+                if error.action == ErrorAction::ClientReset {
+                    reset_requested(st);
+                }
                 report(st, calls, errors::sync(&error));
             }
             SessionEvent::ClientReset {
@@ -588,6 +620,49 @@ fn drain_events(st: &mut State, calls: &mut Vec<Call>, refresh: &mut bool) -> bo
         }
     }
     busy
+}
+
+/// The server asked for a client reset (the session's `ClientReset`-action error, which it has
+/// just answered by starting the reset). In manual mode the session stops here, before anything is
+/// reset, and stays stopped; `onManual` is told. Otherwise `onBefore` is called: the core replaces
+/// the local state only once the server's state has arrived, in a later message, so the store
+/// still holds the local state while the callback runs.
+fn reset_requested(st: &mut State) {
+    if let Some((on_manual, path)) = &st.manual_reset {
+        st.reset_notice = Some(ResetNotice::Manual(on_manual.clone(), path.clone()));
+        st.reset_required = true;
+        st.socket = None;
+        st.conn.pause();
+    } else if let Some(on_before) = &st.on_reset_before {
+        st.reset_notice = Some(ResetNotice::Before(on_before.clone()));
+    }
+}
+
+/// Calls `onBefore` (with the database, read-only while it runs) or `onManual` (with the sync
+/// session and the database's path).
+fn tell_reset(inner: &Rc<Inner>, notice: ResetNotice) {
+    let called = match notice {
+        ResetNotice::Before(on_before) => {
+            let db = JsValue::from(crate::eddy::Eddy {
+                inner: Rc::clone(inner),
+            });
+            inner.read_only.set(true);
+            let called = on_before.call1(&JsValue::UNDEFINED, &db);
+            inner.read_only.set(false);
+            called
+        }
+        ResetNotice::Manual(Some(on_manual), path) => {
+            let session = JsValue::from(crate::sync_session::SyncSession::new(Rc::clone(inner)));
+            on_manual.call2(&JsValue::UNDEFINED, &session, &path.into())
+        }
+        ResetNotice::Manual(None, _) => {
+            web_sys::console::warn_1(&"eddy-sync: the server asked for a client reset; sync.clientReset.mode \"manual\" stopped the session: close the database, delete it with Eddy.deleteDatabase and open it again".into());
+            Ok(JsValue::UNDEFINED)
+        }
+    };
+    if let Err(e) = called {
+        web_sys::console::error_2(&"eddy-sync: a client reset callback threw".into(), &e);
+    }
 }
 
 /// Hands an error to `sync.onError`, or logs it when there is none.

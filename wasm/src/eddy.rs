@@ -2,12 +2,13 @@
 //! starts syncing; `write`, `create`, `delete`, `objects` and `objectForPrimaryKey` read and change
 //! it; `subscriptions` and `syncSession` control sync; `close` ends it.
 //!
-//! Objects are plain snapshot objects wrapped in a `Proxy`: reading a field reads the snapshot
-//! taken when the object was fetched; assigning a field inside `write()` records the write (and
-//! updates the snapshot). Fetch again (`objectForPrimaryKey`, iterate a `Results`) for fresh
-//! values. Inside a `write()` callback, reads show the state from before the callback: its
-//! creates, assignments and deletes apply together when it returns.
+//! Objects are live (`object.rs`): a field read returns the current value. Inside a `write()`
+//! callback each `create`, assignment and `delete` is applied to the store at once, so reads (of
+//! objects and `Results`) see the transaction's own changes; the store's undo log keeps them
+//! revertible (`SuspendedWrite` between calls), and they commit as one changeset when the
+//! callback returns, or are undone if it throws or one of them failed.
 
+use std::convert::Infallible;
 use std::rc::Rc;
 
 use eddy_core::changeset::Path;
@@ -18,16 +19,17 @@ use eddy_core::client::{
 use eddy_core::quote::Quoted;
 use eddy_core::schema::{CollectionKind, Container, Schema, PRIMARY_KEY};
 use eddy_core::schema_json::{schema_from_node, SchemaNode};
-use eddy_core::store::Store;
+use eddy_core::store::{Store, SuspendedWrite};
 use eddy_core::value::{Document, PrimaryKey, Value};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::convert;
-use crate::driver::{self, now_ms, pump, wait, Inner, ObjectListener, State, Until, SESSION};
+use crate::driver::{self, now_ms, pump, wait, Inner, State, Until, SESSION};
 use crate::errors;
 use crate::lock::{self, Lock};
+use crate::object::live_object;
 use crate::results::Results;
 use crate::storage::Storage;
 use crate::subscriptions::{MutableSubscriptionSet, SubscriptionSet};
@@ -36,13 +38,6 @@ use crate::user::User;
 
 #[wasm_bindgen(module = "/js/glue.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = managedObject)]
-    fn glue_managed_object(
-        db: &JsValue,
-        collection: &str,
-        key: &JsValue,
-        fields: &Object,
-    ) -> JsValue;
     #[wasm_bindgen(js_name = objectRef)]
     fn glue_object_ref(object: &JsValue) -> JsValue;
 }
@@ -77,15 +72,23 @@ export interface Configuration {
   };
 }
 /** Realm JS's names for what a client reset does with local changes the server never saw. */
-export type ClientResetMode = "recoverUnsyncedChanges" | "discardUnsyncedChanges";
+export type ClientResetMode = "recoverUnsyncedChanges" | "recoverOrDiscardUnsyncedChanges" | "discardUnsyncedChanges" | "manual";
 /** `sync.clientReset`. */
 export interface ClientResetConfiguration {
-  /** "recoverUnsyncedChanges" (the default) re-applies them on top of the server's data and
-   * uploads them again; "discardUnsyncedChanges" drops them. */
+  /** "recoverUnsyncedChanges" (the default) and "recoverOrDiscardUnsyncedChanges" re-apply them
+   * on top of the server's data and upload them again, dropping those that no longer apply;
+   * "discardUnsyncedChanges" drops them; "manual" resets nothing: the session stops and
+   * `onManual` is called. */
   mode?: ClientResetMode;
+  /** Called when the reset starts, with the database still holding the local data, read-only
+   * while the callback runs (read what you need synchronously: afterwards the database changes). */
+  onBefore?: (before: Eddy) => void;
   /** Called once a reset has replaced the local data with the server's (and, in recover mode,
    * re-applied the unsynced changes, which then upload again). */
   onAfter?: (summary: ClientResetSummary) => void;
+  /** Mode "manual": called when the server asks for a reset. Close the database, delete it with
+   * `Eddy.deleteDatabase` and open it again. */
+  onManual?: (session: SyncSession, path: string) => void;
 }
 /** What a client reset did with the local changes the server had not integrated. */
 export interface ClientResetSummary {
@@ -96,7 +99,7 @@ export interface ClientResetSummary {
 }
 "#;
 
-/// A write recorded inside `write()`.
+/// One write inside `write()`, applied as it is made.
 #[derive(Debug)]
 pub(crate) enum Op {
     Create {
@@ -140,30 +143,6 @@ pub(crate) fn plain_object(key: &PrimaryKey, doc: &Document) -> Object {
     let object = convert::object_of(doc.iter());
     let _ = Reflect::set(&object, &PRIMARY_KEY.into(), &convert::from_key(key));
     object
-}
-
-/// A live object: a snapshot proxy whose assignments become writes.
-pub(crate) fn managed_object(
-    inner: &Rc<Inner>,
-    collection: &str,
-    key: &PrimaryKey,
-    doc: &Document,
-) -> JsValue {
-    let db = inner
-        .handle
-        .borrow_mut()
-        .get_or_insert_with(|| {
-            JsValue::from(Eddy {
-                inner: Rc::clone(inner),
-            })
-        })
-        .clone();
-    glue_managed_object(
-        &db,
-        collection,
-        &convert::from_key(key),
-        &plain_object(key, doc),
-    )
 }
 
 /// The collection and key of a live object, if `js` is one.
@@ -270,7 +249,17 @@ impl Eddy {
         Ok(())
     }
 
-    fn require_write(&self, what: &str) -> Result<(), JsValue> {
+    /// Refuses writes while `sync.clientReset.onBefore` looks at the local state.
+    fn writable(&self) -> Result<(), JsValue> {
+        if self.inner.read_only.get() {
+            return Err(errors::usage(
+                "the database is read-only in sync.clientReset.onBefore; write in onAfter",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn require_write(&self, what: &str) -> Result<(), JsValue> {
         self.state_check()?;
         if !self.inner.in_write.get() {
             return Err(errors::usage(format!(
@@ -280,10 +269,79 @@ impl Eddy {
         Ok(())
     }
 
-    fn record(&self, op: Op) {
-        if let Some(ops) = self.inner.ops.borrow_mut().as_mut() {
-            ops.push(op);
+    /// Applies `op` to the running `write()`'s transaction at once, so later reads see it. The
+    /// transaction's writes stay applied and revertible between calls (the core's
+    /// `SuspendedWrite`); a failed write undoes the whole transaction, and `write()` then fails.
+    pub(crate) fn stage(&self, op: Op) -> Result<(), JsValue> {
+        crate::object::store_changed();
+        let mut staged = self.inner.staged.borrow_mut();
+        let earlier = match staged.as_mut() {
+            Some(Ok(earlier)) => std::mem::take(earlier),
+            Some(Err(failed)) => {
+                return Err(errors::usage(format!(
+                    "this write transaction already failed and changed nothing: {failed}"
+                )))
+            }
+            None => return Err(errors::usage("not in a write transaction")),
+        };
+        let mut st = self.inner.state.borrow_mut();
+        let session = st
+            .conn
+            .session_mut(SESSION)
+            .ok_or_else(|| errors::usage("the database is closed"))?;
+        // The closure never returns `Ok`, so the session commits nothing here: the suspended
+        // transaction leaves the store as it is, a failed one is undone when it is dropped.
+        let outcome = session.write(now_ms(), |tx| {
+            tx.resume(earlier);
+            let applied = apply(tx, op);
+            Err::<Infallible, _>(applied.map(|()| tx.suspend()))
+        });
+        match outcome {
+            Ok((never, _)) => match never {},
+            Err(Ok(suspended)) => {
+                *staged = Some(Ok(suspended));
+                Ok(())
+            }
+            Err(Err(message)) => {
+                let error =
+                    errors::usage(format!("the write failed and changed nothing: {message}"));
+                *staged = Some(Err(message));
+                Err(error)
+            }
         }
+    }
+
+    /// Ends the running `write()`'s transaction: commits it as one local changeset when `keep`,
+    /// else undoes it. The message of a failed transaction is returned as the error.
+    fn finish_write(&self, keep: bool) -> Result<(), JsValue> {
+        crate::object::store_changed();
+        let staged = self.inner.staged.borrow_mut().take();
+        let earlier = match staged {
+            Some(Ok(earlier)) => earlier,
+            Some(Err(message)) => {
+                return Err(errors::usage(format!(
+                    "the write failed and changed nothing: {message}"
+                )))
+            }
+            None => return Ok(()),
+        };
+        let mut st = self.inner.state.borrow_mut();
+        let session = st
+            .conn
+            .session_mut(SESSION)
+            .ok_or_else(|| errors::usage("the database is closed"))?;
+        let outcome = session.write(now_ms(), |tx| {
+            tx.resume(earlier);
+            if keep {
+                Ok(())
+            } else {
+                Err(())
+            }
+        });
+        if let Ok(((), changes)) = outcome {
+            st.changed(changes);
+        }
+        Ok(())
     }
 }
 
@@ -348,56 +406,66 @@ impl Eddy {
         #[wasm_bindgen(unchecked_param_type = "Configuration")] config: JsValue,
     ) -> Result<Eddy, JsValue> {
         let opening = Opening::read(&config)?;
-        let release = match lock::acquire(&opening.name).await? {
-            Lock::Held { release } => Some(release),
-            Lock::Taken => return Err(opening.in_use()),
+        let lock = match lock::acquire(&opening.name).await? {
+            Lock::Held(lock) => Some(lock),
+            Lock::Taken => return Err(in_use(&opening.name)),
             Lock::Unsupported => None,
         };
         let loaded = load(&opening.name, &opening.schema).await;
         match loaded {
-            Ok((storage, persisted)) => opening.start(release, storage, persisted),
+            Ok((storage, persisted)) => opening.start(lock, storage, persisted),
             Err(e) => {
-                if let Some(release) = release {
-                    let _ = release.call0(&JsValue::UNDEFINED);
+                if let Some(lock) = lock {
+                    let _ = lock.release();
                 }
                 Err(errors::storage(&e))
             }
         }
     }
 
+    /// Deletes the local database that `Eddy.open(config)` opens (only `config.sync.user` and
+    /// `config.path` are read), unsynced changes included; the next open downloads the server's
+    /// data into a new one. This is how an app finishes a client reset in `"manual"` mode: close
+    /// the database, delete it, open it again. Fails with `database-in-use` while the database is
+    /// open, in this tab or another.
+    #[wasm_bindgen(js_name = deleteDatabase)]
+    pub async fn delete_database(
+        #[wasm_bindgen(unchecked_param_type = "Configuration")] config: JsValue,
+    ) -> Result<(), JsValue> {
+        let user = user_from(&get(&get(&config, "sync"), "user"))?;
+        let (_, name) = database_name(&user, &config);
+        let lock = match lock::acquire(&name).await? {
+            Lock::Held(lock) => Some(lock),
+            Lock::Taken => return Err(in_use(&name)),
+            Lock::Unsupported => None,
+        };
+        let deleted = Storage::delete(&name).await;
+        if let Some(lock) = lock {
+            wasm_bindgen_futures::JsFuture::from(lock.release()).await?;
+        }
+        deleted.map_err(|e| errors::storage(&e))
+    }
+
     /// Runs `callback` as one write transaction: its `create`s, assignments and `delete`s apply
-    /// together when it returns (none of them if it throws). The changes are visible at once;
-    /// the returned promise resolves to the callback's result when they are durable in
-    /// IndexedDB (writes made close together share one IndexedDB transaction).
+    /// at once, so reads inside the callback see them, and commit together when it returns
+    /// (none of them if it throws, or if one of them failed). The returned promise resolves to
+    /// the callback's result when they are durable in IndexedDB (writes made close together
+    /// share one IndexedDB transaction).
     pub fn write(&self, callback: &Function) -> Result<Promise, JsValue> {
         self.state_check()?;
+        self.writable()?;
         if self.inner.in_write.get() {
             return Err(errors::usage(
                 "already in a write transaction: do not nest db.write calls",
             ));
         }
-        *self.inner.ops.borrow_mut() = Some(Vec::new());
+        *self.inner.staged.borrow_mut() = Some(Ok(SuspendedWrite::default()));
         self.inner.in_write.set(true);
         let result = callback.call0(&JsValue::UNDEFINED);
         self.inner.in_write.set(false);
-        let ops = self.inner.ops.borrow_mut().take().unwrap_or_default();
+        let finished = self.finish_write(result.is_ok());
         let value = result?;
-        {
-            let mut st = self.inner.state.borrow_mut();
-            let session = st
-                .conn
-                .session_mut(SESSION)
-                .ok_or_else(|| errors::usage("the database is closed"))?;
-            let (_, changes) = session
-                .write(now_ms(), |tx| {
-                    for op in ops {
-                        apply(tx, op)?;
-                    }
-                    Ok::<(), String>(())
-                })
-                .map_err(|e| errors::usage(format!("the write failed and changed nothing: {e}")))?;
-            st.changed(changes);
-        }
+        finished?;
         Ok(wait(&self.inner, Until::Durable(None), value))
     }
 
@@ -479,13 +547,13 @@ impl Eddy {
             })?,
         };
         doc.remove(PRIMARY_KEY);
-        let object = managed_object(&self.inner, &name, &key, &doc);
-        self.record(Op::Create {
+        let object = live_object(&self.inner, &name, &key);
+        self.stage(Op::Create {
             collection: name,
             key,
             doc,
             update,
-        });
+        })?;
         Ok(object)
     }
 
@@ -524,9 +592,10 @@ impl Eddy {
             doc,
         };
         if self.inner.in_write.get() {
-            self.record(op);
+            self.stage(op)?;
             return Ok(JsValue::UNDEFINED);
         }
+        self.writable()?;
         {
             let mut st = self.inner.state.borrow_mut();
             let session = st
@@ -556,7 +625,7 @@ impl Eddy {
                     "delete takes objects from this database (or arrays or Results of them)",
                 )
             })?;
-            self.record(Op::Delete { collection, key });
+            self.stage(Op::Delete { collection, key })?;
         }
         Ok(())
     }
@@ -593,12 +662,14 @@ impl Eddy {
                 ))
             })?;
         let key = convert::to_primary_key(pk, &key).map_err(errors::usage)?;
-        let st = self.inner.state.borrow();
-        let doc = st.store().and_then(|s| s.get(&name, &key)).cloned();
-        drop(st);
-        Ok(match doc {
-            Some(doc) => managed_object(&self.inner, &name, &key, &doc),
-            None => JsValue::UNDEFINED,
+        let exists = {
+            let st = self.inner.state.borrow();
+            st.store().and_then(|s| s.get(&name, &key)).is_some()
+        };
+        Ok(if exists {
+            live_object(&self.inner, &name, &key)
+        } else {
+            JsValue::UNDEFINED
         })
     }
 
@@ -622,7 +693,7 @@ impl Eddy {
         }
         let flushed = wait(&self.inner, Until::Flushed, JsValue::UNDEFINED);
         wasm_bindgen_futures::JsFuture::from(flushed).await?;
-        self.inner.shut_down();
+        let released = self.inner.shut_down();
         let storage = {
             let mut st = self.inner.state.borrow_mut();
             st.results_listeners.clear();
@@ -632,87 +703,12 @@ impl Eddy {
         if let Some(storage) = storage.and_then(|s| Rc::try_unwrap(s).ok()) {
             storage.close();
         }
-        Ok(())
-    }
-
-    /// Records an assignment to a live object (called by the object proxy).
-    #[wasm_bindgen(js_name = _setProperty, skip_typescript)]
-    pub fn set_property(
-        &self,
-        collection: String,
-        key: JsValue,
-        field: String,
-        value: JsValue,
-    ) -> Result<(), JsValue> {
-        self.require_write(&format!("setting {collection}.{field}"))?;
-        if field == PRIMARY_KEY {
-            return Err(errors::usage(
-                "the primary key (_id) of an object cannot change",
-            ));
+        // Resolved once the lock is free, so that an open or deleteDatabase right after
+        // succeeds.
+        if let Some(released) = released {
+            wasm_bindgen_futures::JsFuture::from(released).await?;
         }
-        let schema = &self.inner.schema;
-        let coll = schema.collection(&collection).ok_or_else(|| {
-            errors::usage(format!(
-                "unknown collection {collection}",
-                collection = Quoted(&collection)
-            ))
-        })?;
-        let property = coll
-            .properties
-            .get(&field)
-            .ok_or_else(|| errors::usage(format!("{collection}.{field} is not in the schema")))?;
-        let pk = coll
-            .primary_key
-            .ok_or_else(|| errors::usage("not a top-level object"))?;
-        let key = convert::to_primary_key(pk, &key).map_err(errors::usage)?;
-        let value =
-            convert::to_property(schema, &collection, property, &value).map_err(errors::usage)?;
-        self.record(Op::Set {
-            collection,
-            key,
-            field,
-            value,
-        });
         Ok(())
-    }
-
-    /// Registers an object listener (called by `object.addListener`).
-    #[wasm_bindgen(js_name = _addObjectListener, skip_typescript)]
-    pub fn add_object_listener(
-        &self,
-        collection: String,
-        key: JsValue,
-        callback: Function,
-    ) -> Result<(), JsValue> {
-        let pk = self
-            .inner
-            .schema
-            .collection(&collection)
-            .and_then(|c| c.primary_key)
-            .ok_or_else(|| errors::usage("not a top-level object"))?;
-        let key = convert::to_primary_key(pk, &key).map_err(errors::usage)?;
-        let object = self.object_for_primary_key(collection.clone(), convert::from_key(&key))?;
-        self.inner
-            .state
-            .borrow_mut()
-            .object_listeners
-            .push(ObjectListener {
-                collection,
-                key,
-                callback,
-                object,
-            });
-        Ok(())
-    }
-
-    /// Removes an object listener (called by `object.removeListener`).
-    #[wasm_bindgen(js_name = _removeObjectListener, skip_typescript)]
-    pub fn remove_object_listener(&self, callback: &Function) {
-        self.inner
-            .state
-            .borrow_mut()
-            .object_listeners
-            .retain(|l| !Object::is(&l.callback, callback));
     }
 }
 
@@ -727,6 +723,8 @@ struct Opening {
     name: String,
     reset_mode: ResetMode,
     on_reset: Option<Function>,
+    on_reset_before: Option<Function>,
+    manual_reset: Option<(Option<Function>, String)>,
 }
 
 impl Opening {
@@ -745,27 +743,27 @@ impl Opening {
                 "only flexible sync is supported: pass sync: { user, flexible: true }",
             ));
         }
-        let path = get(config, "path")
-            .as_string()
-            .unwrap_or_else(|| "default".into());
-        let name = {
-            let s = user.session.borrow();
-            format!("eddy:{}:{}:{path}", s.app_id, s.id)
-        };
+        let (path, name) = database_name(&user, config);
         let reset = get(&sync, "clientReset");
-        let reset_mode = match get(&reset, "mode").as_string().as_deref() {
-            None | Some("recoverUnsyncedChanges") => ResetMode::Recover,
-            Some("discardUnsyncedChanges") => ResetMode::Discard,
+        let callback = |name: &str| get(&reset, name).dyn_into::<Function>().ok();
+        let (reset_mode, manual) = match get(&reset, "mode").as_string().as_deref() {
+            // The core's recovery drops each changeset that no longer applies and keeps the
+            // rest, so it never fails as a whole: the fallback to discarding is never needed.
+            None | Some("recoverUnsyncedChanges" | "recoverOrDiscardUnsyncedChanges") => {
+                (ResetMode::Recover, false)
+            }
+            Some("discardUnsyncedChanges") => (ResetMode::Discard, false),
+            Some("manual") => (ResetMode::Recover, true),
             Some(other) => {
                 return Err(errors::usage(format!(
-                    "sync.clientReset.mode {} is not supported: use \"recoverUnsyncedChanges\" or \"discardUnsyncedChanges\"",
+                    "sync.clientReset.mode {} is not supported: use \"recoverUnsyncedChanges\", \"recoverOrDiscardUnsyncedChanges\", \"discardUnsyncedChanges\" or \"manual\"",
                     Quoted(other)
                 )))
             }
         };
-        if !get(&reset, "onBefore").is_undefined() {
+        if manual && (callback("onBefore").is_some() || callback("onAfter").is_some()) {
             return Err(errors::usage(
-                "sync.clientReset.onBefore is not supported: a reset happens inside the sync session; onAfter reports it",
+                "sync.clientReset.onBefore and onAfter are never called in mode \"manual\", which resets nothing: use onManual",
             ));
         }
         Ok(Opening {
@@ -775,27 +773,17 @@ impl Opening {
             user,
             name,
             reset_mode,
-            on_reset: get(&reset, "onAfter").dyn_into().ok(),
+            on_reset: callback("onAfter"),
+            on_reset_before: callback("onBefore"),
+            manual_reset: manual.then(|| (callback("onManual"), path)),
         })
-    }
-
-    #[inline(never)]
-    fn in_use(&self) -> JsValue {
-        errors::eddy_error(
-            "database-in-use",
-            "applicationBug",
-            &format!(
-                "the database \"{}\" is open in another tab; close it there (db.close()) or use another path",
-                self.name
-            ),
-        )
     }
 
     /// Starts the session over the loaded state and hands out the database.
     #[inline(never)]
     fn start(
         self,
-        release: Option<Function>,
+        lock: Option<lock::HeldLock>,
         storage: Rc<Storage>,
         persisted: Option<PersistedState>,
     ) -> Result<Eddy, JsValue> {
@@ -807,6 +795,8 @@ impl Opening {
             name: _,
             reset_mode,
             on_reset,
+            on_reset_before,
+            manual_reset,
         } = self;
         let (base_url, token) = {
             let s = user.session.borrow();
@@ -856,8 +846,10 @@ impl Opening {
         let on_error = get(&sync, "onError");
         state.on_error = on_error.dyn_into::<Function>().ok();
         state.on_reset = on_reset;
+        state.on_reset_before = on_reset_before;
+        state.manual_reset = manual_reset;
         let inner = Inner::new(state, schema, defaults);
-        *inner.lock_release.borrow_mut() = release;
+        *inner.lock.borrow_mut() = lock;
         let db = Eddy {
             inner: Rc::clone(&inner),
         };
@@ -909,6 +901,30 @@ async fn load(
     let storage = Rc::new(Storage::open(name).await?);
     let persisted = storage.load(schema).await?;
     Ok((storage, persisted))
+}
+
+/// The `path` option (default `"default"`) and the name of the database `config` opens for
+/// `user`: app, user and path.
+fn database_name(user: &User, config: &JsValue) -> (String, String) {
+    let path = get(config, "path")
+        .as_string()
+        .unwrap_or_else(|| "default".into());
+    let name = {
+        let s = user.session.borrow();
+        format!("eddy:{}:{}:{path}", s.app_id, s.id)
+    };
+    (path, name)
+}
+
+#[inline(never)]
+fn in_use(name: &str) -> JsValue {
+    errors::eddy_error(
+        "database-in-use",
+        "applicationBug",
+        &format!(
+            "the database \"{name}\" is open (in this tab or another); close it (db.close()) or use another path"
+        ),
+    )
 }
 
 fn user_from(js: &JsValue) -> Result<User, JsValue> {

@@ -17,6 +17,7 @@ mod eddy;
 mod errors;
 mod http;
 mod lock;
+mod object;
 mod results;
 mod storage;
 mod subscriptions;

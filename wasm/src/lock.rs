@@ -11,12 +11,30 @@ use wasm_bindgen_futures::JsFuture;
 /// What taking the lock gave.
 #[derive(Debug)]
 pub(crate) enum Lock {
-    /// Held until `release` is called.
-    Held { release: Function },
+    /// Held until released.
+    Held(HeldLock),
     /// Another tab holds it.
     Taken,
     /// The browser has no Web Locks (an insecure origin or an old browser): not protected.
     Unsupported,
+}
+
+/// A lock this tab holds.
+#[derive(Debug)]
+pub(crate) struct HeldLock {
+    /// Ends the lock's callback, which frees the lock.
+    release: Function,
+    /// The lock request's promise: it resolves once the lock is free again.
+    released: Promise,
+}
+
+impl HeldLock {
+    /// Releases the lock; the returned promise resolves once another request can take it (the
+    /// browser frees it a moment after `release`).
+    pub(crate) fn release(self) -> Promise {
+        let _ = self.release.call0(&JsValue::UNDEFINED);
+        self.released
+    }
 }
 
 /// Tries to take the lock `name` without waiting.
@@ -49,10 +67,13 @@ pub(crate) async fn acquire(name: &str) -> Result<Lock, JsValue> {
     });
     let options = Object::new();
     Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE)?;
-    let _ = request.call3(&locks, &JsValue::from_str(name), &options, &callback)?;
+    let released = request
+        .call3(&locks, &JsValue::from_str(name), &options, &callback)?
+        .dyn_into::<Promise>()
+        .unwrap_or_else(|_| Promise::resolve(&JsValue::UNDEFINED));
     let granted = JsFuture::from(decided).await?.as_bool().unwrap_or(false);
     Ok(if granted {
-        Lock::Held { release }
+        Lock::Held(HeldLock { release, released })
     } else {
         Lock::Taken
     })

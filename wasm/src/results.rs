@@ -14,8 +14,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::driver::{Inner, ResultsListener};
-use crate::eddy::{managed_object, plain_object};
+use crate::eddy::plain_object;
 use crate::errors;
+use crate::object::live_object;
 
 /// The store as the query engine's object source.
 struct Source<'a>(&'a Store);
@@ -159,7 +160,7 @@ impl Results {
         for key in &keys {
             if let Some(doc) = store.get(&self.query.collection, key) {
                 let object = if managed {
-                    managed_object(&self.inner, &self.query.collection, key, doc)
+                    live_object(&self.inner, &self.query.collection, key)
                 } else {
                     plain_object(key, doc).into()
                 };
@@ -266,19 +267,10 @@ impl Results {
         let Some(key) = usize::try_from(i).ok().and_then(|i| keys.get(i)) else {
             return Ok(JsValue::UNDEFINED);
         };
-        let doc = {
-            let st = self.inner.state.borrow();
-            st.store()
-                .and_then(|s| s.get(&self.query.collection, key))
-                .cloned()
-        };
-        Ok(match doc {
-            Some(doc) => managed_object(&self.inner, &self.query.collection, key, &doc),
-            None => JsValue::UNDEFINED,
-        })
+        Ok(live_object(&self.inner, &self.query.collection, key))
     }
 
-    /// The objects as an array of live objects (assignments inside `write` update them).
+    /// The objects as an array of live objects.
     #[wasm_bindgen(js_name = toArray)]
     pub fn to_array(&self) -> Result<Array, JsValue> {
         self.objects(true)

@@ -114,6 +114,14 @@ impl Storage {
         })
     }
 
+    /// Deletes the database of the file `name` (nothing happens when there is none).
+    pub(crate) async fn delete(name: &str) -> Result<(), String> {
+        let request = Factory::new()
+            .and_then(|f| f.delete(&format!("{name}:records{FORMAT_VERSION}")))
+            .map_err(idb_text)?;
+        request.await.map_err(idb_text)
+    }
+
     /// Closes the database.
     pub(crate) fn close(self) {
         self.db.close();

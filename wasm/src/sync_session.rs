@@ -38,7 +38,7 @@ impl SyncSession {
     #[wasm_bindgen(getter)]
     pub fn state(&self) -> String {
         let st = self.inner.state.borrow();
-        if st.user_paused || st.closed {
+        if st.user_paused || st.closed || st.reset_required {
             "inactive"
         } else {
             "active"
@@ -89,11 +89,15 @@ impl SyncSession {
         pump(&self.inner);
     }
 
-    /// Reconnects after `pause` (at once, not after a backoff delay).
+    /// Reconnects after `pause` (at once, not after a backoff delay). Does nothing once a client
+    /// reset in `"manual"` mode stopped the session.
     pub fn resume(&self) {
         {
             let mut st = self.inner.state.borrow_mut();
             st.user_paused = false;
+            if st.reset_required {
+                return;
+            }
             st.conn.resume(now_ms());
         }
         pump(&self.inner);

@@ -10,9 +10,13 @@
 //! reported (both provoked through a patched `IDBObjectStore.put`), a write survives a reload
 //! between its commit and the checkpoint of its object records (the checkpoint aborted the same
 //! way), a second tab is refused, objects ingested offline survive a reopen and reach the
-//! server (`./dev test` then checks the server holds exactly 10,001 of them), and a database
-//! reopened against the restored server, which never saw its client file, is reset in either
-//! `sync.clientReset` mode and reports what it recovered and discarded to `onAfter`.
+//! server (`./dev test` then checks the server holds exactly 10,001 of them), objects are live
+//! (a write reads its own changes, later local and downloaded changes show in objects read
+//! before, a deleted object is invalid and throws), a failed write inside `write()` undoes the
+//! whole transaction, and a database reopened against the restored server, which never saw its
+//! client file, is reset in each `sync.clientReset` mode (`onBefore` sees the local data
+//! read-only, `onAfter` gets what was recovered and discarded; `"manual"` stops sync until the
+//! app deletes the database with `Eddy.deleteDatabase`).
 
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -523,6 +527,164 @@ async fn a_remote_delete_reaches_an_object_listener() {
     assert_eq!(tasks_tagged(&b, &t).length().unwrap(), 0);
     close(&a).await;
     close(&b).await;
+}
+
+/// Calls `object.name()`.
+fn call(object: &JsValue, name: &str) -> JsValue {
+    let method: Function = get(object, name).unchecked_into();
+    method.call0(object).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn objects_are_live_and_a_write_reads_its_own_changes() {
+    let t = tag("live");
+    let (a, b) = (
+        open(&log_in().await, "live-a").await,
+        open(&log_in().await, "live-b").await,
+    );
+    let title = format!("{t} task");
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let slot = Rc::new(RefCell::new(JsValue::UNDEFINED));
+    let (seen_in_write, slot_in_write, tag_in_write) = (seen.clone(), slot.clone(), t.clone());
+    write(&a, move |db| {
+        let task = add_task(db, &title);
+        let mut seen = seen_in_write.borrow_mut();
+        // Create, then read; assign, then read; a query sees the transaction's create.
+        seen.push(get(&task, "title"));
+        Reflect::set(&task, &"done".into(), &true.into()).unwrap();
+        seen.push(get(&task, "done"));
+        seen.push(tasks_tagged(db, &tag_in_write).length().unwrap().into());
+        *slot_in_write.borrow_mut() = task;
+    })
+    .await;
+    let title = format!("{t} task");
+    assert_eq!(
+        *seen.borrow(),
+        vec![
+            JsValue::from(title.as_str()),
+            JsValue::TRUE,
+            JsValue::from(1)
+        ]
+    );
+    let task = slot.borrow().clone();
+
+    // The object read before a later write shows it, in reads and in toJSON.
+    let renamed = format!("{t} renamed");
+    let (target, value) = (task.clone(), renamed.clone());
+    write(&a, move |_| {
+        Reflect::set(&target, &"title".into(), &value.as_str().into()).unwrap();
+    })
+    .await;
+    assert_eq!(get(&task, "title"), JsValue::from(renamed.as_str()));
+    assert!(json_text(&task).contains(&renamed), "{}", json_text(&task));
+    let keys: Vec<String> = Object::keys(task.unchecked_ref::<Object>())
+        .iter()
+        .map(|k| k.as_string().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"_id".into()) && keys.contains(&"title".into()),
+        "{keys:?}"
+    );
+    // for...in lists the same fields, not the methods.
+    let for_in = Function::new_with_args(
+        "o",
+        "const k = []; for (const p in o) k.push(p); return k.join();",
+    );
+    assert_eq!(
+        for_in.call1(&JsValue::UNDEFINED, &task).unwrap(),
+        JsValue::from(keys.join(","))
+    );
+
+    // An object read on B before A's next change shows the change once it is downloaded.
+    settle(&a).await;
+    settle(&b).await;
+    let on_b = tasks_tagged(&b, &t).at(0).unwrap();
+    assert_eq!(get(&on_b, "title"), JsValue::from(renamed.as_str()));
+    let again = format!("{t} again");
+    let (target, value) = (task.clone(), again.clone());
+    write(&a, move |_| {
+        Reflect::set(&target, &"title".into(), &value.as_str().into()).unwrap();
+    })
+    .await;
+    settle(&a).await;
+    settle(&b).await;
+    assert_eq!(get(&on_b, "title"), JsValue::from(again.as_str()));
+
+    // Deleted on A: invalid on both sides, and reading a field throws.
+    let target = task.clone();
+    write(&a, move |db| db.delete(target).unwrap()).await;
+    settle(&a).await;
+    settle(&b).await;
+    for object in [&task, &on_b] {
+        assert_eq!(call(object, "isValid"), JsValue::FALSE);
+        let error = Reflect::get(object, &"title".into()).err().unwrap();
+        assert_eq!(get(&error, "code"), JsValue::from("invalidated"));
+        let message = get(&error, "message").as_string().unwrap();
+        assert!(message.contains("invalidated or deleted"), "{message}");
+    }
+    close(&a).await;
+    close(&b).await;
+}
+
+/// A fresh object id as text.
+fn object_id_text() -> String {
+    let high = (js_sys::Math::random() * 4_294_967_295.0) as u32;
+    let low = (js_sys::Math::random() * 9.0e15) as u64;
+    format!("{high:08x}{low:016x}")
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_write_inside_a_transaction_undoes_all_of_it() {
+    let t = tag("undo");
+    let db = open(&log_in().await, "undo").await;
+    let id = object_id_text();
+    let handle = db.clone();
+    let (tag_in_write, outcome) = (t.clone(), Rc::new(RefCell::new(Vec::new())));
+    let seen = outcome.clone();
+    let callback = Closure::once_into_js(move || {
+        let first = obj(&[
+            ("_id", id.as_str().into()),
+            ("title", format!("{tag_in_write} first").into()),
+        ]);
+        handle.create("Task".into(), first.clone(), None).unwrap();
+        add_task(&handle, &format!("{tag_in_write} second"));
+        // The same _id again fails: the call throws and the transaction is undone at once.
+        let error = handle.create("Task".into(), first, None).err().unwrap();
+        let mut seen = seen.borrow_mut();
+        seen.push(get(&error, "message"));
+        seen.push(
+            tasks_tagged(&handle, &tag_in_write)
+                .length()
+                .unwrap()
+                .into(),
+        );
+        seen.push(
+            handle
+                .create("Task".into(), obj(&[("title", "later".into())]), None)
+                .is_err()
+                .into(),
+        );
+    });
+    let error = db.write(callback.unchecked_ref()).err().unwrap();
+    let message = get(&error, "message").as_string().unwrap();
+    assert!(
+        message.starts_with("the write failed and changed nothing")
+            && message.contains("already has an object with primary key"),
+        "{message}"
+    );
+    let seen = outcome.borrow().clone();
+    assert!(
+        seen[0]
+            .as_string()
+            .unwrap()
+            .contains("already has an object"),
+        "{:?}",
+        seen[0]
+    );
+    assert_eq!(seen[1], JsValue::from(0));
+    assert_eq!(seen[2], JsValue::TRUE);
+    assert_eq!(tasks_tagged(&db, &t).length().unwrap(), 0);
+    close(&db).await;
 }
 
 /// Dispatches a window event such as `online` or `offline`.
@@ -1140,11 +1302,10 @@ async fn open_with_client_reset(user: &User, path: &str, client_reset: JsValue) 
     Eddy::open(config).await.unwrap()
 }
 
-/// A database that synced one task with the main server and wrote a second one while paused is
-/// reopened against the restored server, which has never heard of its client file: the first
-/// connection resets it in `mode`. Returns the database, what `onAfter` got, and the tag the two
-/// titles (`"<tag> synced"`, `"<tag> unsynced"`) start with.
-async fn reset_by_a_restored_server(mode: &str) -> (Eddy, JsValue, String) {
+/// A database, opened with `sync.clientReset` `{ mode }`, that synced one task with the main
+/// server and wrote a second one while paused, then closed. Returns that `clientReset`
+/// configuration and the tag the two titles (`"<tag> synced"`, `"<tag> unsynced"`) start with.
+async fn database_the_restored_server_never_saw(mode: &str) -> (JsValue, String) {
     let t = tag(mode);
     let (synced, unsynced) = (format!("{t} synced"), format!("{t} unsynced"));
     let config = obj(&[("mode", mode.into())]);
@@ -1165,7 +1326,14 @@ async fn reset_by_a_restored_server(mode: &str) -> (Eddy, JsValue, String) {
     })
     .await;
     close(&db).await;
+    (config, t)
+}
 
+/// [`database_the_restored_server_never_saw`] reopened against the restored server, which has
+/// never heard of its client file: the first connection resets it in `mode`. Returns the
+/// database, what `onAfter` got, and the tag.
+async fn reset_by_a_restored_server(mode: &str) -> (Eddy, JsValue, String) {
+    let (config, t) = database_the_restored_server_never_saw(mode).await;
     let mut on_after = None;
     let reset = Promise::new(&mut |resolve, _| on_after = Some(resolve));
     Reflect::set(&config, &"onAfter".into(), &on_after.unwrap()).unwrap();
@@ -1201,16 +1369,97 @@ async fn a_client_reset_in_discard_mode_drops_and_counts_the_unsynced_writes() {
 }
 
 #[wasm_bindgen_test]
+async fn recover_or_discard_recovers_and_on_before_sees_the_local_data_read_only() {
+    let mode = "recoverOrDiscardUnsyncedChanges";
+    let (config, t) = database_the_restored_server_never_saw(mode).await;
+    // onBefore records the titles it sees and whether a write is refused.
+    let on_before = Function::new_with_args(
+        "before",
+        &format!(
+            r#"let refused = "";
+            try {{ before.write(() => {{}}); }} catch (e) {{ refused = e.message; }}
+            const titles = before.objects("Task").filtered("title BEGINSWITH $0", "{t}")
+              .sorted("title").toJSON().map((task) => task.title);
+            globalThis.onBeforeSaw = {{ titles, refused }};"#
+        ),
+    );
+    Reflect::set(&config, &"onBefore".into(), &on_before).unwrap();
+    let mut on_after = None;
+    let reset = Promise::new(&mut |resolve, _| on_after = Some(resolve));
+    Reflect::set(&config, &"onAfter".into(), &on_after.unwrap()).unwrap();
+    let restored = log_in_as_reset_user(restored_server_url()).await;
+    let db = open_with_client_reset(&restored, &t, config).await;
+    let summary = within("sync.clientReset.onAfter", reset).await;
+    assert_eq!(json_text(&summary), r#"{"recovered":1,"discarded":0}"#);
+    let saw = get(&js_sys::global(), "onBeforeSaw");
+    assert_eq!(
+        json_text(&get(&saw, "titles")),
+        format!(r#"["{t} synced","{t} unsynced"]"#)
+    );
+    let refused = get(&saw, "refused").as_string().unwrap();
+    assert!(refused.contains("read-only"), "{refused}");
+    assert_eq!(
+        titles(&tasks_tagged(&db, &t)),
+        vec![format!("{t} unsynced")]
+    );
+    settle(&db).await;
+    close(&db).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_manual_client_reset_stops_sync_until_the_app_deletes_the_database() {
+    let (config, t) = database_the_restored_server_never_saw("manual").await;
+    let mut told = None;
+    let manual = Promise::new(&mut |resolve, _| told = Some(resolve));
+    let told = told.unwrap();
+    let on_manual = Closure::once_into_js(move |session: JsValue, path: JsValue| {
+        told.call1(&JsValue::UNDEFINED, &Array::of2(&session, &path))
+            .unwrap();
+    });
+    Reflect::set(&config, &"onManual".into(), &on_manual).unwrap();
+    let restored = log_in_as_reset_user(restored_server_url()).await;
+    let db = open_with_client_reset(&restored, &t, config.clone()).await;
+    let told = Array::from(&within("sync.clientReset.onManual", manual).await);
+    assert_eq!(told.get(1), JsValue::from(t.as_str()));
+    assert_eq!(get(&told.get(0), "state"), JsValue::from("inactive"));
+    // Nothing was reset, and sync stays stopped.
+    assert_eq!(
+        titles(&tasks_tagged(&db, &t)),
+        vec![format!("{t} synced"), format!("{t} unsynced")]
+    );
+    db.sync_session().resume();
+    assert_eq!(db.sync_session().state(), "inactive");
+
+    let target = obj(&[
+        ("path", t.as_str().into()),
+        ("sync", obj(&[("user", JsValue::from(restored.clone()))])),
+    ]);
+    let open_error = Eddy::delete_database(target.clone()).await.err().unwrap();
+    assert_eq!(get(&open_error, "code"), JsValue::from("database-in-use"));
+    close(&db).await;
+    Eddy::delete_database(target).await.unwrap();
+    // Opened again, the database is new: empty, and it syncs with the restored server.
+    let db = open_with_client_reset(&restored, &t, config).await;
+    assert!(titles(&tasks_tagged(&db, &t)).is_empty());
+    settle(&db).await;
+    assert_eq!(db.sync_session().state(), "active");
+    close(&db).await;
+}
+
+#[wasm_bindgen_test]
 async fn unsupported_client_reset_settings_are_refused() {
     let user = log_in().await;
     for (config, expected) in [
         (
-            obj(&[("mode", "manual".into())]),
-            "sync.clientReset.mode \"manual\" is not supported",
+            obj(&[("mode", "later".into())]),
+            "sync.clientReset.mode \"later\" is not supported",
         ),
         (
-            obj(&[("onBefore", Function::new_no_args("").into())]),
-            "sync.clientReset.onBefore is not supported",
+            obj(&[
+                ("mode", "manual".into()),
+                ("onAfter", Function::new_no_args("").into()),
+            ]),
+            "sync.clientReset.onBefore and onAfter are never called in mode \"manual\"",
         ),
     ] {
         let sync = obj(&[

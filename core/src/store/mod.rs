@@ -32,7 +32,7 @@ use crate::value::{Document, PrimaryKey, Value};
 pub use changes::{Changes, CollectionChanges};
 pub use error::ApplyError;
 pub(crate) use error::ShowPath;
-pub use txn::WriteTransaction;
+pub use txn::{SuspendedWrite, WriteTransaction};
 
 use validate::Slot;
 use walk::Leaf;

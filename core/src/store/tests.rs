@@ -287,6 +287,54 @@ fn transaction_rollback_restores_exactly() {
 }
 
 #[test]
+fn a_suspended_transaction_stays_applied_and_resumes_to_commit_or_undo() {
+    let mut s = with_item();
+    let before = s.clone();
+    let suspended = {
+        let mut txn = s.write();
+        txn.create("Item", pk(2)).unwrap();
+        txn.suspend()
+    };
+    // Dropping the emptied transaction kept the write.
+    assert!(s.get("Item", &pk(2)).is_some());
+    let suspended = {
+        let mut txn = s.write();
+        txn.resume(suspended);
+        txn.set(item(2, "n"), Value::Int(7)).unwrap();
+        txn.suspend()
+    };
+    assert_eq!(s.value_at(&item(2, "n")), Some(&Value::Int(7)));
+    let mut txn = s.write();
+    txn.set(item(1, "n"), Value::Int(1)).unwrap();
+    // Resumed writes count as made before the transaction's own.
+    txn.resume(suspended);
+    let (instructions, changes) = txn.commit();
+    assert_eq!(instructions.len(), 3);
+    assert_eq!(instructions[0], create(2));
+    assert!(changes
+        .collection("Item")
+        .unwrap()
+        .insertions()
+        .contains(&pk(2)));
+    assert_eq!(s.value_at(&item(2, "n")), Some(&Value::Int(7)));
+
+    let mut s = before.clone();
+    let suspended = {
+        let mut txn = s.write();
+        txn.erase("Item", pk(1)).unwrap();
+        txn.create("Item", pk(3)).unwrap();
+        txn.suspend()
+    };
+    assert!(s.get("Item", &pk(1)).is_none());
+    {
+        let mut txn = s.write();
+        txn.set(item(3, "n"), Value::Int(2)).unwrap();
+        txn.resume(suspended);
+    }
+    assert_eq!(s, before);
+}
+
+#[test]
 fn failed_transaction_call_leaves_it_usable() {
     let mut s = with_item();
     let mut txn = s.write();

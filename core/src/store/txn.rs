@@ -42,6 +42,15 @@ pub struct WriteTransaction<'a> {
     changes: Changes,
 }
 
+/// A transaction's writes set aside by [`WriteTransaction::suspend`]: applied to the store,
+/// neither committed nor undone yet.
+#[derive(Debug, Default)]
+pub struct SuspendedWrite {
+    undo: Vec<Undo>,
+    instructions: Vec<Instruction>,
+    changes: Changes,
+}
+
 impl<'a> WriteTransaction<'a> {
     pub(crate) fn new(store: &'a mut Store) -> Self {
         WriteTransaction {
@@ -83,6 +92,39 @@ impl<'a> WriteTransaction<'a> {
 
     /// Ends the transaction, undoing its writes.
     pub fn rollback(self) {}
+
+    /// Sets the writes made so far aside, still applied to the store, and leaves this
+    /// transaction empty (dropping it then undoes nothing). For a driver that receives a
+    /// transaction's writes one call at a time and cannot keep the store borrowed in between.
+    ///
+    /// Until the returned value is [resumed](WriteTransaction::resume) in a transaction on the
+    /// same store, and that transaction is committed or dropped, the store holds uncommitted
+    /// writes: nothing else may write to it in the meantime. Dropping the value keeps the writes
+    /// without recording them.
+    pub fn suspend(&mut self) -> SuspendedWrite {
+        SuspendedWrite {
+            undo: std::mem::take(&mut self.undo),
+            instructions: std::mem::take(&mut self.instructions),
+            changes: std::mem::take(&mut self.changes),
+        }
+    }
+
+    /// Takes back writes set aside by [`suspend`](WriteTransaction::suspend) on this store, as
+    /// if this transaction had made them before its own: committing records them, dropping
+    /// undoes them.
+    pub fn resume(&mut self, earlier: SuspendedWrite) {
+        let SuspendedWrite {
+            mut undo,
+            mut instructions,
+            mut changes,
+        } = earlier;
+        undo.append(&mut self.undo);
+        instructions.append(&mut self.instructions);
+        changes.merge(std::mem::take(&mut self.changes));
+        self.undo = undo;
+        self.instructions = instructions;
+        self.changes = changes;
+    }
 
     /// Applies and records one instruction; on error undoes whatever it did.
     pub fn push(&mut self, instruction: Instruction) -> Result<(), ApplyError> {
