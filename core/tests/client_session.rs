@@ -46,6 +46,15 @@ fn active() -> ClientSession {
 }
 
 fn download(version: u64, lirv: u64, changesets: Vec<DownloadChangeset>) -> ServerMessage {
+    download_acknowledging(version, lirv, UploadCursor::default(), changesets)
+}
+
+fn download_acknowledging(
+    version: u64,
+    lirv: u64,
+    upload: UploadCursor,
+    changesets: Vec<DownloadChangeset>,
+) -> ServerMessage {
     ServerMessage::Download {
         session: 1,
         progress: SyncProgress {
@@ -53,6 +62,7 @@ fn download(version: u64, lirv: u64, changesets: Vec<DownloadChangeset>) -> Serv
                 server_version: version,
                 last_integrated_client_version: lirv,
             },
+            upload,
             latest_server_version: version,
             ..SyncProgress::default()
         },
@@ -660,34 +670,12 @@ fn a_download_that_fails_halfway_leaves_nothing_applied() {
 /// A DOWNLOAD at server version 1 whose upload cursor names client version `client_version`
 /// made at `made`.
 fn acknowledging(client_version: u64, made: u64) -> ServerMessage {
-    let ServerMessage::Download {
-        session,
-        mut progress,
-        downloadable_bytes,
-        batch_state,
-        query_version,
-        changesets,
-        resets,
-        leaving,
-    } = download(1, 0, vec![])
-    else {
-        unreachable!()
-    };
-    progress.upload = UploadCursor {
+    let upload = UploadCursor {
         client_version,
         last_integrated_server_version: 1,
         origin_timestamp: made,
     };
-    ServerMessage::Download {
-        session,
-        progress,
-        downloadable_bytes,
-        batch_state,
-        query_version,
-        changesets,
-        resets,
-        leaving,
-    }
+    download_acknowledging(1, 0, upload, vec![])
 }
 
 #[test]

@@ -53,6 +53,24 @@ async fn history_count(server: &Server) -> u64 {
     summary["count"].as_u64().unwrap()
 }
 
+/// Waits until the client's local `Item` keys are exactly `expected`, in key order.
+async fn wait_for_items(client: &Client, expected: &[i64]) {
+    let expected: Vec<PrimaryKey> = expected.iter().copied().map(PrimaryKey::Int).collect();
+    let keys = || -> Vec<PrimaryKey> {
+        client
+            .read(|s| s.objects("Item").map(|(k, _)| k.clone()).collect())
+            .unwrap()
+    };
+    let mut progress = client.watch_progress();
+    let waited = tokio::time::timeout(WAIT, async {
+        while keys() != expected {
+            progress.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the local objects stayed {:?}", keys());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_file_keeps_objects_pending_uploads_ingest_queue_and_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,20 +114,7 @@ async fn a_reopened_file_keeps_objects_pending_uploads_ingest_queue_and_subscrip
     assert_eq!(server_count(&server, "Item").await, 5);
     assert_eq!(server_count(&server, "Reading").await, 6);
     // Objects outside the reopened file's subscription (n > 2) leave it.
-    let expected = [3, 4, 6].map(PrimaryKey::Int).to_vec();
-    let keys = || -> Vec<PrimaryKey> {
-        client
-            .read(|s| s.objects("Item").map(|(k, _)| k.clone()).collect())
-            .unwrap()
-    };
-    let mut progress = client.watch_progress();
-    let waited = tokio::time::timeout(WAIT, async {
-        while keys() != expected {
-            progress.changed().await.unwrap();
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "the local objects stayed {:?}", keys());
+    wait_for_items(&client, &[3, 4, 6]).await;
 }
 
 /// Writes from async code: many at once on a single-threaded runtime, each durable when its
@@ -323,20 +328,7 @@ async fn a_file_restored_from_a_copy_resets_and_keeps_its_new_writes() {
     drop(client);
 
     let client = online();
-    let keys = || -> Vec<PrimaryKey> {
-        client
-            .read(|s| s.objects("Item").map(|(k, _)| k.clone()).collect())
-            .unwrap()
-    };
-    let expected = [1, 2, 3].map(PrimaryKey::Int).to_vec();
-    let mut progress = client.watch_progress();
-    let waited = tokio::time::timeout(WAIT, async {
-        while keys() != expected {
-            progress.changed().await.unwrap();
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "the local objects stayed {:?}", keys());
+    wait_for_items(&client, &[1, 2, 3]).await;
     client.wait_for_upload(WAIT).await.unwrap();
     assert_eq!(
         server_count(&server, "Item").await,
