@@ -144,27 +144,6 @@ fn micros_since(base: Instant) -> i64 {
     i64::try_from(base.elapsed().as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Waits (woken by each remote change, never polling) until `client` holds the object `key`,
-/// and returns how long after its write timestamp that was, in microseconds.
-async fn visible_after(client: Arc<Client>, key: i64, base: Instant) -> anyhow::Result<i64> {
-    let pk = PrimaryKey::Int(key);
-    let mut changes = client.watch_progress();
-    loop {
-        changes.borrow_and_update();
-        let written = client.read(|s| match s.get("Item", &pk).and_then(|d| d.get("n")) {
-            Some(Value::Int(at)) => Some(*at),
-            _ => None,
-        })?;
-        if let Some(at) = written {
-            return Ok(micros_since(base).saturating_sub(at));
-        }
-        tokio::time::timeout(WAIT, changes.changed())
-            .await
-            .with_context(|| format!("object {key} never arrived"))?
-            .context("a client stopped")?;
-    }
-}
-
 /// The value at quantile `q` of sorted `values`.
 fn quantile(values: &[i64], q: f64) -> i64 {
     let last = values.len().saturating_sub(1);
@@ -183,17 +162,19 @@ fn ms(us: i64) -> String {
     format!("{}.{:03} ms", us / 1000, us % 1000)
 }
 
-/// What the readers of one write report: each pushes its sample (or error), and the last one
-/// wakes the writer's loop, so collecting a write's samples wakes it once instead of once per
-/// reader that finishes after it started waiting.
+/// The write every watcher is looking for: its key, who wrote it (that client does not report
+/// it), and where the readers' samples go. The last reader to report wakes the writer's loop
+/// once, instead of once per reader that finishes after it started waiting.
 struct Round {
-    samples: Mutex<Vec<anyhow::Result<i64>>>,
+    key: i64,
+    writer: usize,
+    samples: Mutex<Vec<i64>>,
     left: AtomicUsize,
     done: Notify,
 }
 
 impl Round {
-    fn report(&self, sample: anyhow::Result<i64>) {
+    fn report(&self, sample: i64) {
         self.samples
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -204,41 +185,84 @@ impl Round {
     }
 }
 
+/// The round in progress, shared by the writer's loop and every watcher.
+type Current = Arc<Mutex<Option<Arc<Round>>>>;
+
+/// Watches one client for as long as the latency run lasts, as an app's change listener would:
+/// woken by each change the client reports (never polling), it looks for the current round's
+/// object and, once the object is in the client's store, reports how long after its write
+/// timestamp that was, in microseconds. One long-lived task per client, so the measurement adds
+/// no task or subscription per write.
+async fn watch(client: Arc<Client>, index: usize, current: Current, base: Instant) {
+    let mut changes = client.watch_progress();
+    let mut reported = None;
+    loop {
+        changes.borrow_and_update();
+        let round = current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(round) = round.filter(|r| r.writer != index && reported != Some(r.key)) {
+            let pk = PrimaryKey::Int(round.key);
+            let written = client.read(|s| match s.get("Item", &pk).and_then(|d| d.get("n")) {
+                Some(Value::Int(at)) => Some(*at),
+                _ => None,
+            });
+            if let Ok(Some(at)) = written {
+                reported = Some(round.key);
+                round.report(micros_since(base).saturating_sub(at));
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Writers take turns writing one object stamped with the shared clock; every other client
 /// records when it sees it.
 async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
     let server_cpu = cpu_ms(server.child.id())?;
     let clients_cpu = cpu_ms(std::process::id())?;
     let base = Instant::now();
-    let mut samples = Vec::with_capacity(writes.saturating_mul(clients.len()));
+    let current: Current = Arc::default();
+    let watchers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(index, client)| {
+            tokio::spawn(watch(Arc::clone(client), index, Arc::clone(&current), base))
+        })
+        .collect();
+    let readers = clients.len().saturating_sub(1);
+    let mut samples = Vec::with_capacity(writes.saturating_mul(readers));
     for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
         let writer = round % clients.len();
-        let readers = clients.len().saturating_sub(1);
         let shared = Arc::new(Round {
+            key,
+            writer,
             samples: Mutex::new(Vec::with_capacity(readers)),
             left: AtomicUsize::new(readers),
             done: Notify::new(),
         });
-        for (_, reader) in clients.iter().enumerate().filter(|(i, _)| *i != writer) {
-            let (reader, shared) = (Arc::clone(reader), Arc::clone(&shared));
-            tokio::spawn(async move { shared.report(visible_after(reader, key, base).await) });
-        }
+        *current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&shared));
         let client = clients
             .get(writer)
             .ok_or_else(|| anyhow!("no client {writer}"))?;
         client.write(|tx| set_item(tx, key, micros_since(base)))?;
-        if readers > 0 {
-            shared.done.notified().await;
-        }
-        let reported = std::mem::take(
-            &mut *shared
+        tokio::time::timeout(WAIT, shared.done.notified())
+            .await
+            .with_context(|| format!("object {key} never reached every reader"))?;
+        samples.append(
+            &mut shared
                 .samples
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        for sample in reported {
-            samples.push(sample?);
-        }
+    }
+    for watcher in watchers {
+        watcher.abort();
     }
     samples.sort_unstable();
     println!(
