@@ -12,6 +12,7 @@ pub mod console;
 pub mod error;
 pub mod feed;
 pub mod ingest;
+pub mod socket;
 pub mod storage;
 pub mod sync;
 pub mod web;
@@ -24,7 +25,6 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use eddy_core::schema::Schema;
 use eddy_core::server::{ServerConfig, ServerEngine};
@@ -311,15 +311,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let stopping = state.clone();
-    // Sync frames are small and latency-bound: Nagle's algorithm would hold them for the
-    // peer's delayed ACK (about 40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let app = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let app = app(state.clone()).into_make_service_with_connect_info::<socket::Peer>();
+    axum::serve(socket::EddyListener::new(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

@@ -2,10 +2,11 @@
 //!
 //! One dedicated thread owns the `ServerEngine` (SQLite is blocking). Connection tasks feed it
 //! connect/frame/disconnect events through one bounded channel; it handles a batch of them, then
-//! drains `poll_transmit` (which flushes storage once for the whole batch: group commit) and routes
-//! each encoded frame to the connection's own bounded channel. A connection whose channel is full
-//! is closed rather than allowed to block the engine; dropping its sender closes its socket after
-//! the frames already queued.
+//! drains `poll_transmit` (which flushes storage once for the whole batch: group commit) and writes
+//! each encoded frame into its connection's socket itself, through the socket's ordered write
+//! queue (`crate::socket::Outgoing`): what the socket does not take at once waits there for the
+//! connection's task. A connection with too many writes waiting is closed rather than allowed to
+//! block the engine; closing it lets its task write what is queued, then a Close frame.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::auth::JwtAuth;
 use crate::error::ServerError;
 use crate::feed::{Bodies, FeedSender, Record};
 use crate::ingest::{IngestBatch, IngestStats};
+use crate::socket::{Outgoing, Peer};
 use crate::storage::SqliteStorage;
 use crate::{now_ms, AppState};
 
@@ -42,8 +44,6 @@ pub const PROTOCOL: &str = eddy_core::protocol::SUBPROTOCOL;
 pub const BROWSER_PROTOCOL: &str = eddy_core::protocol::BROWSER_SUBPROTOCOL;
 /// How many inputs wait for the engine before connection tasks are slowed down.
 const ENGINE_QUEUE: usize = 4096;
-/// How many outgoing frames one connection may have queued before it is closed as too slow.
-const CONNECTION_QUEUE: usize = 1024;
 /// Most inputs the engine handles before it transmits (and so flushes).
 const MAX_BATCH: usize = 512;
 /// The socket read chunk; tungstenite's default (128 KiB, allocated per connection) would
@@ -58,11 +58,11 @@ pub type Engine = ServerEngine<SqliteStorage, JwtAuth>;
 /// What connection tasks tell the engine thread.
 #[derive(Debug)]
 enum EngineInput {
-    /// A socket opened; frames for it go to `outbox`.
+    /// A socket opened; frames for it are written through `out`.
     Connect {
         id: ConnectionId,
-        outbox: mpsc::Sender<Bytes>,
-        peer: Option<SocketAddr>,
+        out: Arc<Outgoing>,
+        peer: SocketAddr,
     },
     /// A binary frame arrived.
     Frame { id: ConnectionId, bytes: Bytes },
@@ -179,7 +179,7 @@ enum Wake {
 
 struct EngineDriver {
     engine: Engine,
-    connections: HashMap<ConnectionId, mpsc::Sender<Bytes>>,
+    connections: HashMap<ConnectionId, Arc<Outgoing>>,
     feed: FeedSender,
     ingest: Arc<IngestStats>,
     /// Answers to send once storage is flushed.
@@ -245,17 +245,20 @@ impl EngineDriver {
             connections = self.connections.len(),
             "sync engine stopped; closing connections"
         );
+        for out in self.connections.values() {
+            out.close();
+        }
     }
 
     /// Handles one input; true when the engine must stop.
     fn apply(&mut self, input: EngineInput) -> bool {
         let now = now_ms();
         match input {
-            EngineInput::Connect { id, outbox, peer } => {
-                self.connections.insert(id, outbox);
+            EngineInput::Connect { id, out, peer } => {
+                self.connections.insert(id, out);
                 self.feed.record(Record::ConnectionOpened {
                     connection: id,
-                    peer,
+                    peer: Some(peer),
                 });
                 self.engine.handle_connect(id, now);
             }
@@ -270,7 +273,7 @@ impl EngineDriver {
                 }
             }
             EngineInput::Violation { id, code, message } => {
-                if let Some(outbox) = self.connections.remove(&id) {
+                if let Some(out) = self.connections.remove(&id) {
                     tracing::info!(connection = id, ?code, %message, "closing connection");
                     let frame = Bytes::from(encode_server_message(&ServerMessage::Error {
                         session: 0,
@@ -286,7 +289,9 @@ impl EngineDriver {
                         versions: Vec::new(),
                         bodies: Bodies::default(),
                     });
-                    let _ = outbox.try_send(frame);
+                    // The connection is closed either way.
+                    let _ = out.send_binary(&frame);
+                    out.close();
                     self.engine.handle_disconnect(id);
                     self.feed
                         .record(Record::ConnectionClosed { connection: id });
@@ -363,7 +368,7 @@ impl EngineDriver {
     }
 
     fn route(&mut self, id: ConnectionId, msg: &ServerMessage) {
-        let Some(outbox) = self.connections.get(&id) else {
+        let Some(out) = self.connections.get(&id) else {
             return;
         };
         let frame = Bytes::from(encode_server_message(msg));
@@ -390,19 +395,16 @@ impl EngineDriver {
             versions,
             bodies,
         });
-        match outbox.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(connection = id, "closing a connection too slow to keep up");
-                self.close(id);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.close(id),
+        if out.send_binary(&frame).is_err() {
+            tracing::warn!(connection = id, "closing a connection too slow to keep up");
+            self.close(id);
         }
     }
 
-    /// Forgets a connection: dropping its sender closes the socket after the queued frames.
+    /// Forgets a connection and closes its socket once the frames queued for it are written.
     fn close(&mut self, id: ConnectionId) {
-        if self.connections.remove(&id).is_some() {
+        if let Some(out) = self.connections.remove(&id) {
+            out.close();
             self.feed
                 .record(Record::ConnectionClosed { connection: id });
         }
@@ -495,7 +497,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
 pub async fn sync_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !offers_protocol(&headers) {
@@ -514,8 +516,14 @@ pub async fn sync_endpoint(
             .into_response()
         }
     };
+    // The engine writes into the socket through the queue `eddy_server::run`'s listener made.
+    let Some(Extension(ConnectInfo(peer))) = peer else {
+        return ServerError::Internal(
+            "the sync endpoint is served only by eddy_server::run's listener".into(),
+        )
+        .into_response();
+    };
     let max = state.sync().limits.max_message_bytes;
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     upgrade
         .protocols([PROTOCOL, BROWSER_PROTOCOL])
         .read_buffer_size(READ_BUFFER)
@@ -533,37 +541,31 @@ fn is_too_large(error: axum::Error) -> bool {
         .is_some_and(|e| matches!(e, Error::Capacity(_)))
 }
 
-/// Runs one connection: reads frames into the engine, writes what the engine routes to it.
-async fn connection(state: AppState, socket: WebSocket, peer: Option<SocketAddr>) {
+/// Runs one connection: reads frames into the engine, and writes out what the engine queued
+/// when the socket could not take it at once, until either side closes.
+async fn connection(state: AppState, mut socket: WebSocket, peer: Peer) {
     let sync = state.sync();
     let id = sync.next_id.fetch_add(1, Ordering::Relaxed);
-    let (outbox, mut frames) = mpsc::channel::<Bytes>(CONNECTION_QUEUE);
-    if sync
-        .tx
-        .send(EngineInput::Connect { id, outbox, peer })
-        .await
-        .is_err()
-    {
+    let out = Arc::clone(&peer.out);
+    let connect = EngineInput::Connect {
+        id,
+        out: peer.out,
+        peer: peer.addr,
+    };
+    if sync.tx.send(connect).await.is_err() {
         return;
     }
     tracing::debug!(connection = id, "connected");
-    let (mut sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(async move {
-        while let Some(frame) = frames.recv().await {
-            if sink.send(Message::Binary(frame)).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(Message::Close(None)).await;
-    });
-    let mut writer_done = false;
+    let writes = out.run();
+    tokio::pin!(writes);
+    let mut closed_by_engine = false;
     loop {
         tokio::select! {
-            _ = &mut writer => {
-                writer_done = true;
+            written = &mut writes => {
+                closed_by_engine = written.is_ok();
                 break;
             }
-            read = stream.next() => {
+            read = socket.next() => {
                 let input = match read {
                     Some(Ok(Message::Binary(bytes))) => EngineInput::Frame { id, bytes },
                     Some(Ok(Message::Text(_))) => EngineInput::Violation {
@@ -591,13 +593,17 @@ async fn connection(state: AppState, socket: WebSocket, peer: Option<SocketAddr>
         }
     }
     let _ = sync.tx.send(EngineInput::Disconnect { id }).await;
-    if !writer_done
-        && tokio::time::timeout(CLOSE_GRACE, &mut writer)
-            .await
-            .is_err()
-    {
-        writer.abort();
-    }
+    // The frames queued before the end still go out (then the engine's Close, or the reply to
+    // the peer's), within a grace period.
+    let finish = async {
+        if closed_by_engine {
+            let _ = socket.send(Message::Close(None)).await;
+        } else {
+            let _ = socket.flush().await;
+        }
+        let _ = out.drain().await;
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, finish).await;
     tracing::debug!(connection = id, "disconnected");
 }
 
