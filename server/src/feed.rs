@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -197,9 +197,9 @@ pub struct FeedEvent {
     /// The client file, when known.
     pub client: Option<u64>,
     /// The user, when known.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     /// The collections the event touches.
-    pub collections: BTreeSet<String>,
+    pub collections: Collections,
     /// The event as one JSON object, once rendered (see [`FeedEvent::json`]).
     json: OnceLock<String>,
     /// What the JSON is made from when a console first reads it; `None` once rendered.
@@ -294,7 +294,7 @@ impl FeedEvent {
             session: self.session,
             client: self.client,
             user: self.user.clone(),
-            collections: self.collections.clone(),
+            collections: Arc::clone(&self.collections),
         };
         label(body, self.seq, self.kind, at, &labels);
     }
@@ -316,9 +316,9 @@ fn label(body: &mut Json, seq: u64, kind: Kind, at: u64, labels: &Labels) {
             map.insert("client".into(), json!(c));
         }
         if let Some(u) = &labels.user {
-            map.insert("user".into(), json!(u));
+            map.insert("user".into(), json!(u.as_ref()));
         }
-        map.insert("collections".into(), json!(labels.collections));
+        map.insert("collections".into(), json!(labels.collections.as_ref()));
     }
 }
 
@@ -354,7 +354,7 @@ impl Filter {
             && self
                 .user
                 .as_ref()
-                .is_none_or(|u| event.user.as_ref() == Some(u))
+                .is_none_or(|u| event.user.as_deref() == Some(u.as_str()))
             && self
                 .collection
                 .as_ref()
@@ -492,21 +492,40 @@ struct FeedState {
     ring: VecDeque<Arc<FeedEvent>>,
     ring_bytes: usize,
     /// The collections of recent changesets by server version, oldest first.
-    versions: VecDeque<(u64, BTreeSet<String>)>,
+    versions: VecDeque<(u64, Collections)>,
     live: broadcast::Sender<Arc<FeedEvent>>,
     peers: HashMap<ConnectionId, Option<SocketAddr>>,
-    sessions: HashMap<(ConnectionId, u64), (u64, String)>,
-    users: HashMap<u64, String>,
+    sessions: HashMap<(ConnectionId, u64), (u64, Arc<str>)>,
+    users: HashMap<u64, Arc<str>>,
 }
 
+/// The collections an event touches, shared: most events of one changeset name the same ones
+/// (its DOWNLOAD to every receiver), so they share one set rather than each copying it.
+pub type Collections = Arc<BTreeSet<String>>;
+
+/// No collections, shared by every event that touches none.
+static NO_COLLECTIONS: LazyLock<Collections> = LazyLock::new(Collections::default);
+
 /// The labels of an event before its JSON is attached.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Labels {
     connection: Option<ConnectionId>,
     session: Option<u64>,
     client: Option<u64>,
-    user: Option<String>,
-    collections: BTreeSet<String>,
+    user: Option<Arc<str>>,
+    collections: Collections,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels {
+            connection: None,
+            session: None,
+            client: None,
+            user: None,
+            collections: Arc::clone(&NO_COLLECTIONS),
+        }
+    }
 }
 
 impl FeedState {
@@ -600,8 +619,8 @@ impl FeedState {
             connection: Some(connection),
             session,
             client: known.map(|(c, _)| *c),
-            user: known.map(|(_, u)| u.clone()),
-            collections: BTreeSet::new(),
+            user: known.map(|(_, u)| Arc::clone(u)),
+            collections: Arc::clone(&NO_COLLECTIONS),
         }
     }
 
@@ -638,9 +657,13 @@ impl FeedState {
                 bodies,
             } => {
                 let mut labels = self.session_labels(connection, session);
-                for version in versions {
-                    if let Some(collections) = self.collections_of_version(version) {
-                        labels.collections.extend(collections.iter().cloned());
+                let mut sets = versions
+                    .iter()
+                    .filter_map(|v| self.collections_of_version(*v));
+                if let Some(first) = sets.next() {
+                    labels.collections = Arc::clone(first);
+                    for more in sets {
+                        Arc::make_mut(&mut labels.collections).extend(more.iter().cloned());
                     }
                 }
                 self.publish_message(at, labels, "out", name, &bytes, bodies);
@@ -668,16 +691,20 @@ impl FeedState {
             match msg {
                 ClientMessage::Upload { changesets, .. } => {
                     let unread = read.is_none();
-                    labels.collections.extend(read.into_iter().flatten());
+                    let collections = Arc::make_mut(&mut labels.collections);
+                    collections.extend(read.into_iter().flatten());
                     for c in changesets {
                         if unread {
-                            self.collect_collections(&c.body, &mut labels.collections);
+                            self.collect_collections(&c.body, collections);
                         }
                         bodies.add(&c.body);
                     }
                 }
                 ClientMessage::Transact { changeset, .. } => {
-                    self.collect_collections(&changeset.body, &mut labels.collections);
+                    self.collect_collections(
+                        &changeset.body,
+                        Arc::make_mut(&mut labels.collections),
+                    );
                     bodies.add(&changeset.body);
                 }
                 ClientMessage::Release { objects, .. } => bodies.add(objects),
@@ -687,8 +714,7 @@ impl FeedState {
                 | ClientMessage::Query {
                     subscriptions: set, ..
                 } => {
-                    labels
-                        .collections
+                    Arc::make_mut(&mut labels.collections)
                         .extend(set.subscriptions.iter().map(|s| s.collection.clone()));
                     subscriptions = Some(set.clone());
                 }
@@ -703,7 +729,7 @@ impl FeedState {
     }
 
     /// The collections a recent changeset touched (versions arrive in increasing order).
-    fn collections_of_version(&self, version: u64) -> Option<&BTreeSet<String>> {
+    fn collections_of_version(&self, version: u64) -> Option<&Collections> {
         let first = self.versions.front()?.0;
         let index = usize::try_from(version.checked_sub(first)?).ok()?;
         self.versions
@@ -792,8 +818,11 @@ impl FeedState {
                 user,
                 client_file_ident,
             } => {
-                self.sessions
-                    .insert((connection, session), (client_file_ident, user.clone()));
+                let user: Arc<str> = user.into();
+                self.sessions.insert(
+                    (connection, session),
+                    (client_file_ident, Arc::clone(&user)),
+                );
                 self.users.insert(client_file_ident, user);
                 let labels = self.session_labels(connection, Some(session));
                 let peer = self.peers.get(&connection).copied().flatten();
@@ -820,15 +849,17 @@ impl FeedState {
                 decisions,
             } => {
                 let objects: BTreeSet<String> = instructions.iter().filter_map(object_of).collect();
-                let collections: BTreeSet<String> = instructions
-                    .iter()
-                    .map(|i| collection_of(i).to_owned())
-                    .collect();
+                let collections: Collections = Arc::new(
+                    instructions
+                        .iter()
+                        .map(|i| collection_of(i).to_owned())
+                        .collect(),
+                );
                 if self.versions.len() == VERSIONS {
                     self.versions.pop_front();
                 }
                 self.versions
-                    .push_back((server_version, collections.clone()));
+                    .push_back((server_version, Arc::clone(&collections)));
                 let labels = Labels {
                     client: Some(origin_file_ident),
                     user: self.users.get(&origin_file_ident).cloned(),
@@ -889,7 +920,7 @@ impl FeedState {
                 let labels = Labels {
                     client: Some(origin_file_ident),
                     user: self.users.get(&origin_file_ident).cloned(),
-                    collections: BTreeSet::from([collection.clone()]),
+                    collections: Arc::new(BTreeSet::from([collection.clone()])),
                     ..Labels::default()
                 };
                 let body = json!({
@@ -913,8 +944,9 @@ impl FeedState {
             } => {
                 let mut labels = self.session_labels(connection, Some(session));
                 labels.client = Some(client_file_ident);
-                labels.user = Some(user);
-                labels.collections = collections.iter().map(|e| e.collection.clone()).collect();
+                labels.user = Some(user.into());
+                labels.collections =
+                    Arc::new(collections.iter().map(|e| e.collection.clone()).collect());
                 let queue: Vec<Json> = collections
                     .iter()
                     .map(|e| {
@@ -1124,7 +1156,7 @@ mod tests {
             session: Some(2),
             client,
             user: Some("u".into()),
-            collections: collection.into_iter().map(str::to_owned).collect(),
+            collections: Arc::new(collection.into_iter().map(str::to_owned).collect()),
             json: OnceLock::new(),
             lazy: None,
             ring_bytes: 0,
