@@ -171,7 +171,8 @@ impl Outgoing {
             .map(|_| ())
     }
 
-    /// Closes the connection once everything queued is written ([`Outgoing::run`] returns).
+    /// Asks the connection's task to close the connection ([`Outgoing::run`] returns); it
+    /// writes what is queued first.
     pub fn close(&self) {
         self.lock().closing = true;
         self.wake.notify_one();
@@ -246,8 +247,9 @@ impl Outgoing {
     }
 
     /// Writes out what the socket did not take at once, whenever it can take more, until the
-    /// engine closes the connection and the queue is empty (Ok) or the socket fails (Err). The
-    /// connection's task runs this beside its reads.
+    /// engine closes the connection (Ok; what is still queued is left to [`Outgoing::drain`],
+    /// which the task bounds in time, since a peer that stopped reading would never take it) or
+    /// the socket fails (Err). The connection's task runs this beside its reads.
     pub async fn run(&self) -> io::Result<()> {
         loop {
             let (empty, closing) = {
@@ -255,14 +257,14 @@ impl Outgoing {
                 (self.flush(&mut queue)?, queue.closing)
             };
             match (empty, closing) {
-                (true, true) => return Ok(()),
+                (_, true) => return Ok(()),
                 (true, false) => self.wake.notified().await,
-                (false, _) => self.tcp.writable().await?,
+                (false, false) => self.tcp.writable().await?,
             }
         }
     }
 
-    /// Writes what is queued, without waiting for the engine: for the end of a connection.
+    /// Writes what is queued: for the end of a connection.
     pub async fn drain(&self) -> io::Result<()> {
         loop {
             if self.flush(&mut self.lock())? {
@@ -368,9 +370,11 @@ mod tests {
         );
         assert!(out.lock().chunks.len() >= MAX_QUEUED);
         out.close();
+        // Closing ends the task's writing at once; what is queued goes out with the drain.
+        out.run().await.unwrap();
         let writer = tokio::spawn({
             let out = Arc::clone(&out);
-            async move { out.run().await }
+            async move { out.drain().await }
         });
         for frame in frames.iter().take(sent) {
             assert_eq!(read_frame(&mut peer).await, frame.as_ref());

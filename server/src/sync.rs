@@ -594,7 +594,7 @@ async fn connection(state: AppState, mut socket: WebSocket, peer: Peer) {
     }
     let _ = sync.tx.send(EngineInput::Disconnect { id }).await;
     // The frames queued before the end still go out (then the engine's Close, or the reply to
-    // the peer's), within a grace period.
+    // the peer's), within a grace period: a peer that stopped reading never takes them.
     let finish = async {
         if closed_by_engine {
             let _ = socket.send(Message::Close(None)).await;
