@@ -1122,6 +1122,7 @@ mod tests {
                 0..6,
             )
         ) {
+            let doc: Document = doc.into_iter().collect();
             proptest::prop_assert_eq!(
                 document_text(&doc),
                 document_to_ejson(&doc, EjsonMode::Relaxed).to_string()

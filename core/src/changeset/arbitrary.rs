@@ -71,7 +71,7 @@ pub fn value() -> impl Strategy<Value = Value> {
             vec(inner.clone(), 0..6).prop_map(|items| Value::List(items.into())),
             vec(inner.clone(), 0..6).prop_map(Value::set_from),
             btree_map(name(), inner.clone(), 0..6).prop_map(Value::Dict),
-            btree_map(name(), inner, 0..6).prop_map(Value::Object),
+            btree_map(name(), inner, 0..6).prop_map(|map| Value::Object(map.into_iter().collect())),
         ]
     })
 }

@@ -19,7 +19,7 @@ use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 use super::{Instruction, Path, PathElement};
 use crate::quote::Quoted;
 use crate::schema::{CollectionKind, Container, PrimaryKeyType, Property, ScalarType};
-use crate::value::{Decimal, Link, ObjectId, PrimaryKey, Uuid, Value};
+use crate::value::{Decimal, Document, Link, ObjectId, PrimaryKey, Uuid, Value};
 use crate::wire::{write_bytes, write_i64, write_str, write_u64, Reader, WireError};
 
 /// Plain bodies longer than this many bytes are zlib-compressed, if that makes them smaller.
@@ -653,19 +653,22 @@ impl<'a> Encoder<'a> {
                     self.value(item);
                 }
             }
-            Value::Dict(map) | Value::Object(map) => {
-                let tag = if matches!(value, Value::Dict(_)) {
-                    vtag::DICT
-                } else {
-                    vtag::OBJECT
-                };
-                self.out.push(tag);
-                write_u64(&mut self.out, map.len() as u64);
-                for (key, item) in map {
-                    self.name(key);
-                    self.value(item);
-                }
-            }
+            Value::Dict(map) => self.map(vtag::DICT, &mut map.iter()),
+            Value::Object(map) => self.map(vtag::OBJECT, &mut map.iter()),
+        }
+    }
+
+    /// A dictionary's entries or an embedded object's fields, in key order.
+    fn map(
+        &mut self,
+        tag: u8,
+        entries: &mut dyn ExactSizeIterator<Item = (&'a String, &'a Value)>,
+    ) {
+        self.out.push(tag);
+        write_u64(&mut self.out, entries.len() as u64);
+        for (key, item) in entries {
+            self.name(key);
+            self.value(item);
         }
     }
 }
@@ -1295,6 +1298,39 @@ impl<'a, 'l> Decoder<'a, 'l> {
         Ok(count)
     }
 
+    /// An embedded object's fields. The encoder writes them in name order, so they are taken as
+    /// they come; fields in another order are sorted once (inserting each would move O(N)
+    /// fields every time), and a name given twice is an error at its second occurrence.
+    fn fields(&mut self, depth: usize) -> Result<Document, CodecError> {
+        let count = self.container_len(depth)?;
+        let mut fields: Vec<(String, Value)> = Vec::with_capacity(self.prealloc(count));
+        let mut offsets = Vec::with_capacity(self.prealloc(count));
+        let mut ascending = true;
+        for _ in 0..count {
+            offsets.push(self.r.position());
+            let name = self.name()?;
+            ascending = ascending && fields.last().is_none_or(|(last, _)| last.as_str() < name);
+            let item = self.value(depth + 1)?;
+            fields.push((name.to_owned(), item));
+        }
+        if !ascending {
+            let mut order: Vec<usize> = (0..fields.len()).collect();
+            crate::sort::sort_by(&mut order, |a, b| fields[*a].0.cmp(&fields[*b].0));
+            let repeated = order
+                .windows(2)
+                .filter(|pair| fields[pair[0]].0 == fields[pair[1]].0)
+                .map(|pair| pair[1])
+                .min();
+            if let Some(i) = repeated {
+                return Err(CodecError::DuplicateKey {
+                    offset: offsets[i],
+                    key: std::mem::take(&mut fields[i].0),
+                });
+            }
+        }
+        Ok(Document::from_entries(fields))
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value, CodecError> {
         let (offset, t) = self.tag("value tag")?;
         Ok(match t {
@@ -1348,7 +1384,7 @@ impl<'a, 'l> Decoder<'a, 'l> {
                     });
                 }
             }
-            vtag::DICT | vtag::OBJECT => {
+            vtag::DICT => {
                 let count = self.container_len(depth)?;
                 let mut map = BTreeMap::new();
                 for _ in 0..count {
@@ -1362,12 +1398,9 @@ impl<'a, 'l> Decoder<'a, 'l> {
                         });
                     }
                 }
-                if t == vtag::DICT {
-                    Value::Dict(map)
-                } else {
-                    Value::Object(map)
-                }
+                Value::Dict(map)
             }
+            vtag::OBJECT => Value::Object(self.fields(depth)?),
             other => return Err(Self::bad_tag("value", other, offset)),
         })
     }
@@ -1465,7 +1498,7 @@ mod tests {
             path: key_path("sub")
                 .child(PathElement::Field("tags".into()))
                 .child(PathElement::Index(1)),
-            value: Value::Object(BTreeMap::from([
+            value: Value::Object(Document::from([
                 ("n".to_owned(), Value::Double(1.5)),
                 (
                     "s".to_owned(),
@@ -1804,6 +1837,24 @@ mod tests {
     }
 
     #[test]
+    fn embedded_object_fields_in_any_order_are_read_in_name_order() {
+        let Ok(instructions) = decode(&set_with_value(&[0x0f, 0x02, 0x01, 0x00, 0x00, 0x01]))
+        else {
+            panic!("an object with unsorted fields is valid");
+        };
+        let Some(Instruction::Set {
+            value: Value::Object(fields),
+            ..
+        }) = instructions.first()
+        else {
+            panic!("expected a set of an embedded object, got {instructions:?}");
+        };
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(names, ["T", "f"]);
+        assert_eq!(fields.get("T"), Some(&Value::Bool(false)));
+    }
+
+    #[test]
     fn bad_values_are_reported() {
         assert!(decode(&set_with_value(&[0x03, 0x02])).is_ok());
         assert!(matches!(
@@ -1833,6 +1884,16 @@ mod tests {
             decode(&set_with_value(&[0x0e, 0x02, 0x01, 0x00, 0x01, 0x00])),
             Err(CodecError::DuplicateKey { .. })
         ));
+        let repeated_at = |value: &[u8]| match decode(&set_with_value(value)) {
+            Err(CodecError::DuplicateKey { offset, key }) => Some((offset, key)),
+            _ => None,
+        };
+        let (adjacent, key) = repeated_at(&[0x0f, 0x02, 0x01, 0x00, 0x01, 0x00]).unwrap();
+        assert_eq!(key, "f");
+        assert_eq!(
+            repeated_at(&[0x0f, 0x03, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00]),
+            Some((adjacent + 2, "f".to_owned()))
+        );
         let mut big_index = vec![
             0x01, 0x01, 0x01, b'T', 0x01, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
         ];

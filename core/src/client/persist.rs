@@ -404,7 +404,9 @@ pub fn decode_object(bytes: &[u8], limits: &DecodeLimits) -> Result<StoredObject
     let Some(Instruction::CreateObject { collection, key }) = instructions.next() else {
         return Err(invalid("it does not start by creating its object"));
     };
-    let mut document = Document::new();
+    // Collected and sorted once (written in name order, so usually already sorted), not
+    // inserted one by one, which would move O(N) fields each for fields out of order.
+    let mut fields = Vec::with_capacity(instructions.len());
     for instruction in instructions {
         match instruction {
             Instruction::Set { path, value }
@@ -413,12 +415,15 @@ pub fn decode_object(bytes: &[u8], limits: &DecodeLimits) -> Result<StoredObject
                     && path.nested.is_empty()
                     && path.field != PRIMARY_KEY =>
             {
-                if document.insert(path.field, value).is_some() {
-                    return Err(invalid("it sets one field twice"));
-                }
+                fields.push((path.field, value));
             }
             _ => return Err(invalid("it holds more than one object's fields")),
         }
+    }
+    let count = fields.len();
+    let document = Document::from_entries(fields);
+    if document.len() != count {
+        return Err(invalid("it sets one field twice"));
     }
     Ok(StoredObject {
         collection,

@@ -334,9 +334,8 @@ fn walk<'a>(
             }
             Ok(Flow::Continue(()))
         }
-        Value::Object(fields) | Value::Dict(fields) => {
-            walk(fields.get(name).unwrap_or(&NULL), rest, source, sink)
-        }
+        Value::Object(fields) => walk(fields.get(name).unwrap_or(&NULL), rest, source, sink),
+        Value::Dict(entries) => walk(entries.get(name).unwrap_or(&NULL), rest, source, sink),
         Value::Link(link) => {
             let target = source
                 .get(&link.collection, &link.key)

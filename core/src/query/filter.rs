@@ -647,7 +647,10 @@ fn descend(value: &Value, path: &[String], test: &mut dyn FnMut(&Value) -> bool)
         return test(value);
     };
     match value {
-        Value::Object(fields) | Value::Dict(fields) => fields
+        Value::Object(fields) => fields
+            .get(name)
+            .is_some_and(|next| descend(next, rest, test)),
+        Value::Dict(entries) => entries
             .get(name)
             .is_some_and(|next| descend(next, rest, test)),
         Value::List(items) | Value::Set(items) => items.iter().any(|item| {
@@ -674,7 +677,8 @@ fn resolve<'a>(operand: &'a Operand, user: &'a UserContext) -> Cow<'a, Value> {
             let mut current = user.custom_data.get(first);
             for name in rest {
                 current = match current {
-                    Some(Value::Object(fields) | Value::Dict(fields)) => fields.get(name),
+                    Some(Value::Object(fields)) => fields.get(name),
+                    Some(Value::Dict(entries)) => entries.get(name),
                     _ => None,
                 };
             }

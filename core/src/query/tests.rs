@@ -129,10 +129,14 @@ fn store() -> Store {
             ("scores", ints(&[1, 2, 3])),
             (
                 "prices",
-                Value::Dict(object(vec![
-                    ("eur", Value::Double(10.0)),
-                    ("usd", Value::Double(12.0)),
-                ])),
+                Value::Dict(
+                    object(vec![
+                        ("eur", Value::Double(10.0)),
+                        ("usd", Value::Double(12.0)),
+                    ])
+                    .into_iter()
+                    .collect(),
+                ),
             ),
             ("owner", link(2)),
             ("friends", Value::List(vec![link(2), link(3)].into())),
@@ -155,7 +159,11 @@ fn store() -> Store {
             ("scores", ints(&[])),
             (
                 "prices",
-                Value::Dict(object(vec![("eur", Value::Double(5.0))])),
+                Value::Dict(
+                    object(vec![("eur", Value::Double(5.0))])
+                        .into_iter()
+                        .collect(),
+                ),
             ),
             ("owner", link(99)),
             ("friends", Value::List(vec![link(1)].into())),

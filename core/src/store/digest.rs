@@ -61,7 +61,7 @@ impl Fnv {
         }
     }
 
-    fn map(&mut self, map: &BTreeMap<String, Value>) {
+    fn map<'a>(&mut self, map: &mut dyn ExactSizeIterator<Item = (&'a String, &'a Value)>) {
         self.len(map.len());
         for (name, value) in map {
             self.str(name);
@@ -124,11 +124,11 @@ impl Fnv {
             }
             Value::Dict(map) => {
                 self.byte(13);
-                self.map(map);
+                self.map(&mut map.iter());
             }
             Value::Object(map) => {
                 self.byte(14);
-                self.map(map);
+                self.map(&mut map.iter());
             }
         }
     }
@@ -187,7 +187,7 @@ pub(crate) fn digest(
         fnv.len(docs.len());
         for (key, doc) in docs {
             fnv.key(key);
-            fnv.map(doc);
+            fnv.map(&mut doc.iter());
         }
     }
     fnv.0

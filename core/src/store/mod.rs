@@ -365,10 +365,10 @@ impl Store {
             Undo::Leaf { path, old } => {
                 if let Ok(doc) = Self::doc_mut(&mut self.objects, &path) {
                     match (walk::leaf_mut(doc, &path), old) {
-                        (Ok(Leaf::Map(map, name)), Some(value)) => {
-                            map.insert(name.to_owned(), value);
+                        (Ok(Leaf::Map(mut map, name)), Some(value)) => {
+                            map.set(name, value);
                         }
-                        (Ok(Leaf::Map(map, name)), None) => {
+                        (Ok(Leaf::Map(mut map, name)), None) => {
                             map.remove(name);
                         }
                         (Ok(Leaf::List(list, index)), Some(value)) => {
@@ -690,13 +690,7 @@ impl Store {
             }
         }
         let old = match walk::leaf_mut(doc, path)? {
-            Leaf::Map(map, name) => match map.get_mut(name) {
-                Some(slot) => Some(mem::replace(slot, value)),
-                None => {
-                    map.insert(name.to_owned(), value);
-                    None
-                }
-            },
+            Leaf::Map(mut map, name) => map.set(name, value),
             Leaf::List(..) => {
                 return Err(ApplyError::PathNotFound { path: path.clone() });
             }

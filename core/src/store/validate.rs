@@ -295,7 +295,8 @@ pub(crate) fn normalize(value: &mut Value) {
             items.sort_dedup();
         }
         Value::List(items) => items.iter_mut().for_each(normalize),
-        Value::Dict(entries) | Value::Object(entries) => entries.values_mut().for_each(normalize),
+        Value::Dict(entries) => entries.values_mut().for_each(normalize),
+        Value::Object(fields) => fields.values_mut().for_each(normalize),
         _ => {}
     }
 }

@@ -1,6 +1,7 @@
 //! MongoDB Extended JSON (v2) for [`Value`]s and [`Document`]s, in canonical and relaxed mode,
 //! with a few Eddy extensions for what plain EJSON cannot say.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Number, Value as Json};
@@ -167,7 +168,7 @@ impl Value {
                 "$set",
                 Json::Array(items.iter().map(|v| v.to_ejson(mode)).collect()),
             ),
-            Value::Dict(map) => wrap("$dict", map_to_json(map, mode)),
+            Value::Dict(map) => wrap("$dict", map_to_json(&mut map.iter(), mode)),
             Value::Object(doc) => document_to_ejson(doc, mode),
         }
     }
@@ -180,7 +181,7 @@ impl Value {
 
 /// A document as EJSON: a JSON object, or `{"$object": {...}}` if a field name starts with `$`.
 pub fn document_to_ejson(doc: &Document, mode: EjsonMode) -> Json {
-    let fields = map_to_json(doc, mode);
+    let fields = map_to_json(&mut doc.iter(), mode);
     if doc.keys().any(|k| k.starts_with('$')) {
         wrap("$object", fields)
     } else {
@@ -216,9 +217,13 @@ fn wrap(key: &str, value: Json) -> Json {
     Json::Object(map)
 }
 
-fn map_to_json(map: &Document, mode: EjsonMode) -> Json {
+/// The entries of a document or dictionary as a JSON object (one instance for both).
+fn map_to_json<'a>(
+    entries: &mut dyn Iterator<Item = (&'a String, &'a Value)>,
+    mode: EjsonMode,
+) -> Json {
     Json::Object(
-        map.iter()
+        entries
             .map(|(k, v)| (k.clone(), v.to_ejson(mode)))
             .collect(),
     )
@@ -382,7 +387,7 @@ impl<'j> Parser<'j> {
                 if map.keys().any(|k| k.starts_with('$')) {
                     self.operator(json, map)
                 } else {
-                    self.fields(map).map(Value::Object)
+                    self.document(map).map(Value::Object)
                 }
             }
         }
@@ -396,14 +401,28 @@ impl<'j> Parser<'j> {
             .collect()
     }
 
-    fn fields(&mut self, map: &'j Map<String, Json>) -> Result<Document, EjsonError> {
-        // Inserted one by one: `collect` into a map would add a sort to the browser build.
-        let mut doc = Document::new();
+    /// The entries of `map`, in its (insertion) order.
+    fn entries(&mut self, map: &'j Map<String, Json>) -> Result<Vec<(String, Value)>, EjsonError> {
+        let mut entries = Vec::with_capacity(map.len());
         for (k, v) in map {
             let value = self.nested(Step::Key(k), |p| p.value(v))?;
-            doc.insert(k.clone(), value);
+            entries.push((k.clone(), value));
         }
-        Ok(doc)
+        Ok(entries)
+    }
+
+    fn document(&mut self, map: &'j Map<String, Json>) -> Result<Document, EjsonError> {
+        self.entries(map).map(Document::from_entries)
+    }
+
+    fn dictionary(&mut self, map: &'j Map<String, Json>) -> Result<Value, EjsonError> {
+        // Inserted one by one: `collect` into a map would add a sort to the browser build.
+        let mut dict = BTreeMap::new();
+        for (k, v) in map {
+            let value = self.nested(Step::Key(k), |p| p.value(v))?;
+            dict.insert(k.clone(), value);
+        }
+        Ok(Value::Dict(dict))
     }
 
     fn string<'s>(&self, json: &'s Json, expected: &'static str) -> Result<&'s str, EjsonError> {
@@ -478,11 +497,11 @@ impl<'j> Parser<'j> {
                 _ => Err(self.invalid("an array of set elements", body)),
             },
             "$dict" => match body {
-                Json::Object(map) => self.fields(map).map(Value::Dict),
+                Json::Object(map) => self.dictionary(map),
                 _ => Err(self.invalid("an object of dictionary entries", body)),
             },
             "$object" => match body {
-                Json::Object(map) => self.fields(map).map(Value::Object),
+                Json::Object(map) => self.document(map).map(Value::Object),
                 _ => Err(self.invalid("an object of embedded-object fields", body)),
             },
             _ => Err(EjsonError::UnknownOperator {

@@ -16,12 +16,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::quote::Quoted;
+use crate::sorted_map::SortedMap;
 
 /// The fields of an object or embedded object, by property name.
 ///
-/// A `BTreeMap` so that iteration (and therefore encoding, hashing and comparison) is
-/// deterministic on every platform.
-pub type Document = BTreeMap<String, Value>;
+/// Kept sorted by name so that iteration (and therefore encoding, hashing and comparison) is
+/// deterministic on every platform, in a `Vec`: an object has the few fields its schema names,
+/// and a `BTreeMap` would reserve a node of eleven entries for each (see `sorted_map.rs`).
+pub type Document = SortedMap<String, Value>;
 
 /// A 12-byte MongoDB-compatible object identifier.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -254,7 +256,8 @@ impl Ord for Value {
             (Value::Uuid(a), Value::Uuid(b)) => a.cmp(b),
             (Value::Link(a), Value::Link(b)) => a.cmp(b),
             (Value::List(a), Value::List(b)) | (Value::Set(a), Value::Set(b)) => a.cmp(b),
-            (Value::Dict(a), Value::Dict(b)) | (Value::Object(a), Value::Object(b)) => a.cmp(b),
+            (Value::Dict(a), Value::Dict(b)) => a.cmp(b),
+            (Value::Object(a), Value::Object(b)) => a.cmp(b),
             _ => cmp_numbers(self, other),
         }
     }
@@ -290,7 +293,11 @@ impl fmt::Debug for Value {
             Value::Link(l) => write!(f, "link({}:{:?})", l.collection, l.key),
             Value::List(l) => f.debug_list().entries(l).finish(),
             Value::Set(s) => f.debug_set().entries(s).finish(),
-            Value::Dict(d) | Value::Object(d) => f
+            Value::Dict(d) => f
+                .debug_map()
+                .entries(d.iter().map(|(k, v)| (Quoted(k), v)))
+                .finish(),
+            Value::Object(d) => f
                 .debug_map()
                 .entries(d.iter().map(|(k, v)| (Quoted(k), v)))
                 .finish(),

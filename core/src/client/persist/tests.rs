@@ -77,7 +77,7 @@ fn changeset() -> impl Strategy<Value = Changeset> {
 fn document() -> impl Strategy<Value = Document> {
     btree_map(name(), value(), 0..6).prop_map(|mut doc| {
         doc.remove(PRIMARY_KEY);
-        doc
+        doc.into_iter().collect()
     })
 }
 
