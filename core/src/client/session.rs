@@ -1215,7 +1215,7 @@ impl ClientSession {
             self.note_rewritten(&remote);
             let (store, meta, storage_writes) =
                 (&mut self.store, &mut self.meta, self.storage_writes);
-            transform_each(&mut self.pending, &mut remote, |changeset| {
+            let apply = |changeset: &mut Changeset| {
                 let instructions = std::mem::take(&mut changeset.instructions);
                 if storage_writes {
                     touched.extend(touched_objects(&instructions));
@@ -1233,11 +1233,16 @@ impl ClientSession {
                     last_integrated_client_version: lirv,
                 };
                 Ok(())
-            })
-            .map_err(|e| match e {
-                EachError::Transform(e) => diverged(&e),
-                EachError::Each(e) => e,
-            })?;
+            };
+            if self.pending.is_empty() {
+                // Nothing to transform them against (the usual case for a reader).
+                remote.iter_mut().try_for_each(apply)?;
+            } else {
+                transform_each(&mut self.pending, &mut remote, apply).map_err(|e| match e {
+                    EachError::Transform(e) => diverged(&e),
+                    EachError::Each(e) => e,
+                })?;
+            }
         }
         if progress.download.last_integrated_client_version > self.meta.last_client_version {
             return Err(protocol_error(
