@@ -12,10 +12,10 @@ use eddy_core::protocol::{
     IngestStatusEntry, IntegratedChangeset, ServerMessage, Subscription, SubscriptionSet,
     TransactResult, UploadChangeset,
 };
-use eddy_core::server::view::{object_keys, ObjectKey};
+use eddy_core::server::view::{decode_object, object_keys, ObjectKey};
 use eddy_core::server::{
     AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
-    ServerEngine, ServerEvent,
+    ServerEngine, ServerEvent, ServerStorage,
 };
 use eddy_core::sim::sim_schema;
 use eddy_core::value::{Link, PrimaryKey, Value};
@@ -1226,4 +1226,100 @@ fn a_subscription_through_a_link_follows_changes_to_the_linked_object() {
     let out = h.send(1, upload(1, writer, 3, 2, &to_six));
     assert!(error_code(&out).is_none(), "{out:?}");
     assert_eq!(view_changes(&out, 2), (vec![], vec![item(2)]), "{out:?}");
+}
+
+/// The rows of `file`'s stored view, by object, and its stored header.
+fn stored_view(h: &Harness, file: u64) -> (Vec<ObjectKey>, Vec<u8>) {
+    let stored = h.engine.storage().clone().load().unwrap();
+    let view = stored.views.get(&file).cloned().unwrap_or_default();
+    let objects = view
+        .objects
+        .keys()
+        .map(|bytes| decode_object(bytes).unwrap())
+        .collect();
+    (objects, view.header)
+}
+
+#[test]
+fn a_view_forgets_an_erased_object_once_the_file_confirms_the_erase() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    let (reader, reader_salt) = h.open(2, "bob");
+    h.subscribe_items(2, "n < 50");
+    let item = |key| ("Item".to_owned(), PrimaryKey::Int(key));
+    let out = h.send(1, upload(1, writer, 1, 0, &create_item(1, 1)));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    let erase = [Instruction::EraseObject {
+        collection: "Item".into(),
+        key: PrimaryKey::Int(1),
+    }];
+    let out = h.send(1, upload(1, writer, 2, 1, &erase));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(downloaded_instructions(&out, 2), 1, "the erase reaches bob");
+    let erased_at = h.engine.latest_version();
+    // Bob has not confirmed the erase: a write of his based before it must still merge.
+    assert_eq!(stored_view(&h, reader).0, vec![item(1)]);
+
+    // Bob's upload based on the erase confirms it: the view forgets item 1 and holds item 2.
+    let out = h.send(2, upload(1, reader, 1, erased_at, &create_item(2, 2)));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(stored_view(&h, reader).0, vec![item(2)]);
+
+    // A copy of bob's file from before the erase can no longer be served exactly: it resets,
+    // after a restart too; the file as it is binds as before.
+    let storage = h.engine.storage().clone();
+    let mut h = Harness {
+        engine: ServerEngine::new(ServerConfig::new(sim_schema(), 42), storage, TestAuth).unwrap(),
+        now: 1,
+    };
+    for (conn, cursor, refused) in [(3, 1, true), (4, erased_at + 1, false)] {
+        h.connect(conn);
+        h.send(conn, bind(1, "good:bob", false));
+        let out = h.send(
+            conn,
+            ident_msg(
+                1,
+                reader,
+                reader_salt,
+                DownloadCursor {
+                    server_version: cursor,
+                    last_integrated_client_version: u64::from(cursor > erased_at),
+                },
+            ),
+        );
+        let to_this: Vec<_> = out.into_iter().filter(|(c, _)| *c == conn).collect();
+        let (code, out) = (error_code(&to_this), to_this);
+        if refused {
+            assert_eq!(code, Some((1, ErrorCode::BadClientFile)), "{out:?}");
+            assert_eq!(ErrorCode::BadClientFile.action(), ErrorAction::ClientReset);
+        } else {
+            assert!(code.is_none(), "{out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_write_based_before_an_unconfirmed_erase_still_merges_with_it() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    let (reader, _) = h.open(2, "bob");
+    h.subscribe_items(2, "n < 50");
+    h.send(1, upload(1, writer, 1, 0, &create_item(1, 1)));
+    // Item 1 entered bob's view with a reset at this version.
+    let seen = h.engine.latest_version();
+    let erase = [Instruction::EraseObject {
+        collection: "Item".into(),
+        key: PrimaryKey::Int(1),
+    }];
+    h.send(1, upload(1, writer, 2, 1, &erase));
+    // Bob wrote to item 1 before he saw the erase: the write merges (the erase wins), so no
+    // compensating write and no reset.
+    let set = [Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(1), "n"),
+        value: Value::Int(3),
+    }];
+    let out = h.send(2, upload(1, reader, 1, seen, &set));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(view_changes(&out, 2), (vec![], vec![]), "{out:?}");
+    assert!(h.engine.store().get("Item", &PrimaryKey::Int(1)).is_none());
 }

@@ -235,6 +235,7 @@ async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> any
         .collect();
     let readers = clients.len().saturating_sub(1);
     let mut samples = Vec::with_capacity(writes.saturating_mul(readers));
+    let (mut firsts, mut lasts) = (Vec::with_capacity(writes), Vec::with_capacity(writes));
     for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
         let writer = round % clients.len();
         let shared = Arc::new(Round {
@@ -254,17 +255,20 @@ async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> any
         tokio::time::timeout(WAIT, shared.done.notified())
             .await
             .with_context(|| format!("object {key} never reached every reader"))?;
-        samples.append(
-            &mut shared
-                .samples
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut round = shared
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        firsts.extend(round.iter().min().copied());
+        lasts.extend(round.iter().max().copied());
+        samples.append(&mut round);
     }
     for watcher in watchers {
         watcher.abort();
     }
     samples.sort_unstable();
+    firsts.sort_unstable();
+    lasts.sort_unstable();
     println!(
         "latency write->visible, {} clients, {} pairs: p50 {}, p99 {}, max {}",
         clients.len(),
@@ -272,6 +276,12 @@ async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> any
         ms(quantile(&samples, 0.5)),
         ms(quantile(&samples, 0.99)),
         ms(samples.last().copied().unwrap_or_default()),
+    );
+    // When a write reaches its first and its last reader: the time to the fan-out and its length.
+    println!(
+        "latency write->first reader p50 {}, write->last reader p50 {}",
+        ms(quantile(&firsts, 0.5)),
+        ms(quantile(&lasts, 0.5)),
     );
     // The latency depends on the machine's load; the CPU each write costs far less.
     let server_cpu = cpu_ms(server.child.id())?.saturating_sub(server_cpu);

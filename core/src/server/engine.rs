@@ -434,6 +434,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 instructions,
             });
         }
+        for view in views.values_mut() {
+            view.note_all_erased(&store, &touches);
+        }
         Ok(ServerEngine {
             config,
             storage,
@@ -958,7 +961,21 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             };
             self.save_view(file_ident, view);
         }
+        let forgotten_at = self
+            .views
+            .get(&file_ident)
+            .map_or(0, FileView::forgotten_at);
+        if download.server_version < forgotten_at {
+            return Err(fail(
+                ErrorCode::BadClientFile,
+                format!(
+                    "the client file is at server version {}, but it already confirmed version                      {forgotten_at} and the server has forgotten objects erased before that                      (a file restored from a copy, or storage that lost commits): reset the                      client file",
+                    download.server_version
+                ),
+            ));
+        }
         self.resend_lost_resets(file_ident, download.server_version);
+        self.confirm(file_ident, download.server_version);
         let session = self.session_mut(connection, ident)?;
         session.phase = Phase::Identified {
             file: file_ident,
@@ -1242,7 +1259,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         }
         let decisions_per_entry = decisions_per_entry(decisions, &concurrent, entries.len());
         self.hold(file_ident, fresh_objects);
-        self.append(entries, decisions_per_entry)
+        self.append(entries, decisions_per_entry)?;
+        self.confirm(file_ident, base);
+        Ok(())
     }
 
     /// Takes objects stored from `file` off its stored queue report until the device reports
@@ -1922,6 +1941,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             return Vec::new();
         };
         let store = &self.store;
+        let touches = &self.touches;
         let mut changed = false;
         if fv.holds_everything() && !sv.matcher.selects_everything(store.schema()) {
             // A file that held everything narrows: it holds exactly what exists now (and, should
@@ -1960,8 +1980,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 } else if holds {
                     if store.get(collection, key).is_none() {
                         // An erased object stays held: its erase reaches the client as an
-                        // instruction, and so does a re-creation, which is hinted again.
+                        // instruction, and so does a re-creation, which is hinted again. It is
+                        // forgotten once the file confirms the erase.
                         sv.hinted.remove(&object);
+                        fv.note_erased(object.clone(), touches.last(&object));
                     } else if sv.hinted.insert(object.clone()) {
                         leaving.push(object);
                     }
@@ -2149,6 +2171,18 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .into_iter()
             .filter(|(c, _)| view::viewable(schema, c));
         if fv.hold(viewable) {
+            self.dirty_views.insert(file_ident);
+            self.needs_flush = true;
+        }
+    }
+
+    /// The file confirmed server `version` (an IDENT's download cursor, an upload's base): its
+    /// view forgets what no later write of the file can need (see [`FileView::confirm`]).
+    fn confirm(&mut self, file_ident: u64, version: u64) {
+        let Some(fv) = self.views.get_mut(&file_ident) else {
+            return;
+        };
+        if fv.confirm(version, &self.store, &self.touches) {
             self.dirty_views.insert(file_ident);
             self.needs_flush = true;
         }

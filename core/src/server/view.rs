@@ -31,6 +31,18 @@
 //!   fresh create, which makes the client hold it). Anything else is refused and answered with
 //!   a reset, because the client's transformation could not have seen the history the server
 //!   would transform it against.
+//!
+//! # Forgetting
+//! An erased object stays held, so that the client's concurrent writes to it are still merged
+//! with the erase, and every reset's version is kept, so that older writes are refused. Both
+//! matter only for writes based before them. A client file *confirms* a server version when it
+//! identifies with that download cursor or uploads changesets based on it: the client rebases
+//! its pending changesets on every DOWNLOAD it integrates, so all its later writes are based at
+//! or after that version. Past a confirmed version the view forgets erased objects (nothing
+//! touched them since) and older resets ([`FileView::confirm`]), so a view does not grow with
+//! every object ever erased or reset. A file that comes back with a cursor older than what its
+//! view forgot (restored from a copy, or storage that lost commits) can no longer be served
+//! exactly and must reset ([`FileView::forgotten_at`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -270,6 +282,16 @@ pub struct FileView {
     /// The server version at which a file that held everything narrowed to the objects that
     /// existed then (0 if it never did).
     narrowed_at: u64,
+    /// The confirmed version at which the view last forgot something: a file whose download
+    /// cursor is older must reset (0 if it never forgot anything).
+    forgotten_at: u64,
+    /// The highest server version the file confirmed since the view was loaded.
+    confirmed: u64,
+    /// Held objects seen erased, by the version of their erase: forgotten once that version is
+    /// confirmed, unless something touched them since.
+    erased: BTreeSet<(u64, ObjectKey)>,
+    /// `last_reset` ordered by version, to forget the old entries without a scan.
+    resets_by_version: BTreeSet<(u64, ObjectKey)>,
     /// What changed since the view was last stored.
     unsaved: Unsaved,
 }
@@ -279,7 +301,7 @@ pub struct FileView {
 struct Unsaved {
     /// The stored view must be replaced whole (a new view, a narrowing, a failed store).
     whole: bool,
-    /// The header (held-everything flag, `narrowed_at`) changed.
+    /// The header (held-everything flag, `narrowed_at`, `forgotten_at`) changed.
     header: bool,
     /// Objects whose held flag, pending reset or last reset changed.
     objects: BTreeSet<ObjectKey>,
@@ -343,12 +365,14 @@ impl StoredView {
 }
 
 impl PartialEq for FileView {
-    /// Views are equal when they record the same objects; the change log is not compared.
+    /// Views are equal when they record the same objects and versions; what is derived from them
+    /// or kept only in memory (the change log, the notes of what to forget) is not compared.
     fn eq(&self, other: &Self) -> bool {
         self.held == other.held
             && self.last_reset == other.last_reset
             && self.pending_resets == other.pending_resets
             && self.narrowed_at == other.narrowed_at
+            && self.forgotten_at == other.forgotten_at
     }
 }
 
@@ -407,6 +431,80 @@ impl FileView {
         self.narrowed_at
     }
 
+    /// The confirmed version at which the view last forgot erased objects or resets (0 if it
+    /// never did): a file whose download cursor is older must reset.
+    pub fn forgotten_at(&self) -> u64 {
+        self.forgotten_at
+    }
+
+    /// Notes that the held `object` was erased at `version` (its last touch), to be forgotten
+    /// once the file confirms that version.
+    pub fn note_erased(&mut self, object: ObjectKey, version: u64) {
+        if self.held.as_ref().is_some_and(|h| h.contains(&object)) {
+            self.erased.insert((version, object));
+        }
+    }
+
+    /// Notes every held object that `store` no longer has (after loading a stored view, whose
+    /// notes are not stored).
+    pub fn note_all_erased(&mut self, store: &Store, touches: &Touches) {
+        let Some(held) = &self.held else {
+            return;
+        };
+        self.erased.extend(
+            held.iter()
+                .filter(|(c, k)| store.get(c, k).is_none())
+                .map(|object| (touches.last(object), object.clone())),
+        );
+    }
+
+    /// The file confirms that it integrated every change up to server `version` and that all
+    /// its later writes are based at or after it (see the module documentation): the view
+    /// forgets the erased objects nothing touched since and the resets before it. Returns
+    /// whether the view changed.
+    pub fn confirm(&mut self, version: u64, store: &Store, touches: &Touches) -> bool {
+        if version <= self.confirmed {
+            return false;
+        }
+        self.confirmed = version;
+        let mut forgot = false;
+        while let Some((erased_at, object)) = self.erased.first().cloned() {
+            if erased_at > version {
+                break;
+            }
+            self.erased.pop_first();
+            let (collection, key) = (&object.0, &object.1);
+            if store.get(collection, key).is_some()
+                || touches.last(&object) > version
+                || self.pending_resets.contains(&object)
+            {
+                continue;
+            }
+            if let Some(held) = self.held.as_mut() {
+                if held.remove(&object) {
+                    self.unsaved.objects.insert(object);
+                    forgot = true;
+                }
+            }
+        }
+        while let Some((reset_at, object)) = self.resets_by_version.first().cloned() {
+            // A reset at the confirmed version itself may be in a DOWNLOAD the client lost (it
+            // does not move the cursor), so it is kept (see `reset_since`).
+            if reset_at >= version {
+                break;
+            }
+            self.resets_by_version.pop_first();
+            self.last_reset.remove(&object);
+            self.unsaved.objects.insert(object);
+            forgot = true;
+        }
+        if forgot {
+            self.forgotten_at = version;
+            self.unsaved.header = true;
+        }
+        forgot
+    }
+
     /// The objects whose last reset went out at or after `version`.
     pub fn reset_since(&self, version: u64) -> Vec<ObjectKey> {
         self.last_reset
@@ -455,7 +553,10 @@ impl FileView {
                 held.remove(&object);
             }
         }
-        self.last_reset.insert(object.clone(), version);
+        if let Some(previous) = self.last_reset.insert(object.clone(), version) {
+            self.resets_by_version.remove(&(previous, object.clone()));
+        }
+        self.resets_by_version.insert((version, object.clone()));
         self.unsaved.objects.insert(object);
     }
 
@@ -529,10 +630,11 @@ impl FileView {
         }
     }
 
-    /// The encoded header: whether the view is narrowed, and `narrowed_at`.
+    /// The encoded header: whether the view is narrowed, `narrowed_at` and `forgotten_at`.
     pub fn header(&self) -> Vec<u8> {
         let mut out = vec![HEADER_FORMAT, u8::from(self.held.is_some())];
         crate::wire::write_u64(&mut out, self.narrowed_at);
+        crate::wire::write_u64(&mut out, self.forgotten_at);
         out
     }
 
@@ -573,16 +675,24 @@ impl FileView {
 
     /// Reads a view as storage holds it. A header in the format of views stored whole (before
     /// views were stored per object) holds the whole view; such a view is stored whole again
-    /// with its next change.
+    /// with its next change. A header from before views forgot anything has no `forgotten_at`.
     pub fn from_stored(stored: &StoredView) -> Result<Self, String> {
         let mut view = match stored.header.first() {
-            Some(&HEADER_FORMAT) => {
+            Some(&format @ (HEADER_FORMAT_UNFORGETTING | HEADER_FORMAT)) => {
                 let mut r = Reader::new(stored.header.get(1..).unwrap_or_default());
                 let wire = |e: crate::wire::WireError| format!("stored view: {e}");
                 let narrowed = r.u8("held flag").map_err(wire)? != 0;
+                let narrowed_at = r.u64("narrowed_at").map_err(wire)?;
+                let forgotten_at = if format == HEADER_FORMAT {
+                    r.u64("forgotten_at").map_err(wire)?
+                } else {
+                    0
+                };
                 FileView {
                     held: narrowed.then(BTreeSet::new),
-                    narrowed_at: r.u64("narrowed_at").map_err(wire)?,
+                    narrowed_at,
+                    forgotten_at,
+                    confirmed: forgotten_at,
                     ..FileView::default()
                 }
             }
@@ -606,6 +716,11 @@ impl FileView {
                 view.last_reset.insert(object, version);
             }
         }
+        view.resets_by_version = view
+            .last_reset
+            .iter()
+            .map(|(object, version)| (*version, object.clone()))
+            .collect();
         Ok(view)
     }
 
@@ -639,14 +754,18 @@ impl FileView {
             last_reset,
             pending_resets,
             narrowed_at,
-            unsaved: Unsaved::default(),
+            ..FileView::default()
         })
     }
 }
 
-/// The first byte of a view header stored per object. Views stored whole began with their held
-/// flag, 0 or 1.
-const HEADER_FORMAT: u8 = 2;
+/// The first byte of a view header stored per object, with `forgotten_at`. Views stored whole
+/// began with their held flag, 0 or 1.
+const HEADER_FORMAT: u8 = 3;
+
+/// The first byte of a view header stored per object before views forgot anything (no
+/// `forgotten_at`).
+const HEADER_FORMAT_UNFORGETTING: u8 = 2;
 
 /// An object's key in a stored view: its collection, then its primary key's type and value.
 pub fn encode_object(object: &ObjectKey) -> Vec<u8> {
@@ -979,6 +1098,67 @@ mod tests {
         assert!(everything.delta().unwrap().whole);
         store(&mut everything, &mut stored);
         assert_eq!(FileView::from_stored(&stored).unwrap(), everything);
+    }
+
+    #[test]
+    fn a_confirmed_version_forgets_erased_objects_and_older_resets_for_good() {
+        let object = |k: i64| ("Item".to_owned(), PrimaryKey::Int(k));
+        // Items 1 and 2 were erased (at versions 3 and 5); item 4 exists.
+        let objects = store_with(&[4]);
+        let mut touches = Touches::default();
+        for (key, version) in [(1, 3), (2, 5), (4, 2)] {
+            touches.record(&item(key), version);
+        }
+        let mut stored = StoredView::default();
+        let mut view = FileView::empty();
+        view.hold([object(1), object(2), object(4)]);
+        view.record_reset(object(4), 2, true);
+        view.record_reset(object(6), 4, false);
+        view.record_reset(object(4), 6, true);
+        store(&mut view, &mut stored);
+        let mut view = FileView::from_stored(&stored).unwrap();
+        view.note_all_erased(&objects, &touches);
+
+        assert!(
+            !view.confirm(2, &objects, &touches),
+            "nothing before version 2"
+        );
+        assert!(view.delta().is_none());
+        assert!(view.confirm(4, &objects, &touches));
+        assert!(!view.holds("Item", &PrimaryKey::Int(1)), "erased at 3");
+        assert!(
+            view.holds("Item", &PrimaryKey::Int(2)),
+            "erased at 5, after 4"
+        );
+        assert_eq!(view.forgotten_at(), 4);
+        // The reset at 4 is kept: the DOWNLOAD carrying it may not have moved the cursor.
+        assert_eq!(view.reset_since(0), vec![object(4), object(6)]);
+        assert!(
+            !view.confirm(3, &objects, &touches),
+            "confirmations only move forward"
+        );
+        store(&mut view, &mut stored);
+        assert_eq!(FileView::from_stored(&stored).unwrap(), view);
+
+        assert!(view.confirm(6, &objects, &touches));
+        assert!(!view.holds("Item", &PrimaryKey::Int(2)));
+        assert!(view.holds("Item", &PrimaryKey::Int(4)), "item 4 exists");
+        assert_eq!(view.reset_since(0), vec![object(4)], "the reset at 6 stays");
+        store(&mut view, &mut stored);
+        let read = FileView::from_stored(&stored).unwrap();
+        assert_eq!(read, view);
+        assert_eq!(read.forgotten_at(), 6);
+        assert_eq!(stored.objects.len(), 1, "only item 4's row is left");
+
+        // A header from before views forgot anything reads with nothing forgotten.
+        let mut old = vec![HEADER_FORMAT_UNFORGETTING, 1];
+        crate::wire::write_u64(&mut old, 9);
+        let read = FileView::from_stored(&StoredView {
+            header: old,
+            objects: BTreeMap::new(),
+        })
+        .unwrap();
+        assert_eq!((read.narrowed_at(), read.forgotten_at()), (9, 0));
     }
 
     #[test]
