@@ -257,7 +257,12 @@ pub fn client_message(frame: &[u8]) -> Result<MessageView, String> {
             view.field("latest_server_version_salt", latest_server_version_salt);
             view.field("subscriptions", subscriptions_text(subscriptions));
         }
-        ClientMessage::Upload { changesets, .. } => {
+        ClientMessage::Upload {
+            download_server_version,
+            changesets,
+            ..
+        } => {
+            view.field("download_server_version", download_server_version);
             view.field("changesets", changesets.len());
             view.changesets = changesets.iter().map(upload_view).collect();
         }
@@ -481,6 +486,7 @@ mod tests {
     fn an_upload_shows_its_changesets_instructions() {
         let frame = encode_client_message(&ClientMessage::Upload {
             session: 1,
+            download_server_version: 2,
             changesets: vec![UploadChangeset {
                 client_version: 4,
                 last_integrated_server_version: 2,
@@ -491,6 +497,9 @@ mod tests {
         });
         let view = message("in", &BASE64.encode(&frame)).unwrap();
         assert!(view.fields.contains(&("type".into(), "UPLOAD".into())));
+        assert!(view
+            .fields
+            .contains(&("download_server_version".into(), "2".into())));
         assert_eq!(view.changesets.len(), 1);
         assert!(view.changesets[0].heading.contains("client version 4"));
         assert_eq!(view.changesets[0].instructions, ["Set Item[1].n = 3"]);

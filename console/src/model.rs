@@ -480,7 +480,7 @@ mod tests {
         })));
         model.apply(event(serde_json::json!({
             "seq": 1, "kind": "session", "event": "identified", "connection": 1, "session": 2,
-            "user": "u", "client": 7, "peer": "127.0.0.1:5", "protocol": "eddy-sync/4", "at": 10,
+            "user": "u", "client": 7, "peer": "127.0.0.1:5", "protocol": "eddy-sync/5", "at": 10,
         })));
         for direction in ["in", "out", "in"] {
             model.apply(event(serde_json::json!({

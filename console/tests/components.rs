@@ -129,6 +129,7 @@ async fn a_changeset_opens_to_its_instructions_and_merge_decisions() {
 async fn a_message_decodes_its_raw_frame_when_opened() {
     let frame = encode_client_message(&ClientMessage::Upload {
         session: 1,
+        download_server_version: 1,
         changesets: vec![UploadChangeset {
             client_version: 3,
             last_integrated_server_version: 1,
@@ -170,7 +171,7 @@ async fn the_sessions_page_shows_an_empty_state_then_a_live_row_and_its_timeline
     console.model.update(|m: &mut Model| {
         m.apply(event(serde_json::json!({
             "seq": 1, "kind": "session", "event": "identified", "connection": 3, "session": 1,
-            "user": "anon-1", "client": 42, "peer": "127.0.0.1:1", "protocol": "eddy-sync/4",
+            "user": "anon-1", "client": 42, "peer": "127.0.0.1:1", "protocol": "eddy-sync/5",
         })));
         m.apply(event(serde_json::json!({
             "seq": 2, "kind": "message", "connection": 3, "session": 1, "direction": "out",

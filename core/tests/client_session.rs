@@ -121,6 +121,84 @@ fn a_session_that_discards_storage_writes_still_syncs_and_persists_nothing() {
     assert!(s.store().get("Item", &PrimaryKey::Int(2)).is_some());
 }
 
+/// The download cursors of the UPLOADs `s` sends, with how many changesets each carries.
+fn uploads(s: &mut ClientSession) -> Vec<(u64, usize)> {
+    std::iter::from_fn(|| s.poll_transmit())
+        .filter_map(|m| match m {
+            ClientMessage::Upload {
+                download_server_version,
+                changesets,
+                ..
+            } => Some((download_server_version, changesets.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A changeset of another client at `version`, creating item `key`.
+fn remote_item(version: u64, key: i64) -> DownloadChangeset {
+    DownloadChangeset {
+        server_version: version,
+        last_integrated_client_version: 0,
+        origin_timestamp: 5,
+        origin_file_ident: 9,
+        original_size: 0,
+        body: encode_changeset(&[Instruction::CreateObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(key),
+        }]),
+    }
+}
+
+#[test]
+fn a_reader_reports_its_download_cursor_at_most_once_a_second() {
+    let mut s = active();
+    // The queue report after IDENT (an empty queue) is the only timer.
+    s.handle_timeout(s.poll_timeout().unwrap());
+    assert_eq!(
+        uploads(&mut s),
+        vec![],
+        "the server knows cursor 0 from IDENT"
+    );
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_message(10_000, download(1, 0, vec![remote_item(1, 1)]));
+    assert!(s.poll_timeout().is_some_and(|t| t <= 10_000));
+    s.handle_timeout(10_000);
+    assert_eq!(uploads(&mut s), vec![(1, 0)], "reported at once");
+    assert_eq!(s.poll_timeout(), None);
+
+    s.handle_message(10_100, download(2, 0, vec![remote_item(2, 2)]));
+    s.handle_message(10_200, download(3, 0, vec![remote_item(3, 3)]));
+    let due = s.poll_timeout().unwrap();
+    assert_eq!(due, 11_000);
+    s.handle_timeout(due - 1);
+    assert_eq!(uploads(&mut s), vec![], "a second after the last report");
+    s.handle_timeout(due);
+    assert_eq!(uploads(&mut s), vec![(3, 0)]);
+
+    // A write's UPLOAD carries the cursor instead, and none is reported while it is in flight.
+    s.handle_message(11_100, download(4, 0, vec![remote_item(4, 4)]));
+    write_one(&mut s);
+    assert_eq!(uploads(&mut s), vec![(4, 1)]);
+    s.handle_message(11_200, download(5, 0, vec![remote_item(5, 5)]));
+    // (The write wants the ingest queue checked: that is the timer left.)
+    s.handle_timeout(s.poll_timeout().unwrap().max(12_200));
+    assert_eq!(uploads(&mut s), vec![], "an UPLOAD is in flight");
+    s.handle_message(11_300, download(6, 1, vec![]));
+    s.handle_timeout(s.poll_timeout().unwrap().max(11_300));
+    assert_eq!(
+        uploads(&mut s),
+        vec![(6, 0)],
+        "acknowledged: the cursor is reported"
+    );
+
+    // After a reconnect, IDENT tells the server the cursor.
+    s.handle_disconnected();
+    s.handle_connected();
+    s.handle_message(20_000, download(6, 1, vec![]));
+    assert_eq!(s.poll_timeout(), None);
+}
+
 #[test]
 fn a_download_before_ident_is_an_error() {
     let mut s = session();
@@ -395,6 +473,10 @@ fn the_ingest_queue_is_reported_after_ident_and_on_change_at_most_once_a_second(
     assert_eq!(names, vec!["UPLOAD"]);
     s.handle_message(5_300, download(2, 4, vec![]));
     assert_eq!(s.ingest_queue().objects, 0);
+    // The new download cursor goes out at once, in an UPLOAD of its own (no other UPLOAD can
+    // carry it); the queue's report waits for its throttle.
+    s.handle_timeout(5_300);
+    assert_eq!(sent(&mut s), (vec!["UPLOAD"], vec![]));
     s.handle_timeout(s.poll_timeout().unwrap());
     assert_eq!(sent(&mut s).1, vec![(0, 0)]);
 

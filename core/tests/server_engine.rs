@@ -170,6 +170,7 @@ fn upload(
 ) -> ClientMessage {
     ClientMessage::Upload {
         session,
+        download_server_version: base,
         changesets: vec![UploadChangeset {
             client_version: version,
             last_integrated_server_version: base,
@@ -303,6 +304,7 @@ fn origin_and_versions_in_uploads_are_checked() {
         2,
         ClientMessage::Upload {
             session: 1,
+            download_server_version: 0,
             changesets: vec![UploadChangeset {
                 client_version: 1,
                 last_integrated_server_version: 0,
@@ -344,6 +346,7 @@ fn a_client_version_reused_for_another_changeset_needs_a_client_reset() {
     h.send(1, upload(1, ident, 1, 0, &create_item(1, 5)));
     let ClientMessage::Upload {
         session,
+        download_server_version,
         mut changesets,
     } = upload(1, ident, 1, 0, &create_item(2, 6))
     else {
@@ -354,6 +357,7 @@ fn a_client_version_reused_for_another_changeset_needs_a_client_reset() {
         1,
         ClientMessage::Upload {
             session,
+            download_server_version,
             changesets,
         },
     );
@@ -1127,6 +1131,7 @@ fn a_catch_up_split_over_downloads_hints_objects_that_left_the_view_in_an_early_
         1,
         ClientMessage::Upload {
             session: 1,
+            download_server_version: 1,
             changesets,
         },
     );
@@ -1322,4 +1327,62 @@ fn a_write_based_before_an_unconfirmed_erase_still_merges_with_it() {
     assert!(error_code(&out).is_none(), "{out:?}");
     assert_eq!(view_changes(&out, 2), (vec![], vec![]), "{out:?}");
     assert!(h.engine.store().get("Item", &PrimaryKey::Int(1)).is_none());
+}
+
+#[test]
+fn a_reader_s_progress_report_confirms_its_cursor_and_is_checked() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    let (reader, _) = h.open(2, "bob");
+    h.subscribe_items(2, "n < 50");
+    h.send(1, upload(1, writer, 1, 0, &create_item(1, 1)));
+    let erase = [Instruction::EraseObject {
+        collection: "Item".into(),
+        key: PrimaryKey::Int(1),
+    }];
+    h.send(1, upload(1, writer, 2, 1, &erase));
+    let latest = h.engine.latest_version();
+    let report = |version| ClientMessage::Upload {
+        session: 1,
+        download_server_version: version,
+        changesets: Vec::new(),
+    };
+    assert_eq!(
+        stored_view(&h, reader).0,
+        vec![("Item".to_owned(), PrimaryKey::Int(1))]
+    );
+    // Bob has read everything: his report alone (he never writes) lets his view forget item 1,
+    // and it needs no answer.
+    let out = h.send(2, report(latest));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(stored_view(&h, reader).0, Vec::<ObjectKey>::new());
+
+    // Every changeset must be based on the UPLOAD's cursor.
+    let ClientMessage::Upload { changesets, .. } =
+        upload(1, reader, 1, latest - 1, &create_item(3, 3))
+    else {
+        unreachable!()
+    };
+    let out = h.send(
+        2,
+        ClientMessage::Upload {
+            session: 1,
+            download_server_version: latest,
+            changesets,
+        },
+    );
+    assert_eq!(
+        error_code(&out),
+        Some((1, ErrorCode::BadProgress)),
+        "{out:?}"
+    );
+
+    // A cursor past what the session was sent.
+    h.open(3, "carol");
+    let out = h.send(3, report(latest + 1));
+    assert_eq!(
+        error_code(&out),
+        Some((1, ErrorCode::BadProgress)),
+        "{out:?}"
+    );
 }

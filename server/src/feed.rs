@@ -1256,6 +1256,7 @@ mod tests {
         let small = encode_changeset(&instructions[..1]);
         let upload = eddy_core::protocol::encode_client_message(&ClientMessage::Upload {
             session: 1,
+            download_server_version: 0,
             changesets: [body.clone(), small.clone()]
                 .into_iter()
                 .enumerate()

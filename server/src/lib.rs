@@ -430,7 +430,7 @@ mod tests {
         let (status, body) =
             call(app, Request::get("/api/sync").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["message"].as_str().unwrap().contains("eddy-sync/4"));
+        assert!(body["message"].as_str().unwrap().contains("eddy-sync/5"));
 
         state.sync().stop().await;
         state.sync().join().await.unwrap();

@@ -493,7 +493,7 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
         .any(|p| p.trim() == PROTOCOL || p.trim() == BROWSER_PROTOCOL)
 }
 
-/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/4`.
+/// `GET /api/sync`: upgrades to a WebSocket speaking `eddy-sync/5`.
 pub async fn sync_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -618,7 +618,7 @@ mod tests {
         assert!(!offers_protocol(&headers));
         headers.insert(
             SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("eddy-sync/4, eddy-sync/3"),
+            HeaderValue::from_static("eddy-sync/5, eddy-sync/3"),
         );
         assert!(offers_protocol(&headers));
         headers.insert(
@@ -627,8 +627,15 @@ mod tests {
         );
         assert!(!offers_protocol(&headers));
         // Version 1 had no flexible-sync views, version 2 no INGEST_STATUS, version 3 no
-        // changeset identities in upload cursors; their clients are refused.
-        for old in ["eddy-sync/1", "eddy-sync/2", "eddy-sync/3", "eddy-sync.3"] {
+        // changeset identities in upload cursors, version 4 no download cursor in UPLOAD; their
+        // clients are refused.
+        for old in [
+            "eddy-sync/1",
+            "eddy-sync/2",
+            "eddy-sync/3",
+            "eddy-sync/4",
+            "eddy-sync.4",
+        ] {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(old));
             assert!(!offers_protocol(&headers), "{old}");
         }

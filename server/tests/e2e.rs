@@ -43,7 +43,7 @@ async fn raw_socket(server: &Server) -> Socket {
     let mut request = server.sync_url().into_client_request().unwrap();
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("eddy-sync/4"),
+        HeaderValue::from_static("eddy-sync/5"),
     );
     tokio_tungstenite::connect_async(request).await.unwrap().0
 }
@@ -235,7 +235,7 @@ async fn bad_forged_and_expired_tokens_are_refused() {
     ];
     let (status, body) = http(addr, "GET", "/api/sync", &upgrade, None).await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("eddy-sync/4"));
+    assert!(body["message"].as_str().unwrap().contains("eddy-sync/5"));
     let (status, _) = http(
         addr,
         "POST",

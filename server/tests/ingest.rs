@@ -284,7 +284,7 @@ impl RawDevice {
         let mut request = server.sync_url().into_client_request().unwrap();
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("eddy-sync/4"),
+            HeaderValue::from_static("eddy-sync/5"),
         );
         let socket = tokio_tungstenite::connect_async(request).await.unwrap().0;
         let mut device = RawDevice {

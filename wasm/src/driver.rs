@@ -36,7 +36,7 @@ use crate::results::Query;
 use crate::storage::Storage;
 use crate::user::User;
 
-/// The WebSocket subprotocol of the sync protocol: `eddy-sync/4` under the name browsers accept
+/// The WebSocket subprotocol of the sync protocol: `eddy-sync/5` under the name browsers accept
 /// (`/` is not allowed in a subprotocol offered through the browser's WebSocket API).
 pub(crate) const PROTOCOL: &str = eddy_core::protocol::BROWSER_SUBPROTOCOL;
 /// The session ident on the connection.

@@ -29,6 +29,9 @@ use crate::transform::{transform, transform_each, EachError, TransformError};
 const MAX_UPLOAD_CHANGESETS: usize = 1_000;
 /// Most body bytes one UPLOAD carries (a single larger changeset still goes alone).
 const MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// How often at most a client with nothing to upload reports its download cursor.
+pub const PROGRESS_REPORT_INTERVAL_MS: u64 = 1_000;
 /// Most bytes of bootstrap DOWNLOADs a session holds back by default until the batch's
 /// `LastInBatch` (see [`ClientSession::set_max_bootstrap_bytes`]).
 pub const DEFAULT_MAX_BOOTSTRAP_BYTES: usize = 256 * 1024 * 1024;
@@ -437,6 +440,10 @@ pub struct ClientSession {
     released: ObjectSet,
     /// When to report the Data Ingest queue (INGEST_STATUS).
     ingest_reporter: IngestReporter,
+    /// The download cursor the server last heard of, in IDENT or an UPLOAD.
+    reported_progress: u64,
+    /// When the last UPLOAD without changesets reported the download cursor (ms).
+    progress_reported_at: u64,
     /// The bootstrap being received, if one is split over several DOWNLOADs.
     bootstrap: Bootstrap,
     /// Most bytes `bootstrap` may hold.
@@ -503,6 +510,8 @@ impl ClientSession {
             leaving: ObjectSet::default(),
             released: ObjectSet::default(),
             ingest_reporter: IngestReporter::default(),
+            reported_progress: 0,
+            progress_reported_at: 0,
             bootstrap: Bootstrap::default(),
             max_bootstrap_bytes: DEFAULT_MAX_BOOTSTRAP_BYTES,
             storage_writes: true,
@@ -802,6 +811,7 @@ impl ClientSession {
         });
         self.subscriptions_sent = self.meta.subscriptions.version;
         self.ingest_reporter.identified();
+        self.reported_progress = self.meta.download.server_version;
         if self.meta.subscriptions.version > 0
             && self.subscription_state == SubscriptionState::Pending
         {
@@ -939,16 +949,51 @@ impl ClientSession {
         }
     }
 
-    /// Time passed: sends the Data Ingest queue report if one is due.
+    /// Time passed: sends the Data Ingest queue report or the download progress report if one
+    /// is due.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.report_ingest(now_ms);
+        self.report_progress(now_ms);
     }
 
     /// When [`ClientSession::handle_timeout`] next needs calling, if ever.
     pub fn poll_timeout(&self) -> Option<u64> {
-        matches!(self.phase, Phase::Identified | Phase::Active)
+        let ingest = matches!(self.phase, Phase::Identified | Phase::Active)
             .then(|| self.ingest_reporter.deadline())
-            .flatten()
+            .flatten();
+        match (ingest, self.progress_report_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the download cursor is to be reported in an UPLOAD without changesets: the client
+    /// integrated downloads the server has not heard of, and no UPLOAD is in flight or waiting
+    /// to carry the cursor. The server's views forget what the cursor shows the client can no
+    /// longer need (`FileView::confirm`), so a client that only reads must report it too.
+    fn progress_report_due(&self) -> Option<u64> {
+        (self.phase == Phase::Active
+            && self.meta.download.server_version > self.reported_progress
+            && self.in_flight == 0
+            && self.pending.is_empty()
+            && self.meta.transaction.is_none())
+        .then(|| {
+            self.progress_reported_at
+                .saturating_add(PROGRESS_REPORT_INTERVAL_MS)
+        })
+    }
+
+    /// Reports the download cursor in an UPLOAD without changesets when one is due.
+    fn report_progress(&mut self, now_ms: u64) {
+        if self.progress_report_due().is_some_and(|due| now_ms >= due) {
+            self.reported_progress = self.meta.download.server_version;
+            self.progress_reported_at = now_ms;
+            self.outbox.push_back(ClientMessage::Upload {
+                session: self.ident,
+                download_server_version: self.reported_progress,
+                changesets: Vec::new(),
+            });
+        }
     }
 
     /// Reports the Data Ingest queue (INGEST_STATUS) when the throttle says one is due.
@@ -1821,8 +1866,10 @@ impl ClientSession {
         }
         if let Some(last) = batch.last() {
             self.in_flight = last.client_version;
+            self.reported_progress = self.meta.download.server_version;
             self.outbox.push_back(ClientMessage::Upload {
                 session: self.ident,
+                download_server_version: self.reported_progress,
                 changesets: batch,
             });
         }

@@ -263,10 +263,12 @@ pub fn encode_client_message(msg: &ClientMessage) -> Vec<u8> {
         }
         ClientMessage::Upload {
             session,
+            download_server_version,
             changesets,
         } => {
             out.push(client_type::UPLOAD);
             write_u64(&mut out, *session);
+            write_u64(&mut out, *download_server_version);
             write_u64(&mut out, changesets.len() as u64);
             for changeset in changesets {
                 write_upload_changeset(&mut out, changeset);
@@ -534,6 +536,7 @@ pub fn decode_client_message(
         },
         client_type::UPLOAD => {
             let session = d.u64("session")?;
+            let download_server_version = d.u64("download_server_version")?;
             let count = d.count(
                 "changesets",
                 "max_changesets",
@@ -546,6 +549,7 @@ pub fn decode_client_message(
             }
             ClientMessage::Upload {
                 session,
+                download_server_version,
                 changesets,
             }
         }

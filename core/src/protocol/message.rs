@@ -148,10 +148,14 @@ pub enum ClientMessage {
         /// The client's current subscription set.
         subscriptions: SubscriptionSet,
     },
-    /// Changesets made on the client, in increasing client version.
+    /// Changesets made on the client, in increasing client version; with none, a report of the
+    /// client's download progress.
     Upload {
         /// The session.
         session: SessionIdent,
+        /// The client's download cursor (`server_version`): it integrated every change up to
+        /// there, and every changeset here is based on it.
+        download_server_version: u64,
         /// The changesets.
         changesets: Vec<UploadChangeset>,
     },

@@ -16,14 +16,14 @@ pub use message::*;
 
 /// The protocol version this build speaks, as negotiated in the WebSocket subprotocol
 /// (`eddy-sync/<version>`).
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The WebSocket subprotocol name for [`PROTOCOL_VERSION`].
-pub const SUBPROTOCOL: &str = "eddy-sync/4";
+pub const SUBPROTOCOL: &str = "eddy-sync/5";
 
 /// The same subprotocol under the name browsers can offer: their WebSocket API accepts only RFC
 /// 6455 tokens, and `/` is not a token character.
-pub const BROWSER_SUBPROTOCOL: &str = "eddy-sync.4";
+pub const BROWSER_SUBPROTOCOL: &str = "eddy-sync.5";
 
 /// The prefix every Eddy subprotocol name starts with.
 pub const SUBPROTOCOL_PREFIX: &str = "eddy-sync/";

@@ -628,9 +628,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 (latest_server_version, latest_server_version_salt),
                 subscriptions,
             ),
-            ClientMessage::Upload { changesets, .. } => {
-                self.on_upload(connection, ident, changesets)
-            }
+            ClientMessage::Upload {
+                download_server_version,
+                changesets,
+                ..
+            } => self.on_upload(connection, ident, download_server_version, changesets),
             ClientMessage::Transact { changeset, .. } => {
                 self.on_transact(connection, ident, changeset)
             }
@@ -1054,17 +1056,48 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         &mut self,
         connection: ConnectionId,
         ident: SessionIdent,
+        download_server_version: u64,
         changesets: Vec<UploadChangeset>,
     ) -> Result<(), SessionFailure> {
         self.upload_collections = None;
         let uploaded = changesets.len();
         let session = self.session_mut(connection, ident)?;
         let Phase::Identified {
-            file: file_ident, ..
+            file: file_ident,
+            cursor,
         } = session.phase
         else {
             return Err(fail(ErrorCode::BadMessageOrder, "UPLOAD before IDENT"));
         };
+        // The client cannot have integrated what the server has not sent it yet.
+        if download_server_version > cursor.server_version {
+            return Err(fail(
+                ErrorCode::BadProgress,
+                format!(
+                    "UPLOAD reports download cursor {download_server_version}, but this session \
+                     was sent only up to {}",
+                    cursor.server_version
+                ),
+            ));
+        }
+        if let Some(c) = changesets
+            .iter()
+            .find(|c| c.last_integrated_server_version != download_server_version)
+        {
+            return Err(fail(
+                ErrorCode::BadProgress,
+                format!(
+                    "changeset {} is based on server version {}, not on the UPLOAD's download \
+                     cursor {download_server_version}",
+                    c.client_version, c.last_integrated_server_version
+                ),
+            ));
+        }
+        if changesets.is_empty() {
+            // A progress report: nothing to integrate or acknowledge.
+            self.confirm(file_ident, download_server_version);
+            return Ok(());
+        }
         session.needs_download = true;
         self.dirty.insert((connection, ident));
         let file = self

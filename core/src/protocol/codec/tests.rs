@@ -168,12 +168,13 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                     subscriptions,
                 }
             ),
-        (num(), vec(upload_changeset(), 0..4)).prop_map(|(session, changesets)| {
-            ClientMessage::Upload {
+        (num(), num(), vec(upload_changeset(), 0..4)).prop_map(
+            |(session, download_server_version, changesets)| ClientMessage::Upload {
                 session,
+                download_server_version,
                 changesets,
             }
-        }),
+        ),
         (num(), upload_changeset())
             .prop_map(|(session, changeset)| ClientMessage::Transact { session, changeset }),
         num().prop_map(|session| ClientMessage::Unbind { session }),
@@ -905,6 +906,7 @@ fn spec_vectors() -> Vec<(&'static str, Msg)> {
             "client UPLOAD",
             Msg::Client(C::Upload {
                 session: 1,
+                download_server_version: 10,
                 changesets: vec![
                     UploadChangeset {
                         client_version: 5,
