@@ -12,7 +12,7 @@ use eddy_core::protocol::{
     IngestStatusEntry, IntegratedChangeset, ServerMessage, Subscription, SubscriptionSet,
     TransactResult, UploadChangeset,
 };
-use eddy_core::server::view::{decode_object, object_keys, ObjectKey};
+use eddy_core::server::view::{decode_object, encode_object_keys, object_keys, ObjectKey};
 use eddy_core::server::{
     AuthError, AuthenticatedUser, Authenticator, ConnectionId, MemoryStorage, ServerConfig,
     ServerEngine, ServerEvent, ServerStorage,
@@ -1385,4 +1385,60 @@ fn a_reader_s_progress_report_confirms_its_cursor_and_is_checked() {
         Some((1, ErrorCode::BadProgress)),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_subscription_two_links_deep_follows_changes_at_the_far_end() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    h.open(2, "bob");
+    h.subscribe_items(2, "link.link.n == 5");
+    let item = |key| ("Item".to_owned(), PrimaryKey::Int(key));
+    let link = |from: i64, to: i64| Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(from), "link"),
+        value: Value::Link(Link {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(to),
+        }),
+    };
+    // 3 -> 2 -> 1, and 4 on its own; items 5 to 9 link nowhere near.
+    let mut items = Vec::new();
+    for key in 1..=9 {
+        items.extend(create_item(key, 0));
+    }
+    items.extend([link(3, 2), link(2, 1), link(6, 5)]);
+    let out = h.send(1, upload(1, writer, 1, 0, &items));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(view_changes(&out, 2), (vec![], vec![]), "{out:?}");
+
+    let set_n = |key: i64, n: i64| Instruction::Set {
+        path: Path::field("Item", PrimaryKey::Int(key), "n"),
+        value: Value::Int(n),
+    };
+    let latest = h.engine.latest_version();
+    let out = h.send(1, upload(1, writer, 2, latest, &[set_n(1, 5)]));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(view_changes(&out, 2), (vec![item(3)], vec![]), "{out:?}");
+
+    // Item 2 now links to item 4: item 3 no longer reaches an n of 5.
+    let latest = h.engine.latest_version();
+    let out = h.send(1, upload(1, writer, 3, latest, &[link(2, 4)]));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    assert_eq!(view_changes(&out, 2), (vec![], vec![item(3)]), "{out:?}");
+
+    // Bob releases it (a reset removes it), and it comes back through the far end again: item
+    // 4 gets an n of 5.
+    let out = h.send(
+        2,
+        ClientMessage::Release {
+            session: 1,
+            objects: encode_object_keys(&[item(3)]),
+        },
+    );
+    assert_eq!(view_changes(&out, 2), (vec![item(3)], vec![]), "{out:?}");
+    let latest = h.engine.latest_version();
+    let out = h.send(1, upload(1, writer, 4, latest, &[set_n(4, 5)]));
+    assert!(error_code(&out).is_none(), "{out:?}");
+    let (entering, _) = view_changes(&out, 2);
+    assert_eq!(entering, vec![item(3)], "{out:?}");
 }

@@ -51,6 +51,11 @@ struct Args {
     /// runs write, so each write enters every receiver's view.
     #[arg(long, default_value_t = 0)]
     held: usize,
+    /// The `Item` query of every client's subscription with `--held`; it must match the held
+    /// objects and every object the runs write (their `n` is at least 0). A query that follows
+    /// `link` makes each write recheck the objects that link to the written one.
+    #[arg(long, default_value = "n >= 0")]
+    query: String,
 }
 
 /// Primary keys of the latency run's objects start here; throughput objects are the client
@@ -78,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let token = server.anonymous_token().await?;
     let clients = connect(&server, &token, args.clients).await?;
     if args.held > 0 {
-        hold(&clients, args.held).await?;
+        hold(&clients, args.held, &args.query).await?;
     }
     latency(&server, &clients, args.writes).await?;
     throughput(&server, &clients, args.seconds, args.batch, args.window).await?;
@@ -110,7 +115,7 @@ async fn connect(server: &Server, token: &str, count: usize) -> anyhow::Result<V
 
 /// The first client creates `count` objects; then every client subscribes to a query matching
 /// them (and every object the runs write) and waits until its view holds them all.
-async fn hold(clients: &[Arc<Client>], count: usize) -> anyhow::Result<()> {
+async fn hold(clients: &[Arc<Client>], count: usize, query: &str) -> anyhow::Result<()> {
     let first = clients.first().ok_or_else(|| anyhow!("no clients"))?;
     let keys: Vec<i64> = (HELD_KEYS..).take(count).collect();
     for chunk in keys.chunks(HELD_BATCH) {
@@ -122,7 +127,7 @@ async fn hold(clients: &[Arc<Client>], count: usize) -> anyhow::Result<()> {
         subscriptions: vec![Subscription {
             name: "held items".into(),
             collection: "Item".into(),
-            query: "n >= 0".into(),
+            query: query.into(),
         }],
     };
     for client in clients {

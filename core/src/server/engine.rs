@@ -35,7 +35,7 @@ use crate::server::state::snapshot_instructions;
 use crate::server::storage::{
     ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
 };
-use crate::server::view::{self, FileView, ObjectKey, SessionView, Touches};
+use crate::server::view::{self, Backlinks, FileView, ObjectKey, SessionView, Touches};
 use crate::sorted_map::SortedMap;
 use crate::store::{ApplyError, Changes, Store};
 use crate::transform::{transform, MergeDecision};
@@ -330,6 +330,8 @@ pub struct ServerEngine<S, A> {
     views: HashMap<u64, FileView>,
     /// The last server version that touched each object.
     touches: Touches,
+    /// Which objects link to each object.
+    backlinks: Backlinks,
     /// Files whose view changed since the last flush.
     dirty_views: BTreeSet<u64>,
     /// The latest INGEST_STATUS of each client file that held anything, as stored.
@@ -386,6 +388,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .collect();
         let mut scratch = Changes::default();
         let mut touches = Touches::default();
+        let mut backlinks = Backlinks::default();
         let mut views = HashMap::new();
         for (file, stored) in &stored.views {
             let view = FileView::from_stored(stored).map_err(|e| {
@@ -425,6 +428,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             })?;
             scratch = Changes::default();
             touches.record(&instructions, entry.server_version);
+            backlinks.record(&store, &instructions);
             if let Some(file) = files.get_mut(&entry.origin_file_ident) {
                 file.integrations
                     .push((entry.server_version, entry.client_version));
@@ -464,6 +468,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             state_cache: None,
             views,
             touches,
+            backlinks,
             dirty_views: BTreeSet::new(),
             ingest_status,
             upload_collections: None,
@@ -1373,6 +1378,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut decisions = decisions.into_iter();
         for (entry, instructions) in stored.into_iter().zip(instructions) {
             self.touches.record(&instructions, entry.server_version);
+            self.backlinks.record(&self.store, &instructions);
             if let Some(file) = self.files.get_mut(&entry.origin_file_ident) {
                 file.integrations
                     .push((entry.server_version, entry.client_version));
@@ -1997,7 +2003,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     .flat_map(|c| view::touched(store.schema(), &c.instructions))
                     .collect();
                 let dependencies = sv.matcher.link_dependencies(store.schema());
-                view::add_linking_objects(store, &dependencies, &mut touched);
+                view::add_linking_objects(&self.backlinks, &dependencies, &mut touched);
                 touched
             };
             sv.recheck_all = false;

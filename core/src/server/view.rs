@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::changeset::{decode_changeset, encode_changeset, DecodeLimits, Instruction, Path};
 use crate::protocol::SubscriptionSet;
 use crate::query::{self, DocumentFilter, ObjectSource, Query, UserContext};
-use crate::schema::{CollectionKind, Schema, PRIMARY_KEY};
+use crate::schema::{CollectionKind, ScalarType, Schema, PRIMARY_KEY};
 use crate::store::Store;
 use crate::value::{Document, ObjectId, PrimaryKey, Uuid, Value};
 use crate::wire::Reader;
@@ -900,6 +900,89 @@ impl Touches {
     }
 }
 
+/// Which objects link to each object: the reverse of every link the store's objects hold
+/// (in fields, collections and embedded objects), so that a change to an object rechecks only
+/// the objects whose subscriptions can reach it through links.
+#[derive(Clone, Debug, Default)]
+pub struct Backlinks {
+    /// Each object's link targets, sorted (objects without links have no entry).
+    outgoing: HashMap<ObjectKey, Vec<ObjectKey>>,
+    /// Each link target's sources.
+    incoming: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+}
+
+impl Backlinks {
+    /// Records the links of the objects `instructions` touched, as `store` holds them now
+    /// (objects of collections without link properties have none to record).
+    pub fn record(&mut self, store: &Store, instructions: &[Instruction]) {
+        let schema = store.schema();
+        let mut done: BTreeSet<(&str, &PrimaryKey)> = BTreeSet::new();
+        for (collection, key) in instructions.iter().filter_map(Instruction::object) {
+            if !done.insert((collection, key)) || !may_link(schema, collection, 0) {
+                continue;
+            }
+            let mut targets = Vec::new();
+            if let Some(doc) = store.get(collection, key) {
+                doc.values().for_each(|v| collect_links(v, &mut targets));
+            }
+            targets.sort();
+            targets.dedup();
+            let source = (collection.to_owned(), key.clone());
+            let old = if targets.is_empty() {
+                self.outgoing.remove(&source)
+            } else {
+                self.outgoing.insert(source.clone(), targets.clone())
+            }
+            .unwrap_or_default();
+            for gone in old.iter().filter(|t| targets.binary_search(t).is_err()) {
+                if let Some(sources) = self.incoming.get_mut(gone) {
+                    sources.remove(&source);
+                    if sources.is_empty() {
+                        self.incoming.remove(gone);
+                    }
+                }
+            }
+            for new in targets
+                .into_iter()
+                .filter(|t| old.binary_search(t).is_err())
+            {
+                self.incoming.entry(new).or_default().insert(source.clone());
+            }
+        }
+    }
+
+    /// The objects that link to `target`.
+    pub fn linking(&self, target: &ObjectKey) -> impl Iterator<Item = &ObjectKey> {
+        self.incoming.get(target).into_iter().flatten()
+    }
+}
+
+/// Whether objects of `collection` can hold links (a link property, or one in an embedded
+/// object; `depth` bounds embedded objects that contain themselves).
+fn may_link(schema: &Schema, collection: &str, depth: usize) -> bool {
+    depth < 8
+        && schema.collection(collection).is_some_and(|c| {
+            c.properties.values().any(|p| match &p.ty {
+                ScalarType::Link(_) => true,
+                ScalarType::Embedded(target) => may_link(schema, target, depth + 1),
+                _ => false,
+            })
+        })
+}
+
+/// Adds every link target in `value` to `out`.
+fn collect_links(value: &Value, out: &mut Vec<ObjectKey>) {
+    match value {
+        Value::Link(link) => out.push((link.collection.clone(), link.key.clone())),
+        Value::List(elements) | Value::Set(elements) => {
+            elements.iter().for_each(|v| collect_links(v, out));
+        }
+        Value::Dict(entries) => entries.values().for_each(|v| collect_links(v, out)),
+        Value::Object(doc) => doc.values().for_each(|v| collect_links(v, out)),
+        _ => {}
+    }
+}
+
 /// What one session of a file knows about its view beyond the file's [`FileView`].
 #[derive(Clone, Debug, Default)]
 pub struct SessionView {
@@ -931,28 +1014,33 @@ pub fn touched(schema: &Schema, instructions: &[Instruction]) -> BTreeSet<Object
         .collect()
 }
 
-/// Adds to `candidates` every object of a collection whose subscriptions follow links into a
-/// collection one of the candidates belongs to (see [`Matcher::link_dependencies`]).
+/// Adds to `candidates` every object that reaches one of them through links within the
+/// collections of `dependencies` (see [`Matcher::link_dependencies`]): whether such an object
+/// matches a query that follows its links may have changed with the candidate.
 pub fn add_linking_objects(
-    store: &Store,
+    backlinks: &Backlinks,
     dependencies: &[(String, Vec<String>)],
     candidates: &mut BTreeSet<ObjectKey>,
 ) {
-    let sources: Vec<&String> = dependencies
-        .iter()
-        .filter(|(_, targets)| {
-            candidates
-                .iter()
-                .any(|(c, _)| targets.binary_search(c).is_ok())
+    if dependencies.is_empty() {
+        return;
+    }
+    let on_a_path = |collection: &str| {
+        dependencies.iter().any(|(source, targets)| {
+            source == collection || targets.iter().any(|t| t == collection)
         })
-        .map(|(source, _)| source)
+    };
+    let mut frontier: Vec<ObjectKey> = candidates
+        .iter()
+        .filter(|(c, _)| on_a_path(c))
+        .cloned()
         .collect();
-    for source in sources {
-        candidates.extend(
-            store
-                .objects(source)
-                .map(|(key, _)| (source.clone(), key.clone())),
-        );
+    while let Some(target) = frontier.pop() {
+        for source in backlinks.linking(&target) {
+            if on_a_path(&source.0) && candidates.insert(source.clone()) {
+                frontier.push(source.clone());
+            }
+        }
     }
 }
 
@@ -1159,6 +1247,52 @@ mod tests {
         })
         .unwrap();
         assert_eq!((read.narrowed_at(), read.forgotten_at()), (9, 0));
+    }
+
+    #[test]
+    fn backlinks_follow_links_as_they_are_set_moved_and_erased() {
+        let object = |k: i64| ("Item".to_owned(), PrimaryKey::Int(k));
+        let link = |from: i64, to: i64| Instruction::Set {
+            path: Path::field("Item", PrimaryKey::Int(from), "link"),
+            value: Value::Link(crate::value::Link {
+                collection: "Item".into(),
+                key: PrimaryKey::Int(to),
+            }),
+        };
+        let mut store = store_with(&[1, 2, 3]);
+        let mut backlinks = Backlinks::default();
+        let apply = |store: &mut Store, backlinks: &mut Backlinks, i: Vec<Instruction>| {
+            store
+                .apply(&i, &mut crate::store::Changes::default())
+                .unwrap();
+            backlinks.record(store, &i);
+        };
+        let linking = |b: &Backlinks, k: i64| b.linking(&object(k)).cloned().collect::<Vec<_>>();
+        apply(&mut store, &mut backlinks, vec![link(2, 1), link(3, 1)]);
+        assert_eq!(linking(&backlinks, 1), vec![object(2), object(3)]);
+        apply(&mut store, &mut backlinks, vec![link(3, 2)]);
+        assert_eq!(linking(&backlinks, 1), vec![object(2)]);
+        assert_eq!(linking(&backlinks, 2), vec![object(3)]);
+        // An erased target keeps its sources (their links dangle); an erased source has none.
+        let erase = |k: i64| Instruction::EraseObject {
+            collection: "Item".into(),
+            key: PrimaryKey::Int(k),
+        };
+        apply(&mut store, &mut backlinks, vec![erase(1)]);
+        assert_eq!(linking(&backlinks, 1), vec![object(2)]);
+        apply(&mut store, &mut backlinks, vec![erase(3)]);
+        assert_eq!(linking(&backlinks, 2), Vec::<ObjectKey>::new());
+
+        // Candidates grow by what reaches them through links, and by nothing else.
+        apply(&mut store, &mut backlinks, item(4));
+        apply(&mut store, &mut backlinks, vec![link(4, 2)]);
+        let dependencies = vec![("Item".to_owned(), vec!["Item".to_owned()])];
+        let mut candidates = BTreeSet::from([object(1)]);
+        add_linking_objects(&backlinks, &dependencies, &mut candidates);
+        assert_eq!(
+            candidates,
+            BTreeSet::from([object(1), object(2), object(4)])
+        );
     }
 
     #[test]

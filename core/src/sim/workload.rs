@@ -246,6 +246,7 @@ pub fn random_subscriptions(rng: &mut SplitMix64) -> SubscriptionSet {
         "n < 50 OR s == nil",
         "labels.@count > 0",
         "c BETWEEN {0, 1000}",
+        "link.n >= 10",
     ];
     let count = 1 + rng.below(2) as usize;
     let subscriptions = (0..count)
