@@ -266,11 +266,17 @@ impl Outgoing {
 
     /// Writes what is queued: for the end of a connection.
     pub async fn drain(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
+    }
+
+    /// Writes what is queued, waiting for the socket whenever it is full: ready once the queue
+    /// is empty.
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.flush(&mut self.lock())? {
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
-            self.tcp.writable().await?;
+            ready!(self.tcp.as_ref().poll_write_ready(cx))?;
         }
     }
 }
@@ -303,12 +309,7 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            if self.out.flush(&mut self.out.lock())? {
-                return Poll::Ready(Ok(()));
-            }
-            ready!(self.out.tcp.as_ref().poll_write_ready(cx))?;
-        }
+        self.out.poll_drain(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
