@@ -270,19 +270,28 @@ pub struct ClientFileInfo {
     pub user: String,
     /// How many changesets of it the history holds.
     pub changesets: u64,
+    /// How many objects its flexible-sync view keeps a row for, as stored: objects held,
+    /// owed a reset, or remembered for a reset sent (0 for a file that holds everything). Rows
+    /// of erased objects and old resets go once the file's download cursor passes them.
+    pub view_objects: u64,
 }
 
-/// Every client file the server allocated, with the user and how much it uploaded.
+/// Every client file the server allocated, with the user, how much it uploaded and the size of
+/// its view.
 pub fn client_files(conn: &Connection) -> Result<Vec<ClientFileInfo>, ServerError> {
     let mut stmt = conn.prepare(
-        "SELECT f.ident, f.user_id, (SELECT COUNT(*) FROM history h WHERE h.origin_file_ident = f.ident)
+        "SELECT f.ident, f.user_id,
+            (SELECT COUNT(*) FROM history h WHERE h.origin_file_ident = f.ident),
+            (SELECT COUNT(*) FROM client_view_objects v WHERE v.ident = f.ident)
          FROM client_files f ORDER BY f.ident",
     )?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     let rows = stmt.query_map([], |r| {
         Ok(ClientFileInfo {
             client_file_ident: u64::from_ne_bytes(r.get::<_, i64>(0)?.to_ne_bytes()),
             user: r.get(1)?,
-            changesets: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            changesets: count(r.get(2)?),
+            view_objects: count(r.get(3)?),
         })
     })?;
     rows.collect::<Result<_, _>>().map_err(Into::into)

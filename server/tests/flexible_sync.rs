@@ -299,3 +299,79 @@ async fn a_subscription_change_brings_in_and_removes_objects_without_a_reconnect
     b.wait_for_download(WAIT).await.unwrap();
     assert_eq!(b.read(item_keys).unwrap(), [1, 2, 3, 4]);
 }
+
+/// How many object rows the view of `client`'s file keeps, from `GET /api/admin/sessions`.
+async fn view_objects(server: &Server, client: &Client) -> u64 {
+    let ident = client.client_file_ident().unwrap();
+    let (status, sessions) = server.admin("/api/admin/sessions").await;
+    assert_eq!(status, 200, "{sessions}");
+    sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["client_file_ident"].as_u64() == Some(ident))
+        .and_then(|s| s["view_objects"].as_u64())
+        .unwrap_or_else(|| panic!("client file {ident} is not listed: {sessions}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_s_view_forgets_erased_objects_once_it_reports_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let (a_token, _) = sign_in(server.addr).await;
+    let a = Client::connect(&server.sync_url(), &a_token, sim_schema()).unwrap();
+    a.update_subscriptions(items_where("n < 50")).unwrap();
+    a.wait_for_download(WAIT).await.unwrap();
+
+    let (b_token, _) = sign_in(server.addr).await;
+    let b = Client::connect(&server.sync_url(), &b_token, sim_schema()).unwrap();
+    b.write(|tx| {
+        (1..=20).try_for_each(|key| {
+            let pk = PrimaryKey::Int(key);
+            tx.create("Item", pk.clone())?;
+            tx.set(FieldPath::field("Item", pk, "n"), Value::Int(key))
+        })
+    })
+    .unwrap();
+    b.wait_for_upload(WAIT).await.unwrap();
+    until(&a, "A holds the 20 items", |s| item_keys(s).len() == 20).await;
+    assert_eq!(view_objects(&server, &a).await, 20);
+
+    b.write(|tx| (1..=20).try_for_each(|key| tx.erase("Item", PrimaryKey::Int(key))))
+        .unwrap();
+    b.wait_for_upload(WAIT).await.unwrap();
+    until(&a, "A saw the erases", |s| item_keys(s).is_empty()).await;
+    // A only reads: its progress report (at most a second after the erases arrived) confirms
+    // them, and its view drops the rows of the erased objects.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while view_objects(&server, &a).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's view still keeps {} rows",
+            view_objects(&server, &a).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A new item still reaches A, and A's own writes still go through.
+    b.write(|tx| {
+        let pk = PrimaryKey::Int(21);
+        tx.create("Item", pk.clone())?;
+        tx.set(FieldPath::field("Item", pk, "n"), Value::Int(21))
+    })
+    .unwrap();
+    until(&a, "A holds item 21", |s| item_keys(s) == [21]).await;
+    a.write(|tx| {
+        tx.set(
+            FieldPath::field("Item", PrimaryKey::Int(21), "n"),
+            Value::Int(22),
+        )
+    })
+    .unwrap();
+    a.wait_for_upload(WAIT).await.unwrap();
+    assert!(
+        a.progress().last_error.is_none(),
+        "{:?}",
+        a.progress().last_error
+    );
+    assert_eq!(a.progress().client_resets, 0);
+}
