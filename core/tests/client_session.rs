@@ -99,18 +99,7 @@ fn a_session_that_discards_storage_writes_still_syncs_and_persists_nothing() {
     write_one(&mut s);
     let sent: Vec<ClientMessage> = std::iter::from_fn(|| s.poll_transmit()).collect();
     assert!(matches!(&sent[..], [ClientMessage::Upload { .. }]));
-    let remote = DownloadChangeset {
-        server_version: 1,
-        last_integrated_client_version: 0,
-        origin_timestamp: 5,
-        origin_file_ident: 9,
-        original_size: 0,
-        body: encode_changeset(&[Instruction::CreateObject {
-            collection: "Item".into(),
-            key: PrimaryKey::Int(2),
-        }]),
-    };
-    s.handle_message(0, download(2, 1, vec![remote]));
+    s.handle_message(0, download(2, 1, vec![remote_item(1, 2)]));
     let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
     assert!(events.iter().any(|e| matches!(e, SessionEvent::Changes(_))));
     assert!(
