@@ -1296,6 +1296,14 @@ fn a_view_forgets_an_erased_object_once_the_file_confirms_the_erase() {
         let (code, out) = (error_code(&to_this), to_this);
         if refused {
             assert_eq!(code, Some((1, ErrorCode::BadClientFile)), "{out:?}");
+            let message = out.iter().find_map(|(_, m)| match m {
+                ServerMessage::Error { message, .. } => Some(message.as_str()),
+                _ => None,
+            });
+            assert!(
+                message.is_some_and(|m| m.contains("confirmed version") && !m.contains("  ")),
+                "{message:?}"
+            );
             assert_eq!(ErrorCode::BadClientFile.action(), ErrorAction::ClientReset);
         } else {
             assert!(code.is_none(), "{out:?}");

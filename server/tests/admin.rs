@@ -11,12 +11,11 @@ use std::time::Duration;
 
 mod support;
 
-use eddy_core::changeset::Path as FieldPath;
 use eddy_core::sim::sim_schema;
-use eddy_core::store::{ApplyError, WriteTransaction};
+use eddy_core::store::ApplyError;
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
-use support::{anonymous_token, http, Server, WAIT};
+use support::{anonymous_token, http, set_item, Server, WAIT};
 
 /// Debug builds integrate 100,000 objects slowly.
 const LONG_WAIT: Duration = Duration::from_secs(300);
@@ -55,14 +54,6 @@ fn percent_encode(text: &str) -> String {
             }
         })
         .collect()
-}
-
-fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
-    let pk = PrimaryKey::Int(key);
-    if tx.get("Item", &pk).is_none() {
-        tx.create("Item", pk.clone())?;
-    }
-    tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,18 +14,10 @@ use eddy_core::changeset::Path as FieldPath;
 use eddy_core::client::ResetMode;
 use eddy_core::protocol::{ErrorCode, TransactResult};
 use eddy_core::sim::sim_schema;
-use eddy_core::store::{ApplyError, Store, WriteTransaction};
+use eddy_core::store::{ApplyError, Store};
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::{Client, ClientError, ClientOptions, ClientStorage};
-use support::{anonymous_client, anonymous_token, http, Server, WAIT};
-
-fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
-    let pk = PrimaryKey::Int(key);
-    if tx.get("Item", &pk).is_none() {
-        tx.create("Item", pk.clone())?;
-    }
-    tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
-}
+use support::{anonymous_client, anonymous_token, http, set_item, Server, WAIT};
 
 fn item_field(store: &Store, key: i64, field: &str) -> Option<Value> {
     store

@@ -10,27 +10,18 @@ mod support;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use eddy_core::changeset::{decode_changeset, DecodeLimits, Instruction, Path as FieldPath};
+use eddy_core::changeset::{decode_changeset, DecodeLimits, Instruction};
 use eddy_core::protocol::{decode_client_message, ClientMessage, MessageLimits};
 use eddy_core::sim::sim_schema;
-use eddy_core::store::{ApplyError, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
-use support::{anonymous_client, http, Server, WAIT};
+use support::{anonymous_client, http, set_item, Server, WAIT};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
-    let pk = PrimaryKey::Int(key);
-    if tx.get("Item", &pk).is_none() {
-        tx.create("Item", pk.clone())?;
-    }
-    tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
-}
 
 /// Opens the feed and sends `request` as the first message.
 async fn open_feed(server: &Server, request: Json) -> Socket {

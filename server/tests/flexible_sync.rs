@@ -18,7 +18,7 @@ use eddy_core::sim::sim_schema;
 use eddy_core::store::{ApplyError, Store, WriteTransaction};
 use eddy_core::value::{PrimaryKey, Value};
 use eddy_server::client::Client;
-use support::{http, Server, WAIT};
+use support::{http, set_item, Server, WAIT};
 
 /// Notes are readable by their owner, and by everyone when public; only the owner may write.
 const APP_TOML: &str = r#"
@@ -245,12 +245,7 @@ async fn a_subscription_change_brings_in_and_removes_objects_without_a_reconnect
     let (b_token, _) = sign_in(server.addr).await;
     let b = Client::connect(&server.sync_url(), &b_token, sim_schema()).unwrap();
     for (key, n) in [(1, 5), (2, 15), (3, 25), (4, 35)] {
-        b.write(|tx| {
-            let pk = PrimaryKey::Int(key);
-            tx.create("Item", pk.clone())?;
-            tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
-        })
-        .unwrap();
+        b.write(|tx| set_item(tx, key, n)).unwrap();
     }
     b.wait_for_upload(WAIT).await.unwrap();
 
@@ -325,14 +320,8 @@ async fn a_reader_s_view_forgets_erased_objects_once_it_reports_its_cursor() {
 
     let (b_token, _) = sign_in(server.addr).await;
     let b = Client::connect(&server.sync_url(), &b_token, sim_schema()).unwrap();
-    b.write(|tx| {
-        (1..=20).try_for_each(|key| {
-            let pk = PrimaryKey::Int(key);
-            tx.create("Item", pk.clone())?;
-            tx.set(FieldPath::field("Item", pk, "n"), Value::Int(key))
-        })
-    })
-    .unwrap();
+    b.write(|tx| (1..=20).try_for_each(|key| set_item(tx, key, key)))
+        .unwrap();
     b.wait_for_upload(WAIT).await.unwrap();
     until(&a, "A holds the 20 items", |s| item_keys(s).len() == 20).await;
     assert_eq!(view_objects(&server, &a).await, 20);
@@ -353,12 +342,7 @@ async fn a_reader_s_view_forgets_erased_objects_once_it_reports_its_cursor() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // A new item still reaches A, and A's own writes still go through.
-    b.write(|tx| {
-        let pk = PrimaryKey::Int(21);
-        tx.create("Item", pk.clone())?;
-        tx.set(FieldPath::field("Item", pk, "n"), Value::Int(21))
-    })
-    .unwrap();
+    b.write(|tx| set_item(tx, 21, 21)).unwrap();
     until(&a, "A holds item 21", |s| item_keys(s) == [21]).await;
     a.write(|tx| {
         tx.set(

@@ -961,10 +961,10 @@ impl ClientSession {
         let ingest = matches!(self.phase, Phase::Identified | Phase::Active)
             .then(|| self.ingest_reporter.deadline())
             .flatten();
-        match (ingest, self.progress_report_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [ingest, self.progress_report_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When the download cursor is to be reported in an UPLOAD without changesets: the client

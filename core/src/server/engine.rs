@@ -976,7 +976,10 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             return Err(fail(
                 ErrorCode::BadClientFile,
                 format!(
-                    "the client file is at server version {}, but it already confirmed version                      {forgotten_at} and the server has forgotten objects erased before that                      (a file restored from a copy, or storage that lost commits): reset the                      client file",
+                    "the client file is at server version {}, but it already confirmed version \
+                     {forgotten_at} and the server has forgotten objects erased before that (a \
+                     file restored from a copy, or storage that lost commits): reset the client \
+                     file",
                     download.server_version
                 ),
             ));

@@ -928,12 +928,7 @@ impl Backlinks {
             targets.sort();
             targets.dedup();
             let source = (collection.to_owned(), key.clone());
-            let old = if targets.is_empty() {
-                self.outgoing.remove(&source)
-            } else {
-                self.outgoing.insert(source.clone(), targets.clone())
-            }
-            .unwrap_or_default();
+            let old = self.outgoing.remove(&source).unwrap_or_default();
             for gone in old.iter().filter(|t| targets.binary_search(t).is_err()) {
                 if let Some(sources) = self.incoming.get_mut(gone) {
                     sources.remove(&source);
@@ -942,11 +937,14 @@ impl Backlinks {
                     }
                 }
             }
-            for new in targets
-                .into_iter()
-                .filter(|t| old.binary_search(t).is_err())
-            {
-                self.incoming.entry(new).or_default().insert(source.clone());
+            for new in targets.iter().filter(|t| old.binary_search(t).is_err()) {
+                self.incoming
+                    .entry(new.clone())
+                    .or_default()
+                    .insert(source.clone());
+            }
+            if !targets.is_empty() {
+                self.outgoing.insert(source, targets);
             }
         }
     }

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use eddy_core::changeset::Path as FieldPath;
 use eddy_core::sim::sim_schema;
+use eddy_core::store::{ApplyError, WriteTransaction};
+use eddy_core::value::{PrimaryKey, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long any single expected event may take before a test fails.
@@ -183,4 +186,13 @@ pub async fn anonymous_token(addr: SocketAddr) -> String {
     let (status, body) = http(addr, "POST", "/api/auth/anonymous", &[], None).await;
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().unwrap().to_string()
+}
+
+/// Sets `n` of the `Item` with primary key `key`, creating the object when it is missing.
+pub fn set_item(tx: &mut WriteTransaction<'_>, key: i64, n: i64) -> Result<(), ApplyError> {
+    let pk = PrimaryKey::Int(key);
+    if tx.get("Item", &pk).is_none() {
+        tx.create("Item", pk.clone())?;
+    }
+    tx.set(FieldPath::field("Item", pk, "n"), Value::Int(n))
 }
