@@ -8,8 +8,11 @@
 // A benchmark reads the monotonic clock and prints its results; the clippy bans are for eddy-core.
 #![allow(clippy::disallowed_methods, clippy::print_stdout)]
 
+mod floor;
+#[path = "../support/mod.rs"]
 mod support;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +59,16 @@ struct Args {
     /// `link` makes each write recheck the objects that link to the written one.
     #[arg(long, default_value = "n >= 0")]
     query: String,
+    /// Also run the latency measurement against the loopback floor: a relay of raw 16-byte
+    /// frames over TCP that syncs a file before relaying each, and one that does not.
+    #[arg(long)]
+    floor: bool,
+    /// Run as the floor's relay, appending to this file (how `--floor` starts its child).
+    #[arg(long, hide = true)]
+    relay_log: Option<PathBuf>,
+    /// With `--relay-log`: relay without syncing the file.
+    #[arg(long, hide = true)]
+    relay_without_sync: bool,
 }
 
 /// Primary keys of the latency run's objects start here; throughput objects are the client
@@ -68,9 +81,17 @@ const HELD_KEYS: i64 = 2_000_000;
 /// How many of those objects one write creates.
 const HELD_BATCH: usize = 10_000;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(log) = &args.relay_log {
+        return floor::serve(log, !args.relay_without_sync);
+    }
+    tokio::runtime::Runtime::new()
+        .context("cannot start the runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if args.clients < 2 {
         bail!(
             "--clients {} is too few; latency needs a writer and a reader",
@@ -86,6 +107,11 @@ async fn main() -> anyhow::Result<()> {
         hold(&clients, args.held, &args.query).await?;
     }
     latency(&server, &clients, args.writes).await?;
+    if args.floor {
+        for durable in [true, false] {
+            floor_latency(dir.path(), args.clients, args.writes, durable).await?;
+        }
+    }
     throughput(&server, &clients, args.seconds, args.batch, args.window).await?;
     drop(clients);
     // Nothing is left to flush that the figures depend on.
@@ -224,6 +250,78 @@ async fn watch(client: Arc<Client>, index: usize, current: Current, base: Instan
     }
 }
 
+/// Every reader's sample of the latency rounds, and each write's first and last.
+#[derive(Debug)]
+struct Latencies {
+    readers: usize,
+    samples: Vec<i64>,
+    firsts: Vec<i64>,
+    lasts: Vec<i64>,
+}
+
+impl Latencies {
+    fn new(writes: usize, readers: usize) -> Self {
+        Latencies {
+            readers,
+            samples: Vec::with_capacity(writes.saturating_mul(readers)),
+            firsts: Vec::with_capacity(writes),
+            lasts: Vec::with_capacity(writes),
+        }
+    }
+
+    /// Makes the write of `key` by `writer` the one every reader looks for.
+    fn begin(&self, current: &Current, key: i64, writer: usize) -> Arc<Round> {
+        let round = Arc::new(Round {
+            key,
+            writer,
+            samples: Mutex::new(Vec::with_capacity(self.readers)),
+            left: AtomicUsize::new(self.readers),
+            done: Notify::new(),
+        });
+        *current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&round));
+        round
+    }
+
+    /// Waits until every reader has reported `round`, and keeps their samples.
+    async fn finish(&mut self, round: &Round) -> anyhow::Result<()> {
+        tokio::time::timeout(WAIT, round.done.notified())
+            .await
+            .with_context(|| format!("object {} never reached every reader", round.key))?;
+        let mut samples = round
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.firsts.extend(samples.iter().min().copied());
+        self.lasts.extend(samples.iter().max().copied());
+        self.samples.append(&mut samples);
+        Ok(())
+    }
+
+    /// Prints the quantiles, naming what was measured with `what`.
+    fn print(mut self, what: &str) {
+        self.samples.sort_unstable();
+        self.firsts.sort_unstable();
+        self.lasts.sort_unstable();
+        println!(
+            "{what}, {} clients, {} pairs: p50 {}, p99 {}, max {}",
+            self.readers + 1,
+            self.samples.len(),
+            ms(quantile(&self.samples, 0.5)),
+            ms(quantile(&self.samples, 0.99)),
+            ms(self.samples.last().copied().unwrap_or_default()),
+        );
+        // When a write reaches its first and its last reader: the time to the fan-out and its
+        // length.
+        println!(
+            "{what}: first reader p50 {}, last reader p50 {}",
+            ms(quantile(&self.firsts, 0.5)),
+            ms(quantile(&self.lasts, 0.5)),
+        );
+    }
+}
+
 /// Writers take turns writing one object stamped with the shared clock; every other client
 /// records when it sees it.
 async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> anyhow::Result<()> {
@@ -238,67 +336,80 @@ async fn latency(server: &Server, clients: &[Arc<Client>], writes: usize) -> any
             tokio::spawn(watch(Arc::clone(client), index, Arc::clone(&current), base))
         })
         .collect();
-    let readers = clients.len().saturating_sub(1);
-    let mut samples = Vec::with_capacity(writes.saturating_mul(readers));
-    let (mut firsts, mut lasts) = (Vec::with_capacity(writes), Vec::with_capacity(writes));
+    let mut latencies = Latencies::new(writes, clients.len().saturating_sub(1));
     for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
         let writer = round % clients.len();
-        let shared = Arc::new(Round {
-            key,
-            writer,
-            samples: Mutex::new(Vec::with_capacity(readers)),
-            left: AtomicUsize::new(readers),
-            done: Notify::new(),
-        });
-        *current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&shared));
+        let round = latencies.begin(&current, key, writer);
         let client = clients
             .get(writer)
             .ok_or_else(|| anyhow!("no client {writer}"))?;
         client.write(|tx| set_item(tx, key, micros_since(base)))?;
-        tokio::time::timeout(WAIT, shared.done.notified())
-            .await
-            .with_context(|| format!("object {key} never reached every reader"))?;
-        let mut round = shared
-            .samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        firsts.extend(round.iter().min().copied());
-        lasts.extend(round.iter().max().copied());
-        samples.append(&mut round);
+        latencies.finish(&round).await?;
     }
     for watcher in watchers {
         watcher.abort();
     }
-    samples.sort_unstable();
-    firsts.sort_unstable();
-    lasts.sort_unstable();
-    println!(
-        "latency write->visible, {} clients, {} pairs: p50 {}, p99 {}, max {}",
-        clients.len(),
-        samples.len(),
-        ms(quantile(&samples, 0.5)),
-        ms(quantile(&samples, 0.99)),
-        ms(samples.last().copied().unwrap_or_default()),
-    );
-    // When a write reaches its first and its last reader: the time to the fan-out and its length.
-    println!(
-        "latency write->first reader p50 {}, write->last reader p50 {}",
-        ms(quantile(&firsts, 0.5)),
-        ms(quantile(&lasts, 0.5)),
-    );
+    latencies.print("latency write->visible");
     // The latency depends on the machine's load; the CPU each write costs far less.
-    let server_cpu = cpu_ms(server.child.id())?.saturating_sub(server_cpu);
-    let clients_cpu = cpu_ms(std::process::id())?.saturating_sub(clients_cpu);
+    print_cpu(
+        &format!("cpu per latency write, {} clients", clients.len()),
+        cpu_ms(server.child.id())?.saturating_sub(server_cpu),
+        cpu_ms(std::process::id())?.saturating_sub(clients_cpu),
+        writes,
+    );
+    Ok(())
+}
+
+/// Prints the server's and the clients' CPU milliseconds as microseconds per write.
+fn print_cpu(what: &str, server_ms: u64, clients_ms: u64, writes: usize) {
     // Display only.
     #[allow(clippy::cast_precision_loss)]
     let per = |cpu: u64| cpu as f64 * 1000.0 / writes.max(1) as f64;
     println!(
-        "cpu per latency write, {} clients: server {:.1} us, clients {:.1} us",
-        clients.len(),
-        per(server_cpu),
-        per(clients_cpu),
+        "{what}: server {:.1} us, clients {:.1} us",
+        per(server_ms),
+        per(clients_ms),
+    );
+}
+
+/// The latency run against the loopback floor (see `floor.rs`): `clients` raw TCP clients of a
+/// relay that syncs a file in `dir` before relaying each write when `durable`.
+async fn floor_latency(
+    dir: &std::path::Path,
+    clients: usize,
+    writes: usize,
+    durable: bool,
+) -> anyhow::Result<()> {
+    let relay = floor::Relay::start(dir, durable)?;
+    let base = Instant::now();
+    let current: Current = Arc::default();
+    let (mut writers, readers) = relay.connect(clients, &current, base).await?;
+    let relay_cpu = cpu_ms(relay.id())?;
+    let clients_cpu = cpu_ms(std::process::id())?;
+    let mut latencies = Latencies::new(writes, clients.saturating_sub(1));
+    for (round, key) in (0..writes).zip(LATENCY_KEYS..) {
+        let writer = round % clients;
+        let round = latencies.begin(&current, key, writer);
+        let stream = writers
+            .get_mut(writer)
+            .ok_or_else(|| anyhow!("no client {writer}"))?;
+        floor::write(stream, key, base).await?;
+        latencies.finish(&round).await?;
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    let what = if durable {
+        "floor write->visible (raw TCP relay, file synced per write)"
+    } else {
+        "floor write->visible (raw TCP relay, no sync)"
+    };
+    latencies.print(what);
+    print_cpu(
+        &format!("{what}, cpu per write, {clients} clients"),
+        cpu_ms(relay.id())?.saturating_sub(relay_cpu),
+        cpu_ms(std::process::id())?.saturating_sub(clients_cpu),
+        writes,
     );
     Ok(())
 }
