@@ -1450,3 +1450,99 @@ fn a_subscription_two_links_deep_follows_changes_at_the_far_end() {
     let (entering, _) = view_changes(&out, 2);
     assert_eq!(entering, vec![item(3)], "{out:?}");
 }
+
+/// Everything the engine sends in a scenario that reaches far back into the history: a fresh
+/// client downloading all of it in several DOWNLOADs, an upload and a transaction based on
+/// version 0, and after a restart a client catching up from an old cursor. Returns the messages
+/// and how many entries the engine held in memory at the end.
+fn far_back_scenario(history_cache_bytes: usize) -> (Vec<(ConnectionId, ServerMessage)>, usize) {
+    let config = || {
+        let mut config = ServerConfig::new(sim_schema(), 7);
+        config.history_cache_bytes = history_cache_bytes;
+        config.max_download_bytes = 300;
+        config
+    };
+    let mut h = Harness::with_config(config());
+    let mut out = Vec::new();
+    let (alice, _) = h.open(1, "alice");
+    for key in 1..=40 {
+        out.extend(h.send(
+            1,
+            upload(1, alice, key as u64, key as u64 - 1, &create_item(key, key)),
+        ));
+    }
+    // A fresh file downloads all 40 changesets.
+    h.connect(2);
+    let (bob, bob_salt) = match &h.send(2, bind(1, "good:bob", true))[..] {
+        [(
+            _,
+            ServerMessage::Ident {
+                client_file_ident,
+                client_file_ident_salt,
+                ..
+            },
+        )] => (*client_file_ident, *client_file_ident_salt),
+        other => panic!("expected IDENT, got {other:?}"),
+    };
+    out.extend(h.send(2, ident_msg(1, bob, bob_salt, DownloadCursor::default())));
+    // Bob's transaction based on version 0 conflicts with version 5's item.
+    out.extend(h.send(
+        2,
+        ClientMessage::Transact {
+            session: 1,
+            changeset: UploadChangeset {
+                client_version: 1,
+                last_integrated_server_version: 0,
+                origin_timestamp: 5,
+                origin_file_ident: bob,
+                body: encode_changeset(&create_item(5, 9)),
+            },
+        },
+    ));
+    // Bob's write based on version 0 creates item 3 too: transformed against all of it.
+    out.extend(h.send(2, upload(1, bob, 2, 0, &create_item(3, 300))));
+    // After a restart, Bob's file catches up from version 10.
+    let mut storage = h.engine.storage().clone();
+    storage.crash();
+    let mut h = Harness {
+        engine: ServerEngine::new(config(), storage, TestAuth).unwrap(),
+        now: 2,
+    };
+    h.connect(3);
+    out.extend(h.send(3, bind(1, "good:bob", false)));
+    let cursor = DownloadCursor {
+        server_version: 10,
+        last_integrated_client_version: 0,
+    };
+    out.extend(h.send(3, ident_msg(1, bob, bob_salt, cursor)));
+    out.extend(h.drain());
+    (out, h.engine.held_history_entries())
+}
+
+#[test]
+fn history_beyond_the_memory_budget_is_read_back_from_storage() {
+    let (everything, held_all) = far_back_scenario(usize::MAX);
+    assert!(held_all > 40, "{held_all}");
+    assert!(error_code(&everything).is_none(), "{everything:?}");
+    let downloads = everything
+        .iter()
+        .filter(|(c, m)| *c == 2 && matches!(m, ServerMessage::Download { .. }))
+        .count();
+    assert!(downloads > 2, "the catch-up should take several DOWNLOADs");
+    assert!(everything.iter().any(|(_, m)| matches!(
+        m,
+        ServerMessage::Transact {
+            result: TransactResult::Rejected {
+                code: ErrorCode::TransactConflict,
+                ..
+            },
+            ..
+        }
+    )));
+    // Holding none or a few of the entries changes nothing the clients see.
+    for budget in [0, 2_000] {
+        let (out, held) = far_back_scenario(budget);
+        assert!(held < 10, "budget {budget} held {held} entries");
+        assert_eq!(out, everything, "budget {budget}");
+    }
+}

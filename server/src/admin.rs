@@ -571,7 +571,7 @@ mod tests {
     fn write_items(dir: &Path, keys: impl IntoIterator<Item = i64>) {
         let mut storage = crate::storage::SqliteStorage::open(dir).unwrap();
         let mut store = Store::new(schema());
-        let start = storage.load().unwrap().history.len() as u64;
+        let start = storage.read_history(1, u64::MAX).unwrap().len() as u64;
         let mut entries = Vec::new();
         for (i, key) in keys.into_iter().enumerate() {
             let mut tx = store.write();

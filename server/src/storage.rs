@@ -323,36 +323,6 @@ impl ServerStorage for SqliteStorage {
             .map_err(storage_error)?;
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT server_version, origin_file_ident, client_version, origin_timestamp,
-                        original_size, body FROM history ORDER BY server_version",
-            )
-            .map_err(storage_error)?;
-        let history = stmt
-            .query_map([], |r| {
-                Ok(HistoryEntry {
-                    server_version: from_sql(r.get(0)?),
-                    origin_file_ident: from_sql(r.get(1)?),
-                    client_version: from_sql(r.get(2)?),
-                    origin_timestamp: from_sql(r.get(3)?),
-                    original_size: from_sql(r.get(4)?),
-                    body: r.get(5)?,
-                })
-            })
-            .map_err(storage_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(storage_error)?;
-        for (expected, entry) in (1u64..).zip(&history) {
-            if entry.server_version != expected {
-                return Err(StorageError(format!(
-                    "the history has a gap: server version {} follows {}",
-                    entry.server_version,
-                    expected - 1
-                )));
-            }
-        }
-        let mut stmt = self
-            .conn
             .prepare("SELECT ident, salt, user_id FROM client_files ORDER BY ident")
             .map_err(storage_error)?;
         let client_files = stmt
@@ -438,7 +408,6 @@ impl ServerStorage for SqliteStorage {
         }
         Ok(StoredState {
             history_salt: salt.map_or(0, from_sql),
-            history,
             client_files,
             views,
             ingest_status,
@@ -454,6 +423,34 @@ impl ServerStorage for SqliteStorage {
             )
             .map_err(storage_error)?;
         Ok(())
+    }
+
+    fn read_history(&mut self, from: u64, to: u64) -> Result<Vec<HistoryEntry>, StorageError> {
+        // Versions are stored as SQLite integers; none is above `i64::MAX`.
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT server_version, origin_file_ident, client_version, origin_timestamp,
+                        original_size, body FROM history
+                 WHERE server_version >= ?1 AND server_version < ?2 ORDER BY server_version",
+            )
+            .map_err(storage_error)?;
+        let entries = stmt
+            .query_map(params![clamp(from), clamp(to)], |r| {
+                Ok(HistoryEntry {
+                    server_version: from_sql(r.get(0)?),
+                    origin_file_ident: from_sql(r.get(1)?),
+                    client_version: from_sql(r.get(2)?),
+                    origin_timestamp: from_sql(r.get(3)?),
+                    original_size: from_sql(r.get(4)?),
+                    body: r.get(5)?,
+                })
+            })
+            .map_err(storage_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage_error)?;
+        Ok(entries)
     }
 
     fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError> {
@@ -651,8 +648,10 @@ mod tests {
         let state = s.load().unwrap();
         assert_eq!(state.history_salt, 7);
         assert_eq!(state.client_files, vec![file]);
+        assert_eq!(s.read_history(2, 3).unwrap(), vec![entry(2, vec![])]);
+        assert!(s.read_history(4, u64::MAX).unwrap().is_empty());
         assert_eq!(
-            state.history,
+            s.read_history(0, u64::MAX).unwrap(),
             vec![
                 entry(1, vec![1, 2]),
                 entry(2, vec![]),
@@ -721,9 +720,12 @@ mod tests {
             })
             .unwrap();
         }
-        let state = SqliteStorage::open(dir.path()).unwrap().load().unwrap();
-        assert_eq!(state.history, vec![entry(1, vec![1])]);
-        assert!(state.client_files.is_empty());
+        let mut s = SqliteStorage::open(dir.path()).unwrap();
+        assert_eq!(
+            s.read_history(1, u64::MAX).unwrap(),
+            vec![entry(1, vec![1])]
+        );
+        assert!(s.load().unwrap().client_files.is_empty());
     }
 
     #[test]
@@ -904,10 +906,27 @@ mod tests {
     fn a_gap_in_the_history_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStorage::open(dir.path()).unwrap();
-        s.append_history(&[entry(1, vec![]), entry(3, vec![])])
+        let empty = eddy_core::changeset::encode_changeset(&[]);
+        s.append_history(&[entry(1, empty.clone()), entry(3, empty)])
             .unwrap();
         s.flush().unwrap();
-        assert!(s.load().unwrap_err().0.contains("gap"));
+        #[derive(Debug)]
+        struct NoAuth;
+        impl eddy_core::server::Authenticator for NoAuth {
+            fn authenticate(
+                &self,
+                _: &str,
+                _: u64,
+            ) -> Result<eddy_core::server::AuthenticatedUser, eddy_core::server::AuthError>
+            {
+                Err(eddy_core::server::AuthError::Invalid(
+                    "no tokens here".into(),
+                ))
+            }
+        }
+        let config = eddy_core::server::ServerConfig::new(eddy_core::sim::sim_schema(), 1);
+        let error = eddy_core::server::ServerEngine::new(config, s, NoAuth).unwrap_err();
+        assert!(error.to_string().contains("gap-free"), "{error}");
     }
 
     proptest! {
@@ -935,9 +954,9 @@ mod tests {
                 s.append_history(&history).unwrap();
                 s.flush().unwrap();
             }
-            let state = SqliteStorage::open(dir.path()).unwrap().load().unwrap();
-            prop_assert_eq!(state.history_salt, fields.0);
-            prop_assert_eq!(state.history, history);
+            let mut s = SqliteStorage::open(dir.path()).unwrap();
+            prop_assert_eq!(s.load().unwrap().history_salt, fields.0);
+            prop_assert_eq!(s.read_history(1, u64::MAX).unwrap(), history);
         }
     }
 }

@@ -16,6 +16,7 @@
 //! last one (group commit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::ControlFlow;
 
 use crate::changeset::{
     decode_changeset, encode_changeset, Changeset, ChangesetMeta, CodecError, DecodeLimits,
@@ -31,6 +32,7 @@ use crate::protocol::{
 };
 use crate::query;
 use crate::schema::Schema;
+use crate::server::history::{decode_stored, History, READ_CHUNK};
 use crate::server::state::snapshot_instructions;
 use crate::server::storage::{
     ClientFileRecord, HistoryEntry, IngestRecord, ServerStorage, StorageError, StoredIngestStatus,
@@ -74,6 +76,10 @@ pub struct ServerConfig {
     pub message_limits: MessageLimits,
     /// Limits for decoding changeset bodies.
     pub changeset_limits: DecodeLimits,
+    /// About how much memory the latest history entries may take, bodies and decoded
+    /// instructions (64 MiB by default). Older entries are read back from storage when a client
+    /// that far behind needs them; every entry's metadata stays in memory (32 bytes each).
+    pub history_cache_bytes: usize,
     /// Whether [`ServerEvent::Integrated`] carries the integrated instructions and the merge
     /// decisions made while transforming them (for the dev console; costs a copy per changeset).
     pub record_merge_decisions: bool,
@@ -96,6 +102,7 @@ impl ServerConfig {
             state_segment_bytes: 1024 * 1024,
             message_limits: MessageLimits::default(),
             changeset_limits: DecodeLimits::default(),
+            history_cache_bytes: 64 << 20,
             record_merge_decisions: false,
             seed,
             roles: view::Roles::default(),
@@ -310,10 +317,8 @@ pub struct ServerEngine<S, A> {
     storage: S,
     auth: A,
     store: Store,
-    history: Vec<HistoryEntry>,
-    /// `history_bytes[i]` is the total body size of `history[..=i]`.
-    history_bytes: Vec<u64>,
-    decoded: Vec<Changeset>,
+    /// Every entry's metadata; the latest entries' bodies and instructions.
+    history: History,
     history_salt: u64,
     rng: SplitMix64,
     /// The latest time the driver passed in (server-made history entries carry it).
@@ -370,7 +375,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             needs_flush = true;
         }
         let mut store = Store::new(config.schema.clone());
-        let mut decoded = Vec::with_capacity(stored.history.len());
+        let mut history = History::new(config.history_cache_bytes, config.changeset_limits);
         let mut files: HashMap<u64, FileState> = stored
             .client_files
             .into_iter()
@@ -405,38 +410,40 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .into_iter()
             .filter(|(file, _)| files.contains_key(file))
             .collect();
-        for (i, entry) in stored.history.iter().enumerate() {
-            if entry.server_version != i as u64 + 1 {
-                return Err(StorageError(format!(
-                    "stored history has version {} at position {}; the history must be gap-free",
-                    entry.server_version,
-                    i + 1
-                )));
-            }
-            let instructions =
-                decode_changeset(&entry.body, &config.changeset_limits).map_err(|e| {
+        // The history is read a chunk at a time, so starting never holds all of it.
+        loop {
+            let from = history.len() + 1;
+            let chunk = storage.read_history(from, from + READ_CHUNK)?;
+            let Some(last) = chunk.last().map(|e| e.server_version) else {
+                break;
+            };
+            for (entry, expected) in chunk.into_iter().zip(from..) {
+                if entry.server_version != expected {
+                    return Err(StorageError(format!(
+                        "stored history has version {} at position {expected}; the history must be gap-free",
+                        entry.server_version
+                    )));
+                }
+                let Changeset { instructions, .. } =
+                    decode_stored(&entry, &config.changeset_limits)?;
+                store.apply(&instructions, &mut scratch).map_err(|e| {
                     StorageError(format!(
-                        "stored changeset {} does not decode: {e}",
+                        "stored changeset {} does not apply: {e}",
                         entry.server_version
                     ))
                 })?;
-            store.apply(&instructions, &mut scratch).map_err(|e| {
-                StorageError(format!(
-                    "stored changeset {} does not apply: {e}",
-                    entry.server_version
-                ))
-            })?;
-            scratch = Changes::default();
-            touches.record(&instructions, entry.server_version);
-            backlinks.record(&store, &instructions);
-            if let Some(file) = files.get_mut(&entry.origin_file_ident) {
-                file.integrations
-                    .push((entry.server_version, entry.client_version));
+                scratch = Changes::default();
+                touches.record(&instructions, entry.server_version);
+                backlinks.record(&store, &instructions);
+                if let Some(file) = files.get_mut(&entry.origin_file_ident) {
+                    file.integrations
+                        .push((entry.server_version, entry.client_version));
+                }
+                history.push(entry, instructions);
             }
-            decoded.push(Changeset {
-                meta: entry_meta(entry),
-                instructions,
-            });
+            if last < from + READ_CHUNK - 1 {
+                break;
+            }
         }
         for view in views.values_mut() {
             view.note_all_erased(&store, &touches);
@@ -446,16 +453,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             storage,
             auth,
             store,
-            history_bytes: stored
-                .history
-                .iter()
-                .scan(0u64, |total, e| {
-                    *total += e.body.len() as u64;
-                    Some(*total)
-                })
-                .collect(),
-            history: stored.history,
-            decoded,
+            history,
             history_salt,
             rng,
             clock_ms: 0,
@@ -482,7 +480,13 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// The latest server version.
     pub fn latest_version(&self) -> u64 {
-        self.history.len() as u64
+        self.history.len()
+    }
+
+    /// How many of the latest history entries the engine holds in memory, bodies and
+    /// instructions (see [`ServerConfig::history_cache_bytes`]).
+    pub fn held_history_entries(&self) -> usize {
+        self.history.held()
     }
 
     /// The storage (for drivers that inspect it, and simulations that crash it).
@@ -711,7 +715,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                         .take(MAX_LISTED_INTEGRATIONS)
                         .map(|&(sv, cv)| IntegratedChangeset {
                             client_version: cv,
-                            origin_timestamp: made_at(&self.history, sv),
+                            origin_timestamp: self.history.made_at(sv),
                         })
                         .collect()
                 });
@@ -984,7 +988,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 ),
             ));
         }
-        self.resend_lost_resets(file_ident, download.server_version);
+        self.resend_lost_resets(file_ident, download.server_version)?;
         self.confirm(file_ident, download.server_version);
         let session = self.session_mut(connection, ident)?;
         session.phase = Phase::Identified {
@@ -1234,18 +1238,17 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         // Only the concurrent changesets that can change ours are transformed against (and
         // cloned for it): with many clients writing, most of them touch other objects.
         let (objects, schema) = touched_objects(&ours);
-        let mut theirs: Vec<Changeset> = if objects.is_empty() && !schema {
-            Vec::new()
-        } else {
-            self.decoded
-                .iter()
-                .skip(base as usize)
-                .filter(|c| {
-                    c.meta.origin_file_ident != file_ident && interacts(c, &objects, schema)
+        let mut theirs: Vec<Changeset> = Vec::new();
+        if !objects.is_empty() || schema {
+            self.history
+                .walk(&mut self.storage, base + 1, u64::MAX, |_, c| {
+                    if c.meta.origin_file_ident != file_ident && interacts(c, &objects, schema) {
+                        theirs.push(c.clone());
+                    }
+                    ControlFlow::Continue(())
                 })
-                .cloned()
-                .collect()
-        };
+                .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+        }
         // The transform names changesets by index; the console needs their server versions.
         let concurrent: Vec<(u64, u64)> = theirs
             .iter()
@@ -1398,11 +1401,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 instructions: instructions_for_event,
                 decisions: decisions.next().unwrap_or_default(),
             });
-            self.decoded.push(Changeset {
-                meta: entry_meta(&entry),
-                instructions,
-            });
-            self.push_history(entry);
+            self.history.push(entry, instructions);
         }
         for (connection, conn) in &mut self.connections {
             for (ident, session) in conn.sessions.iter_mut() {
@@ -1413,13 +1412,6 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             }
         }
         Ok(())
-    }
-
-    /// Adds an entry to the in-memory history and the running total of body bytes.
-    fn push_history(&mut self, entry: HistoryEntry) {
-        let total = self.history_bytes.last().copied().unwrap_or(0) + entry.body.len() as u64;
-        self.history_bytes.push(total);
-        self.history.push(entry);
     }
 
     fn check_schema_changes(&self, instructions: &[Instruction]) -> Result<(), SessionFailure> {
@@ -1506,12 +1498,20 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let schema_change = instructions.iter().any(|i| i.object().is_none());
         // Accepted only if nothing integrated since the transaction's base touched the same
         // objects; a schema change conflicts with everything and everything with it.
-        let conflict = self.decoded.iter().skip(base as usize).find(|c| {
-            c.instructions.iter().any(|i| match i.object() {
-                Some(object) => schema_change || objects.contains(&object),
-                None => true,
+        let mut conflict = None;
+        self.history
+            .walk(&mut self.storage, base + 1, u64::MAX, |_, c| {
+                let touches_ours = c.instructions.iter().any(|i| match i.object() {
+                    Some(object) => schema_change || objects.contains(&object),
+                    None => true,
+                });
+                if touches_ours {
+                    conflict = Some(c.meta.version);
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
             })
-        });
+            .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
         let refused = self.refused_objects(file_ident, &user_id, base, &instructions);
         let result = if let Some(((collection, key), why)) = refused.first() {
             TransactResult::Rejected {
@@ -1520,12 +1520,11 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                     "the transaction writes {collection} {key:?}: {why}; nothing was integrated"
                 ),
             }
-        } else if let Some(c) = conflict {
+        } else if let Some(version) = conflict {
             TransactResult::Rejected {
                 code: ErrorCode::TransactConflict,
                 reason: format!(
-                    "server version {} changed the same objects concurrently; nothing was integrated",
-                    c.meta.version
+                    "server version {version} changed the same objects concurrently; nothing was integrated"
                 ),
             }
         } else {
@@ -1735,9 +1734,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             .binary_search_by_key(&client_version, |(_, cv)| *cv)
             .ok()?;
         let (server_version, _) = *integrations.get(at)?;
-        let entry = self
-            .history
-            .get(usize::try_from(server_version).ok()?.checked_sub(1)?)?;
+        let entry = self.history.meta(server_version)?;
         (entry.client_version == client_version && entry.origin_file_ident == file_ident)
             .then_some(entry.origin_timestamp)
     }
@@ -1808,38 +1805,41 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         let mut changesets = Vec::new();
         let mut bytes = 0;
         let mut version = cursor.server_version;
-        while version < latest && (bytes < self.config.max_download_bytes || changesets.is_empty())
-        {
-            let Some(entry) = self.history.get(version as usize) else {
-                break;
-            };
-            if bytes + entry.body.len() > self.config.max_download_bytes && !changesets.is_empty() {
-                break;
-            }
-            let decoded = self.decoded.get(version as usize);
-            let filtered =
-                decoded.and_then(|c| view::filter_instructions(file_view, schema, &c.instructions));
-            version += 1;
-            if entry.origin_file_ident == file_ident
-                || decoded.is_some_and(|c| c.instructions.is_empty())
-            {
-                continue;
-            }
-            // Changes to objects outside the file's view are left out.
-            let body = match filtered {
-                None => entry.body.clone(),
-                Some(kept) if kept.is_empty() => continue,
-                Some(kept) => encode_changeset(&kept),
-            };
-            bytes += body.len();
-            changesets.push(DownloadChangeset {
-                server_version: entry.server_version,
-                last_integrated_client_version: file.client_version_at(entry.server_version),
-                origin_timestamp: entry.origin_timestamp,
-                origin_file_ident: entry.origin_file_ident,
-                original_size: entry.original_size,
-                body,
+        let max_bytes = self.config.max_download_bytes;
+        let walked = self
+            .history
+            .walk(&mut self.storage, version + 1, latest, |entry, decoded| {
+                if !changesets.is_empty()
+                    && (bytes >= max_bytes || bytes + entry.body.len() > max_bytes)
+                {
+                    return ControlFlow::Break(());
+                }
+                version = entry.server_version;
+                if entry.origin_file_ident == file_ident || decoded.instructions.is_empty() {
+                    return ControlFlow::Continue(());
+                }
+                // Changes to objects outside the file's view are left out.
+                let body = match view::filter_instructions(file_view, schema, &decoded.instructions)
+                {
+                    None => entry.body.clone(),
+                    Some(kept) if kept.is_empty() => return ControlFlow::Continue(()),
+                    Some(kept) => encode_changeset(&kept),
+                };
+                bytes += body.len();
+                changesets.push(DownloadChangeset {
+                    server_version: entry.server_version,
+                    last_integrated_client_version: file.client_version_at(entry.server_version),
+                    origin_timestamp: entry.origin_timestamp,
+                    origin_file_ident: entry.origin_file_ident,
+                    original_size: entry.original_size,
+                    body,
+                });
+                ControlFlow::Continue(())
             });
+        if let Err(e) = walked {
+            let failure = fail(ErrorCode::OtherSessionError, e.to_string());
+            self.session_error(connection, ident, failure);
+            return true;
         }
         let mut update = ViewUpdate::default();
         if version == latest {
@@ -1865,18 +1865,15 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             return true;
         };
         let (upload_sv, upload_cv) = file.last_integration();
-        let upload_made = made_at(&self.history, upload_sv);
+        let upload_made = self.history.made_at(upload_sv);
         let new_cursor = DownloadCursor {
             server_version: version,
             last_integrated_client_version: file.client_version_at(version),
         };
-        let total_bytes = self.history_bytes.last().copied().unwrap_or(0);
-        let sent_bytes = version
-            .checked_sub(1)
-            .and_then(|i| self.history_bytes.get(i as usize))
-            .copied()
-            .unwrap_or(0);
-        let downloadable_bytes = total_bytes.saturating_sub(sent_bytes);
+        let downloadable_bytes = self
+            .history
+            .bytes_through(latest)
+            .saturating_sub(self.history.bytes_through(version));
         session.phase = Phase::Identified {
             file: file_ident,
             cursor: new_cursor,
@@ -1988,7 +1985,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
         if fv.holds_everything() && !sv.matcher.selects_everything(store.schema()) {
             // A file that held everything narrows: it holds exactly what exists now (and, should
             // this DOWNLOAD be lost, what it did not see erased; see `resend_lost_resets`).
-            fv.narrow(view::all_objects(store), self.history.len() as u64);
+            fv.narrow(view::all_objects(store), self.history.len());
             sv.recheck_all = true;
             changed = true;
         }
@@ -1999,12 +1996,19 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 all.extend(held.iter().cloned());
                 all
             } else {
-                let mut touched: BTreeSet<ObjectKey> = self
-                    .decoded
-                    .iter()
-                    .skip(from_version as usize)
-                    .flat_map(|c| view::touched(store.schema(), &c.instructions))
-                    .collect();
+                let mut touched = BTreeSet::new();
+                let walked =
+                    self.history
+                        .walk(&mut self.storage, from_version + 1, u64::MAX, |_, c| {
+                            touched.extend(view::touched(store.schema(), &c.instructions));
+                            ControlFlow::Continue(())
+                        });
+                if walked.is_err() {
+                    // Without the history since `from_version`, every object is checked: a
+                    // recheck of more objects than changed gives the same view.
+                    touched = view::all_objects(store);
+                    touched.extend(held.iter().cloned());
+                }
                 let dependencies = sv.matcher.link_dependencies(store.schema());
                 view::add_linking_objects(&self.backlinks, &dependencies, &mut touched);
                 touched
@@ -2232,22 +2236,24 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
 
     /// A reset goes out in the DOWNLOAD that reaches its version; a client whose download cursor
     /// is not past that version may have lost it with its connection, so it is owed again.
-    fn resend_lost_resets(&mut self, file_ident: u64, cursor: u64) {
+    fn resend_lost_resets(&mut self, file_ident: u64, cursor: u64) -> Result<(), SessionFailure> {
         let Some(fv) = self.views.get_mut(&file_ident) else {
-            return;
+            return Ok(());
         };
         let narrowed_at = fv.narrowed_at();
         if cursor < narrowed_at {
             // The DOWNLOAD that narrowed the view was lost: the client may still hold objects
             // erased since its cursor, which must keep receiving instructions.
             let schema = self.store.schema();
-            for changeset in self
-                .decoded
-                .iter()
-                .skip(cursor as usize)
-                .take((narrowed_at - cursor) as usize)
-            {
-                fv.hold(view::touched(schema, &changeset.instructions));
+            let mut touched = Vec::new();
+            self.history
+                .walk(&mut self.storage, cursor + 1, narrowed_at, |_, c| {
+                    touched.push(view::touched(schema, &c.instructions));
+                    ControlFlow::Continue(())
+                })
+                .map_err(|e| fail(ErrorCode::OtherSessionError, e.to_string()))?;
+            for objects in touched {
+                fv.hold(objects);
             }
             fv.set_narrowed_at(cursor);
             self.dirty_views.insert(file_ident);
@@ -2261,6 +2267,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.dirty_views.insert(file_ident);
             self.needs_flush = true;
         }
+        Ok(())
     }
 
     /// Stores a new file's view.
@@ -2449,10 +2456,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// history rewritten after a restore from backup gives different salts for the same versions,
     /// and a client that saw the old ones is told to reset.
     fn version_salt(&self, version: u64) -> u64 {
-        let Some(entry) = version
-            .checked_sub(1)
-            .and_then(|i| self.history.get(i as usize))
-        else {
+        let Some(entry) = self.history.meta(version) else {
             return self.history_salt;
         };
         let mut h = SplitMix64(self.history_salt ^ version.rotate_left(17));
@@ -2461,7 +2465,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             entry.origin_file_ident,
             entry.client_version,
             entry.origin_timestamp,
-            entry.body.len() as u64,
+            self.history.body_len(version),
         ] {
             h.0 ^= word;
             salt ^= h.next_u64();
@@ -2701,24 +2705,6 @@ fn interacts(changeset: &Changeset, objects: &[(&str, &PrimaryKey)], schema: boo
             i.object()
                 .is_none_or(|object| objects.binary_search(&object).is_ok())
         })
-}
-
-/// When the changeset at `server_version` was made (its origin's timestamp; 0 for none).
-fn made_at(history: &[HistoryEntry], server_version: u64) -> u64 {
-    usize::try_from(server_version)
-        .ok()
-        .and_then(|v| v.checked_sub(1))
-        .and_then(|index| history.get(index))
-        .map_or(0, |entry| entry.origin_timestamp)
-}
-
-fn entry_meta(entry: &HistoryEntry) -> ChangesetMeta {
-    ChangesetMeta {
-        version: entry.server_version,
-        last_integrated_remote_version: entry.client_version,
-        origin_timestamp: entry.origin_timestamp,
-        origin_file_ident: entry.origin_file_ident,
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! persists through (an in-memory implementation here; SQLite in the server crate).
 
 mod engine;
+mod history;
 mod state;
 mod storage;
 pub mod view;

@@ -64,8 +64,6 @@ pub struct ClientFileRecord {
 pub struct StoredState {
     /// The salt of this server file's history (chosen at creation, never changes).
     pub history_salt: u64,
-    /// The whole history, in order.
-    pub history: Vec<HistoryEntry>,
     /// Every allocated client file.
     pub client_files: Vec<ClientFileRecord>,
     /// The flexible-sync view of each client file that has one.
@@ -92,12 +90,16 @@ impl std::error::Error for StorageError {}
 /// engine calls it before sending anything that depends on them, so one flush covers every
 /// message handled since the last one: group commit).
 pub trait ServerStorage {
-    /// Reads the stored state (empty for a new file; `history_salt` 0 means "choose one").
+    /// Reads the stored state but the history (empty for a new file; `history_salt` 0 means
+    /// "choose one").
     fn load(&mut self) -> Result<StoredState, StorageError>;
     /// Records the history salt of a new file.
     fn set_history_salt(&mut self, salt: u64) -> Result<(), StorageError>;
     /// Appends integrated changesets.
     fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError>;
+    /// The history entries of server versions `from..to`, in order: those appended and not yet
+    /// flushed as well. Fewer than asked for only at the end of the history.
+    fn read_history(&mut self, from: u64, to: u64) -> Result<Vec<HistoryEntry>, StorageError>;
     /// Stores ingested (asymmetric) objects as documents of their collections, in the same commit
     /// as the history entries appended with them. An object whose collection already holds its
     /// primary key is skipped: the first insert wins.
@@ -123,6 +125,7 @@ pub trait ServerStorage {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStorage {
     durable: StoredState,
+    history: Vec<HistoryEntry>,
     buffered_history: Vec<HistoryEntry>,
     buffered_files: Vec<ClientFileRecord>,
     buffered_salt: Option<u64>,
@@ -158,7 +161,7 @@ impl MemoryStorage {
 
     /// The durable history.
     pub fn durable_history(&self) -> &[HistoryEntry] {
-        &self.durable.history
+        &self.history
     }
 
     /// Keeps only the first `version` history entries, as restoring an older backup would.
@@ -167,14 +170,14 @@ impl MemoryStorage {
         self.crash();
         let keep = usize::try_from(version)
             .unwrap_or(usize::MAX)
-            .min(self.durable.history.len());
+            .min(self.history.len());
         self.ingested.retain(|r| r.server_version <= version);
         self.ingested_keys = self
             .ingested
             .iter()
             .map(|r| (r.object.collection.clone(), r.object.key.clone()))
             .collect();
-        self.durable.history.split_off(keep)
+        self.history.split_off(keep)
     }
 }
 
@@ -191,6 +194,27 @@ impl ServerStorage for MemoryStorage {
     fn append_history(&mut self, entries: &[HistoryEntry]) -> Result<(), StorageError> {
         self.buffered_history.extend_from_slice(entries);
         Ok(())
+    }
+
+    fn read_history(&mut self, from: u64, to: u64) -> Result<Vec<HistoryEntry>, StorageError> {
+        // Versions are 1-based and gap-free: version v is at index v - 1 of the durable entries
+        // followed by the buffered ones.
+        let index = |version: u64| usize::try_from(version.saturating_sub(1)).unwrap_or(usize::MAX);
+        let (from, to) = (index(from.max(1)), index(to.max(1)));
+        let durable = self.history.len();
+        let mut entries: Vec<HistoryEntry> = self
+            .history
+            .get(from.min(durable)..to.min(durable))
+            .unwrap_or_default()
+            .to_vec();
+        let buffered = self.buffered_history.len();
+        let (from, to) = (from.saturating_sub(durable), to.saturating_sub(durable));
+        entries.extend_from_slice(
+            self.buffered_history
+                .get(from.min(buffered)..to.min(buffered))
+                .unwrap_or_default(),
+        );
+        Ok(entries)
     }
 
     fn insert_ingested(&mut self, records: &[IngestRecord]) -> Result<(), StorageError> {
@@ -222,7 +246,7 @@ impl ServerStorage for MemoryStorage {
         if let Some(salt) = self.buffered_salt.take() {
             self.durable.history_salt = salt;
         }
-        self.durable.history.append(&mut self.buffered_history);
+        self.history.append(&mut self.buffered_history);
         self.durable.client_files.append(&mut self.buffered_files);
         for record in self.buffered_ingested.drain(..) {
             let key = (record.object.collection.clone(), record.object.key.clone());

@@ -74,6 +74,9 @@ pub struct SimConfig {
     /// The server's limit on changeset bytes per DOWNLOAD, when not its default: small limits
     /// split ordinary history downloads over many DOWNLOADs.
     pub max_download_bytes: Option<usize>,
+    /// The server's memory for the latest history entries, when not its default: with small
+    /// budgets uploads, downloads and view rechecks read older entries back from storage.
+    pub history_cache_bytes: Option<usize>,
 }
 
 impl SimConfig {
@@ -96,6 +99,12 @@ impl SimConfig {
             // Half the seeds split bootstraps into DOWNLOADs of a few objects each.
             max_reset_bytes: (seed % 2 == 1).then_some(128 + 128 * (seed / 2 % 6) as usize),
             max_download_bytes: (seed % 2 == 1).then_some(256 + 128 * (seed / 2 % 8) as usize),
+            // Two seeds in five hold nothing or a few entries of the history in memory.
+            history_cache_bytes: match seed % 5 {
+                1 => Some(0),
+                3 => Some(4096),
+                _ => None,
+            },
         }
     }
 }
@@ -249,6 +258,9 @@ impl Simulation {
         }
         if let Some(bytes) = config.max_download_bytes {
             server_config.max_download_bytes = bytes;
+        }
+        if let Some(bytes) = config.history_cache_bytes {
+            server_config.history_cache_bytes = bytes;
         }
         if config.roles {
             server_config.roles = sim_roles().map_err(|e| SimFailure {
