@@ -127,6 +127,9 @@ pub struct Limits {
     pub max_sessions_per_connection: usize,
     /// Connections silent for longer are closed, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// About how much memory the latest history entries may take (older ones are read from
+    /// the database when a client that far behind needs them).
+    pub history_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +139,7 @@ impl Default for Limits {
             max_message_bytes: engine.message_limits.max_message_bytes,
             max_sessions_per_connection: engine.max_sessions_per_connection,
             idle_timeout_ms: engine.idle_timeout_ms,
+            history_cache_bytes: engine.history_cache_bytes,
         }
     }
 }
@@ -200,6 +204,7 @@ struct RawLimits {
     max_message_bytes: Option<u64>,
     max_sessions_per_connection: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    history_cache_mib: Option<u64>,
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -291,6 +296,16 @@ impl FileConfig {
                 ));
             }
             limits.idle_timeout_ms = secs.saturating_mul(1000);
+        }
+        if let Some(mib) = raw.limits.history_cache_mib {
+            limits.history_cache_bytes = mib
+                .checked_mul(1 << 20)
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "limits.history_cache_mib = {mib} is out of range; use a number of MiB this machine can address"
+                    ))
+                })?;
         }
         let mut roles = Roles::default();
         for (collection, spanned) in raw.roles {
@@ -406,6 +421,7 @@ access_token_ttl_secs = 60
 max_message_bytes = 65536
 max_sessions_per_connection = 4
 idle_timeout_secs = 30
+history_cache_mib = 8
 "#,
         )
         .unwrap();
@@ -427,7 +443,8 @@ idle_timeout_secs = 30
             Limits {
                 max_message_bytes: 65536,
                 max_sessions_per_connection: 4,
-                idle_timeout_ms: 30_000
+                idle_timeout_ms: 30_000,
+                history_cache_bytes: 8 << 20,
             }
         );
     }
@@ -484,6 +501,10 @@ idle_timeout_secs = 30
             ("[limits]\nidle_timeout_secs = 0", "idle_timeout_secs"),
             ("[limits]\nmax_message_bytes = 10", "max_message_bytes"),
             ("[limits]\nmax_sessions_per_connection = 0", "max_sessions"),
+            (
+                "[limits]\nhistory_cache_mib = 18446744073709551615",
+                "history_cache_mib",
+            ),
             ("[auth]\naccess_token_ttl_secs = 0", "access_token_ttl_secs"),
             ("schema = 3", "schema must be"),
             ("schema = \"missing.json\"", "missing.json"),

@@ -156,6 +156,7 @@ impl AppState {
             config.development_mode || engine_config.schema.collections.is_empty();
         let development_mode = engine_config.development_mode;
         engine_config.idle_timeout_ms = config.limits.idle_timeout_ms;
+        engine_config.history_cache_bytes = config.limits.history_cache_bytes;
         engine_config.max_sessions_per_connection = config.limits.max_sessions_per_connection;
         engine_config.message_limits.max_message_bytes = config.limits.max_message_bytes;
         // The console's changeset timeline shows instructions and merge decisions.

@@ -425,6 +425,7 @@ async fn throughput(
     window: u64,
 ) -> anyhow::Result<()> {
     let before = history_count(server).await?;
+    let rss_before = rss_kib(server.child.id())?;
     let server_cpu = cpu_ms(server.child.id())?;
     let clients_cpu = cpu_ms(std::process::id())?;
     let start = Instant::now();
@@ -460,6 +461,7 @@ async fn throughput(
     let elapsed = start.elapsed().as_secs_f64();
     let server_cpu = cpu_ms(server.child.id())?.saturating_sub(server_cpu);
     let clients_cpu = cpu_ms(std::process::id())?.saturating_sub(clients_cpu);
+    let rss_after = rss_kib(server.child.id())?;
     let integrated = history_count(server).await?.saturating_sub(before);
     // Display only.
     #[allow(clippy::cast_precision_loss)]
@@ -474,6 +476,12 @@ async fn throughput(
     println!(
         "throughput, {} clients, {pacing}: {integrated} changesets acknowledged durably in {elapsed:.2} s = {rate:.0} changesets/s",
         clients.len(),
+    );
+    // What the server keeps per integrated changeset (the history it holds in memory).
+    #[allow(clippy::cast_precision_loss)]
+    let grown = rss_after.saturating_sub(rss_before) as f64 * 1024.0 / integrated.max(1) as f64;
+    println!(
+        "server memory over the throughput run: RSS {rss_before} KiB -> {rss_after} KiB = {grown:.0} bytes per changeset"
     );
     // CPU time per changeset depends far less on what else the machine runs than the rate does.
     println!(
