@@ -1,7 +1,7 @@
 //! Load benchmark for the `eddy` server: starts the release binary as a child process, connects
 //! native clients and prints one summary line per figure — write→visible latency over every
 //! (writer, reader) pair, durable integrated changesets per second, and server memory per idle
-//! session.
+//! session; with `--floor`, the latency of a raw TCP relay beside it (see `floor.rs`).
 //!
 //! `cargo run --release -p eddy-server --example load -- --clients 100`
 
