@@ -369,3 +369,66 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_history() {
     .await;
     assert_eq!(summary["count"].as_u64(), Some(acknowledged));
 }
+
+/// A server that holds no history in memory (`limits.history_cache_mib = 0`) reads every entry
+/// it needs back from SQLite, also those of the transaction still open: concurrent writers
+/// whose uploads are based on older versions converge, and after a `kill -9` and a restart a
+/// fresh client downloads the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_holding_no_history_in_memory_reads_it_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    std::fs::write(&config, "[limits]\nhistory_cache_mib = 0\n").unwrap();
+    let schema_file = dir.path().join("schema.json");
+    std::fs::write(
+        &schema_file,
+        eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let start = || {
+        Server::start(&[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--schema".as_ref(),
+            schema_file.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ])
+    };
+    let mut server = start();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let token = anonymous_token(server.addr).await;
+        clients.push(Client::connect(&server.sync_url(), &token, sim_schema()).unwrap());
+    }
+    for i in 0..30 {
+        for (c, client) in (0i64..).zip(&clients) {
+            client
+                .write(|tx| set_item(tx, i % 5, c * 1000 + i))
+                .unwrap();
+        }
+    }
+    for client in &clients {
+        client.wait_for_upload(WAIT).await.unwrap();
+    }
+    for client in &clients {
+        client.wait_for_download(WAIT).await.unwrap();
+    }
+    let stores: Vec<_> = clients.iter().map(|c| c.store().unwrap()).collect();
+    assert_eq!(stores[0].len("Item"), 5);
+    assert!(stores.iter().all(|s| *s == stores[0]), "stores differ");
+
+    server.kill9();
+    drop(clients);
+    let server = start();
+    let token = anonymous_token(server.addr).await;
+    let fresh = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    fresh.wait_for_download(WAIT).await.unwrap();
+    assert!(
+        fresh.store().unwrap() == stores[0],
+        "the fresh client's state differs"
+    );
+}
