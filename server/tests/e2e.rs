@@ -118,16 +118,9 @@ async fn three_clients_write_concurrently_and_converge() {
         }
         tokio::task::yield_now().await;
     }
-    for client in &clients {
-        client.wait_for_upload(WAIT).await.unwrap();
-    }
-    for client in &clients {
-        client.wait_for_download(WAIT).await.unwrap();
-    }
-    let stores: Vec<_> = clients.iter().map(|c| c.store().unwrap()).collect();
-    assert_eq!(stores[0].len("Item"), 5);
-    assert!(stores.iter().all(|s| *s == stores[0]), "stores differ");
-    let counters: i64 = stores[0]
+    let store = converged(&clients).await;
+    assert_eq!(store.len("Item"), 5);
+    let counters: i64 = store
         .objects("Item")
         .map(|(_, doc)| match doc.get("c") {
             Some(Value::Int(c)) => *c,
@@ -139,6 +132,20 @@ async fn three_clients_write_concurrently_and_converge() {
         3 * WRITES,
         "every increment of every client counts once"
     );
+}
+
+/// Waits until every client's uploads are acknowledged and it has downloaded everything; checks
+/// that they all hold the same state and returns it.
+async fn converged(clients: &[Client]) -> eddy_core::store::Store {
+    for client in clients {
+        client.wait_for_upload(WAIT).await.unwrap();
+    }
+    for client in clients {
+        client.wait_for_download(WAIT).await.unwrap();
+    }
+    let stores: Vec<_> = clients.iter().map(|c| c.store().unwrap()).collect();
+    assert!(stores.iter().all(|s| *s == stores[0]), "stores differ");
+    stores.into_iter().next().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,24 +386,12 @@ async fn a_server_holding_no_history_in_memory_reads_it_from_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("app.toml");
     std::fs::write(&config, "[limits]\nhistory_cache_mib = 0\n").unwrap();
-    let schema_file = dir.path().join("schema.json");
-    std::fs::write(
-        &schema_file,
-        eddy_core::schema_json::schema_to_json(&sim_schema()).to_string(),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
     let start = || {
-        Server::start(&[
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--schema".as_ref(),
-            schema_file.as_os_str(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ])
+        Server::with_schema_and(
+            dir.path(),
+            "127.0.0.1:0",
+            &["--config".as_ref(), config.as_os_str()],
+        )
     };
     let mut server = start();
     let mut clients = Vec::new();
@@ -411,15 +406,8 @@ async fn a_server_holding_no_history_in_memory_reads_it_from_the_database() {
                 .unwrap();
         }
     }
-    for client in &clients {
-        client.wait_for_upload(WAIT).await.unwrap();
-    }
-    for client in &clients {
-        client.wait_for_download(WAIT).await.unwrap();
-    }
-    let stores: Vec<_> = clients.iter().map(|c| c.store().unwrap()).collect();
-    assert_eq!(stores[0].len("Item"), 5);
-    assert!(stores.iter().all(|s| *s == stores[0]), "stores differ");
+    let store = converged(&clients).await;
+    assert_eq!(store.len("Item"), 5);
 
     server.kill9();
     drop(clients);
@@ -428,7 +416,7 @@ async fn a_server_holding_no_history_in_memory_reads_it_from_the_database() {
     let fresh = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
     fresh.wait_for_download(WAIT).await.unwrap();
     assert!(
-        fresh.store().unwrap() == stores[0],
+        fresh.store().unwrap() == store,
         "the fresh client's state differs"
     );
 }

@@ -81,6 +81,11 @@ impl Server {
 
     /// Starts a server on `listen` over `dir/data`, enforcing the simulation schema.
     pub fn with_schema(dir: &Path, listen: &str) -> Server {
+        Server::with_schema_and(dir, listen, &[])
+    }
+
+    /// Like [`Server::with_schema`], with `extra` arguments after the others.
+    pub fn with_schema_and(dir: &Path, listen: &str, extra: &[&std::ffi::OsStr]) -> Server {
         let schema_file = dir.join("schema.json");
         std::fs::write(
             &schema_file,
@@ -88,14 +93,16 @@ impl Server {
         )
         .unwrap();
         let data = dir.join("data");
-        Server::start(&[
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "--listen".as_ref(),
             listen.as_ref(),
             "--data-dir".as_ref(),
             data.as_os_str(),
             "--schema".as_ref(),
             schema_file.as_os_str(),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
     }
 
     /// The WebSocket sync URL.
