@@ -759,6 +759,52 @@ fn acknowledgements_wait_for_a_flush() {
     assert_eq!(h.engine.storage().flushes, before + 1);
 }
 
+#[test]
+fn a_fan_out_costs_one_flush_and_each_download_is_built_as_it_goes_out() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    for conn in 2..=4 {
+        h.open(conn, "alice");
+    }
+    let before = h.engine.storage().flushes;
+    let before_version = h.engine.latest_version();
+    // Each upload is based on what the writer has seen: the version before its own.
+    let frame = |version: u64| {
+        encode_client_message(&upload(
+            1,
+            writer,
+            version,
+            before_version + version - 1,
+            &create_item(i64::try_from(version).unwrap_or_default(), 1),
+        ))
+    };
+    h.engine.handle_frame(1, h.now, &frame(1));
+    let first = h.engine.poll_transmit().unwrap();
+    assert!(
+        matches!(first, Some((1, ServerMessage::Download { .. }))),
+        "the writer's acknowledgement goes first: {first:?}"
+    );
+    assert_eq!(h.engine.storage().flushes, before + 1);
+    // The receivers' DOWNLOADs were not built with the first one, so the changeset integrated
+    // meanwhile reaches them in the same message.
+    h.engine.handle_frame(1, h.now, &frame(2));
+    let rest = h.drain();
+    for receiver in 2..=4 {
+        let versions: Vec<Vec<u64>> = rest
+            .iter()
+            .filter_map(|(c, m)| match m {
+                ServerMessage::Download { changesets, .. } if *c == receiver => {
+                    Some(changesets.iter().map(|c| c.server_version).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(versions.len(), 1, "receiver {receiver}: {rest:?}");
+        assert_eq!(versions[0].len(), 2, "receiver {receiver}: {rest:?}");
+    }
+    assert_eq!(h.engine.storage().flushes, before + 2);
+}
+
 fn reading(key: i64, value: i64) -> Vec<Instruction> {
     let mut doc = eddy_core::value::Document::new();
     doc.insert("value".into(), Value::Int(value));

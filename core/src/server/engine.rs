@@ -1691,11 +1691,14 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
     /// flush, so nothing is acknowledged before it is durable.
     pub fn poll_transmit(&mut self) -> Result<Option<(ConnectionId, ServerMessage)>, EngineError> {
         if self.outbox.is_empty() {
-            // A DOWNLOAD that needs nothing flushed goes out at once; those that changed views
-            // are built together, so that their views become durable in one flush rather than
-            // one per receiver.
-            for _ in 0..DOWNLOADS_PER_FLUSH {
-                if !self.build_next_download() || !self.needs_flush {
+            // DOWNLOADs that changed views are built together, so that their views become
+            // durable in one flush rather than one per receiver. A first DOWNLOAD that changed
+            // none waits for no flush but the one already due (for the changesets it carries),
+            // so it goes out as soon as that is done, before any other receiver's DOWNLOAD is
+            // built: each is then built as it goes out.
+            for built in 0..DOWNLOADS_PER_FLUSH {
+                let views = self.dirty_views.len();
+                if !self.build_next_download() || (built == 0 && self.dirty_views.len() == views) {
                     break;
                 }
             }
