@@ -805,6 +805,38 @@ fn a_fan_out_costs_one_flush_and_each_download_is_built_as_it_goes_out() {
     assert_eq!(h.engine.storage().flushes, before + 2);
 }
 
+#[test]
+fn a_changeset_entering_many_views_takes_one_download_each() {
+    let mut h = Harness::new();
+    let (writer, _) = h.open(1, "alice");
+    for conn in 2..=4 {
+        h.open(conn, "alice");
+        h.subscribe_items(conn, "n == 1");
+    }
+    let before = h.engine.storage().flushes;
+    let base = h.engine.latest_version();
+    let out = h.send(1, upload(1, writer, 1, base, &create_item(1, 1)));
+    // The object enters each view through a reset, all at one reset version.
+    for receiver in 2..=4 {
+        let downloads: Vec<_> = out
+            .iter()
+            .filter_map(|(c, m)| match m {
+                ServerMessage::Download {
+                    progress, resets, ..
+                } if *c == receiver => Some((progress.download.server_version, resets.len())),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(downloads[..], [(version, resets)] if version == base + 2 && resets > 0),
+            "receiver {receiver}: {out:?}"
+        );
+    }
+    assert_eq!(h.engine.latest_version(), base + 2);
+    // One flush before the writer's acknowledgement, one for the views.
+    assert_eq!(h.engine.storage().flushes, before + 2);
+}
+
 fn reading(key: i64, value: i64) -> Vec<Instruction> {
     let mut doc = eddy_core::value::Document::new();
     doc.insert("value".into(), Value::Int(value));

@@ -1851,7 +1851,7 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
                 .views
                 .get(&file_ident)
                 .is_some_and(FileView::owes_resets)
-                && self.append_reset_version().is_ok()
+                && self.reset_version_after(cursor.server_version).is_ok()
             {
                 latest = self.latest_version();
                 version = latest;
@@ -1891,8 +1891,9 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             // The objects this part brought changes to are checked once the session catches up.
             session.view.recheck_from = Some(recheck_from);
         }
-        if version < latest || update.more_to_come {
-            session.needs_download = true;
+        // This DOWNLOAD reaches `latest`, so a reset version it appended needs no other.
+        session.needs_download = version < latest || update.more_to_come;
+        if session.needs_download {
             self.dirty.insert((connection, ident));
         }
         let progress = SyncProgress {
@@ -1942,6 +1943,26 @@ impl<S: ServerStorage, A: Authenticator> ServerEngine<S, A> {
             self.send_compensating_write(connection, ident, latest, update.refused);
         }
         true
+    }
+
+    /// Makes the latest version one that a file whose download cursor is `cursor` can take
+    /// resets at: the latest already is when it is a reset version (the only entries from file
+    /// 0) past the cursor, made for another file's resets, typically those of the same
+    /// changeset entering many views. Sharing it, the file still has seen nothing of that
+    /// version when its resets arrive, so its uploads based before it are still the ones made
+    /// before it saw them. One version per file instead would cost every other session one
+    /// more DOWNLOAD per file: a changeset entering N views would take N² messages.
+    fn reset_version_after(&mut self, cursor: u64) -> Result<(), SessionFailure> {
+        let latest = self.latest_version();
+        if latest > cursor
+            && self
+                .history
+                .meta(latest)
+                .is_some_and(|entry| entry.origin_file_ident == 0)
+        {
+            return Ok(());
+        }
+        self.append_reset_version()
     }
 
     /// Resets get a server version of their own: an empty changeset from the server. A client
