@@ -759,13 +759,23 @@ fn acknowledgements_wait_for_a_flush() {
     assert_eq!(h.engine.storage().flushes, before + 1);
 }
 
-#[test]
-fn a_fan_out_costs_one_flush_and_each_download_is_built_as_it_goes_out() {
+/// A harness with a writer on connection 1 and readers on connections 2 to 4, all of alice's,
+/// the readers subscribed to `query` when there is one; returns it with the writer's file.
+fn writer_and_readers(query: Option<&str>) -> (Harness, u64) {
     let mut h = Harness::new();
     let (writer, _) = h.open(1, "alice");
     for conn in 2..=4 {
         h.open(conn, "alice");
+        if let Some(query) = query {
+            h.subscribe_items(conn, query);
+        }
     }
+    (h, writer)
+}
+
+#[test]
+fn a_fan_out_costs_one_flush_and_each_download_is_built_as_it_goes_out() {
+    let (mut h, writer) = writer_and_readers(None);
     let before = h.engine.storage().flushes;
     let before_version = h.engine.latest_version();
     // Each upload is based on what the writer has seen: the version before its own.
@@ -807,12 +817,7 @@ fn a_fan_out_costs_one_flush_and_each_download_is_built_as_it_goes_out() {
 
 #[test]
 fn a_changeset_entering_many_views_takes_one_download_each() {
-    let mut h = Harness::new();
-    let (writer, _) = h.open(1, "alice");
-    for conn in 2..=4 {
-        h.open(conn, "alice");
-        h.subscribe_items(conn, "n == 1");
-    }
+    let (mut h, writer) = writer_and_readers(Some("n == 1"));
     let before = h.engine.storage().flushes;
     let base = h.engine.latest_version();
     let out = h.send(1, upload(1, writer, 1, base, &create_item(1, 1)));
