@@ -1,6 +1,7 @@
 //! End-to-end tests of flexible-sync views and role permissions against the real `eddy` binary:
-//! private objects never reach other users, forged writes are compensated and reported, and a
-//! subscription change brings objects in and removes others without a reconnect.
+//! private objects never reach other users, forged writes are compensated and reported, a
+//! subscription change brings objects in and removes others without a reconnect, and writes
+//! entering many readers' views share their reset versions.
 
 // Helpers outside `#[test]` fail loudly by design; the shared harness reads the server's output on
 // a thread (the clippy ban on spawning is for eddy-core only).
@@ -358,4 +359,55 @@ async fn a_reader_s_view_forgets_erased_objects_once_it_reports_its_cursor() {
         a.progress().last_error
     );
     assert_eq!(a.progress().client_resets, 0);
+}
+
+/// How many changesets the server's history holds, from `GET /api/admin/history-count`.
+async fn history_count(server: &Server) -> u64 {
+    let (status, summary) = server.admin("/api/admin/history-count").await;
+    assert_eq!(status, 200, "{summary}");
+    summary["count"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_entering_many_readers_views_share_their_reset_versions() {
+    const READERS: u64 = 6;
+    const WRITES: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_schema(dir.path(), "127.0.0.1:0");
+    let (token, _) = sign_in(server.addr).await;
+    let writer = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let reader = Client::connect(&server.sync_url(), &token, sim_schema()).unwrap();
+        reader.update_subscriptions(items_where("n >= 10")).unwrap();
+        readers.push(reader);
+    }
+    for reader in &readers {
+        until(reader, "the subscription is complete", |_| {
+            reader.progress().subscriptions_complete
+        })
+        .await;
+    }
+    writer.wait_for_download(WAIT).await.unwrap();
+    let before = history_count(&server).await;
+    for key in 1..=WRITES {
+        let key = i64::try_from(key).unwrap();
+        writer.write(|tx| set_item(tx, key, 10 + key)).unwrap();
+        writer.wait_for_upload(WAIT).await.unwrap();
+    }
+    let all: Vec<i64> = (1..=i64::try_from(WRITES).unwrap()).collect();
+    for reader in &readers {
+        until(reader, "the reader holds every write", |s| {
+            item_keys(s) == all
+        })
+        .await;
+    }
+    // Each write enters every reader's view through a reset. The readers take their resets at
+    // a shared reset version: one per write, or two when a write lands while the first
+    // readers' DOWNLOADs are out; one per reader would make READERS per write.
+    let grown = history_count(&server).await - before;
+    assert!(
+        (2 * WRITES..=3 * WRITES).contains(&grown),
+        "{WRITES} writes for {READERS} readers grew the history by {grown} versions"
+    );
 }
