@@ -25,12 +25,6 @@ fn item_field(store: &Store, key: i64, field: &str) -> Option<Value> {
         .and_then(|doc| doc.get(field).cloned())
 }
 
-async fn history_count(server: &Server) -> u64 {
-    let (status, summary) = server.admin("/api/admin/history-count").await;
-    assert_eq!(status, 200, "{summary}");
-    summary["count"].as_u64().unwrap()
-}
-
 /// Starts a server enforcing the simulation schema with extra flags.
 fn server_with(dir: &Path, extra: &[&str]) -> Server {
     let schema_file = dir.join("schema.json");
@@ -119,7 +113,7 @@ async fn transaction_is_accepted_and_a_conflicting_one_is_rejected() {
                     .join()
                     .unwrap();
                 before = s
-                    .spawn(|| handle.block_on(history_count(&server)))
+                    .spawn(|| handle.block_on(server.history_count()))
                     .join()
                     .unwrap();
             });
@@ -142,7 +136,7 @@ async fn transaction_is_accepted_and_a_conflicting_one_is_rejected() {
         "{rejected:?}"
     );
     assert_eq!(
-        history_count(&server).await,
+        server.history_count().await,
         before,
         "a rejected transaction adds nothing to the history"
     );
@@ -226,7 +220,7 @@ async fn async_open_downloads_a_hundred_thousand_objects() {
     }
     writer.wait_for_upload(WAIT).await.unwrap();
     let batches = u64::try_from(OBJECTS / BATCH).unwrap();
-    assert!(history_count(&server).await >= batches);
+    assert!(server.history_count().await >= batches);
 
     let options = ClientOptions {
         async_open: true,

@@ -47,12 +47,6 @@ async fn server_count(server: &Server, collection: &str) -> u64 {
         .map_or(0, |c| c["count"].as_u64().unwrap())
 }
 
-async fn history_count(server: &Server) -> u64 {
-    let (status, summary) = server.admin("/api/admin/history-count").await;
-    assert_eq!(status, 200, "{summary}");
-    summary["count"].as_u64().unwrap()
-}
-
 /// Waits until the client's local `Item` keys are exactly `expected`, in key order.
 async fn wait_for_items(client: &Client, expected: &[i64]) {
     let expected: Vec<PrimaryKey> = expected.iter().copied().map(PrimaryKey::Int).collect();
@@ -246,7 +240,7 @@ async fn writes_acknowledged_before_a_kill_9_upload_once_after_reopening() {
     assert_eq!(server_count(&server, "Reading").await, 200);
     // One more: the client file's declared schema, written when it was created.
     assert_eq!(
-        history_count(&server).await,
+        server.history_count().await,
         201,
         "each write reaches the history exactly once"
     );

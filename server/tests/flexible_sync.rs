@@ -361,13 +361,6 @@ async fn a_reader_s_view_forgets_erased_objects_once_it_reports_its_cursor() {
     assert_eq!(a.progress().client_resets, 0);
 }
 
-/// How many changesets the server's history holds, from `GET /api/admin/history-count`.
-async fn history_count(server: &Server) -> u64 {
-    let (status, summary) = server.admin("/api/admin/history-count").await;
-    assert_eq!(status, 200, "{summary}");
-    summary["count"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_entering_many_readers_views_share_their_reset_versions() {
     const READERS: u64 = 6;
@@ -389,7 +382,7 @@ async fn writes_entering_many_readers_views_share_their_reset_versions() {
         .await;
     }
     writer.wait_for_download(WAIT).await.unwrap();
-    let before = history_count(&server).await;
+    let before = server.history_count().await;
     for key in 1..=WRITES {
         let key = i64::try_from(key).unwrap();
         writer.write(|tx| set_item(tx, key, 10 + key)).unwrap();
@@ -405,7 +398,7 @@ async fn writes_entering_many_readers_views_share_their_reset_versions() {
     // Each write enters every reader's view through a reset. The readers take their resets at
     // a shared reset version: one per write, or two when a write lands while the first
     // readers' DOWNLOADs are out; one per reader would make READERS per write.
-    let grown = history_count(&server).await - before;
+    let grown = server.history_count().await - before;
     assert!(
         (2 * WRITES..=3 * WRITES).contains(&grown),
         "{WRITES} writes for {READERS} readers grew the history by {grown} versions"

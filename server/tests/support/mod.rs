@@ -121,6 +121,13 @@ impl Server {
         self.admin_request("GET", path).await
     }
 
+    /// How many changesets the history holds durably, from `GET /api/admin/history-count`.
+    pub async fn history_count(&self) -> u64 {
+        let (status, summary) = self.admin("/api/admin/history-count").await;
+        assert_eq!(status, 200, "{summary}");
+        summary["count"].as_u64().unwrap()
+    }
+
     /// `method path` on the admin API, with the admin key.
     pub async fn admin_request(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
         http(
